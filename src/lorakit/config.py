@@ -1,0 +1,236 @@
+"""Typed run configuration: one YAML file plus dotted `key=value` overrides, checked before heavy work.
+
+Every field has a default and a one-line description; unknown keys and wrong types are errors that
+name the file, line and key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lorakit.errors import LorakitError
+
+QWEN_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = Field("smollm2-135m-instruct", description="built-in name, local HF folder, or hub id")
+    source: Literal["hf", "modelscope"] = Field("hf", description="hub to download a hub id from")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weight dtype; auto = bfloat16 on GPU, float32 on CPU")
+    cache_dir: Optional[str] = Field(None, description="model cache (default $LORAKIT_CACHE or ~/.cache/lorakit)")
+
+
+class DataConfig(Section):
+    path: Union[str, list[str]] = Field("", description="file, folder or glob (or a list) of training data")
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion"] = Field(
+        "auto", description="record schema; auto detects it per file")
+    columns: dict[str, str] = Field(default_factory=dict, description="rename source columns, e.g. {question: instruction}")
+    weights: list[float] = Field(default_factory=list, description="mixing weight per path (sampling with replacement)")
+    system: Optional[str] = Field(None, description="system prompt added where a record has none")
+    thinking: Literal["off", "on", "auto"] = Field("off", description="train reasoning: off, on, or per sample")
+    train_on: Literal["all", "last"] = Field("all", description="which assistant turns carry loss")
+    max_length: int = Field(1024, gt=8, description="tokens per sample; longer samples are truncated")
+    eval_split: float = Field(0.0, ge=0, description="held-out share (<1) or count (>=1) for evaluation")
+    eval_path: Optional[str] = Field(None, description="separate held-out file (overrides eval_split)")
+    dedup: bool = Field(True, description="drop exact duplicate conversations")
+    max_samples: Optional[int] = Field(None, gt=0, description="use at most this many training records")
+    seed: int = Field(42, description="seed for splitting and mixing")
+
+
+class LoraConfig(Section):
+    r: int = Field(8, gt=0, description="LoRA rank")
+    alpha: float = Field(16, gt=0, description="LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rslora)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA branch input")
+    target_modules: Union[Literal["all-linear"], list[str]] = Field(
+        "all-linear", description="module names to adapt, or all-linear")
+    use_rslora: bool = Field(False, description="rank-stabilised scaling")
+    use_dora: bool = Field(False, description="weight-decomposed LoRA (slower)")
+    modules_to_save: list[str] = Field(default_factory=list, description="extra modules trained in full")
+
+
+class TrainConfig(Section):
+    output_dir: str = Field("runs/run", description="run directory: adapter, checkpoints, metrics, config")
+    epochs: float = Field(3, gt=0, description="passes over the training data")
+    max_steps: Optional[int] = Field(None, gt=0, description="optimizer steps; overrides epochs")
+    batch_size: int = Field(4, gt=0, description="samples per micro-batch (or per pack budget unit)")
+    grad_accum: int = Field(4, gt=0, description="micro-batches per optimizer step")
+    lr: float = Field(1e-4, gt=0, description="peak learning rate")
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="decay after warmup")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps spent warming up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping (0 = off)")
+    logging_steps: int = Field(10, gt=0, description="log train loss every N optimizer steps")
+    eval_steps: Optional[int] = Field(None, gt=0, description="evaluate every N steps (default: at save_steps)")
+    save_steps: int = Field(100, gt=0, description="checkpoint every N optimizer steps")
+    save_total_limit: int = Field(2, gt=0, description="keep the last K checkpoints (plus the best)")
+    early_stopping_patience: Optional[int] = Field(None, gt=0, description="stop after N evals without improvement")
+    seed: int = Field(42, description="seed for init, data order and dropout")
+    packing: bool = Field(True, description="padding-free packing of samples into one row")
+    gradient_checkpointing: Union[bool, Literal["auto"]] = Field(False, description="recompute activations to save memory")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast dtype; auto = bf16 where supported")
+    threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
+
+
+class TrackingConfig(Section):
+    backends: list[Literal["swanlab", "tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="trackers besides the always-on metrics.jsonl")
+    project: str = Field("lorakit", description="project name in the tracker")
+    experiment: Optional[str] = Field(None, description="run name (default: the output folder name)")
+    swanlab_mode: Literal["local", "offline", "cloud", "disabled"] = Field("local", description="SwanLab mode")
+
+
+class RunConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfig":
+        if self.data.weights and isinstance(self.data.path, list) and len(self.data.weights) != len(self.data.path):
+            raise ValueError("data.weights needs one weight per data.path entry")
+        return self
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key, by dotted path."""
+
+
+def _load_with_lines(text: str, source: str) -> tuple[dict, dict[str, int]]:
+    lines: dict[str, int] = {}
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise LorakitError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if node is None:
+        return {}, lines
+
+    def walk(n, prefix):
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = f"{prefix}{k.value}"
+                lines[key] = k.start_mark.line + 1
+                walk(v, key + ".")
+
+    walk(node, "")
+    data = yaml.load(text, Loader=yaml.SafeLoader)
+    if not isinstance(data, dict):
+        raise LorakitError(f"{source}:1: the config must be a mapping of sections (model, data, lora, train, tracking)")
+    return data, lines
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`train.lr=2e-4` -> ("train.lr", 0.0002); the value is read as a YAML scalar or list."""
+    if "=" not in item:
+        raise LorakitError(f"override {item!r}: expected key=value, e.g. train.lr=2e-4")
+    key, raw = item.split("=", 1)
+    key = key.strip().lstrip("-")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = data
+    for p in parts[:-1]:
+        nxt = cur.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise LorakitError(f"override {key}: {p} is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def build_config(data: dict, source: str = "<config>", lines: dict[str, int] | None = None) -> RunConfig:
+    """Validate a plain dict into a RunConfig; errors name source:line and the dotted key."""
+    lines = lines or {}
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        line = _nearest_line(lines, key)
+        where = f"{source}:{line}" if line else source
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {key!r}" + _suggest(key)
+        else:
+            msg = f"{key}: {err['msg']} (got {err.get('input')!r})" if key else err["msg"]
+        extra = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise LorakitError(f"{where}: {msg}{extra}") from None
+
+
+def _nearest_line(lines: dict[str, int], key: str) -> int | None:
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rpartition(".")[0]
+    return None
+
+
+def _suggest(key: str) -> str:
+    import difflib
+
+    section, _, leaf = key.rpartition(".")
+    model = RunConfig
+    for part in section.split(".") if section else []:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return ""
+        model = field.annotation
+    close = difflib.get_close_matches(leaf, list(model.model_fields), n=1)
+    return f"; did you mean {section + '.' if section else ''}{close[0]}?" if close else ""
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or start from defaults) and apply `key=value` overrides."""
+    data: dict = {}
+    lines: dict[str, int] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise LorakitError(f"{p}: config file not found")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise LorakitError(f"{p}: config is not UTF-8 text") from None
+        data, lines = _load_with_lines(text, source)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+        lines[key] = 0  # overrides have no line; errors then name the file only
+    cfg = build_config(data, source, {k: v for k, v in lines.items() if v})
+    return cfg
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def field_docs(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, description) for every field: the source for docs/config.md."""
+    rows = []
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows += field_docs(ann, f"{prefix}{name}.")
+        else:
+            default = f.default_factory() if f.default_factory else f.default
+            rows.append((f"{prefix}{name}", default, f.description or ""))
+    return rows
