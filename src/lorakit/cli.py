@@ -1,0 +1,146 @@
+"""The command line: one subcommand per pipeline stage, each a thin call into its stage module.
+
+Heavy imports (torch, transformers) happen inside the stage functions, so `lorakit --help` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from lorakit.errors import LorakitError
+
+app = typer.Typer(
+    help="LoRA fine-tuning of chat models: data -> train -> merge -> chat -> serve -> eval.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register_optional() -> None:
+    """Mount the stages that live in their own modules (each defines its own flags)."""
+    from lorakit.chat import chat_command
+    from lorakit.data.cli import app as data_app
+    from lorakit.serve.command import serve_command
+
+    app.add_typer(data_app, name="data", help="Load, validate, inspect and prepare datasets.")
+    app.command("chat", help="Chat with a model (and adapter) in the terminal, streaming.")(chat_command)
+    app.command("serve", help="Serve a model over an OpenAI-compatible HTTP API.")(serve_command)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., help="run config YAML; key=value overrides may follow"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="'latest' or a checkpoint path", flag_value="latest"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (config, data, steps, memory) and exit"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing finished run directory"),
+) -> None:
+    """Fine-tune with LoRA. Example: lorakit train configs/demo.yaml train.lr=2e-4"""
+    from lorakit.config import load_config
+    from lorakit.train import train as run_train
+
+    cfg = load_config(config, list(ctx.args))
+    run_train(cfg, resume=resume, dry_run=dry_run, overwrite=overwrite)
+
+
+@app.command()
+def merge(
+    run_dir: Path = typer.Argument(..., help="training run directory (or adapter folder)"),
+    out: Path = typer.Option(..., "--out", help="where to write the merged model"),
+    dtype: str = typer.Option("auto", help="dtype of the merged weights: auto (the base's), float32, bfloat16, float16"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder"),
+) -> None:
+    """Merge a LoRA adapter into its base and save a plain Hugging Face model."""
+    from lorakit.merge import merge as run_merge
+
+    run_merge(run_dir, out, dtype=dtype, overwrite=overwrite)
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="training run directory"),
+    data: Optional[str] = typer.Option(None, "--data", help="held-out data (default: the run's eval split)"),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="JSON/JSONL/text file of prompts to compare"),
+    max_new_tokens: int = typer.Option(96, help="tokens per answer"),
+    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint of a judge model"),
+    judge_model: Optional[str] = typer.Option(None, help="judge model name"),
+    seed: int = typer.Option(0, help="seed for the sampled answers"),
+) -> None:
+    """Compare base and fine-tuned model: loss, answers side by side, persona and retention scores."""
+    from lorakit.evaluate import evaluate as run_eval
+
+    run_eval(run_dir, data=data, prompts=prompts, max_new_tokens=max_new_tokens,
+             judge_url=judge_url, judge_model=judge_model, seed=seed)
+
+
+@app.command()
+def download(
+    model_id: str = typer.Argument(..., help="hub id, e.g. Qwen/Qwen3-4B"),
+    source: str = typer.Option("hf", help="hf or modelscope"),
+    cache_dir: Optional[str] = typer.Option(None, help="cache folder (default $LORAKIT_CACHE or ~/.cache/lorakit)"),
+) -> None:
+    """Download a model into the cache (built-in names are materialised offline instead)."""
+    from lorakit.models import BUILTIN_MODELS, download as run_download, resolve_model
+
+    path = resolve_model(model_id, cache_dir=cache_dir) if model_id in BUILTIN_MODELS else run_download(
+        model_id, source=source, cache_dir=cache_dir)
+    typer.echo(str(path))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="where the demo run goes"),
+    max_steps: Optional[int] = typer.Option(None, help="override the number of training steps"),
+) -> None:
+    """The whole pipeline on the bundled persona dataset and SmolLM2-135M-Instruct, on CPU."""
+    from lorakit.demo import run_demo
+
+    run_demo(out, max_steps=max_steps)
+
+
+@app.command()
+def version() -> None:
+    """Print the lorakit version."""
+    from lorakit import __version__
+
+    typer.echo(__version__)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point: runs the app and turns user errors into one line and exit code 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _register_optional()
+    try:
+        app(args=argv, standalone_mode=False)
+    except LorakitError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", None)
+        sys.exit(code if code is not None else getattr(e, "code", 0))
+    except Exception as e:  # click usage errors and anything else: one line, never a traceback
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        if os.environ.get("LORAKIT_DEBUG"):
+            raise
+        typer.secho(f"error: {type(e).__name__}: {e} (set LORAKIT_DEBUG=1 for the traceback)",
+                    fg=typer.colors.RED, err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The merge stage: fold a LoRA adapter into its base weights and save a plain Hugging Face model
+that loads with AutoModelForCausalLM and vLLM unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lorakit.atomic import atomic_dir
+from lorakit.errors import LorakitError
+from lorakit.runs import open_run
+
+
+def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: bool = False) -> Path:
+    """Merge RUN_DIR's adapter into its base model and write the result to `out` atomically."""
+    import torch
+    from peft import PeftModel
+
+    from lorakit.models import load_model, load_tokenizer, resolve_model
+
+    run = open_run(run_dir)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise LorakitError(f"{out}: already exists; pass --overwrite or choose another --out")
+    source = run.config.model.source if run.config else "hf"
+    cache = run.config.model.cache_dir if run.config else None
+    base_path = resolve_model(run.base_model, source, cache)
+    if dtype == "auto":
+        dtype = _saved_dtype(base_path)
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise LorakitError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16")
+    # Merge in float32 so the rounding happens once, at the final cast.
+    base = load_model(base_path, dtype="float32", device="cpu")
+    model = PeftModel.from_pretrained(base, str(run.adapter_dir))
+    merged = model.merge_and_unload()
+    merged = merged.to(getattr(torch, dtype))
+    merged.config.torch_dtype = getattr(torch, dtype)
+    tokenizer = load_tokenizer(run.adapter_dir if (run.adapter_dir / "tokenizer_config.json").exists() else base_path)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        gen = base_path / "generation_config.json"
+        if gen.exists():
+            (tmp / "generation_config.json").write_text(gen.read_text())
+    print(f"merged model written to {out} ({dtype})")
+    return out
+
+
+def _saved_dtype(model_path: Path) -> str:
+    cfg = json.loads((Path(model_path) / "config.json").read_text())
+    d = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
+    return d if d in ("float32", "bfloat16", "float16") else "float32"
