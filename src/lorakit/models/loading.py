@@ -1,0 +1,47 @@
+"""Load a resolved model folder into transformers objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lorakit.errors import LorakitError
+
+_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+           "half": "float16", "float32": "float32", "fp32": "float32", "float": "float32"}  # fmt: skip
+
+
+def torch_dtype(dtype: str, device: str):
+    """Map a dtype name to a torch dtype; "auto" is bfloat16 on CUDA and float32 elsewhere."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if dtype not in _DTYPES:
+        raise LorakitError(f"unknown dtype {dtype!r}; choose one of: auto, bfloat16, float16, float32")
+    return getattr(torch, _DTYPES[dtype])
+
+
+def load_tokenizer_from(path: Path):
+    """AutoTokenizer for `path`, with a pad token guaranteed (falls back to the eos token)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise LorakitError(
+                f"tokenizer in {path} has neither a pad nor an eos token; set pad_token in tokenizer_config.json"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model_from(path: Path, dtype: str, device: str):
+    """AutoModelForCausalLM for `path` in `dtype` on `device`, with SDPA attention, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": torch_dtype(dtype, device), "attn_implementation": "sdpa"}
+    if device != "cpu":
+        # Place weights straight on the accelerator instead of staging a full copy in host memory.
+        kwargs["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    return model.eval()
