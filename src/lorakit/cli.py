@@ -117,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _register_optional()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except LorakitError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(e.exit_code)
@@ -140,6 +140,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         typer.secho(f"error: {type(e).__name__}: {e} (set LORAKIT_DEBUG=1 for the traceback)",
                     fg=typer.colors.RED, err=True)
         sys.exit(1)
+    # In non-standalone mode click returns typer.Exit codes instead of exiting with them.
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,137 @@
+"""`lorakit data validate|inspect|prepare`: thin commands over validate.py, stats.py and prepare.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from lorakit.errors import LorakitError
+
+app = typer.Typer(help="Check, inspect and tokenize training data.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+
+DATA = typer.Argument(..., help="data files, folders or globs (JSON, JSONL, CSV, Parquet, datasets folders)")
+FORMAT = typer.Option("auto", "--format", help="record schema: auto, alpaca, sharegpt, messages, prompt_completion")
+COLUMNS = typer.Option(None, "--columns", help="rename source columns, e.g. question=instruction,answer=output")
+MODEL = typer.Option(..., "--model", "-m", help="model whose tokenizer and chat template to use (name or folder)")
+SYSTEM = typer.Option(None, "--system", help="system prompt added where a record has none")
+THINKING = typer.Option("off", "--thinking", help="off, on, or auto (per sample: on when it has reasoning)")
+TRAIN_ON = typer.Option("all", "--train-on", help="assistant turns that carry loss: all or last")
+MAX_LENGTH = typer.Option(1024, "--max-length", help="tokens per sample; longer samples are truncated")
+
+
+def _columns(text: Optional[str]) -> dict[str, str]:
+    out = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise LorakitError(f"--columns {item!r}: expected source=target, e.g. question=instruction")
+        src, dst = item.split("=", 1)
+        out[src.strip()] = dst.strip()
+    return out
+
+
+def _weights(text: Optional[str]) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")] if text else []
+    except ValueError:
+        raise LorakitError(f"--weights {text!r}: expected numbers separated by commas, e.g. 3,1") from None
+
+
+def _tokenizer(model: str):
+    from lorakit.models import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model(model))
+
+
+@app.command()
+def validate(
+    data: List[str] = DATA,
+    format: str = FORMAT,
+    columns: Optional[str] = COLUMNS,
+    max_errors: int = typer.Option(20, "--max-errors", help="problems to print before '... and N more'"),
+) -> None:
+    """Check every record; print each problem as file:line: field: what is wrong. Exit 1 if any."""
+    from lorakit.data.validate import report_lines, validate_data
+
+    result = validate_data(data, format, _columns(columns), max_errors)
+    for line in report_lines(result, max_errors):
+        typer.echo(line)
+    if result.problem_count or not result.conversations:
+        # SystemExit, not typer.Exit: under standalone_mode=False click returns typer.Exit's code instead of exiting.
+        raise SystemExit(1)
+
+
+@app.command()
+def inspect(
+    data: List[str] = DATA,
+    model: str = MODEL,
+    format: str = FORMAT,
+    columns: Optional[str] = COLUMNS,
+    system: Optional[str] = SYSTEM,
+    thinking: str = THINKING,
+    train_on: str = TRAIN_ON,
+    max_length: int = MAX_LENGTH,
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write a token-length histogram PNG here"),
+    preview: int = typer.Option(2, "--preview", help="samples to show with their trained tokens coloured"),
+    json_out: bool = typer.Option(False, "--json", help="print the statistics as JSON instead"),
+) -> None:
+    """Token counts, length percentiles, truncation, duplicates and a coloured preview of the loss mask."""
+    import json
+
+    from rich.console import Console
+
+    from lorakit.data.stats import inspect_data, plot_lengths, render_report
+
+    result = inspect_data(data, _tokenizer(model), format=format, columns=_columns(columns), system=system,
+                          thinking=thinking, train_on=train_on, max_length=max_length,
+                          preview=0 if json_out else preview)
+    if not result.lengths:
+        raise LorakitError(f"{', '.join(data)}: no usable records ({result.bad_records} with problems); "
+                           "run `lorakit data validate`")
+    if plot is not None:
+        plot_lengths(result, plot)
+    if json_out:
+        typer.echo(json.dumps(result.summary(), indent=2))
+    else:
+        render_report(result, Console())
+        if plot is not None:
+            typer.echo(f"histogram: {plot}")
+
+
+@app.command()
+def prepare(
+    data: List[str] = DATA,
+    model: str = MODEL,
+    format: str = FORMAT,
+    columns: Optional[str] = COLUMNS,
+    system: Optional[str] = SYSTEM,
+    thinking: str = THINKING,
+    train_on: str = TRAIN_ON,
+    max_length: int = MAX_LENGTH,
+    eval_split: float = typer.Option(0.0, "--eval-split", help="held-out share (<1) or count (>=1)"),
+    eval_path: Optional[str] = typer.Option(None, "--eval-path", help="separate held-out data"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="mixing weight per DATA path, e.g. 3,1"),
+    dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="drop exact duplicate conversations"),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="use at most this many training records"),
+    seed: int = typer.Option(42, "--seed", help="seed for splitting and mixing"),
+    out: Optional[Path] = typer.Option(None, "--out", help="cache folder (default: the one `train` reads)"),
+    export_jsonl: Optional[Path] = typer.Option(None, "--export-jsonl",
+                                                help="also write the training samples as JSONL (input_ids, labels)"),
+) -> None:
+    """Tokenize once into the content-hash cache that training reuses; optionally export JSONL."""
+    from lorakit.data.prepare import data_config, default_cache_dir, export_jsonl as export, prepare_splits, summary_lines
+
+    cfg = data_config(path=data if len(data) > 1 else data[0], format=format, columns=_columns(columns),
+                      system=system, thinking=thinking, train_on=train_on, max_length=max_length,
+                      eval_split=eval_split, eval_path=eval_path, dedup=dedup, max_samples=max_samples, seed=seed,
+                      weights=_weights(weights))
+    prepared = prepare_splits(cfg, _tokenizer(model), cache_dir=out or default_cache_dir())
+    for line in summary_lines(prepared):
+        typer.echo(line)
+    if export_jsonl is not None:
+        export(prepared.train, export_jsonl)
+        typer.echo(f"exported: {export_jsonl}")

@@ -1,0 +1,155 @@
+"""`lorakit data inspect`: counts, token-length percentiles, truncation, duplicates, a histogram and a
+coloured preview showing which tokens carry loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lorakit.data.conversation import Conversation
+from lorakit.data.load import scan
+from lorakit.data.template import IGNORE, encode_with_offsets, label_tokens, render_with_spans
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass
+class Inspection:
+    """Everything `inspect` reports; `lengths` are untruncated token counts per good record."""
+
+    records: int
+    bad_records: int
+    problem_count: int
+    lengths: list[int]
+    supervised: list[int]
+    max_length: int
+    duplicates: int
+    files: list[str] = field(default_factory=list)
+    previews: list[tuple[str, list[tuple[str, bool]]]] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Plain numbers for printing or JSON."""
+        lengths = np.array(self.lengths or [0])
+        over = lengths[lengths > self.max_length] - self.max_length
+        pct = {f"p{p}": int(np.percentile(lengths, p)) for p in PERCENTILES}
+        return {
+            "records": self.records, "good": len(self.lengths), "with_problems": self.bad_records,
+            "problems": self.problem_count, "tokens": int(lengths.sum()) if self.lengths else 0,
+            "supervised_tokens": int(sum(self.supervised)),
+            "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 1), **pct,
+                       "max": int(lengths.max())},
+            "max_length": self.max_length, "truncated": int(over.size),
+            "truncated_tokens": {"total": int(over.sum()), "max": int(over.max()) if over.size else 0},
+            "duplicates": self.duplicates,
+        }
+
+
+def inspect_data(paths: str | list[str], tokenizer, *, format: str = "auto", columns: dict[str, str] | None = None,
+                 system: str | None = None, thinking: str = "off", train_on: str = "all", max_length: int = 1024,
+                 preview: int = 2) -> Inspection:
+    """Tokenize every good record (without truncating, so the cut can be measured) and collect statistics."""
+    result = scan(paths, format, columns, system, keep_problems=0)
+    lengths, supervised, previews = [], [], []
+    for i, conv in enumerate(result.conversations):
+        text, spans = render_with_spans(tokenizer, conv, thinking=thinking, train_on=train_on)
+        ids, offsets = encode_with_offsets(tokenizer, text)
+        labels = label_tokens(ids, offsets, spans)
+        lengths.append(len(ids))
+        supervised.append(sum(1 for l in labels[:max_length] if l != IGNORE))
+        if i < preview:
+            previews.append((conv.source, _pieces(text, offsets, labels)))
+    return Inspection(result.records, result.bad_records, result.problem_count, lengths, supervised, max_length,
+                      duplicate_count(result.conversations), result.files, previews)
+
+
+def _pieces(text: str, offsets: list[tuple[int, int]], labels: list[int]) -> list[tuple[str, bool]]:
+    """Split the text at token boundaries, each piece marked trained or not.
+
+    Byte-level tokens can split one character (several tokens share its offsets); that character is
+    shown once, with the first of its tokens.
+    """
+    pieces, end = [], 0
+    for (s, e), label in zip(offsets, labels):
+        s = max(s, end)
+        if e > s:
+            pieces.append((text[s:e], label != IGNORE))
+            end = e
+    return pieces
+
+
+def plot_lengths(inspection: Inspection, path: str | Path) -> None:
+    """Histogram of token lengths with the max_length cut marked; written as PNG atomically."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(inspection.lengths or [0], bins=min(50, max(5, len(set(inspection.lengths)))), color="#4c72b0")
+    ax.axvline(inspection.max_length, color="#c44e52", linestyle="--", label=f"max_length {inspection.max_length}")
+    ax.set_xlabel("tokens per sample")
+    ax.set_ylabel("samples")
+    ax.set_title(f"{len(inspection.lengths)} samples")
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    _write_bytes(path, buf.getvalue())
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    # lorakit.atomic writes text only; a PNG needs the same temp-file-and-rename for bytes.
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render_report(inspection: Inspection, console) -> None:
+    """Print the summary table and the coloured previews (green = tokens that carry loss)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    s = inspection.summary()
+    table = Table(title="data", show_header=False)
+    table.add_row("records", f"{s['records']} ({s['good']} good, {s['with_problems']} with problems)")
+    table.add_row("tokens", f"{s['tokens']} ({s['supervised_tokens']} with loss)")
+    ln = s["length"]
+    table.add_row("length", f"min {ln['min']}, mean {ln['mean']}, " +
+                  ", ".join(f"p{p} {ln[f'p{p}']}" for p in PERCENTILES) + f", max {ln['max']}")
+    cut = s["truncated_tokens"]
+    table.add_row(f"over max_length {s['max_length']}",
+                  f"{s['truncated']} samples would be cut ({cut['total']} tokens, at most {cut['max']} from one)")
+    table.add_row("duplicates", str(s["duplicates"]))
+    console.print(table)
+    if s["with_problems"]:
+        console.print(f"[yellow]{s['with_problems']} records have problems and were skipped; "
+                      "run `lorakit data validate` to list them[/yellow]")
+    for source, pieces in inspection.previews:
+        console.print(Text(f"\n{source}  (green: trained tokens; alternating shades mark token boundaries)", style="bold"))
+        text = Text()
+        for j, (piece, trained) in enumerate(pieces):
+            if trained:
+                style = "black on green" if j % 2 else "black on bright_green"
+            else:
+                style = "grey50" if j % 2 else "grey70"
+            text.append(piece, style=style)
+        console.print(text)
+
+
+def duplicate_count(convs: list[Conversation]) -> int:
+    """How many conversations repeat an earlier one exactly."""
+    return len(convs) - len({c.key() for c in convs})
