@@ -37,7 +37,8 @@ def _register_optional() -> None:
 def train(
     ctx: typer.Context,
     config: Path = typer.Argument(..., help="run config YAML; key=value overrides may follow"),
-    resume: Optional[str] = typer.Option(None, "--resume", help="'latest' or a checkpoint path", flag_value="latest"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in train.output_dir from its latest "
+                                "checkpoint, or from the checkpoint folder given right after --resume"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (config, data, steps, memory) and exit"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing finished run directory"),
 ) -> None:
@@ -45,8 +46,16 @@ def train(
     from lorakit.config import load_config
     from lorakit.train import train as run_train
 
-    cfg = load_config(config, list(ctx.args))
-    run_train(cfg, resume=resume, dry_run=dry_run, overwrite=overwrite)
+    overrides = list(ctx.args)
+    resume_from = None
+    if resume:  # `--resume PATH`: a bare word among the key=value overrides is the checkpoint
+        paths = [a for a in overrides if "=" not in a]
+        if len(paths) > 1:
+            raise LorakitError(f"--resume takes one checkpoint folder, got {paths}")
+        resume_from = paths[0] if paths else "latest"
+        overrides = [a for a in overrides if "=" in a]
+    cfg = load_config(config, overrides)
+    run_train(cfg, resume=resume_from, dry_run=dry_run, overwrite=overwrite)
 
 
 @app.command()
@@ -127,13 +136,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", None)
         sys.exit(code if code is not None else getattr(e, "code", 0))
-    except Exception as e:  # click usage errors and anything else: one line, never a traceback
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors and anything else: one line, never a traceback
+        # typer 0.29 carries its own copy of click, so match its exceptions by shape, not class.
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             sys.exit(130)
         if os.environ.get("LORAKIT_DEBUG"):
             raise

@@ -1,0 +1,154 @@
+"""`lorakit train` through the real CLI on qwen3-tiny-random: outputs, resume after SIGKILL,
+batch/accumulation invariance, seeds, data parallel, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lorakit_cli import REPO, alpaca_file, cli_env, lorakit, write_config
+
+
+def tiny_config(tmp: Path, name: str, data: Path, **train) -> Path:
+    t = {"output_dir": str(tmp / name), "max_steps": 6, "batch_size": 2, "grad_accum": 2, "logging_steps": 1,
+         "save_steps": 3, "precision": "fp32", "threads": 1, **train}
+    return write_config(tmp / f"{name}.yaml", model={"name": "qwen3-tiny-random"},
+                        data={"path": str(data), "system": "现在你要扮演皇帝身边的女人--甄嬛", "eval_split": 4},
+                        lora={"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"}, train=t)
+
+
+def adapter(run: Path, sub: str = "adapter") -> dict:
+    return load_file(str(run / sub / "adapter_model.safetensors"))
+
+
+def assert_same_adapter(a: dict, b: dict, atol: float) -> None:
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= atol, f"adapters differ by {worst}"
+
+
+def losses(run: Path) -> list[float]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return alpaca_file(tmp_path_factory.mktemp("data") / "persona.json", n=40)
+
+
+def test_train_writes_a_complete_run_directory(tmp_path, data):
+    cfg = tiny_config(tmp_path, "run", data)
+    lorakit("train", cfg)
+    run = tmp_path / "run"
+    for f in ["config.yaml", "run.json", "metrics.jsonl", "adapter/adapter_model.safetensors",
+              "adapter/adapter_config.json", "adapter/tokenizer_config.json", "plots/loss.png"]:
+        assert (run / f).exists(), f
+    summary = json.loads((run / "run.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert any("eval_loss" in r for r in rows)
+    assert (run / "checkpoints" / "checkpoint-3").is_dir()
+    # a second run into the same folder is refused with one line, not a traceback
+    again = lorakit("train", cfg, check=False)
+    assert again.returncode == 2 and "already holds a finished run" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path, data):
+    steps = dict(max_steps=40, save_steps=4, batch_size=1, grad_accum=2)
+    lorakit("train", tiny_config(tmp_path, "straight", data, **steps))
+    cfg = tiny_config(tmp_path, "killed", data, **steps)
+    proc = subprocess.Popen([sys.executable, "-m", "lorakit", "train", str(cfg)], env=cli_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt_root = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt_root.is_dir() and any(p.name.startswith("checkpoint-") for p in ckpt_root.iterdir()):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "run.json").exists()
+    # without --resume the unfinished run is protected
+    refused = lorakit("train", cfg, check=False)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    lorakit("train", cfg, "--resume")
+    assert_same_adapter(adapter(tmp_path / "straight"), adapter(tmp_path / "killed"), atol=1e-6)
+    assert losses(tmp_path / "straight") == pytest.approx(losses(tmp_path / "killed"), rel=1e-6)
+
+
+def test_batch_times_accumulation_is_invariant(tmp_path, data):
+    common = dict(max_steps=3, lr=1e-3, save_steps=100)
+    lorakit("train", tiny_config(tmp_path, "b1a8", data, batch_size=1, grad_accum=8, **common), "lora.dropout=0")
+    lorakit("train", tiny_config(tmp_path, "b8a1", data, batch_size=8, grad_accum=1, **common), "lora.dropout=0")
+    assert losses(tmp_path / "b1a8") == pytest.approx(losses(tmp_path / "b8a1"), rel=1e-5)
+    assert_same_adapter(adapter(tmp_path / "b1a8"), adapter(tmp_path / "b8a1"), atol=1e-5)
+
+
+def test_same_seed_reproduces_and_other_seed_differs(tmp_path, data):
+    for name, seed in [("s1", 1), ("s1b", 1), ("s2", 2)]:
+        lorakit("train", tiny_config(tmp_path, name, data, max_steps=2, seed=seed))
+    assert_same_adapter(adapter(tmp_path / "s1"), adapter(tmp_path / "s1b"), atol=0)
+    a, b = adapter(tmp_path / "s1"), adapter(tmp_path / "s2")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_padding_path_matches_packing(tmp_path, data):
+    common = dict(max_steps=2, save_steps=100)
+    lorakit("train", tiny_config(tmp_path, "packed", data, packing=True, **common), "lora.dropout=0")
+    lorakit("train", tiny_config(tmp_path, "padded", data, packing=False, **common), "lora.dropout=0")
+    assert losses(tmp_path / "packed") == pytest.approx(losses(tmp_path / "padded"), rel=1e-4)
+
+
+def test_data_parallel_on_two_cpu_processes_matches_one(tmp_path, data):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    common = dict(max_steps=2, save_steps=100, threads=1)
+    lorakit("train", tiny_config(tmp_path, "single", data, batch_size=1, grad_accum=4, **common), "lora.dropout=0")
+    cfg = tiny_config(tmp_path, "ddp", data, batch_size=1, grad_accum=2, **common)
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "lorakit", "train",
+                           str(cfg), "lora.dropout=0"], capture_output=True, text=True, env=cli_env(), cwd=REPO,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert losses(tmp_path / "single") == pytest.approx(losses(tmp_path / "ddp"), rel=1e-5)
+    assert_same_adapter(adapter(tmp_path / "single"), adapter(tmp_path / "ddp"), atol=1e-5)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, data):
+    out = lorakit("train", tiny_config(tmp_path, "dry", data), "--dry-run")
+    assert "optimizer steps" in out.stdout and "memory estimate" in out.stdout and "trainable" not in out.stderr
+    assert not (tmp_path / "dry").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=1", "unknown key 'train.lrr'; did you mean train.lr?"),
+    ("train.lr=fast", "train.lr"),
+    ("lora.target_modules=[nope_proj]", "nope_proj"),
+    ("data.path=/does/not/exist.json", "/does/not/exist.json"),
+    ("model.name=/no/such/model", "/no/such/model"),
+])
+def test_bad_config_is_one_line_and_exit_2(tmp_path, data, override, message):
+    proc = lorakit("train", tiny_config(tmp_path, "bad", data), override, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith(("Loading", "Warning"))]
+    assert lines[-1].startswith("error:") and message in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "bad" / "adapter").exists()
+
+
+def test_yaml_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: qwen3-tiny-random\ntrain:\n  epochs: [1\n")
+    proc = lorakit("train", bad, check=False)
+    assert proc.returncode == 2 and f"{bad}:" in proc.stderr and "invalid YAML" in proc.stderr
