@@ -35,7 +35,7 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
     merged = model.merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
     merged.config.torch_dtype = getattr(torch, dtype)
-    tokenizer = load_tokenizer(run.adapter_dir if (run.adapter_dir / "tokenizer_config.json").exists() else base_path)
+    tokenizer = load_tokenizer(base_path)  # training never changes the tokenizer
     with atomic_dir(out, overwrite=overwrite) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
