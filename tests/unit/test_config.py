@@ -1,0 +1,69 @@
+"""Config: every shipped YAML loads; overrides; errors name file, line and key."""
+
+from pathlib import Path
+
+import pytest
+
+from lorakit.config import RunConfig, field_docs, load_config, parse_override
+from lorakit.errors import LorakitError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)
+
+
+def test_tutorial_config_keeps_the_tutorial_settings():
+    cfg = load_config(REPO / "configs" / "qwen3-4b-huanhuan.yaml")
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 32, 0.1)
+    assert cfg.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (cfg.train.batch_size, cfg.train.grad_accum, cfg.train.epochs, cfg.train.lr) == (4, 4, 3, 1e-4)
+    assert (cfg.data.max_length, cfg.train.save_steps, cfg.data.thinking) == (1024, 100, "off")
+    assert cfg.data.system == "现在你要扮演皇帝身边的女人--甄嬛"
+    assert "swanlab" in cfg.tracking.backends
+
+
+def test_overrides_are_typed_and_dotted():
+    cfg = load_config(None, ["train.lr=2e-4", "lora.target_modules=[q_proj,v_proj]", "data.system=你好"])
+    assert cfg.train.lr == 2e-4 and cfg.lora.target_modules == ["q_proj", "v_proj"] and cfg.data.system == "你好"
+    assert parse_override("a.b=") == ("a.b", "")
+    with pytest.raises(LorakitError, match="expected key=value"):
+        parse_override("train.lr")
+
+
+def test_unknown_key_names_file_line_and_suggests(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  name: x\ntrain:\n  lrr: 1\n")
+    with pytest.raises(LorakitError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}:4: unknown key 'train.lrr'; did you mean train.lr?"
+
+
+def test_wrong_type_and_range(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  batch_size: 0\n")
+    with pytest.raises(LorakitError, match=r"c.yaml:2: train.batch_size: .*greater than 0"):
+        load_config(p)
+    with pytest.raises(LorakitError, match="train.epochs"):
+        load_config(None, ["train.epochs=many"])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(LorakitError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    p = tmp_path / "list.yaml"
+    p.write_text("- a\n- b\n")
+    with pytest.raises(LorakitError, match="mapping of sections"):
+        load_config(p)
+    p.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(LorakitError, match="not UTF-8"):
+        load_config(p)
+
+
+def test_every_field_is_documented():
+    rows = field_docs()
+    assert len(rows) > 40
+    assert all(doc for _, _, doc in rows), [k for k, _, doc in rows if not doc]
