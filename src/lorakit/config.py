@@ -27,6 +27,8 @@ class ModelConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weight dtype; auto = bfloat16 on GPU, float32 on CPU")
     cache_dir: Optional[str] = Field(None, description="model cache (default $LORAKIT_CACHE or ~/.cache/lorakit)")
+    quantize: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="load the frozen base quantised with bitsandbytes (QLoRA); CUDA only")
 
 
 class DataConfig(Section):

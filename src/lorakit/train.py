@@ -40,6 +40,9 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     if not dry_run:
         _check_run_dir(run_dir, resume, overwrite)
     check_backends(cfg.tracking)
+    if cfg.model.quantize != "none" and not device.startswith("cuda"):
+        raise LorakitError(f"model.quantize: {cfg.model.quantize} (QLoRA) needs a CUDA GPU; "
+                           f"set model.quantize=none to train on CPU")
     if not cfg.data.path:
         raise LorakitError("data.path: no training data given (set data.path in the config or data.path=FILE)")
 
@@ -60,9 +63,13 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
         return run_dir
 
     _seed_everything(t.seed)
-    model = load_model(model_path, dtype=weight_dtype, device=device)
+    model = load_model(model_path, dtype=weight_dtype, device=device, quantize=cfg.model.quantize)
     from lorakit.lora import attach_lora, trainable_parameters
 
+    if cfg.model.quantize != "none":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = attach_lora(model, cfg.lora)
     if _use_checkpointing(t.gradient_checkpointing, device):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

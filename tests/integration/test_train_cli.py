@@ -137,6 +137,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, data):
     ("lora.target_modules=[nope_proj]", "nope_proj"),
     ("data.path=/does/not/exist.json", "/does/not/exist.json"),
     ("model.name=/no/such/model", "/no/such/model"),
+    ("model.quantize=4bit", "needs a CUDA GPU"),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path, data, override, message):
     proc = lorakit("train", tiny_config(tmp_path, "bad", data), override, check=False)
@@ -152,3 +153,15 @@ def test_yaml_error_names_file_and_line(tmp_path):
     bad.write_text("model:\n  name: qwen3-tiny-random\ntrain:\n  epochs: [1\n")
     proc = lorakit("train", bad, check=False)
     assert proc.returncode == 2 and f"{bad}:" in proc.stderr and "invalid YAML" in proc.stderr
+
+
+def test_early_stopping_and_lora_variants(tmp_path, data):
+    # lr 0: eval loss never improves, so patience 1 stops after the second evaluation
+    cfg = tiny_config(tmp_path, "early", data, max_steps=10, lr=1e-12, eval_steps=1, early_stopping_patience=1,
+                      save_steps=100)
+    out = lorakit("train", cfg, "lora.use_dora=true", "lora.use_rslora=true", "lora.target_modules=[q_proj,v_proj]")
+    assert "early stopping at step 2" in out.stdout
+    summary = json.loads((tmp_path / "early" / "run.json").read_text())
+    assert summary["steps"] == 2 and summary["best_step"] == 1
+    cfg_saved = (tmp_path / "early" / "adapter" / "adapter_config.json").read_text()
+    assert '"use_dora": true' in cfg_saved and '"use_rslora": true' in cfg_saved

@@ -67,12 +67,12 @@ def load_tokenizer(path):
     return load_tokenizer_from(_folder(path))
 
 
-def load_model(path, dtype: str = "auto", device: str = "cpu"):
+def load_model(path, dtype: str = "auto", device: str = "cpu", quantize: str = "none"):
     """Load a causal LM from a model folder (or reference) with SDPA attention, in eval mode.
 
-    dtype "auto" is bfloat16 on CUDA and float32 on CPU.
+    dtype "auto" is bfloat16 on CUDA and float32 on CPU; quantize "4bit"/"8bit" is QLoRA's frozen base.
     """
-    return load_model_from(_folder(path), dtype, device)
+    return load_model_from(_folder(path), dtype, device, quantize)
 
 
 def _folder(path) -> Path:

@@ -35,13 +35,34 @@ def load_tokenizer_from(path: Path):
     return tokenizer
 
 
-def load_model_from(path: Path, dtype: str, device: str):
-    """AutoModelForCausalLM for `path` in `dtype` on `device`, with SDPA attention, in eval mode."""
+def load_model_from(path: Path, dtype: str, device: str, quantize: str = "none"):
+    """AutoModelForCausalLM for `path` in `dtype` on `device`, with SDPA attention, in eval mode.
+
+    quantize "4bit"/"8bit" loads the frozen base through bitsandbytes (QLoRA); CUDA only.
+    """
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": torch_dtype(dtype, device), "attn_implementation": "sdpa"}
+    if quantize != "none":
+        kwargs["quantization_config"] = _bnb_config(quantize, kwargs["dtype"], device)
     if device != "cpu":
         # Place weights straight on the accelerator instead of staging a full copy in host memory.
         kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     return model.eval()
+
+
+def _bnb_config(quantize: str, compute_dtype, device: str):
+    """4-bit NF4 (double quantised, the QLoRA recipe) or 8-bit weights for the frozen base."""
+    import importlib.util
+
+    if not str(device).startswith("cuda"):
+        raise LorakitError(f"model.quantize: {quantize} (QLoRA) needs a CUDA GPU; set model.quantize=none on CPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise LorakitError("model.quantize: bitsandbytes is not installed (pip install bitsandbytes)")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
