@@ -1,0 +1,484 @@
+"""The one sampling and streaming core shared by `chat`, `serve` and `eval`.
+
+An `Engine` holds one base model, optionally with several LoRA adapters loaded side by side, and
+generates token by token with a KV cache. Text leaves it in `Chunk`s: every chunk carries the new
+text, the last one also the finish reason and token counts. Text never splits a multi-byte character
+and never shows any part of a stop string.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from lorakit.errors import LorakitError
+
+__all__ = ["SamplingParams", "Chunk", "Engine", "ReasoningSplitter", "split_reasoning", "adapter_folder"]
+
+
+@dataclass
+class SamplingParams:
+    """How tokens are picked. temperature 0 = greedy; top_k 0 and top_p 1 switch those filters off.
+
+    presence/frequency penalties follow OpenAI (subtracted from logits, counted over generated
+    tokens); repetition_penalty follows Hugging Face (divides positive logits of any token already
+    seen in prompt or output).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 256
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = [
+            (self.temperature < 0, "temperature must be >= 0"),
+            (not 0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.top_k < 0, "top_k must be >= 0 (0 = off)"),
+            (self.max_new_tokens < 1, "max_new_tokens must be >= 1"),
+            (not -2 <= self.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
+            (not -2 <= self.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2]"),
+            (self.repetition_penalty <= 0, "repetition_penalty must be > 0"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise ValueError(message)
+        self.stop = [s for s in self.stop if s]
+
+
+@dataclass
+class Chunk:
+    """A piece of a completion. `finish_reason` ("stop" or "length") is set on the last chunk only."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Engine:
+    """A model (plus optional named LoRA adapters) that turns prompts into streamed text.
+
+    One generation runs at a time per engine (`self.lock`); callers in other threads wait.
+    """
+
+    def __init__(self, model, tokenizer, adapters: list[str] | None = None, max_context: int | None = None,
+                 name: str = "model"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.adapters = list(adapters or [])
+        self.name = name
+        self.lock = threading.Lock()
+        # Fast tokenizers raise "Already borrowed" when two threads use one at once (the server
+        # renders prompts while its worker decodes), so every tokenizer call goes through this lock.
+        self.tokenizer_lock = threading.Lock()
+        self.device = next(model.parameters()).device
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.max_context = max_context or _context_length(model)
+        # Qwen3 pads its embedding to 151,936 rows but the tokenizer knows 151,669 ids; never sample
+        # an id the tokenizer cannot decode.
+        self.vocab_limit = len(tokenizer)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # transformers 5.x renamed `past_key_values` to `cache`; support both spellings.
+        self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+    @classmethod
+    def load(cls, model_ref: str | None, adapters: dict[str, str] | None = None, dtype: str = "auto",
+             device: str = "auto", max_context: int | None = None) -> "Engine":
+        """Load a base model and the given adapters (name -> RUN_DIR or adapter folder).
+
+        Without `model_ref` the base comes from the first adapter's run config (`model.name`).
+        With several adapters, all share one copy of the base; `adapter=None` uses the bare base.
+        """
+        from lorakit import models
+
+        adapters = dict(adapters or {})
+        folders = {name: adapter_folder(path) for name, path in adapters.items()}
+        if model_ref is None:
+            if not adapters:
+                raise LorakitError("no model given: pass --model or an adapter run directory")
+            model_ref = base_model_of(next(iter(adapters.values())))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        path = models.resolve_model(model_ref)
+        tokenizer = models.load_tokenizer(path)
+        model = models.load_model(path, dtype=dtype, device=device)
+        if folders:
+            model = _attach_adapters(model, folders)
+        return cls(model, tokenizer, list(folders), max_context=max_context, name=str(model_ref))
+
+    # ---- prompts -------------------------------------------------------------------------------
+    def chat_prompt(self, messages: list[dict], enable_thinking: bool | None = None, **template_kwargs) -> list[int]:
+        """Render messages with the tokenizer's chat template (plus generation prompt) into token ids.
+
+        `enable_thinking` is passed to the template only when given (Qwen3 thinks by default).
+        """
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("this model's tokenizer has no chat template; use a completion prompt instead")
+        if enable_thinking is not None:
+            template_kwargs["enable_thinking"] = enable_thinking
+        with self.tokenizer_lock:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                      **template_kwargs)
+            # The rendered text already holds every special token the template wants.
+            return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a raw completion prompt (with the tokenizer's BOS where it uses one)."""
+        with self.tokenizer_lock:
+            return self.tokenizer.encode(text, add_special_tokens=True)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids (special tokens dropped; `<think>` tags are not special and stay)."""
+        with self.tokenizer_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def opens_reasoning(self, prompt_ids: list[int]) -> bool:
+        """True when the prompt ends inside an open `<think>` block (templates that pre-open it)."""
+        with self.tokenizer_lock:
+            tail = self.tokenizer.decode(prompt_ids[-4:], skip_special_tokens=False)
+        return tail.rstrip().endswith("<think>")
+
+    # ---- generation ----------------------------------------------------------------------------
+    def stream(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None) -> Iterator[Chunk]:
+        """Generate from `prompt_ids`, yielding text chunks; the last chunk has finish_reason and counts.
+
+        Raises ValueError at once (not on first iteration) for an unknown adapter or a prompt that
+        leaves no room in the context. Closing the iterator early stops generation and frees the lock.
+        """
+        if adapter is not None and adapter not in self.adapters:
+            raise ValueError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or 'none'}")
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        room = self.max_context - len(prompt_ids)
+        if room < 1:
+            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_context}")
+        return self._stream(list(prompt_ids), params, adapter, min(params.max_new_tokens, room))
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None) -> Chunk:
+        """The whole completion as one Chunk (text = all of it)."""
+        parts, last = [], Chunk("")
+        for last in self.stream(prompt_ids, params, adapter):
+            parts.append(last.text)
+        return Chunk("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+
+    def _stream(self, prompt_ids, params, adapter, budget) -> Iterator[Chunk]:
+        with self.lock, self._adapter(adapter), torch.inference_mode():
+            detok = _Detokenizer(self.decode)
+            stops = _StopMatcher(params.stop)
+            sampler = _Sampler(params, prompt_ids, self.vocab_limit, self.device)
+            finish, produced = "length", 0
+            for token in self._tokens(prompt_ids, sampler, budget):
+                produced += 1
+                if token in self.eos_ids:
+                    finish = "stop"
+                    break
+                text, hit = stops.feed(detok.push(token))
+                if text:
+                    yield Chunk(text, None, len(prompt_ids), produced)
+                if hit:
+                    finish = "stop"
+                    break
+            tail = ""
+            if not stops.hit:
+                # Text held back for a multi-byte character or a possible stop string is final now.
+                tail, hit = stops.feed(detok.flush())
+                finish = "stop" if hit else finish
+                tail += "" if hit else stops.flush()
+            yield Chunk(tail, finish, len(prompt_ids), produced)
+
+    def _tokens(self, prompt_ids: list[int], sampler: "_Sampler", budget: int) -> Iterator[int]:
+        """Token ids one at a time: one forward pass over the prompt, then one per new token."""
+        inputs = torch.tensor([prompt_ids], device=self.device)
+        cache = None
+        for _ in range(budget):
+            out = self.model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+            cache = getattr(out, self._cache_arg)
+            token = sampler.pick(out.logits[0, -1])
+            yield token
+            inputs = torch.tensor([[token]], device=self.device)
+
+    @contextlib.contextmanager
+    def _adapter(self, adapter: str | None):
+        if not self.adapters:
+            yield
+        elif adapter is None:
+            with self.model.disable_adapter():
+                yield
+        else:
+            self.model.set_adapter(adapter)
+            yield
+
+
+class _Sampler:
+    """Penalties, temperature, top-k and top-p over one logits row; seeded per request."""
+
+    def __init__(self, params: SamplingParams, prompt_ids: list[int], vocab_limit: int, device):
+        self.p = params
+        self.vocab_limit = vocab_limit
+        self.prompt_ids = prompt_ids
+        self.counts: torch.Tensor | None = None  # generated-token counts, sized on first logits
+        self.seen: torch.Tensor | None = None
+        self.rng = torch.Generator(device=device)
+        if params.seed is None:
+            self.rng.seed()
+        else:
+            self.rng.manual_seed(params.seed % 2**64)  # any int (negative, huge) is a valid seed
+
+    def pick(self, logits: torch.Tensor) -> int:
+        """Choose the next token id from one row of logits."""
+        logits = logits.float().clone()
+        if self.counts is None:
+            self.counts = torch.zeros_like(logits)
+            self.seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+            self.seen[torch.tensor(self.prompt_ids, device=logits.device).clamp(max=logits.shape[-1] - 1)] = True
+        logits[self.vocab_limit:] = float("-inf")
+        p = self.p
+        if p.repetition_penalty != 1.0:
+            picked = logits[self.seen]
+            logits[self.seen] = torch.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
+        if p.frequency_penalty or p.presence_penalty:
+            logits -= p.frequency_penalty * self.counts + p.presence_penalty * (self.counts > 0).float()
+        if p.temperature < 1e-5:  # dividing by a near-zero temperature overflows; it means greedy anyway
+            token = int(torch.argmax(logits))
+        else:
+            token = self._sample(logits / p.temperature)
+        self.counts[token] += 1
+        self.seen[token] = True
+        return token
+
+    def _sample(self, logits: torch.Tensor) -> int:
+        probs = torch.softmax(logits, dim=-1)
+        vocab = probs.numel()
+        k = self.p.top_k if 0 < self.p.top_k < vocab else vocab
+        top_p = self.p.top_p
+        ids = None
+        if k < vocab or top_p < 1.0:
+            mass = float(torch.topk(probs, k).values.sum()) if k < vocab and top_p < 1.0 else 1.0
+            # The nucleus is usually a few tokens: widen a top-k window until it holds top_p of the
+            # mass instead of sorting all 150k logits (a full sort costs ~35 ms per token on CPU).
+            window = k if top_p >= 1.0 else min(k, 64)
+            probs, ids = torch.topk(probs, window)
+            while window < k and float(probs.sum()) < top_p * mass:
+                window = min(k, window * 8)
+                probs, ids = torch.topk(torch.softmax(logits, dim=-1), window)
+            if top_p < 1.0:
+                # Keep a token while the tokens before it cover less than top_p; the first always stays.
+                keep = (torch.cumsum(probs, dim=0) - probs) < top_p * mass
+                keep[0] = True  # also when top_p * mass underflows to 0
+                probs, ids = probs[keep], ids[keep]
+        # Inverse-CDF draw: as exact as torch.multinomial and much cheaper over a large vocabulary.
+        cdf = torch.cumsum(probs, dim=0)
+        u = torch.rand(1, generator=self.rng, device=cdf.device) * cdf[-1]
+        pos = int(torch.searchsorted(cdf, u).clamp(max=cdf.numel() - 1))
+        return int(ids[pos]) if ids is not None else pos
+
+
+class _Detokenizer:
+    """Turns token ids into text deltas without splitting multi-byte characters.
+
+    Decodes a short window (the last few emitted tokens plus the new ones) rather than everything,
+    so each step costs the same; the window's first tokens give context for tokenizers whose decode
+    of a lone token differs (leading spaces in SentencePiece).
+    """
+
+    def __init__(self, decode):
+        self._decode = decode
+        self.ids: list[int] = []
+        self.start = 0  # first id of the decode window
+        self.done = 0  # ids[:done] are already turned into text
+
+    def push(self, token: int) -> str:
+        """Add one token; return the new text that is now certain (maybe "")."""
+        self.ids.append(token)
+        before = self._decode(self.ids[self.start:self.done])
+        now = self._decode(self.ids[self.start:])
+        # U+FFFD at the end means a character's bytes are still incomplete: wait for more tokens.
+        if len(now) <= len(before) or now.endswith("\ufffd"):
+            return ""
+        self.start, self.done = self.done, len(self.ids)
+        return now[len(before):]
+
+    def flush(self) -> str:
+        """Whatever is still held back, less a character cut off by the end of generation."""
+        before = self._decode(self.ids[self.start:self.done])
+        now = self._decode(self.ids[self.start:])
+        self.start = self.done = len(self.ids)
+        return now[len(before):].rstrip("\ufffd") if len(now) > len(before) else ""
+
+
+class _StopMatcher:
+    """Cuts text at the first stop string, holding back any tail that could begin one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.hit = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Return (text safe to show, whether a stop string was reached)."""
+        buf = self.pending + text
+        if not self.stops:
+            self.pending = ""
+            return buf, False
+        found = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.pending, self.hit = "", True
+            return buf[:min(found)], True
+        keep = 0
+        for k in range(min(len(buf), max(map(len, self.stops)) - 1), 0, -1):
+            if any(s.startswith(buf[-k:]) for s in self.stops):
+                keep = k
+                break
+        self.pending = buf[len(buf) - keep:]
+        return buf[:len(buf) - keep], False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+def adapter_folder(path: str | Path) -> Path:
+    """The folder holding adapter_config.json: `path` itself or `path/adapter` (a run directory)."""
+    p = Path(path)
+    for candidate in (p, p / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            return candidate
+    raise LorakitError(f"{p}: not a run directory or adapter folder (no adapter_config.json in it or in adapter/)")
+
+
+def base_model_of(path: str | Path) -> str:
+    """The base model reference of a run directory (config.yaml model.name) or adapter folder."""
+    p = Path(path)
+    if (p / "config.yaml").is_file():
+        from lorakit.config import load_config
+
+        return load_config(p / "config.yaml").model.name
+    meta = json.loads((adapter_folder(p) / "adapter_config.json").read_text(encoding="utf-8"))
+    if not meta.get("base_model_name_or_path"):
+        raise LorakitError(f"{p}: no config.yaml and no base model in adapter_config.json; pass --model")
+    return meta["base_model_name_or_path"]
+
+
+def _attach_adapters(model, folders: dict[str, Path]):
+    from peft import PeftModel
+
+    peft_model = None
+    for name, folder in folders.items():
+        try:
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+            else:
+                peft_model.load_adapter(str(folder), adapter_name=name)
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LorakitError(f"{folder}: adapter does not fit this base model: {first[:200]}") from None
+    return peft_model
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _context_length(model) -> int:
+    config = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    return 2048
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+class ReasoningSplitter:
+    """Routes streamed text to reasoning (inside `<think>...</think>`) or to content (the answer).
+
+    A think block counts only at the very start of the output, or from the start when the prompt
+    already opened it (`opened=True`). Whitespace around the reasoning and before the answer is
+    dropped, so streaming and `split_reasoning` give the same strings.
+    """
+
+    def __init__(self, opened: bool = False):
+        self.state = "reasoning" if opened else "start"
+        self.buf = ""
+        self.saw_reasoning = opened
+        self._fresh = True  # no reasoning text emitted yet: strip leading whitespace
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """Add text; return the (reasoning, content) deltas that are certain now."""
+        self.buf += text
+        reasoning = content = ""
+        while True:
+            if self.state == "start":
+                head = self.buf.lstrip()
+                if head.startswith(THINK_OPEN):
+                    self.buf, self.state, self.saw_reasoning = head[len(THINK_OPEN):], "reasoning", True
+                elif THINK_OPEN.startswith(head):
+                    return reasoning, content  # still could become "<think>": wait
+                else:
+                    self.state = "content"
+            elif self.state == "reasoning":
+                if self._fresh:
+                    self.buf = self.buf.lstrip()
+                end = self.buf.find(THINK_CLOSE)
+                if end >= 0:
+                    reasoning += self.buf[:end].rstrip()
+                    self.buf, self.state = self.buf[end + len(THINK_CLOSE):], "answer"
+                    continue
+                # Hold back a partial "</think>" and trailing whitespace (it may precede the tag).
+                cut = len(self.buf) - _partial_suffix(self.buf, THINK_CLOSE)
+                out = self.buf[:cut].rstrip()
+                reasoning += out
+                self.buf = self.buf[len(out):]
+                self._fresh = self._fresh and not out
+                return reasoning, content
+            elif self.state == "answer":
+                self.buf = self.buf.lstrip()
+                if not self.buf:
+                    return reasoning, content
+                self.state = "content"
+            else:
+                content, self.buf = content + self.buf, ""
+                return reasoning, content
+
+    def flush(self) -> tuple[str, str]:
+        """The (reasoning, content) still held back at the end of the output."""
+        rest, self.buf = self.buf, ""
+        if self.state == "reasoning":
+            return rest.rstrip(), ""
+        return "", ("" if self.state == "answer" else rest)
+
+
+def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str]:
+    """Split a finished output into (reasoning, content); reasoning is None without a think block."""
+    splitter = ReasoningSplitter(opened)
+    r1, c1 = splitter.feed(text)
+    r2, c2 = splitter.flush()
+    return (r1 + r2 if splitter.saw_reasoning else None), c1 + c2
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of `text` that is a proper start of `tag`."""
+    for k in range(min(len(text), len(tag) - 1), 0, -1):
+        if tag.startswith(text[-k:]):
+            return k
+    return 0
+

@@ -1,0 +1,112 @@
+"""The FastAPI app: thin routes, OpenAI-shaped errors, bearer-token auth, the web page.
+
+Every error a client can see is `{"error": {"message", "type", "param", "code"}}` with a fitting
+status; unexpected failures are logged here and reach the client only as "internal server error".
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lorakit import __version__
+from lorakit.serve import handlers
+from lorakit.serve.handlers import APIError, ServerState
+from lorakit.serve.protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
+                                    CompletionResponse, ErrorResponse, ModelList)
+
+log = logging.getLogger("lorakit.serve")
+STATIC = Path(__file__).parent / "static"
+_ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+           503: {"model": ErrorResponse}}
+
+
+def create_app(state: ServerState, api_key: str | None = None) -> FastAPI:
+    """Build the app around a loaded engine and its worker. `api_key` guards every /v1 route."""
+    app = FastAPI(title="lorakit", version=__version__, description="OpenAI-compatible API over lorakit models")
+    app.state.lorakit = state
+    _install_error_handlers(app)
+    if api_key:
+        _install_auth(app, api_key)
+
+    @app.get("/health", summary="liveness: 200 when the server can take requests")
+    async def health() -> dict:
+        return {"status": "ok", "waiting": state.worker.waiting}
+
+    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS)
+    async def models() -> ModelList:
+        return handlers.list_models(state)
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=_ERRORS)
+    async def chat_completions(req: ChatCompletionRequest):
+        return await handlers.chat_completion(state, req)
+
+    @app.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS)
+    async def completions(req: CompletionRequest):
+        return await handlers.completion(state, req)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    return app
+
+
+def _error(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+           code: str | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(APIError(status, message, type, param, code).body(), status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError):
+        log.info("%s %s -> %d %s", request.method, request.url.path, exc.status, exc.message)
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return _error(exc.status, exc.message, exc.type, exc.param, exc.code, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"msg": "invalid request", "loc": (), "type": ""}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        if first.get("type") == "json_invalid":
+            message, param = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}", None
+        elif not loc and first.get("type") in ("missing", "model_attributes_type", "dict_type", "model_type"):
+            message, param = "the request body must be a JSON object", None
+        else:
+            param = ".".join(loc) or None
+            message = f"{param}: {first['msg']}" if param else str(first["msg"])
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problems)"
+        log.info("%s %s -> 400 %s", request.method, request.url.path, message)
+        return _error(400, message.removeprefix("Value error, "), param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return _error(exc.status_code, str(exc.detail), kind)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return _error(500, "internal server error", "server_error")
+
+
+def _install_auth(app: FastAPI, api_key: str) -> None:
+    expected = f"Bearer {api_key}".encode()
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next):
+        # The page, health check and API docs stay open; the model endpoints need the key.
+        if request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "").encode()
+            if not secrets.compare_digest(given, expected):
+                return _error(401, "invalid or missing API key; send the header Authorization: Bearer <key>",
+                              "authentication_error", code="invalid_api_key")
+        return await call_next(request)

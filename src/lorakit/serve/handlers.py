@@ -1,0 +1,265 @@
+"""What each endpoint does: pick the model, build the prompt, check the budget, queue, answer.
+
+Routes (app.py) stay thin; everything here works on protocol models and returns either a response
+model or a StreamingResponse of server-sent events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
+
+from lorakit.generate import Chunk, Engine, ReasoningSplitter, SamplingParams, split_reasoning
+from lorakit.serve.protocol import (MAX_CHOICES, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
+                                    ChatMessage, CompletionChoice, CompletionRequest, CompletionResponse,
+                                    ModelCard, ModelList, ResponseMessage, SamplingFields, Usage)
+from lorakit.serve.worker import GenerationFailed, Job, QueueFull, Task, Worker
+
+log = logging.getLogger("lorakit.serve")
+
+
+class APIError(Exception):
+    """An error for the client, sent in OpenAI's shape with this HTTP status."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class ServerState:
+    """What the handlers share: the engine, its worker, and the names clients use."""
+
+    engine: Engine
+    worker: Worker
+    base_name: str
+    base_root: str
+    adapters: dict[str, str] = field(default_factory=dict)  # served name -> adapter path
+
+
+def list_models(state: ServerState) -> ModelList:
+    """The base model, then each adapter with the base as its parent (as vLLM lists LoRA modules)."""
+    ctx = state.engine.max_context
+    cards = [ModelCard(id=state.base_name, root=state.base_root, max_model_len=ctx)]
+    cards += [ModelCard(id=name, root=path, parent=state.base_name, max_model_len=ctx)
+              for name, path in state.adapters.items()]
+    return ModelList(data=cards)
+
+
+async def chat_completion(state: ServerState, req: ChatCompletionRequest):
+    """POST /v1/chat/completions."""
+    adapter = _adapter_for(state, req.model)
+    kwargs = dict(req.chat_template_kwargs or {})
+    thinking = kwargs.pop("enable_thinking", None)
+    messages = [_template_message(m) for m in req.messages]
+    try:
+        ids = await run_in_threadpool(state.engine.chat_prompt, messages, thinking, **kwargs)
+    except Exception as e:  # template errors come as several exception types; all are the request's fault
+        raise APIError(400, f"could not apply the chat template: {e}", param="messages") from None
+    budget = _budget(state, len(ids), req.max_completion_tokens or req.max_tokens, "messages")
+    opened = state.engine.opens_reasoning(ids)
+    job = _submit(state, [Task(ids, _params(req, budget, i), adapter, i) for i in range(req.n)])
+    rid, created, started = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), time.perf_counter()
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        events = _chat_events(job, req, rid, created, len(ids), opened, include_usage, started)
+        return StreamingResponse(events, media_type="text/event-stream")
+    texts, finals = await _collect(job, req.n)
+    choices = []
+    for i, (text, final) in enumerate(zip(texts, finals)):
+        reasoning, content = split_reasoning(text, opened)
+        choices.append(ChatChoice(index=i, finish_reason=final.finish_reason,
+                                  message=ResponseMessage(content=content, reasoning_content=reasoning)))
+    usage = _usage(len(ids), finals)
+    _log("chat", req.model, usage, finals, started)
+    return ChatCompletionResponse(id=rid, created=created, model=req.model, choices=choices, usage=usage)
+
+
+async def completion(state: ServerState, req: CompletionRequest):
+    """POST /v1/completions."""
+    adapter = _adapter_for(state, req.model)
+    prompts = req.prompts()
+    if len(prompts) * req.n > MAX_CHOICES:
+        raise APIError(400, f"prompts x n must be at most {MAX_CHOICES} (got {len(prompts) * req.n})", param="n")
+    encoded = [p if isinstance(p, list) else await run_in_threadpool(state.engine.encode, p) for p in prompts]
+    if any(t < 0 or t >= state.engine.vocab_limit for ids in encoded for t in ids):
+        raise APIError(400, f"token ids must be in [0, {state.engine.vocab_limit})", param="prompt")
+    tasks = []
+    for p, ids in enumerate(encoded):
+        budget = _budget(state, len(ids), req.max_tokens, "prompt")
+        tasks += [Task(ids, _params(req, budget, i), adapter, p * req.n + i) for i in range(req.n)]
+    echoes = [(p if isinstance(p, str) else state.engine.decode(p)) if req.echo else "" for p in prompts]
+    job = _submit(state, tasks)
+    rid, created, started = f"cmpl-{uuid.uuid4().hex}", int(time.time()), time.perf_counter()
+    prompt_tokens = sum(len(ids) for ids in encoded)
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        events = _completion_events(job, req, rid, created, prompt_tokens, echoes, include_usage, started)
+        return StreamingResponse(events, media_type="text/event-stream")
+    texts, finals = await _collect(job, len(tasks))
+    choices = [CompletionChoice(index=i, text=echoes[i // req.n] + text, finish_reason=final.finish_reason)
+               for i, (text, final) in enumerate(zip(texts, finals))]
+    usage = _usage(prompt_tokens, finals)
+    _log("completion", req.model, usage, finals, started)
+    return CompletionResponse(id=rid, created=created, model=req.model, choices=choices, usage=usage)
+
+
+# ---- streaming -------------------------------------------------------------------------------------
+async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, include_usage, started):
+    def event(index, delta, finish=None):
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                     "choices": [choice], **({"usage": None} if include_usage else {})})
+
+    splitters = [ReasoningSplitter(opened) for _ in range(req.n)]
+    finals: list[Chunk | None] = [None] * req.n
+    try:
+        for i in range(req.n):
+            yield event(i, {"role": "assistant", "content": ""})
+        async for index, chunk in job:
+            reasoning, content = splitters[index].feed(chunk.text)
+            if chunk.finish_reason:
+                more_r, more_c = splitters[index].flush()
+                reasoning, content = reasoning + more_r, content + more_c
+            if reasoning:
+                yield event(index, {"reasoning_content": reasoning})
+            if content:
+                yield event(index, {"content": content})
+            if chunk.finish_reason:
+                finals[index] = chunk
+                yield event(index, {}, chunk.finish_reason)
+        usage = _usage(prompt_tokens, finals)
+        if include_usage:
+            yield _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                        "choices": [], "usage": usage.model_dump()})
+        _log("chat stream", req.model, usage, finals, started)
+        yield "data: [DONE]\n\n"
+    except GenerationFailed:
+        yield _sse(APIError(500, "generation failed", "server_error").body())
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancel()  # client gone or stream over: stop generating
+
+
+async def _completion_events(job: Job, req, rid, created, prompt_tokens, echoes, include_usage, started):
+    def event(index, text, finish=None):
+        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+        return _sse({"id": rid, "object": "text_completion", "created": created, "model": req.model,
+                     "choices": [choice], **({"usage": None} if include_usage else {})})
+
+    finals: list[Chunk | None] = [None] * len(job.tasks)
+    try:
+        for i, prefix in enumerate(echoes[i // req.n] for i in range(len(job.tasks))):
+            if prefix:
+                yield event(i, prefix)
+        async for index, chunk in job:
+            if chunk.text or chunk.finish_reason:
+                yield event(index, chunk.text, chunk.finish_reason)
+            if chunk.finish_reason:
+                finals[index] = chunk
+        usage = _usage(prompt_tokens, finals)
+        if include_usage:
+            yield _sse({"id": rid, "object": "text_completion", "created": created, "model": req.model,
+                        "choices": [], "usage": usage.model_dump()})
+        _log("completion stream", req.model, usage, finals, started)
+        yield "data: [DONE]\n\n"
+    except GenerationFailed:
+        yield _sse(APIError(500, "generation failed", "server_error").body())
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancel()
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+def _adapter_for(state: ServerState, model: str) -> str | None:
+    if model == state.base_name:
+        return None
+    if model in state.adapters:
+        return model
+    names = ", ".join([state.base_name, *state.adapters])
+    raise APIError(404, f"model {model!r} does not exist; this server has: {names}", param="model",
+                   code="model_not_found")
+
+
+def _template_message(m: ChatMessage) -> dict:
+    # Chat templates know system/user/assistant/tool; OpenAI's newer "developer" role is a system role.
+    msg = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+    if m.reasoning_content:
+        msg["reasoning_content"] = m.reasoning_content
+    if m.name:
+        msg["name"] = m.name
+    return msg
+
+
+def _budget(state: ServerState, prompt_len: int, max_tokens: int | None, param: str) -> int:
+    """Tokens this request may generate; a 400 when prompt plus max_tokens exceed the context."""
+    ctx = state.engine.max_context
+    if prompt_len == 0:
+        raise APIError(400, "the prompt is empty", param=param)
+    wanted = max_tokens if max_tokens is not None else ctx - prompt_len
+    if prompt_len + max(wanted, 1) > ctx:
+        raise APIError(400, f"this model's maximum context length is {ctx} tokens; the request has {prompt_len} "
+                            f"prompt tokens and asks for {max(wanted, 1)} more", param=param,
+                       code="context_length_exceeded")  # fmt: skip
+    return wanted
+
+
+def _params(req: SamplingFields, budget: int, index: int) -> SamplingParams:
+    try:
+        return SamplingParams(
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            top_k=max(req.top_k or 0, 0), max_new_tokens=budget,
+            seed=None if req.seed is None else req.seed + index, stop=req.stop_list(),
+            presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+            repetition_penalty=req.repetition_penalty)
+    except ValueError as e:
+        raise APIError(400, str(e)) from None
+
+
+def _submit(state: ServerState, tasks: list[Task]) -> Job:
+    try:
+        return state.worker.submit(tasks)
+    except QueueFull:
+        raise APIError(503, "the server is busy (request queue full); retry shortly",
+                       type="server_overloaded", code="queue_full") from None
+
+
+async def _collect(job: Job, count: int) -> tuple[list[str], list[Chunk]]:
+    texts: list[list[str]] = [[] for _ in range(count)]
+    finals: list[Chunk] = [Chunk("")] * count
+    try:
+        async for index, chunk in job:
+            texts[index].append(chunk.text)
+            if chunk.finish_reason:
+                finals[index] = chunk
+    except GenerationFailed:
+        raise APIError(500, "generation failed", "server_error") from None
+    finally:
+        job.cancel()
+    return ["".join(t) for t in texts], finals
+
+
+def _usage(prompt_tokens: int, finals) -> Usage:
+    completion = sum(f.completion_tokens for f in finals if f is not None)
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion, total_tokens=prompt_tokens + completion)
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def _log(kind: str, model: str, usage: Usage, finals, started: float) -> None:
+    reasons = ",".join(f.finish_reason or "-" for f in finals if f is not None)
+    log.info("%s model=%s prompt_tokens=%d completion_tokens=%d finish=%s time=%.2fs", kind, model,
+             usage.prompt_tokens, usage.completion_tokens, reasons, time.perf_counter() - started)

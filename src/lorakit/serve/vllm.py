@@ -1,0 +1,132 @@
+"""`lorakit serve --engine vllm`: build the `vllm serve` command and check what vLLM would reject.
+
+vLLM fails late (after minutes of loading on a GPU) on adapters it cannot take, so the checks run
+first and each problem is reported in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from lorakit.errors import LorakitError
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
+_EMBEDDING_NAMES = ("lm_head", "embed_tokens", "wte", "embed_out", "word_embeddings", "output_layer")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model")
+
+
+def run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_len, dtype, print_command) -> None:
+    """Check, then print (`print_command`) or run the vLLM server command."""
+    from lorakit.generate import adapter_folder, base_model_of
+    from lorakit.models import resolve_model
+
+    base_ref = model or base_model_of(next(iter(adapters.values())))
+    model_dir = resolve_model(base_ref)
+    folders = {name: adapter_folder(path).resolve() for name, path in adapters.items()}
+    problems = preflight(model_dir, folders)
+    if problems:
+        raise LorakitError("vLLM would reject this: " + "; ".join(problems))
+    cmd = build_vllm_command(model_dir, folders, served_model_name or base_ref, host, port, api_key,
+                             max_model_len, dtype)
+    if print_command:
+        typer.echo(shlex.join(cmd))
+        return
+    if shutil.which(cmd[0]) is None:
+        raise LorakitError("vLLM is not installed (pip install vllm on a CUDA machine); use --engine builtin, "
+                           "or --print-command to see the command")  # fmt: skip
+    print(f"running: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    code = subprocess.call(cmd)
+    if code:
+        raise typer.Exit(code)
+
+
+def build_vllm_command(model_dir: Path, adapters: dict[str, Path], served_name: str, host: str, port: int,
+                       api_key: str | None = None, max_model_len: int | None = None, dtype: str = "auto") -> list[str]:
+    """The `vllm serve` argument list for a model folder and (optionally) LoRA adapter folders."""
+    cmd = ["vllm", "serve", str(model_dir), "--served-model-name", served_name, "--host", host, "--port", str(port)]
+    if dtype != "auto":
+        cmd += ["--dtype", dtype]
+    if max_model_len:
+        cmd += ["--max-model-len", str(max_model_len)]
+    if api_key:
+        cmd += ["--api-key", api_key]
+    if _model_type(model_dir) == "qwen3":
+        cmd += ["--reasoning-parser", "qwen3"]  # so replies carry reasoning apart from the answer
+    if adapters:
+        rank = max(adapter_rank(folder) for folder in adapters.values())
+        cmd += ["--enable-lora", "--max-lora-rank", str(vllm_rank(rank)), "--max-loras", str(len(adapters))]
+        cmd += ["--lora-modules", *(f"{name}={folder}" for name, folder in adapters.items())]
+    return cmd
+
+
+def preflight(model_dir: Path, adapters: dict[str, Path]) -> list[str]:
+    """Everything vLLM would refuse, one short sentence each (empty when all is well)."""
+    problems = []
+    if not (model_dir / "config.json").is_file():
+        problems.append(f"{model_dir} has no config.json")
+    if not any((model_dir / f).is_file() for f in _TOKENIZER_FILES):
+        problems.append(f"{model_dir} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:3])}); "
+                        "copy them from the base model")  # fmt: skip
+    for name, folder in adapters.items():
+        meta = _adapter_config(folder)
+        rank = adapter_rank(folder)
+        if rank > VLLM_LORA_RANKS[-1]:
+            problems.append(f"adapter {name}: rank {rank} is above vLLM's limit {VLLM_LORA_RANKS[-1]}; "
+                            "merge it with `lorakit merge` and serve the merged folder")  # fmt: skip
+        touched = _embedding_modules(folder, meta)
+        if touched:
+            problems.append(f"adapter {name}: trains {', '.join(touched)}, which vLLM's LoRA does not support; "
+                            "merge it with `lorakit merge` and serve the merged folder")  # fmt: skip
+        if meta.get("use_dora"):
+            problems.append(f"adapter {name}: DoRA adapters are not supported by vLLM; merge it first")
+        if meta.get("peft_type", "LORA") != "LORA":
+            problems.append(f"adapter {name}: peft_type {meta.get('peft_type')} is not LoRA")
+    return problems
+
+
+def adapter_rank(folder: Path) -> int:
+    """The largest LoRA rank in an adapter (r, or any per-module rank_pattern value)."""
+    meta = _adapter_config(folder)
+    return max([int(meta.get("r", 8)), *(int(v) for v in (meta.get("rank_pattern") or {}).values())])
+
+
+def vllm_rank(rank: int) -> int:
+    """The smallest --max-lora-rank vLLM accepts that fits `rank`."""
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), VLLM_LORA_RANKS[-1])
+
+
+def _embedding_modules(folder: Path, meta: dict) -> list[str]:
+    names = set()
+    targets = meta.get("target_modules") or []
+    saved = meta.get("modules_to_save") or []
+    for item in ([targets] if isinstance(targets, str) else list(targets)) + list(saved):
+        names.update(n for n in _EMBEDDING_NAMES if n in str(item))
+    weights = folder / "adapter_model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        # The weights are the truth: target_modules may be a regex or "all-linear" expanded by PEFT.
+        with safe_open(str(weights), framework="pt") as f:
+            names.update(n for key in f.keys() for n in _EMBEDDING_NAMES if f".{n}." in f".{key}")
+    return sorted(names)
+
+
+def _adapter_config(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise LorakitError(f"{folder / 'adapter_config.json'}: cannot read it ({e})") from None
+
+
+def _model_type(model_dir: Path) -> str | None:
+    try:
+        return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,104 @@
+"""The vLLM launcher: command line, rank mapping, pre-flight checks; and the serve flags' parsing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from lorakit.errors import LorakitError
+from lorakit.serve.command import parse_lora_modules, serve_command
+from lorakit.serve.vllm import adapter_rank, build_vllm_command, preflight, run_vllm, vllm_rank
+
+
+def model_dir(root: Path, tokenizer: bool = True, model_type: str = "qwen3") -> Path:
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"model_type": model_type}))
+    if tokenizer:
+        (root / "tokenizer.json").write_text("{}")
+    return root
+
+
+def adapter(root: Path, r: int = 8, targets=("q_proj", "v_proj"), keys=None, **extra) -> Path:
+    """A run directory with adapter/adapter_config.json (and weights named by `keys`)."""
+    folder = root / "adapter"
+    folder.mkdir(parents=True)
+    meta = {"peft_type": "LORA", "r": r, "target_modules": list(targets), "base_model_name_or_path": "base", **extra}
+    (folder / "adapter_config.json").write_text(json.dumps(meta))
+    if keys:
+        from safetensors.torch import save_file
+
+        save_file({k: torch.zeros(1) for k in keys}, str(folder / "adapter_model.safetensors"))
+    return root
+
+
+def test_merged_folder_command(tmp_path):
+    merged = model_dir(tmp_path / "merged", model_type="llama")
+    cmd = build_vllm_command(merged, {}, "persona", "127.0.0.1", 8000, max_model_len=8192)
+    assert cmd == ["vllm", "serve", str(merged), "--served-model-name", "persona", "--host", "127.0.0.1",
+                   "--port", "8000", "--max-model-len", "8192"]
+
+
+def test_base_plus_adapters_command(tmp_path):
+    base = model_dir(tmp_path / "base")
+    a = adapter(tmp_path / "a", r=8) / "adapter"
+    b = adapter(tmp_path / "b", r=12, rank_pattern={"q_proj": 24}) / "adapter"
+    assert adapter_rank(b) == 24
+    cmd = build_vllm_command(base, {"a": a, "b": b}, "qwen", "0.0.0.0", 9000, api_key="k", dtype="bfloat16")
+    joined = " ".join(cmd)
+    assert "--enable-lora --max-lora-rank 32 --max-loras 2" in joined
+    assert cmd[-3:] == ["--lora-modules", f"a={a}", f"b={b}"]
+    assert "--reasoning-parser qwen3" in joined and "--api-key k" in joined and "--dtype bfloat16" in joined
+
+
+@pytest.mark.parametrize("rank,expected", [(1, 8), (8, 8), (9, 16), (300, 320), (512, 512)])
+def test_vllm_rank(rank, expected):
+    assert vllm_rank(rank) == expected
+
+
+def test_preflight_finds_what_vllm_rejects(tmp_path):
+    base = model_dir(tmp_path / "base", tokenizer=False)
+    bad = {
+        "big": adapter(tmp_path / "big", r=1024) / "adapter",
+        "head": adapter(tmp_path / "head", targets=["q_proj", "lm_head"]) / "adapter",
+        "emb": adapter(tmp_path / "emb", modules_to_save=["embed_tokens"]) / "adapter",
+        "weights": adapter(tmp_path / "w", targets="all-linear",
+                           keys=["base_model.model.model.embed_tokens.lora_A.weight"]) / "adapter",
+        "dora": adapter(tmp_path / "dora", use_dora=True) / "adapter",
+        "ok": adapter(tmp_path / "ok", r=16) / "adapter",
+    }
+    problems = preflight(base, bad)
+    text = "\n".join(problems)
+    assert "no tokenizer files" in text
+    assert "adapter big: rank 1024" in text and "adapter head: trains lm_head" in text
+    assert "adapter emb: trains embed_tokens" in text and "adapter weights: trains embed_tokens" in text
+    assert "adapter dora: DoRA" in text and "adapter ok" not in text
+    assert len(problems) == 6
+
+
+def test_run_vllm_print_and_missing_vllm(tmp_path, capsys, monkeypatch):
+    base = model_dir(tmp_path / "base")
+    run = adapter(tmp_path / "run", r=16)
+    run_vllm(str(base), {"persona": str(run)}, None, "127.0.0.1", 8000, None, None, "auto", print_command=True)
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("vllm serve ") and f"persona={run / 'adapter'}" in printed and "\n" not in printed
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(LorakitError, match="vLLM is not installed"):
+        run_vllm(str(base), {}, "m", "127.0.0.1", 8000, None, None, "auto", print_command=False)
+    with pytest.raises(LorakitError, match="vLLM would reject this: adapter big: rank 1024"):
+        run_vllm(str(base), {"big": str(adapter(tmp_path / "big", r=1024))}, None, "127.0.0.1", 8000, None, None,
+                 "auto", print_command=True)
+
+
+def test_lora_module_flags():
+    assert parse_lora_modules(["a=runs/a", " b = runs/b "]) == {"a": "runs/a", "b": "runs/b"}
+    for bad in (["a"], ["=x"], ["a="], ["a=x", "a=y"]):
+        with pytest.raises(LorakitError):
+            parse_lora_modules(bad)
+    with pytest.raises(LorakitError, match="--model"):
+        serve_command(model=None, lora_modules=None)
+    with pytest.raises(LorakitError, match="--engine vllm"):
+        serve_command(model="m", print_command=True)
