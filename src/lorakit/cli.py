@@ -22,18 +22,6 @@ app = typer.Typer(
 )
 
 
-def _register_optional() -> None:
-    """Mount the stages that live in their own modules (each defines its own flags)."""
-    from lorakit.chat import chat_command
-    from lorakit.data.cli import app as data_app
-    from lorakit.serve.command import serve_command
-
-    app.add_typer(data_app, name="data", help="Load, validate, inspect and prepare datasets.")
-    app.command("chat", help="Chat with a model (and adapter) in the terminal, streaming.")(chat_command)
-    app.command("serve", help="Serve a model over an OpenAI-compatible HTTP API.")(serve_command)
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
     config: Path = typer.Argument(..., help="run config YAML; key=value overrides may follow"),
@@ -58,7 +46,6 @@ def train(
     run_train(cfg, resume=resume_from, dry_run=dry_run, overwrite=overwrite)
 
 
-@app.command()
 def merge(
     run_dir: Path = typer.Argument(..., help="training run directory (or adapter folder)"),
     out: Path = typer.Option(..., "--out", help="where to write the merged model"),
@@ -71,7 +58,6 @@ def merge(
     run_merge(run_dir, out, dtype=dtype, overwrite=overwrite)
 
 
-@app.command("eval")
 def evaluate(
     run_dir: Path = typer.Argument(..., help="training run directory"),
     data: Optional[str] = typer.Option(None, "--data", help="held-out data (default: the run's eval split)"),
@@ -88,7 +74,6 @@ def evaluate(
              judge_url=judge_url, judge_model=judge_model, seed=seed)
 
 
-@app.command()
 def download(
     model_id: str = typer.Argument(..., help="hub id, e.g. Qwen/Qwen3-4B"),
     source: str = typer.Option("hf", help="hf or modelscope"),
@@ -102,7 +87,6 @@ def download(
     typer.echo(str(path))
 
 
-@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="where the demo run goes"),
     max_steps: Optional[int] = typer.Option(None, help="override the number of training steps"),
@@ -113,7 +97,6 @@ def demo(
     run_demo(out, max_steps=max_steps)
 
 
-@app.command()
 def version() -> None:
     """Print the lorakit version."""
     from lorakit import __version__
@@ -121,10 +104,27 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _register() -> None:
+    """Subcommands in pipeline order; stages with many flags define them in their own module."""
+    from lorakit.chat import chat_command
+    from lorakit.data.cli import app as data_app
+    from lorakit.serve.command import serve_command
+
+    app.add_typer(data_app, name="data", help="Load, validate, inspect and prepare datasets.")
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
+    app.command()(merge)
+    app.command("chat", help="Chat with a model (and adapter) in the terminal, streaming.")(chat_command)
+    app.command("serve", help="Serve a model over an OpenAI-compatible HTTP API.")(serve_command)
+    app.command("eval")(evaluate)
+    app.command()(download)
+    app.command()(demo)
+    app.command()(version)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: runs the app and turns user errors into one line and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _register_optional()
+    _register()
     try:
         code = app(args=argv, standalone_mode=False)
     except LorakitError as e:
