@@ -1,0 +1,238 @@
+"""report.html: one self-contained page (inline CSS and SVG, no scripts, no network) from eval.json.
+
+Every piece of model or user text goes through `_esc` (or `_highlight`, which escapes too): answers
+are untrusted and may well contain `<script>`.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+from pathlib import Path
+from string import Template
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "report_template.html"
+
+
+def _esc(value) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _highlight(text: str, terms: list[str], whole_words: bool = False) -> str:
+    """Escape `text`, wrapping every case-insensitive occurrence of a term in <mark>."""
+    terms = [t for t in terms if t]
+    if not terms:
+        return _esc(text)
+    alternatives = "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))
+    pattern = rf"(?<!\w)(?:{alternatives})(?!\w)" if whole_words else alternatives
+    out, last = [], 0
+    for m in re.finditer(pattern, text, flags=re.IGNORECASE):
+        out += [_esc(text[last:m.start()]), f"<mark>{_esc(m.group(0))}</mark>"]
+        last = m.end()
+    out.append(_esc(text[last:]))
+    return "".join(out)
+
+
+def _num(x, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float) and (x >= 1e5 or (x and abs(x) < 1e-3)):
+        return f"{x:.3e}"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _change(base, tuned, lower_is_better: bool) -> str:
+    """The signed change, coloured by whether it went the good way."""
+    if base is None or tuned is None:
+        return "<td class='num'>–</td>"
+    delta = tuned - base
+    good = delta < 0 if lower_is_better else delta > 0
+    cls = "" if delta == 0 else ("better" if good else "worse")
+    if isinstance(delta, float):
+        text = f"{delta:+.4g}" if abs(delta) >= 1000 else f"{delta:+.4f}"
+    else:
+        text = f"{delta:+d}"
+    if isinstance(base, float) and base and abs(base) < 1e5:
+        text += f" ({100 * delta / base:+.1f}%)"
+    return f"<td class='num {cls}'>{text}</td>"
+
+
+def summary_rows(result: dict) -> list[tuple[str, object, object, bool]]:
+    """(label, base, fine-tuned, lower_is_better) for the headline numbers; shared with the terminal."""
+    rows = []
+    loss = result.get("loss") or {}
+    if "base" in loss:
+        rows.append(("held-out loss", loss["base"]["loss"], loss["finetuned"]["loss"], True))
+        rows.append(("held-out perplexity", loss["base"]["ppl"], loss["finetuned"]["ppl"], True))
+    persona = result.get("persona") or {}
+    if "n" in persona:
+        rows.append((f"persona, identity questions (of {persona['n']})", persona["base_hits"],
+                     persona["finetuned_hits"], False))
+        side = persona.get("side_by_side") or {}
+        if side.get("n"):
+            rows.append((f"persona, side-by-side greedy (of {side['n']})", side["base_hits"],
+                         side["finetuned_hits"], False))
+    retention = result.get("retention") or {}
+    if "n" in retention:
+        rows.append((f"retention right (of {retention['n']})", retention["base_right"],
+                     retention["finetuned_right"], False))
+    judge = result.get("judge") or {}
+    if judge.get("base_mean") is not None or judge.get("finetuned_mean") is not None:
+        rows.append(("judge score (1-10)", judge.get("base_mean"), judge.get("finetuned_mean"), False))
+    return rows
+
+
+def loss_chart_svg(metrics: list[dict], base_loss: float | None, tuned_loss: float | None) -> str:
+    """Train and eval loss per step from metrics.jsonl, with the two held-out losses as lines; inline SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    series = {k: [(r["step"], r[k]) for r in metrics if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
+              for k in ("loss", "eval_loss")}
+    if not any(series.values()):
+        return ""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4), dpi=96)
+    for key, label in (("loss", "train loss"), ("eval_loss", "eval loss (during training)")):
+        if series[key]:
+            ax.plot(*zip(*series[key]), marker="o" if len(series[key]) < 40 else None, markersize=3, label=label)
+    for value, label, style in ((base_loss, "base model, held-out", "--"), (tuned_loss, "fine-tuned, held-out", ":")):
+        if value is not None and math.isfinite(value):
+            ax.axhline(value, linestyle=style, color="#555" if style == "--" else "#137333", linewidth=1.2, label=label)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats / token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.StringIO()
+    # Text as paths: the SVG then needs no font on the reader's machine.
+    with matplotlib.rc_context({"svg.fonttype": "path"}):
+        fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.find("<svg"):]
+
+
+def _header(result: dict) -> str:
+    s = result["settings"]
+    return (f"<h1>What the fine-tune changed</h1>"
+            f"<div class='meta'>run <code>{_esc(result['run_dir'])}</code> · base model <code>{_esc(result['base_model'])}</code>"
+            f" · evaluated {_esc(result['created'])} in {result['timing'].get('total_s', 0):.0f} s<br>"
+            f"held-out data: {_esc((result.get('loss') or {}).get('data', '–'))} · prompts: {_esc(s['prompts_source'])}"
+            f" · up to {s['max_new_tokens']} new tokens · greedy and sampled "
+            f"(temperature {s['sampled']['temperature']}, top_p {s['sampled']['top_p']}, seed {s['seed']})</div>")
+
+
+def _summary(result: dict) -> str:
+    rows = "".join(f"<tr><td>{_esc(label)}</td><td class='num'>{_num(b)}</td><td class='num'>{_num(t)}</td>"
+                   f"{_change(b, t, lower)}</tr>" for label, b, t, lower in summary_rows(result))
+    notes = "".join(f"<p class='note'>{_esc(n)}</p>" for n in result.get("notes", []))
+    return ("<h2>Summary</h2><table><tr><th>measure</th><th>base</th><th>fine-tuned</th><th>change</th></tr>"
+            f"{rows}</table>{notes}")
+
+
+def _curves(metrics: list[dict], result: dict) -> str:
+    loss = result.get("loss") or {}
+    svg = loss_chart_svg(metrics, (loss.get("base") or {}).get("loss"), (loss.get("finetuned") or {}).get("loss"))
+    body = f"<div class='chart'>{svg}</div>" if svg else "<p class='note'>no metrics.jsonl in the run directory</p>"
+    return "<h2>Training curves</h2>" + body
+
+
+def _loss(result: dict) -> str:
+    loss = result.get("loss") or {}
+    if "base" not in loss:
+        return f"<h2>Held-out loss</h2><p class='note'>{_esc(loss.get('skipped', 'not computed'))}</p>"
+    return (f"<h2>Held-out loss</h2><p class='note'>{loss['samples']} samples, {loss['supervised_tokens']} answer "
+            f"tokens from {_esc(loss['data'])}; token-mean cross-entropy over answer tokens only, "
+            f"perplexity = exp(loss).</p>")
+
+
+def _persona(result: dict) -> str:
+    p = result.get("persona") or {}
+    if "n" not in p:
+        return f"<h2>Persona</h2><p class='note'>{_esc(p.get('skipped', 'not computed'))}</p>"
+    terms = ([p["name"]] if p.get("name") else []) + p["keywords"]
+    rows = "".join(
+        f"<tr><td class='text'>{_esc(i['question'])}</td>"
+        f"<td class='text'>{_mark(i['base_terms'])} {_highlight(i['base'], terms)}</td>"
+        f"<td class='text'>{_mark(i['finetuned_terms'])} {_highlight(i['finetuned'], terms)}</td></tr>"
+        for i in p["items"])
+    return (f"<h2>Persona: {p['finetuned_hits']}/{p['n']} fine-tuned vs {p['base_hits']}/{p['n']} base</h2>"
+            f"<div class='rule'>Rule: {_esc(p['rule'])}</div>"
+            "<table class='wide'><col style='width:18%'><col><col>"
+            f"<tr><th>identity question</th><th>base</th><th>fine-tuned</th></tr>{rows}</table>")
+
+
+def _mark(hit) -> str:
+    return "<span class='ok'>✓</span>" if hit else "<span class='no'>✗</span>"
+
+
+def _retention(result: dict) -> str:
+    r = result.get("retention") or {}
+    if "n" not in r:
+        return f"<h2>Retention</h2><p class='note'>{_esc(r.get('skipped', 'not computed'))}</p>"
+    changed = [i for i in r["items"] if i["base_right"] != i["finetuned_right"]]
+    head = "<table class='wide'><col style='width:24%'><col><col><tr><th>general question</th><th>base</th><th>fine-tuned</th></tr>"
+    flipped = (f"<p class='note'>Questions whose verdict changed:</p>{head}{_retention_rows(changed)}</table>"
+               if changed else "<p class='note'>No verdict changed.</p>")
+    return (f"<h2>Retention: base {r['base_right']}/{r['n']} right, fine-tuned {r['finetuned_right']}/{r['n']}; "
+            f"{r['changed']} changed ({r['lost']} lost, {r['gained']} gained)</h2>"
+            f"<div class='rule'>Rule: {_esc(r['rule'])}</div>{flipped}"
+            f"<details><summary>all {r['n']} questions and answers</summary>{head}{_retention_rows(r['items'])}"
+            "</table></details>")
+
+
+def _retention_rows(items: list[dict]) -> str:
+    return "".join(
+        f"<tr><td class='text'>{_esc(i['question'])}<br><span class='note'>keywords: "
+        f"{_esc(', '.join(i['keywords']))}</span></td>"
+        f"<td class='text'>{_mark(i['base_right'])} {_highlight(i['base'], i['keywords'], True)}</td>"
+        f"<td class='text'>{_mark(i['finetuned_right'])} {_highlight(i['finetuned'], i['keywords'], True)}</td></tr>"
+        for i in items)
+
+
+def _judge(result: dict) -> str:
+    j = result.get("judge")
+    if not j:
+        return ""
+    err = f"<p class='worse'>judge stopped: {_esc(j['error'])}</p>" if j.get("error") else ""
+    rows = "".join(f"<tr><td class='text'>{_esc(i['prompt'])}</td><td class='num'>{_num(i.get('base_score'))}</td>"
+                   f"<td class='num'>{_num(i.get('finetuned_score'))}</td></tr>" for i in j["items"])
+    return (f"<h2>Judge: {_esc(j.get('model'))} at {_esc(j['url'])}</h2>{err}"
+            f"<p class='note'>mean score base {_num(j.get('base_mean'), 2)} ({j.get('base_scored', 0)} scored), "
+            f"fine-tuned {_num(j.get('finetuned_mean'), 2)} ({j.get('finetuned_scored', 0)} scored); greedy answers, "
+            f"each graded alone at temperature 0; the first number 1-10 in the reply is the score.</p>"
+            f"<table><tr><th>prompt</th><th>base</th><th>fine-tuned</th></tr>{rows}</table>"
+            f"<p class='note'>Prompt sent to the judge for each answer:</p>"
+            f"<pre class='template'>{_esc(j['prompt_template'])}</pre>")
+
+
+def _answers(result: dict) -> str:
+    terms = []
+    p = result.get("persona") or {}
+    if "n" in p:
+        terms = ([p["name"]] if p.get("name") else []) + p["keywords"]
+    cards = []
+    for n, a in enumerate(result["answers"], 1):
+        ref = (f"<div class='reference text'><b>reference:</b> {_esc(a['reference'])}</div>"
+               if a.get("reference") else "")
+        cells = "".join(
+            f"<div class='mode'>{mode}</div><div class='base text'>{_highlight(a['base'][mode], terms)}</div>"
+            f"<div class='text'>{_highlight(a['finetuned'][mode], terms)}</div>" for mode in ("greedy", "sampled"))
+        cards.append(f"<div class='card'><h3>Prompt {n}</h3><div class='prompt text'>{_esc(a['prompt'])}</div>{ref}"
+                     f"<div class='pair'><div class='head'></div><div class='head base'>base</div>"
+                     f"<div class='head'>fine-tuned</div>{cells}</div></div>")
+    return "<h2>Answers side by side</h2>" + ("".join(cards) or "<p class='note'>no prompts</p>")
+
+
+def render_report(result: dict, metrics: list[dict]) -> str:
+    """The whole HTML page for one evaluation result (the content of eval.json)."""
+    content = "\n".join([_header(result), _summary(result), _loss(result), _curves(metrics, result),
+                         _persona(result), _answers(result), _retention(result), _judge(result)])
+    title = f"lorakit eval: {Path(str(result['run_dir'])).name}"
+    return Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(title=_esc(title), content=content)
