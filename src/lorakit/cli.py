@@ -66,12 +66,16 @@ def evaluate(
     judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint of a judge model"),
     judge_model: Optional[str] = typer.Option(None, help="judge model name"),
     seed: int = typer.Option(0, help="seed for the sampled answers"),
+    persona_keywords: Optional[str] = typer.Option(None, help="comma-separated persona name/keywords to score"),
+    retention: Optional[str] = typer.Option(None, help="general questions file (default: the bundled set)"),
+    max_prompts: int = typer.Option(8, help="prompts compared side by side"),
 ) -> None:
     """Compare base and fine-tuned model: loss, answers side by side, persona and retention scores."""
     from lorakit.evaluate import evaluate as run_eval
 
-    run_eval(run_dir, data=data, prompts=prompts, max_new_tokens=max_new_tokens,
-             judge_url=judge_url, judge_model=judge_model, seed=seed)
+    run_eval(run_dir, data=data, prompts=prompts, max_new_tokens=max_new_tokens, judge_url=judge_url,
+             judge_model=judge_model, seed=seed, persona_keywords=persona_keywords, retention=retention,
+             max_prompts=max_prompts)
 
 
 def download(

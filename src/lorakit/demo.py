@@ -32,7 +32,7 @@ def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> Pat
     trained = time.perf_counter()
 
     _banner("2/3 eval: the base model and the fine-tune answer held-out questions")
-    result = evaluate(run_dir, prompts=DEMO_DIR / "heldout.json", max_new_tokens=64)
+    result = evaluate(run_dir, prompts=DEMO_DIR / "heldout.json", max_new_tokens=64, max_prompts=12)
     _side_by_side(result["answers"])
 
     _banner("3/3 merge: adapter folded into the base weights")
