@@ -2,7 +2,9 @@
 
 The vocabulary of Qwen3 has 151,936 entries: full logits for a 2,048-token row are 1.2 GB in fp32
 (twice that with their gradient). Running the LM head only on supervised positions, a chunk at a
-time under activation checkpointing, keeps the peak to one chunk of logits.
+time, keeps the peak to one chunk of logits. For a plain frozen head the gradient with respect to
+the hidden states is computed in the same pass as the loss (softmax minus one-hot, times the head
+weight), so the head's matmul is never recomputed in backward.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def summed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     labels = batch["shift_labels"]
     keep = labels != IGNORE
     hidden, targets = hidden[keep], labels[keep]
+    if _fusable(head) and torch.is_grad_enabled():
+        return _FusedHeadLoss.apply(hidden, head.weight, targets)
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.numel(), CHUNK):
         h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
@@ -38,3 +42,35 @@ def summed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         else:
             total = total + _chunk_loss(head, h, t)
     return total
+
+
+def _fusable(head) -> bool:
+    """A bias-free nn.Linear whose weight is frozen (LoRA never adapts the head by default)."""
+    return type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+
+
+class _FusedHeadLoss(torch.autograd.Function):
+    """Summed cross entropy of `hidden @ weight.T` against `targets`, with d(loss)/d(hidden) computed
+    chunk by chunk in forward; backward only scales it. Saves one head matmul per token and never
+    holds more than CHUNK rows of logits."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets):
+        grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, targets.numel(), CHUNK):
+            h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
+            logits = F.linear(h, weight).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            probs = logits.sub_(lse[:, None]).exp_()  # reuse the logits buffer: softmax in place
+            probs[torch.arange(t.numel(), device=t.device), t] -= 1.0
+            grad_hidden[start:start + CHUNK] = probs.to(weight.dtype) @ weight
+        ctx.save_for_backward(grad_hidden)
+        ctx.hidden_dtype = hidden.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        (grad_hidden,) = ctx.saved_tensors
+        return (grad_hidden * grad_total).to(ctx.hidden_dtype), None, None

@@ -66,3 +66,32 @@ def test_optimizer_steps_cover_epochs_and_are_reproducible():
     assert steps == list(batching.optimizer_steps(10, 4, epochs=2, max_steps=None, seed=1))
     assert batching.total_steps(10, 4, 2, None) == 6
     assert len(list(batching.optimizer_steps(10, 4, epochs=2, max_steps=3, seed=1))) == 3
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_fused_head_gives_the_same_loss_and_gradients_as_full_logits(monkeypatch):
+    from lorakit.config import LoraConfig
+    from lorakit.lora import attach_lora
+
+    model = attach_lora(tiny_model(), LoraConfig(r=4, alpha=8))
+    torch.manual_seed(0)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.1)  # non-zero B so every LoRA weight gets a gradient
+    samples = [sample(23, 5, 7), sample(31, 10, 8)]
+    monkeypatch.setattr(loss, "CHUNK", 8)
+    assert loss._fusable(model.get_base_model().get_output_embeddings())
+    fused = loss.summed_loss(model, batching.pack(samples))
+    fused.backward()
+    got = _grads(model)
+    model.zero_grad()
+    expected = sum(reference_loss(model, s) for s in samples)
+    expected.backward()
+    want = _grads(model)
+    assert torch.allclose(fused, expected, rtol=1e-5)
+    assert got.keys() == want.keys() and len(got) > 0
+    for k in got:
+        assert torch.allclose(got[k], want[k], rtol=1e-4, atol=1e-6), k
