@@ -267,32 +267,44 @@ class _Answerer:
         if self.bar is not None:
             self.bar.close()
 
-    def ask(self, prompt: Prompt, adapter: str | None, max_new_tokens: int | None = None, sampled: bool = False) -> str:
-        """The answer text (reasoning split off) of one model to one prompt."""
-        from dataclasses import replace
+    def ask_many(self, prompts: list[Prompt], adapter: str | None, max_new_tokens: int | None = None,
+                 sampled: bool = False) -> list[str]:
+        """Answer texts (reasoning split off) of one model to several prompts, with one setting.
 
-        from lorakit.generate import split_reasoning
+        Prompts not answered before go to the engine in one batched call; identical requests are
+        generated once.
+        """
+        from dataclasses import replace
 
         params = self.sampled if sampled else self.greedy
         if max_new_tokens:
             params = replace(params, max_new_tokens=max_new_tokens)
-        ids = self.engine.chat_prompt(prompt.messages, enable_thinking=self.enable_thinking)
-        key = (tuple(ids), adapter, params.temperature, params.seed, params.max_new_tokens)
-        if key not in self.memo:
+        keys = [(tuple(self.engine.chat_prompt(p.messages, enable_thinking=self.enable_thinking)), adapter,
+                 params.temperature, params.seed, params.max_new_tokens) for p in prompts]
+        todo = {key: list(key[0]) for key in keys if key not in self.memo}
+        if todo:
             try:
-                done = self.engine.generate(ids, params, adapter)
-                self.tokens += done.completion_tokens
-                self.memo[key] = split_reasoning(done.text, self.engine.opens_reasoning(ids))[1].strip()
-            except ValueError as e:  # the prompt does not fit the context: say so in its answer cell
-                self.memo[key] = f"[not generated: {e}]"
+                done = self.engine.generate_batch(list(todo.values()), params, adapter)
+            except ValueError:  # some prompt does not fit the context: one at a time, to tell which
+                done = [self._one(ids, params, adapter) for ids in todo.values()]
+            for (key, ids), chunk in zip(todo.items(), done):
+                self.memo[key] = chunk if isinstance(chunk, str) else self._answer(ids, chunk)
         if self.bar is not None:
-            self.bar.update(1)
-        return self.memo[key]
+            self.bar.update(len(prompts))
+        return [self.memo[key] for key in keys]
 
-    def ask_many(self, prompts: list[Prompt], adapter: str | None, max_new_tokens: int | None = None,
-                 sampled: bool = False) -> list[str]:
-        """Answers to several prompts with one setting (the seam for a batched engine call)."""
-        return [self.ask(p, adapter, max_new_tokens, sampled) for p in prompts]
+    def _one(self, ids: list[int], params, adapter: str | None):
+        """One prompt's Chunk, or the note for its answer cell when it does not fit the context."""
+        try:
+            return self.engine.generate(ids, params, adapter)
+        except ValueError as e:
+            return f"[not generated: {e}]"
+
+    def _answer(self, ids: list[int], done) -> str:
+        from lorakit.reasoning import split_reasoning
+
+        self.tokens += done.completion_tokens
+        return split_reasoning(done.text, self.engine.opens_reasoning(ids))[1].strip()
 
 
 def _print_summary(result: dict, report: Path) -> None:

@@ -19,6 +19,10 @@ from typing import Iterator
 import torch
 
 from lorakit.errors import LorakitError
+from lorakit.reasoning import ReasoningSplitter, split_reasoning  # re-exported: older imports use this module
+
+# Rows per forward pass in `Engine.generate_batch`; longer lists go through in several batches.
+BATCH_ROWS = 16
 
 __all__ = ["SamplingParams", "Chunk", "Engine", "ReasoningSplitter", "split_reasoning", "adapter_folder"]
 
@@ -158,14 +162,7 @@ class Engine:
         Raises ValueError at once (not on first iteration) for an unknown adapter or a prompt that
         leaves no room in the context. Closing the iterator early stops generation and frees the lock.
         """
-        if adapter is not None and adapter not in self.adapters:
-            raise ValueError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or 'none'}")
-        if not prompt_ids:
-            raise ValueError("the prompt is empty")
-        room = self.max_context - len(prompt_ids)
-        if room < 1:
-            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_context}")
-        return self._stream(list(prompt_ids), params, adapter, min(params.max_new_tokens, room))
+        return self._stream(list(prompt_ids), params, adapter, self._budget(prompt_ids, params, adapter))
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None) -> Chunk:
         """The whole completion as one Chunk (text = all of it)."""
@@ -174,30 +171,79 @@ class Engine:
             parts.append(last.text)
         return Chunk("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens)
 
+    def generate_batch(self, prompts: list[list[int]], params: SamplingParams,
+                       adapter: str | None = None) -> list[Chunk]:
+        """Whole completions of several prompts (one Chunk each, in order), decoded together.
+
+        Greedy gives the same text as `generate` on each prompt; sampling seeds every row with
+        `params.seed`, so a fixed seed reproduces. Raises ValueError before generating anything if
+        any prompt is empty or leaves no room in the context. Holds the engine lock throughout.
+        """
+        budgets = [self._budget(ids, params, adapter) for ids in prompts]
+        # Similar lengths share a forward pass: less left padding to compute.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        done: dict[int, Chunk] = {}
+        with self.lock, self._adapter(adapter), torch.inference_mode():
+            for start in range(0, len(order), BATCH_ROWS):
+                part = order[start:start + BATCH_ROWS]
+                rows = [_Row(self, list(prompts[i]), params, budgets[i]) for i in part]
+                self._decode_rows(rows)
+                done.update((i, row.chunk()) for i, row in zip(part, rows))
+        return [done[i] for i in range(len(prompts))]
+
+    def _budget(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None) -> int:
+        """New tokens allowed for this prompt; ValueError for an unknown adapter or a prompt that does not fit."""
+        if adapter is not None and adapter not in self.adapters:
+            raise ValueError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or 'none'}")
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        room = self.max_context - len(prompt_ids)
+        if room < 1:
+            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_context}")
+        return min(params.max_new_tokens, room)
+
     def _stream(self, prompt_ids, params, adapter, budget) -> Iterator[Chunk]:
         with self.lock, self._adapter(adapter), torch.inference_mode():
-            detok = _Detokenizer(self.decode)
-            stops = _StopMatcher(params.stop)
-            sampler = _Sampler(params, prompt_ids, self.vocab_limit, self.device)
-            finish, produced = "length", 0
-            for token in self._tokens(prompt_ids, sampler, budget):
-                produced += 1
-                if token in self.eos_ids:
-                    finish = "stop"
-                    break
-                text, hit = stops.feed(detok.push(token))
+            row = _Row(self, prompt_ids, params, budget)
+            for token in self._tokens(prompt_ids, row.sampler, budget):
+                text = row.take(token)
                 if text:
-                    yield Chunk(text, None, len(prompt_ids), produced)
-                if hit:
-                    finish = "stop"
+                    yield Chunk(text, None, len(prompt_ids), row.produced)
+                if row.finish:
                     break
-            tail = ""
-            if not stops.hit:
-                # Text held back for a multi-byte character or a possible stop string is final now.
-                tail, hit = stops.feed(detok.flush())
-                finish = "stop" if hit else finish
-                tail += "" if hit else stops.flush()
-            yield Chunk(tail, finish, len(prompt_ids), produced)
+            yield Chunk(row.tail(), row.finish, len(prompt_ids), row.produced)
+
+    def _decode_rows(self, rows: list["_Row"]) -> None:
+        """Run `rows` to their ends together: left-padded prompts, an attention mask, one KV cache.
+
+        A finished row leaves the batch (and the cache) at once, so the others do not pay for it.
+        """
+        width = max(len(row.prompt_ids) for row in rows)
+        ids = torch.tensor([[0] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows],
+                            device=self.device)
+        live, cache = list(range(len(rows))), None
+        while True:
+            # Positions count real tokens only, so a padded row sees the same positions as alone.
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1, **{self._cache_arg: cache})
+            cache = getattr(out, self._cache_arg)
+            keep, tokens = [], []
+            for b, r in enumerate(live):
+                token = rows[r].sampler.pick(out.logits[b, -1])
+                rows[r].take(token)
+                if not rows[r].finish:
+                    keep.append(b)
+                    tokens.append(token)
+            if not keep:
+                break
+            if len(keep) < len(live):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask, live = mask[index], [live[b] for b in keep]
+            ids = torch.tensor(tokens, device=self.device).view(-1, 1)
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
 
     def _tokens(self, prompt_ids: list[int], sampler: "_Sampler", budget: int) -> Iterator[int]:
         """Token ids one at a time: one forward pass over the prompt, then one per new token."""
@@ -220,6 +266,48 @@ class Engine:
         else:
             self.model.set_adapter(adapter)
             yield
+
+
+class _Row:
+    """One completion in progress: its sampler, text so far, stop handling, finish reason and counts."""
+
+    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams, budget: int):
+        self.prompt_ids, self.budget, self.eos_ids = prompt_ids, budget, engine.eos_ids
+        self.sampler = _Sampler(params, prompt_ids, engine.vocab_limit, engine.device)
+        self.detok = _Detokenizer(engine.decode)
+        self.stops = _StopMatcher(params.stop)
+        self.produced = 0
+        self.finish: str | None = None  # set once the row is over: "stop" or "length"
+        self.parts: list[str] = []
+
+    def take(self, token: int) -> str:
+        """Add one generated token; return the text that became safe to show (maybe "")."""
+        self.produced += 1
+        text = ""
+        if token in self.eos_ids:
+            self.finish = "stop"
+        else:
+            text, hit = self.stops.feed(self.detok.push(token))
+            self.finish = "stop" if hit else "length" if self.produced >= self.budget else None
+        self.parts.append(text)
+        return text
+
+    def tail(self) -> str:
+        """The text still held back once the row is over; may turn a "length" finish into "stop"."""
+        self.finish = self.finish or "length"
+        if self.stops.hit:
+            return ""
+        # Text held back for a multi-byte character or a possible stop string is final now.
+        tail, hit = self.stops.feed(self.detok.flush())
+        if hit:
+            self.finish = "stop"
+            return tail
+        return tail + self.stops.flush()
+
+    def chunk(self) -> Chunk:
+        """The whole completion (call once the row is over)."""
+        tail = self.tail()
+        return Chunk("".join(self.parts) + tail, self.finish, len(self.prompt_ids), self.produced)
 
 
 class _Sampler:
@@ -403,82 +491,3 @@ def _context_length(model) -> int:
         if getattr(config, key, None):
             return int(getattr(config, key))
     return 2048
-
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-
-
-class ReasoningSplitter:
-    """Routes streamed text to reasoning (inside `<think>...</think>`) or to content (the answer).
-
-    A think block counts only at the very start of the output, or from the start when the prompt
-    already opened it (`opened=True`). Whitespace around the reasoning and before the answer is
-    dropped, so streaming and `split_reasoning` give the same strings.
-    """
-
-    def __init__(self, opened: bool = False):
-        self.state = "reasoning" if opened else "start"
-        self.buf = ""
-        self.saw_reasoning = opened
-        self._fresh = True  # no reasoning text emitted yet: strip leading whitespace
-
-    def feed(self, text: str) -> tuple[str, str]:
-        """Add text; return the (reasoning, content) deltas that are certain now."""
-        self.buf += text
-        reasoning = content = ""
-        while True:
-            if self.state == "start":
-                head = self.buf.lstrip()
-                if head.startswith(THINK_OPEN):
-                    self.buf, self.state, self.saw_reasoning = head[len(THINK_OPEN):], "reasoning", True
-                elif THINK_OPEN.startswith(head):
-                    return reasoning, content  # still could become "<think>": wait
-                else:
-                    self.state = "content"
-            elif self.state == "reasoning":
-                if self._fresh:
-                    self.buf = self.buf.lstrip()
-                end = self.buf.find(THINK_CLOSE)
-                if end >= 0:
-                    reasoning += self.buf[:end].rstrip()
-                    self.buf, self.state = self.buf[end + len(THINK_CLOSE):], "answer"
-                    continue
-                # Hold back a partial "</think>" and trailing whitespace (it may precede the tag).
-                cut = len(self.buf) - _partial_suffix(self.buf, THINK_CLOSE)
-                out = self.buf[:cut].rstrip()
-                reasoning += out
-                self.buf = self.buf[len(out):]
-                self._fresh = self._fresh and not out
-                return reasoning, content
-            elif self.state == "answer":
-                self.buf = self.buf.lstrip()
-                if not self.buf:
-                    return reasoning, content
-                self.state = "content"
-            else:
-                content, self.buf = content + self.buf, ""
-                return reasoning, content
-
-    def flush(self) -> tuple[str, str]:
-        """The (reasoning, content) still held back at the end of the output."""
-        rest, self.buf = self.buf, ""
-        if self.state == "reasoning":
-            return rest.rstrip(), ""
-        return "", ("" if self.state == "answer" else rest)
-
-
-def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str]:
-    """Split a finished output into (reasoning, content); reasoning is None without a think block."""
-    splitter = ReasoningSplitter(opened)
-    r1, c1 = splitter.feed(text)
-    r2, c2 = splitter.flush()
-    return (r1 + r2 if splitter.saw_reasoning else None), c1 + c2
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest end of `text` that is a proper start of `tag`."""
-    for k in range(min(len(text), len(tag) - 1), 0, -1):
-        if tag.startswith(text[-k:]):
-            return k
-    return 0
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -235,3 +236,68 @@ def test_split_reasoning(text, opened, expected):
         r, c = r + dr, c + dc
     dr, dc = splitter.flush()
     assert (r + dr if splitter.saw_reasoning else None, c + dc) == expected
+
+
+BATCH_QUESTIONS = ["Hi", "What is the capital of France? Answer in one short sentence.", "2+2=?",
+                   "Write a haiku about the sea, then explain it line by line.", "ok", "List three fruits."]
+
+
+def assert_batch_matches_single(engine: Engine, prompts: list[list[int]], params: SamplingParams, adapter=None):
+    batch = engine.generate_batch(prompts, params, adapter)
+    single = [engine.generate(p, params, adapter) for p in prompts]
+    assert [(c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens) for c in batch] == \
+        [(c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens) for c in single]
+    return batch
+
+
+def test_generate_batch_greedy_equals_generate(engine, monkeypatch):
+    import lorakit.generate as generate
+
+    prompts = [engine.chat_prompt([{"role": "user", "content": q}], enable_thinking=False) for q in BATCH_QUESTIONS]
+    prompts.append(engine.encode("Once upon a time"))  # a completion prompt, shorter than the chat ones
+    monkeypatch.setattr(generate, "BATCH_ROWS", 3)  # several forward batches, rows of unequal length in each
+    out = assert_batch_matches_single(engine, prompts, GREEDY)
+    assert all(c.completion_tokens for c in out)
+    # rows finish at different steps: stop strings taken from one row's own text, and a short budget
+    stops = SamplingParams(temperature=0, max_new_tokens=12, stop=[out[0].text[3:6], out[3].text[-2:]])
+    done = assert_batch_matches_single(engine, prompts, stops)
+    assert done[0].finish_reason == "stop" and len(done[0].text) <= 3 and out[0].text.startswith(done[0].text)
+    assert_batch_matches_single(engine, prompts, SamplingParams(temperature=0, max_new_tokens=1))
+    assert engine.generate_batch([], GREEDY) == []
+
+
+def test_generate_batch_eos_and_context_room(engine):
+    # SmolLM2 (real weights) stops on EOS at different steps for different prompts
+    smol = Engine.load("smollm2-135m-instruct")
+    prompts = [smol.chat_prompt([{"role": "user", "content": q}]) for q in BATCH_QUESTIONS[:4]]
+    out = assert_batch_matches_single(smol, prompts, SamplingParams(temperature=0, max_new_tokens=24))
+    assert "Paris" in out[1].text and {c.finish_reason for c in out} == {"stop", "length"}
+    # a tight context: each row's budget is its own room
+    tight = Engine(engine.model, engine.tokenizer, max_context=40)
+    prompts = [tight.encode("word " * n) for n in (5, 30, 38)]
+    assert max(map(len, prompts)) == 39
+    out = assert_batch_matches_single(tight, prompts, GREEDY)
+    assert [c.completion_tokens for c in out] == [min(12, 40 - len(p)) for p in prompts]
+
+
+def test_generate_batch_sampling_seeds_and_errors(engine):
+    prompts = [engine.chat_prompt([{"role": "user", "content": q}]) for q in BATCH_QUESTIONS[:3]]
+    params = SamplingParams(temperature=1.0, top_k=50, top_p=0.9, max_new_tokens=10, seed=7)
+    first = [c.text for c in engine.generate_batch(prompts, params)]
+    assert [c.text for c in engine.generate_batch(prompts, params)] == first
+    assert [c.text for c in engine.generate_batch(prompts, replace(params, seed=8))] != first
+    with pytest.raises(ValueError, match="empty"):
+        engine.generate_batch([prompts[0], []], GREEDY)
+    with pytest.raises(ValueError, match="context holds"):
+        engine.generate_batch([prompts[0], [1] * engine.max_context], GREEDY)
+    with pytest.raises(ValueError, match="unknown adapter"):
+        engine.generate_batch(prompts, GREEDY, adapter="nope")
+    assert not engine.lock.locked()
+
+
+def test_generate_batch_with_adapters(engine, runs):
+    multi = Engine.load(None, {name: str(p) for name, p in runs.items()})
+    prompts = [multi.chat_prompt([{"role": "user", "content": q}], enable_thinking=False) for q in BATCH_QUESTIONS[:4]]
+    texts = {name: [c.text for c in assert_batch_matches_single(multi, prompts, GREEDY, name)]
+             for name in (None, "a", "b")}
+    assert texts[None] != texts["a"] != texts["b"]
