@@ -17,7 +17,6 @@ from pathlib import Path
 
 import openai
 import pytest
-import torch
 from fake_runs import make_run
 
 LORAKIT = str(Path(sys.executable).parent / "lorakit")

@@ -4,7 +4,6 @@ batch/accumulation invariance, seeds, data parallel, and one-line errors."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
