@@ -138,12 +138,9 @@ async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, inclu
             if chunk.finish_reason:
                 finals[index] = chunk
                 yield event(index, {}, chunk.finish_reason)
-        usage = _usage(prompt_tokens, finals)
-        if include_usage:
-            yield _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                        "choices": [], "usage": usage.model_dump()})
-        _log("chat stream", req.model, usage, finals, started)
-        yield "data: [DONE]\n\n"
+        for line in _stream_end("chat.completion.chunk", "chat stream", req, rid, created, prompt_tokens, finals,
+                                include_usage, started):
+            yield line
     except GenerationFailed:
         yield _sse(APIError(500, "generation failed", "server_error").body())
         yield "data: [DONE]\n\n"
@@ -167,12 +164,9 @@ async def _completion_events(job: Job, req, rid, created, prompt_tokens, echoes,
                 yield event(index, chunk.text, chunk.finish_reason)
             if chunk.finish_reason:
                 finals[index] = chunk
-        usage = _usage(prompt_tokens, finals)
-        if include_usage:
-            yield _sse({"id": rid, "object": "text_completion", "created": created, "model": req.model,
-                        "choices": [], "usage": usage.model_dump()})
-        _log("completion stream", req.model, usage, finals, started)
-        yield "data: [DONE]\n\n"
+        for line in _stream_end("text_completion", "completion stream", req, rid, created, prompt_tokens, finals,
+                                include_usage, started):
+            yield line
     except GenerationFailed:
         yield _sse(APIError(500, "generation failed", "server_error").body())
         yield "data: [DONE]\n\n"
@@ -263,3 +257,14 @@ def _log(kind: str, model: str, usage: Usage, finals, started: float) -> None:
     reasons = ",".join(f.finish_reason or "-" for f in finals if f is not None)
     log.info("%s model=%s prompt_tokens=%d completion_tokens=%d finish=%s time=%.2fs", kind, model,
              usage.prompt_tokens, usage.completion_tokens, reasons, time.perf_counter() - started)
+
+
+def _stream_end(obj: str, label: str, req, rid, created, prompt_tokens, finals, include_usage, started) -> list[str]:
+    """The closing events of a stream: the usage chunk when asked for, then [DONE]; logs the request."""
+    usage = _usage(prompt_tokens, finals)
+    _log(label, req.model, usage, finals, started)
+    lines = []
+    if include_usage:
+        lines.append(_sse({"id": rid, "object": obj, "created": created, "model": req.model, "choices": [],
+                           "usage": usage.model_dump()}))
+    return lines + ["data: [DONE]\n\n"]
