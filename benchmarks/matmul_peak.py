@@ -24,7 +24,7 @@ def measure(dtype_name: str, device: str = "cpu", threads: int | None = None, n:
         torch.set_num_threads(threads)
     dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16}[dtype_name]
-    n = n or (8192 if device.startswith("cuda") else 2048)
+    n = n or (8192 if device.startswith("cuda") else _cpu_size(dtype))
     g = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
@@ -49,6 +49,20 @@ def measure(dtype_name: str, device: str = "cpu", threads: int | None = None, n:
         sync()
         best = max(best, 2 * n**3 * iters / (time.perf_counter() - t0) / 1e9)
     return best
+
+
+def _cpu_size(dtype) -> int:
+    """2048, or smaller where this dtype is emulated (bf16 without AVX512-BF16 ran at 0.3 GFLOP/s, so a
+    2048^3 product took a minute): sized from a 256^3 probe so one product takes about half a second."""
+    import torch
+
+    a = torch.ones(256, 256, dtype=dtype)
+    a @ a
+    t0 = time.perf_counter()
+    a @ a
+    rate = 2 * 256**3 / max(time.perf_counter() - t0, 1e-6)
+    n = int((0.5 * rate / 2) ** (1 / 3))
+    return max(256, min(2048, n // 256 * 256))
 
 
 def peaks(device: str = "cpu", threads: int | None = None) -> dict:

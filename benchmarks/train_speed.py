@@ -21,8 +21,12 @@ Methods (each run in its own subprocess, rounds interleaved a,b,c,a,b,c,...):
      checkpointing, precision auto, lora dropout 0.0) except: LoRA r=8, alpha=32, the seven
      projections, batch 4 x accum 4, lr 1e-4, max_steps, logging_steps=1, save_steps > max_steps.
 
-All methods: the same model, weight dtype (--dtype), data (the first --samples records of the
-synthetic set), seed 42, --steps optimizer steps; step 1 is warm-up and not timed.
+All methods: the same model, data (the first --samples records of the synthetic set), seed 42,
+--steps optimizer steps; step 1 is warm-up and not timed. Weights in --dtype, with one exception on
+a CPU without native bf16 (no AVX512-BF16/AMX), where half-precision matmuls are emulated and 7-60x
+slower than fp32: there b and c hold the weights in fp32 (TRL's best setting for that machine;
+lorakit's own rule, model.dtype bfloat16 -> float32 with a note), while a keeps --dtype as the
+tutorial wrote it. Use --dtype float32 for a like-for-like comparison of the algorithms alone.
 
 Measured per run (medians over rounds are reported):
   tokens/s   real (non-padding) tokens fed to the model in steps 2..N / wall time of steps 2..N
@@ -36,7 +40,7 @@ Measured per run (medians over rounds are reported):
              token-mean cross entropy over answer tokens + <|im_end|> of the --eval-samples held-out
              records, rendered with the model's chat template (system prompt, thinking off).
   MFU        estimated training FLOPs / time / measured matmul peak (matmul_peak.py, same threads;
-             bf16 peak when the method computes in bf16, else fp32). FLOPs, per timed step:
+             bf16 peak when the method computes in bf16 and bf16 is the faster, else fp32). FLOPs, per timed step:
                4 * P * T                 frozen non-embedding matmuls: 2 forward + 2 backward (input
                                          grad); P = q,k,v,o,gate,up,down weights of all layers,
                                          T = real tokens
@@ -94,6 +98,15 @@ def _fast_bf16(device: str) -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _best_dtype(name: str, device: str) -> str:
+    """The weight dtype a careful user would pick on this hardware: fp32 instead of a half dtype on a
+    CPU without native bf16 (there half-precision matmuls are emulated, 7-60x slower). Used for TRL's
+    best settings and for the shared evaluation; the tutorial's recipe keeps --dtype as written."""
+    if name in ("bfloat16", "float16") and not device.startswith("cuda") and not _fast_bf16(device):
+        return "float32"
+    return name
 
 
 def _has_think(tokenizer) -> bool:
@@ -333,8 +346,9 @@ def run_trl(spec: dict, meter: Meter, gradient_checkpointing: bool) -> dict:
          "completion": [{"role": "assistant", "content": r["output"]}], **extra}
         for r in records])
     bf16 = _fast_bf16(device)
+    weights = _best_dtype(spec["dtype"], device)
     model = AutoModelForCausalLM.from_pretrained(
-        model_path, device_map="auto" if device.startswith("cuda") else None, dtype=_torch_dtype(spec["dtype"]))
+        model_path, device_map="auto" if device.startswith("cuda") else None, dtype=_torch_dtype(weights))
     cfg = SFTConfig(
         output_dir=str(Path(spec["work"]) / "trainer"),
         per_device_train_batch_size=4,
@@ -376,7 +390,7 @@ def run_trl(spec: dict, meter: Meter, gradient_checkpointing: bool) -> dict:
     del trainer, peft_model, model
     return {"losses": losses, "peak_mem_gib": mem, "lora_params": lora, "labelled_share": n_lab / n_tok,
             "head_rule": "labelled" if compact else "all_but_last",
-            "compute": "bf16" if bf16 or spec["dtype"] == "bfloat16" else spec["dtype"],
+            "compute": "bf16" if bf16 or weights == "bfloat16" else weights,
             "samples": len(tds), "torch_threads": torch.get_num_threads()}
 
 
@@ -388,7 +402,8 @@ def run_lorakit(spec: dict, meter: Meter) -> dict:
     from lorakit.data import prepare_splits
     from lorakit.models import cache_root, load_tokenizer, resolve_model
     from lorakit.tracking import read_metrics
-    from lorakit.train import _autocast, train
+    from lorakit.precision import autocast
+    from lorakit.train import train
 
     run_dir = Path(spec["work"]) / "lorakit-run"
     cfg = build_config({
@@ -418,12 +433,14 @@ def run_lorakit(spec: dict, meter: Meter) -> dict:
     mem = _peak_memory(spec["device"])
     losses = [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
     lora = sum(p.numel() for p in holder["model"].parameters() if p.requires_grad)
-    ac = _autocast(cfg.train.precision, "cuda" if spec["device"].startswith("cuda") else "cpu")
+    ac = autocast(cfg.train.precision, "cuda" if spec["device"].startswith("cuda") else "cpu")
+    # lorakit may hold the weights in another dtype than asked (fp32 on a CPU without native bf16)
+    held = str(holder["model"].get_base_model().get_input_embeddings().weight.dtype).replace("torch.", "")
     spec["adapter_dir"] = str(run_dir / "adapter")
     holder.clear()
     return {"losses": losses, "peak_mem_gib": mem, "lora_params": lora, "labelled_share": n_lab / n_tok,
             "head_rule": "labelled",
-            "compute": "bf16" if ac._enabled or spec["dtype"] == "bfloat16" else spec["dtype"],
+            "compute": "bf16" if ac._enabled or held == "bfloat16" else held,
             "samples": len(data.train), "torch_threads": torch.get_num_threads()}
 
 
@@ -459,7 +476,8 @@ def child(spec: dict) -> None:
     flops = _flops(arch, res["lora_params"], t, head)
     records = json.loads(Path(spec["eval_file"]).read_text(encoding="utf-8"))
     t0 = time.perf_counter()
-    eval_loss = shared_eval_loss(spec["model_path"], spec["adapter_dir"], records, spec["dtype"], spec["device"])
+    eval_loss = shared_eval_loss(spec["model_path"], spec["adapter_dir"], records,
+                                 _best_dtype(spec["dtype"], spec["device"]), spec["device"])
     out = {"method": m, "round": spec["round"], **t, **{k: v for k, v in res.items() if k != "losses"},
            "tokens_per_s": t["real_tokens"] / t["seconds"], "padding_share": 1 - t["real_tokens"] / t["computed_tokens"],
            "flops": flops, "achieved_gflops": flops / t["seconds"] / 1e9,
@@ -490,7 +508,10 @@ def report(results: list[dict], meta: dict) -> tuple[dict, str]:
         if not rows:
             summary[m] = {"runs": 0}
             continue
-        peak = meta["peak"]["bf16_gflops"] if rows[0]["compute"] == "bf16" else meta["peak"]["fp32_gflops"]
+        # against the best the machine can do: where bf16 is emulated (slower than fp32), a bf16 run's
+        # utilisation is measured against the fp32 peak, not the far lower bf16 one
+        fp32, bf16 = meta["peak"]["fp32_gflops"], meta["peak"]["bf16_gflops"]
+        peak = max(fp32, bf16) if rows[0]["compute"] == "bf16" else fp32
         s = {k: _median(rows, k) for k in ("tokens_per_s", "seconds", "real_tokens", "peak_mem_gib",
                                            "achieved_gflops", "train_loss", "eval_loss", "padding_share")}
         s.update(runs=len(rows), compute=rows[0]["compute"], peak_gflops=peak,

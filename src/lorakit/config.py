@@ -25,7 +25,8 @@ class ModelConfig(Section):
     name: str = Field("smollm2-135m-instruct", description="built-in name, local HF folder, or hub id")
     source: Literal["hf", "modelscope"] = Field("hf", description="hub to download a hub id from")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weight dtype; auto = bfloat16 on GPU, float32 on CPU")
+        "auto", description="weight dtype; auto = bfloat16 on GPU, float32 on CPU; "
+        "a half dtype becomes float32 on a CPU without native bf16 unless train.precision=bf16")
     cache_dir: Optional[str] = Field(None, description="model cache (default $LORAKIT_CACHE or ~/.cache/lorakit)")
     quantize: Literal["none", "4bit", "8bit"] = Field(
         "none", description="load the frozen base quantised with bitsandbytes (QLoRA); CUDA only")

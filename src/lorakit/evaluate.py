@@ -59,7 +59,15 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
         from lorakit.eval.judge import api_base
 
         api_base(judge_url)
-    engine = Engine.load(info.base_model, {ADAPTER: str(info.adapter_dir)}, dtype=cfg.model.dtype)
+    import torch
+
+    from lorakit import precision
+
+    dtype, dtype_note = precision.weight_dtype(cfg.model.dtype, "cuda" if torch.cuda.is_available() else "cpu",
+                                               cfg.train.precision)
+    if dtype_note:
+        print(dtype_note)
+    engine = Engine.load(info.base_model, {ADAPTER: str(info.adapter_dir)}, dtype=dtype)
     timing["load_s"] = time.perf_counter() - started
 
     held = _heldout(cfg, engine.tokenizer, data, bare)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lorakit import batching, checkpoint
+from lorakit import batching, checkpoint, precision
 from lorakit.atomic import atomic_dir, write_json, write_text
 from lorakit.config import RunConfig, config_to_yaml
 from lorakit.errors import LorakitError
@@ -55,7 +55,9 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     t = cfg.train
     samples_per_step = t.batch_size * t.grad_accum * dist.world
     n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)
-    weight_dtype = _weight_dtype(cfg.model.dtype, device)
+    weight_dtype, dtype_note = precision.weight_dtype(cfg.model.dtype, device, t.precision)
+    if dtype_note:
+        dist.print(dtype_note)
     if dry_run:
         plan = _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device)
         print(config_to_yaml(cfg))
@@ -78,7 +80,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t.lr_scheduler, n_steps, t.warmup_ratio))
-    autocast = _autocast(t.precision, device)
+    autocast = precision.autocast(t.precision, device)
 
     state = {"best_eval_loss": None, "best_checkpoint": None, "evals_without_improvement": 0}
     if resume:
@@ -281,31 +283,6 @@ def _pick_device(choice: str, dist) -> str:
         return "cpu"
     torch.cuda.set_device(dist.local_rank)
     return f"cuda:{dist.local_rank}"
-
-
-def _weight_dtype(choice: str, device: str) -> str:
-    if choice != "auto":
-        return choice
-    return "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
-
-
-def _autocast(precision: str, device: str):
-    kind = "cuda" if device.startswith("cuda") else "cpu"
-    if precision == "auto":
-        use_bf16 = torch.cuda.is_bf16_supported() if kind == "cuda" else cpu_has_fast_bf16()
-    else:
-        use_bf16 = precision == "bf16"
-    return torch.autocast(kind, dtype=torch.bfloat16, enabled=use_bf16)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """bf16 matmuls are ~3x faster than fp32 on CPUs with AVX512-BF16 or AMX (measured here: 158 vs
-    47 GFLOP/s); without them bf16 is emulated and slower, so auto stays in fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _use_checkpointing(choice, device: str) -> bool:
