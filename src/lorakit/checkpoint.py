@@ -30,13 +30,16 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict) -> Path:
-    """Write checkpoint-<step> (adapter, optimizer, scheduler, RNG, trainer state) atomically."""
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict,
+                    full: dict | None = None) -> Path:
+    """Write checkpoint-<step> (adapter, optimizer, scheduler, RNG, trainer state) atomically; `full` is
+    the gathered state of an FSDP-sharded run (`Distributed.full_state`)."""
     final = Path(run_dir) / "checkpoints" / f"checkpoint-{step}"
     with atomic_dir(final, overwrite=True) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=full["adapter"] if full else None)
         torch.save({
-            "optimizer": optimizer.state_dict(),
+            "optimizer": full["optimizer"] if full else optimizer.state_dict(),
+            "sharded_adapter": full["adapter"] if full else None,
             "scheduler": scheduler.state_dict(),
             "rng": {
                 "python": random.getstate(),
@@ -49,8 +52,9 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    """Restore adapter weights, optimizer, scheduler and RNG; return the trainer state."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, sharded: bool = False) -> dict:
+    """Restore adapter weights, optimizer, scheduler and RNG; return the trainer state. `sharded`: the
+    model is FSDP-sharded, and so must the checkpoint's run have been (the optimizer formats differ)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -58,9 +62,17 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     weights = path / "adapter_model.safetensors"
     if not (path / "state.json").is_file() or not weights.is_file():
         raise LorakitError(f"{path}: not a complete lorakit checkpoint (state.json or adapter weights missing)")
-    set_peft_model_state_dict(model, load_file(str(weights)))
     blob = torch.load(path / "training_state.pt", weights_only=False)
-    optimizer.load_state_dict(blob["optimizer"])
+    if (blob.get("sharded_adapter") is not None) != sharded:
+        raise LorakitError(f"{path}: written {'without' if sharded else 'with'} FSDP sharding; resume with the "
+                           f"same train.fsdp and number of processes (FSDP needs more than one)")
+    if sharded:
+        from lorakit.distributed import load_full_state
+
+        load_full_state(model, optimizer, blob["sharded_adapter"], blob["optimizer"])
+    else:
+        set_peft_model_state_dict(model, load_file(str(weights)))
+        optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     rng = blob["rng"]
     random.setstate(rng["python"])

@@ -82,6 +82,7 @@ class TrainConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast dtype; auto = bf16 where supported")
     threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
+    fsdp: bool = Field(False, description="with several processes, shard the base too (FSDP2), not only the data")
 
 
 class TrackingConfig(Section):
@@ -103,6 +104,9 @@ class RunConfig(Section):
     def _check(self) -> "RunConfig":
         if self.data.weights and isinstance(self.data.path, list) and len(self.data.weights) != len(self.data.path):
             raise ValueError("data.weights needs one weight per data.path entry")
+        if self.train.fsdp and self.model.quantize != "none":
+            raise ValueError("train.fsdp: cannot shard a quantized (QLoRA) base; "
+                             "set model.quantize=none or train.fsdp=false")
         return self
 
 

@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 from lorakit import batching, checkpoint, precision
 from lorakit.atomic import atomic_dir, write_json, write_text
 from lorakit.config import RunConfig, config_to_yaml
+from lorakit.distributed import Distributed, LossModule
 from lorakit.errors import LorakitError
-from lorakit.loss import summed_loss
 from lorakit.plan import Plan, count_params, estimate_memory_gb, lora_param_count
 
 
@@ -33,7 +33,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     from lorakit.models import cache_root, load_model, load_tokenizer, resolve_model
     from lorakit.tracking import Tracker, check_backends, write_plots
 
-    dist = _Distributed.from_env()
+    dist = Distributed.from_env()
     device = _pick_device(cfg.train.device, dist)
     torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // dist.local_world))
     run_dir = Path(cfg.train.output_dir)
@@ -77,6 +77,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.train()
+    loss_of = dist.shard(model, t.fsdp, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t.lr_scheduler, n_steps, t.warmup_ratio))
@@ -85,7 +86,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     state = {"best_eval_loss": None, "best_checkpoint": None, "evals_without_improvement": 0}
     if resume:
         ckpt = checkpoint.find_resume_point(run_dir, resume)
-        state = checkpoint.load_checkpoint(ckpt, model, optimizer, scheduler)
+        state = checkpoint.load_checkpoint(ckpt, model, optimizer, scheduler, sharded=dist.fsdp)
         dist.print(f"resuming from {ckpt} (step {state['step']})")
     elif overwrite and run_dir.exists() and dist.rank == 0:
         shutil.rmtree(run_dir)
@@ -111,7 +112,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
             if step <= start_step:
                 continue
             samples = [data.train[i] for i in idxs]
-            loss_sum, sup, real = _accumulate(model, samples, t.batch_size, t.packing, pad_id, device,
+            loss_sum, sup, real = _accumulate(loss_of, samples, t.batch_size, t.packing, pad_id, device,
                                               autocast, dist)
             dist.all_reduce_grads(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else 1e9)
@@ -135,21 +136,24 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
 
             at_save = step % t.save_steps == 0
             if data.eval and (step % (t.eval_steps or t.save_steps) == 0 or step == n_steps):
-                eval_loss = evaluate_loss(model, data.eval, t.batch_size, t.packing, pad_id, device, autocast)
+                eval_loss = evaluate_loss(loss_of, data.eval, t.batch_size, t.packing, pad_id, device, autocast)
                 improved = _track_best(state, eval_loss, step, run_dir)
                 if tracker:
                     tracker.log(step, {"eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50))})
-                if improved and not at_save and dist.rank == 0:
+                if improved and not at_save:
                     at_save = True  # keep the best weights on disk even between regular saves
                 if t.early_stopping_patience and state["evals_without_improvement"] >= t.early_stopping_patience:
                     dist.print(f"early stopping at step {step}: no eval improvement in "
                                f"{t.early_stopping_patience} evaluations")
                     stopped_early = True
-            if (at_save or stop.requested) and dist.rank == 0 and step < n_steps:
-                checkpoint.save_checkpoint(run_dir, step, model, optimizer, scheduler, state)
-                best = state.get("best_checkpoint")
-                checkpoint.rotate(run_dir, t.save_total_limit, Path(best) if best else None)
-            if stop.requested:
+            stopping = dist.any(stop.requested)
+            if (at_save or stopping) and step < n_steps:
+                full = dist.full_state(model, optimizer)
+                if dist.rank == 0:
+                    checkpoint.save_checkpoint(run_dir, step, model, optimizer, scheduler, state, full)
+                    best = state.get("best_checkpoint")
+                    checkpoint.rotate(run_dir, t.save_total_limit, Path(best) if best else None)
+            if stopping:
                 bar.close()
                 dist.print(f"\ninterrupted at step {step}; checkpoint saved. Continue with: "
                            f"lorakit train <config> --resume")
@@ -162,42 +166,43 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
         if tracker:
             tracker.close()
 
+    full = dist.full_state(model)
     if dist.rank == 0:
-        _finish(run_dir, model, tokenizer, cfg, model_path, step, state, data.stats)
+        _finish(run_dir, model, tokenizer, cfg, model_path, step, state, data.stats, full)
         write_plots(run_dir)
         print(f"run saved to {run_dir} (adapter in {run_dir / 'adapter'})")
     dist.barrier()
     return run_dir
 
 
-def _accumulate(model, samples, batch_size, packing, pad_id, device, autocast, dist) -> tuple[float, int, int]:
+def _accumulate(loss_of, samples, batch_size, packing, pad_id, device, autocast, dist) -> tuple[float, int, int]:
     """Forward and backward over this rank's micro-batches; the loss is normalised by the supervised
     tokens of the whole optimizer step, so 1 x 8 and 8 x 1 give the same gradient."""
     micro = batching.micro_batches(samples, batch_size, packing, pad_id)
     n_sup = sum(batching.supervised_tokens(mb) for mb in micro)
-    mine = micro[dist.rank::dist.world]
     loss_sum, real = 0.0, 0
-    for mb in mine:
+    for mb, weight in dist.share(micro):
         mb = {k: v.to(device) for k, v in mb.items()}
         with autocast:
-            loss = summed_loss(model, mb)
-        (loss * dist.world / max(1, n_sup)).backward()
-        loss_sum += float(loss.detach())
-        real += batching.real_tokens(mb)
+            loss = loss_of(mb)
+        (loss * (weight * dist.world / max(1, n_sup))).backward()
+        loss_sum += weight * float(loss.detach())
+        real += weight * batching.real_tokens(mb)
     loss_sum = dist.sum(loss_sum)
     return loss_sum, n_sup, real
 
 
 @torch.no_grad()
 def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast) -> float:
-    """Token-mean loss over `samples` (no dropout)."""
+    """Token-mean loss over `samples` (no dropout); `model` is a PEFT model or a `LossModule`."""
+    model = model if isinstance(model, LossModule) else LossModule(model)
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
     for mb in batching.micro_batches(samples, batch_size, packing, pad_id):
         mb = {k: v.to(device) for k, v in mb.items()}
         with autocast:
-            total += float(summed_loss(model, mb))
+            total += float(model(mb))
         n += batching.supervised_tokens(mb)
     model.train(was_training)
     return total / max(1, n)
@@ -213,9 +218,9 @@ def _track_best(state: dict, eval_loss: float, step: int, run_dir: Path) -> bool
     return False
 
 
-def _finish(run_dir, model, tokenizer, cfg, model_path, step, state, stats) -> None:
+def _finish(run_dir, model, tokenizer, cfg, model_path, step, state, stats, full) -> None:
     with atomic_dir(run_dir / "adapter", overwrite=True) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=full["adapter"] if full else None)
         tokenizer.save_pretrained(tmp)
     summary = {
         "status": "completed",
@@ -315,53 +320,3 @@ class _StopFlag:
     def restore(self):
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
-
-
-class _Distributed:
-    """Data parallelism under torchrun / accelerate launch: each rank runs its share of an optimizer
-    step's micro-batches, then the adapter gradients (small) are all-reduced."""
-
-    def __init__(self, rank=0, world=1, local_rank=0, local_world=1):
-        self.rank, self.world, self.local_rank, self.local_world = rank, world, local_rank, local_world
-
-    @classmethod
-    def from_env(cls) -> "_Distributed":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as td
-
-        if not td.is_initialized():
-            td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(td.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")),
-                   int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
-
-    def all_reduce_grads(self, params) -> None:
-        if self.world == 1:
-            return
-        import torch.distributed as td
-
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            td.all_reduce(p.grad)
-            p.grad /= self.world
-
-    def sum(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        import torch.distributed as td
-
-        t = torch.tensor([value], dtype=torch.float64)
-        td.all_reduce(t)
-        return float(t.item())
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as td
-
-            td.barrier()
-
-    def print(self, *args) -> None:
-        if self.rank == 0:
-            print(*args, flush=True)

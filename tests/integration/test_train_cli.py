@@ -111,17 +111,66 @@ def test_padding_path_matches_packing(tmp_path, data):
     assert losses(tmp_path / "packed") == pytest.approx(losses(tmp_path / "padded"), rel=1e-4)
 
 
-def test_data_parallel_on_two_cpu_processes_matches_one(tmp_path, data):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    common = dict(max_steps=2, save_steps=100, threads=1)
-    lorakit("train", tiny_config(tmp_path, "single", data, batch_size=1, grad_accum=4, **common), "lora.dropout=0")
-    cfg = tiny_config(tmp_path, "ddp", data, batch_size=1, grad_accum=2, **common)
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "lorakit", "train",
-                           str(cfg), "lora.dropout=0"], capture_output=True, text=True, env=cli_env(), cwd=REPO,
-                          timeout=600)
+LAUNCHERS = {
+    "torchrun": ["torchrun", "--standalone", "--nproc_per_node", "2"],
+    # `accelerate launch --cpu` starts one process (it wants mpirun for several); `--multi_gpu` goes
+    # through torchrun, which runs CPU processes on gloo just as well
+    "accelerate": ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"],
+}
+DP_STEPS = dict(max_steps=2, save_steps=100, threads=1)
+
+
+def launch(launcher: list[str], *args, tmp: Path) -> subprocess.CompletedProcess:
+    """`LAUNCHER -m lorakit ARGS`; HF_HOME in tmp, so no user accelerate config is read."""
+    return subprocess.run([str(Path(sys.executable).with_name(launcher[0])), *launcher[1:], "-m", "lorakit",
+                           *map(str, args)], capture_output=True, text=True, env=cli_env(HF_HOME=str(tmp / "hf")),
+                          cwd=REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def single_process_run(tmp_path_factory, data) -> Path:
+    tmp = tmp_path_factory.mktemp("single")
+    lorakit("train", tiny_config(tmp, "single", data, batch_size=1, grad_accum=4, **DP_STEPS), "lora.dropout=0")
+    return tmp / "single"
+
+
+@pytest.mark.parametrize("launcher, overrides", [
+    ("torchrun", []),
+    ("accelerate", []),
+    # a checkpoint at step 1 (gathered from the shards), then resumed from it below
+    ("torchrun", ["train.fsdp=true", "train.save_steps=1"]),
+], ids=["torchrun", "accelerate", "torchrun-fsdp"])
+def test_data_parallel_on_two_cpu_processes_matches_one(tmp_path, data, single_process_run, launcher, overrides):
+    cfg = tiny_config(tmp_path, "ddp", data, batch_size=1, grad_accum=2, **DP_STEPS)
+    proc = launch(LAUNCHERS[launcher], "train", cfg, "lora.dropout=0", *overrides, tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert losses(tmp_path / "single") == pytest.approx(losses(tmp_path / "ddp"), rel=1e-5)
-    assert_same_adapter(adapter(tmp_path / "single"), adapter(tmp_path / "ddp"), atol=1e-5)
+    assert losses(single_process_run) == pytest.approx(losses(tmp_path / "ddp"), rel=1e-5)
+    assert_same_adapter(adapter(single_process_run), adapter(tmp_path / "ddp"), atol=1e-5)
+    if overrides:
+        assert "FSDP: 2 decoder layers and the root sharded across 2 processes" in proc.stdout
+        ckpt = tmp_path / "ddp" / "checkpoints" / "checkpoint-1"
+        proc = launch(LAUNCHERS[launcher], "train", cfg, "lora.dropout=0", *overrides, "--resume", ckpt, tmp=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "resuming from" in proc.stdout
+        assert_same_adapter(adapter(single_process_run), adapter(tmp_path / "ddp"), atol=1e-5)
+
+
+def test_accelerate_sharding_configs_are_refused(tmp_path, data):
+    cfg = tiny_config(tmp_path, "acc", data)
+    # FSDP through the real launcher (it starts torchrun, which adds its own report of the failed ranks)
+    fsdp = ["--use_fsdp" if a == "--multi_gpu" else a for a in LAUNCHERS["accelerate"]]
+    proc = launch(fsdp, "train", cfg, tmp=tmp_path)
+    assert proc.returncode != 0
+    assert "error: accelerate launch with an FSDP config" in proc.stderr and "train.fsdp=true" in proc.stderr
+    assert "lorakit/" not in proc.stderr, "a traceback from lorakit"
+    assert "failed (exitcode: 2)" in proc.stderr  # torchrun's report of lorakit's exit code
+    # DeepSpeed: accelerate's launcher needs the deepspeed package, not installed here, so set what it sets
+    proc = subprocess.run([sys.executable, "-m", "lorakit", "train", str(cfg)], capture_output=True, text=True,
+                          env=cli_env(ACCELERATE_USE_DEEPSPEED="true"), cwd=REPO, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: accelerate launch with a DeepSpeed config")
+    assert not (tmp_path / "acc").exists()
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, data):

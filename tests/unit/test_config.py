@@ -67,3 +67,10 @@ def test_every_field_is_documented():
     rows = field_docs()
     assert len(rows) > 40
     assert all(doc for _, _, doc in rows), [k for k, _, doc in rows if not doc]
+
+
+def test_fsdp_cannot_shard_a_quantized_base():
+    assert load_config(None, ["train.fsdp=true"]).train.fsdp is True
+    with pytest.raises(LorakitError, match="train.fsdp: cannot shard a quantized") as e:
+        load_config(None, ["train.fsdp=true", "model.quantize=4bit"])
+    assert "\n" not in str(e.value)
