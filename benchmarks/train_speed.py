@@ -29,9 +29,13 @@ lorakit's own rule, model.dtype bfloat16 -> float32 with a note), while a keeps 
 tutorial wrote it. Use --dtype float32 for a like-for-like comparison of the algorithms alone.
 
 Measured per run (medians over rounds are reported):
-  tokens/s   real (non-padding) tokens fed to the model in steps 2..N / wall time of steps 2..N
-             (time between the end of optimizer step 1 and the end of step N; model load and
-             tokenization excluded). Tokens are counted by a forward pre-hook on the decoder.
+  tokens/s   real tokens: the tokens of the samples trained on in steps 2..N (padding not counted) /
+             wall time of steps 2..N (time between the end of optimizer step 1 and the end of step N;
+             model load and tokenization excluded). Every method sees the same samples per step, so
+             this ratio is the inverse ratio of time per step. Counted by a forward pre-hook on the
+             decoder: per row, from the attention mask (padded), the position restarts (packed), or,
+             for lorakit rows whose samples share a prefix stored once, prefix + each sample's own part.
+  run/data   tokens the model really ran per real token: > 1 with padding, < 1 with a shared prefix.
   peak mem   CPU: ru_maxrss of the child at the end of training (includes the model load);
              CUDA: torch.cuda.max_memory_allocated.
   train loss mean of the last min(4, N-1) per-step logged losses (each method's own loss on its own
@@ -120,6 +124,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def torch_diff_starts(pos, shared: int, length: int) -> list[int]:
+    """Lengths of the samples' own parts in a row whose first `shared` tokens are a shared prefix: each
+    own part starts where the position id equals `shared`."""
+    starts = (pos == shared).nonzero().flatten().tolist()
+    return [b - a for a, b in zip(starts, starts[1:] + [length])]
+
+
 class Meter:
     """Step end times (global optimizer post-hook) and per-step token counts (decoder pre-hook)."""
 
@@ -150,8 +161,13 @@ class Meter:
         if ids is None:
             return
         mask, pos = kwargs.get("attention_mask"), kwargs.get("position_ids")
+        shared = int(kwargs.get("shared_prefix_len") or 0)  # lorakit: a prefix stored once per row
         if mask is not None and getattr(mask, "dim", lambda: 0)() == 2:
             lengths = [int(x) for x in mask.sum(1).tolist()]
+        elif shared:
+            own = [int(x) for x in torch_diff_starts(pos[0], shared, ids.shape[1])]
+            lengths = [shared + n for n in own]
+            pairs = shared * (shared + 1) // 2 + sum(n * shared + n * (n + 1) // 2 for n in own)
         elif pos is not None:
             lengths = []
             for row in pos.tolist():
@@ -168,7 +184,9 @@ class Meter:
         self.real[step] = self.real.get(step, 0) + sum(lengths)
         self.computed[step] = self.computed.get(step, 0) + ids.numel()
         self.rows[step] = self.rows.get(step, 0) + ids.shape[0]
-        self.pairs[step] = self.pairs.get(step, 0) + sum(n * (n + 1) // 2 for n in lengths)
+        if not shared:
+            pairs = sum(n * (n + 1) // 2 for n in lengths)
+        self.pairs[step] = self.pairs.get(step, 0) + pairs
 
     def close(self) -> None:
         self.active = False
@@ -200,7 +218,10 @@ def _arch(config) -> dict:
 
 
 def _flops(arch: dict, lora_params: int, t: dict, head_positions: float) -> float:
-    return (4 * arch["matmul_params"] * t["real_tokens"] + 6 * lora_params * t["real_tokens"]
+    # tokens the model really ran: padding (a) is not counted, nor the copies of a prefix that
+    # lorakit stores once per row instead of once per sample (c)
+    tokens = min(t["real_tokens"], t["computed_tokens"])
+    return (4 * arch["matmul_params"] * tokens + 6 * lora_params * tokens
             + 12 * arch["layers"] * arch["attn_width"] * t["attn_pairs"]
             + 4 * arch["vocab"] * arch["hidden"] * head_positions)
 
@@ -479,7 +500,7 @@ def child(spec: dict) -> None:
     eval_loss = shared_eval_loss(spec["model_path"], spec["adapter_dir"], records,
                                  _best_dtype(spec["dtype"], spec["device"]), spec["device"])
     out = {"method": m, "round": spec["round"], **t, **{k: v for k, v in res.items() if k != "losses"},
-           "tokens_per_s": t["real_tokens"] / t["seconds"], "padding_share": 1 - t["real_tokens"] / t["computed_tokens"],
+           "tokens_per_s": t["real_tokens"] / t["seconds"], "run_share": t["computed_tokens"] / t["real_tokens"],
            "flops": flops, "achieved_gflops": flops / t["seconds"] / 1e9,
            "train_loss": _last_losses(res["losses"], t["timed_steps"]), "train_losses": res["losses"],
            "eval_loss": eval_loss, "eval_seconds": time.perf_counter() - t0, "arch": arch}
@@ -513,7 +534,7 @@ def report(results: list[dict], meta: dict) -> tuple[dict, str]:
         fp32, bf16 = meta["peak"]["fp32_gflops"], meta["peak"]["bf16_gflops"]
         peak = max(fp32, bf16) if rows[0]["compute"] == "bf16" else fp32
         s = {k: _median(rows, k) for k in ("tokens_per_s", "seconds", "real_tokens", "peak_mem_gib",
-                                           "achieved_gflops", "train_loss", "eval_loss", "padding_share")}
+                                           "achieved_gflops", "train_loss", "eval_loss", "run_share")}
         s.update(runs=len(rows), compute=rows[0]["compute"], peak_gflops=peak,
                  mfu=s["achieved_gflops"] / peak if s["achieved_gflops"] and peak else None)
         summary[m] = s
@@ -536,7 +557,7 @@ def report(results: list[dict], meta: dict) -> tuple[dict, str]:
         f"{meta['rounds']} rounds interleaved; medians. Matmul peak: fp32 {meta['peak']['fp32_gflops']} / "
         f"bf16 {meta['peak']['bf16_gflops']} GFLOP/s.",
         "",
-        f"| method | real tokens/s | timed s | {mem_name} | MFU | compute | padding share | train loss | eval loss | runs |",
+        f"| method | real tokens/s | timed s | {mem_name} | MFU | compute | tokens run / data tokens | train loss | eval loss | runs |",
         "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for m in meta["methods"]:
@@ -546,7 +567,7 @@ def report(results: list[dict], meta: dict) -> tuple[dict, str]:
             continue
         lines.append(f"| {m}: {METHODS[m]} | {_fmt(s['tokens_per_s'], 1)} | {_fmt(s['seconds'])} | "
                      f"{_fmt(s['peak_mem_gib'])} | {_fmt(100 * s['mfu'] if s['mfu'] else None, 1)}% | "
-                     f"{s['compute']} | {_fmt(100 * s['padding_share'], 1)}% | {_fmt(s['train_loss'], 4)} | "
+                     f"{s['compute']} | {_fmt(s['run_share'], 2)} | {_fmt(s['train_loss'], 4)} | "
                      f"{_fmt(s['eval_loss'], 4)} | {s['runs']} |")
     if ratios:
         lines += ["", "| ratio | tokens/s | peak mem | eval loss |", "|---|---:|---:|---:|"]

@@ -1,8 +1,8 @@
 """Turn tokenized samples into model inputs: padding-free packing (default) or pad-to-longest.
 
 Packing puts all samples of a micro-batch into one row; position ids restart at 0 for each sample,
-which transformers turns into a block-diagonal causal mask, so samples never attend to each other
-and no compute is spent on padding.
+so samples never attend to each other (lorakit.attention runs attention per sample; plain
+transformers turns the restarts into a block-diagonal mask) and no compute is spent on padding.
 """
 
 from __future__ import annotations
@@ -43,20 +43,49 @@ def total_steps(n_samples: int, samples_per_step: int, epochs: float, max_steps:
     return max_steps or max(1, round(epochs * steps_per_epoch))
 
 
-def pack(samples: Sequence[dict]) -> dict[str, torch.Tensor]:
-    """One row holding every sample back to back; position ids restart per sample."""
-    ids, labels, pos = [], [], []
+def pack(samples: Sequence[dict], share_prefix: bool = False) -> dict[str, torch.Tensor]:
+    """One row holding every sample back to back; position ids restart per sample.
+
+    share_prefix: the unsupervised prefix common to all samples (a fixed system prompt and the chat
+    template's opening, ~27% of the tokens on huanhuan-style data) is put in the row once; each sample
+    then holds only its own tokens, positioned after the prefix. The row's "shared_prefix" says how
+    long the prefix is; attention.packed_attention lets every sample attend to it. Causal attention
+    makes this exact: the prefix's hidden states cannot depend on what follows it.
+    """
+    n_shared = shared_prefix_length(samples) if share_prefix else 0
+    ids, labels, pos = list(samples[0]["input_ids"][:n_shared]), [IGNORE] * n_shared, list(range(n_shared))
     for s in samples:
         n = len(s["input_ids"])
-        ids += s["input_ids"]
+        ids += s["input_ids"][n_shared:]
         # Shift labels here so that token t predicts t+1 within its own sample only.
-        labels += list(s["labels"][1:]) + [IGNORE]
-        pos += range(n)
-    return {
+        labels += list(s["labels"][n_shared + 1:]) + [IGNORE]
+        pos += range(n_shared, n)
+    batch = {
         "input_ids": torch.tensor([ids]),
         "position_ids": torch.tensor([pos]),
         "shift_labels": torch.tensor([labels]),
+        "sample_tokens": torch.tensor(sum(len(s["input_ids"]) for s in samples)),
     }
+    if n_shared:
+        batch["shared_prefix"] = torch.tensor(n_shared)
+    return batch
+
+
+def shared_prefix_length(samples: Sequence[dict]) -> int:
+    """Tokens at the start that every sample has and none supervises (nor predicts the next of); 0 for a
+    single sample or when every sample would be left without a token of its own."""
+    if len(samples) < 2:
+        return 0
+    first = samples[0]["input_ids"]
+    limit = min(len(s["input_ids"]) for s in samples) - 1  # each sample keeps at least one token
+    n = 0
+    while n < limit and all(s["input_ids"][n] == first[n] for s in samples):
+        n += 1
+    # position n-1 predicts token n, so n stops one short of the first supervised label of any sample
+    first_label = min(next((i for i, x in enumerate(s["labels"]) if x != IGNORE), len(s["labels"]))
+                      for s in samples)
+    n = min(n, first_label - 1)
+    return n if n > 1 else 0
 
 
 def pad(samples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -73,10 +102,11 @@ def pad(samples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "shift_labels": labels}
 
 
-def micro_batches(samples: Sequence[dict], batch_size: int, packing: bool, pad_id: int) -> list[dict]:
+def micro_batches(samples: Sequence[dict], batch_size: int, packing: bool, pad_id: int,
+                  share_prefix: bool = False) -> list[dict]:
     """Split one optimizer step's samples into micro-batches of `batch_size` samples."""
     groups = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
-    return [pack(g) if packing else pad(g, pad_id) for g in groups]
+    return [pack(g, share_prefix) if packing else pad(g, pad_id) for g in groups]
 
 
 def supervised_tokens(batch: dict) -> int:
@@ -84,6 +114,9 @@ def supervised_tokens(batch: dict) -> int:
 
 
 def real_tokens(batch: dict) -> int:
+    """Tokens of the samples in `batch` (padding and the saving of a shared prefix not counted)."""
+    if "sample_tokens" in batch:
+        return int(batch["sample_tokens"])
     if "attention_mask" in batch:
         return int(batch["attention_mask"].sum())
     return int(batch["input_ids"].numel())

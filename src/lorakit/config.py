@@ -78,6 +78,8 @@ class TrainConfig(Section):
     early_stopping_patience: Optional[int] = Field(None, gt=0, description="stop after N evals without improvement")
     seed: int = Field(42, description="seed for init, data order and dropout")
     packing: bool = Field(True, description="padding-free packing of samples into one row")
+    share_prefix: bool = Field(True, description="with packing, compute the prompt prefix all samples of a "
+                               "micro-batch share (e.g. a fixed system prompt) once; exact")
     gradient_checkpointing: Union[bool, Literal["auto"]] = Field(False, description="recompute activations to save memory")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast dtype; auto = bf16 where supported")
     threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from lorakit import batching, checkpoint, precision
 from lorakit.atomic import atomic_dir, write_json, write_text
+from lorakit.attention import use_packed_attention
 from lorakit.config import RunConfig, config_to_yaml
 from lorakit.distributed import Distributed, LossModule
 from lorakit.errors import LorakitError
@@ -76,6 +77,8 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     if _use_checkpointing(t.gradient_checkpointing, device):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    if t.packing:
+        use_packed_attention(model)
     model.train()
     loss_of = dist.shard(model, t.fsdp, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -112,8 +115,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
             if step <= start_step:
                 continue
             samples = [data.train[i] for i in idxs]
-            loss_sum, sup, real = _accumulate(loss_of, samples, t.batch_size, t.packing, pad_id, device,
-                                              autocast, dist)
+            loss_sum, sup, real = _accumulate(loss_of, samples, t, pad_id, device, autocast, dist)
             dist.all_reduce_grads(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else 1e9)
             optimizer.step()
@@ -136,7 +138,8 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
 
             at_save = step % t.save_steps == 0
             if data.eval and (step % (t.eval_steps or t.save_steps) == 0 or step == n_steps):
-                eval_loss = evaluate_loss(loss_of, data.eval, t.batch_size, t.packing, pad_id, device, autocast)
+                eval_loss = evaluate_loss(loss_of, data.eval, t.batch_size, t.packing, pad_id, device, autocast,
+                                          t.share_prefix)
                 improved = _track_best(state, eval_loss, step, run_dir)
                 if tracker:
                     tracker.log(step, {"eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50))})
@@ -175,10 +178,10 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     return run_dir
 
 
-def _accumulate(loss_of, samples, batch_size, packing, pad_id, device, autocast, dist) -> tuple[float, int, int]:
+def _accumulate(loss_of, samples, t, pad_id, device, autocast, dist) -> tuple[float, int, int]:
     """Forward and backward over this rank's micro-batches; the loss is normalised by the supervised
     tokens of the whole optimizer step, so 1 x 8 and 8 x 1 give the same gradient."""
-    micro = batching.micro_batches(samples, batch_size, packing, pad_id)
+    micro = batching.micro_batches(samples, t.batch_size, t.packing, pad_id, t.share_prefix)
     n_sup = sum(batching.supervised_tokens(mb) for mb in micro)
     loss_sum, real = 0.0, 0
     for mb, weight in dist.share(micro):
@@ -193,13 +196,13 @@ def _accumulate(loss_of, samples, batch_size, packing, pad_id, device, autocast,
 
 
 @torch.no_grad()
-def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast) -> float:
+def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast, share_prefix=False) -> float:
     """Token-mean loss over `samples` (no dropout); `model` is a PEFT model or a `LossModule`."""
     model = model if isinstance(model, LossModule) else LossModule(model)
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
-    for mb in batching.micro_batches(samples, batch_size, packing, pad_id):
+    for mb in batching.micro_batches(samples, batch_size, packing, pad_id, share_prefix):
         mb = {k: v.to(device) for k, v in mb.items()}
         with autocast:
             total += float(model(mb))

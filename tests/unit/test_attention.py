@@ -1,0 +1,73 @@
+"""Per-sample attention over packed rows, and samples that share a prefix stored once, must give the
+loss and gradients of each sample trained alone."""
+
+import pytest
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from lorakit import batching, loss
+from lorakit.attention import use_packed_attention
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256)
+    cfg._attn_implementation = "sdpa"
+    return Qwen3ForCausalLM(cfg).float()
+
+
+def with_prefix(prefix, n, n_prompt, seed):
+    """A sample that starts with `prefix` (unsupervised), then n own tokens of which n_prompt are prompt."""
+    g = torch.Generator().manual_seed(seed)
+    own = torch.randint(0, 300, (n,), generator=g).tolist()
+    return {"input_ids": prefix + own, "labels": [-100] * (len(prefix) + n_prompt) + own[n_prompt:]}
+
+
+PREFIX = [7, 8, 9, 10, 11, 12]
+SAMPLES = [with_prefix(PREFIX, 12, 3, 1), with_prefix(PREFIX, 5, 1, 2), with_prefix(PREFIX, 20, 9, 3)]
+
+
+def loss_and_grads(model, batch):
+    model.zero_grad()
+    value = loss.summed_loss(model, batch)
+    value.backward()
+    return value.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_shared_prefix_length_stops_before_the_first_supervised_label():
+    assert batching.shared_prefix_length(SAMPLES) == len(PREFIX)
+    # a sample supervised from its 4th token: position 2 predicts it, so only 0..2 may be shared
+    early = {"input_ids": PREFIX + [1, 2], "labels": [-100, -100, -100] + PREFIX[3:] + [1, 2]}
+    assert batching.shared_prefix_length(SAMPLES + [early]) == 2
+    assert batching.shared_prefix_length(SAMPLES[:1]) == 0
+
+
+def test_pack_with_a_shared_prefix_stores_it_once():
+    b = batching.pack(SAMPLES, share_prefix=True)
+    n = len(PREFIX)
+    assert int(b["shared_prefix"]) == n
+    assert b["input_ids"].shape[1] == sum(len(s["input_ids"]) for s in SAMPLES) - 2 * n
+    assert b["position_ids"][0, : n + 12].tolist() == list(range(n + 12))
+    assert b["position_ids"][0, n + 12].item() == n  # the second sample continues after the prefix
+    assert batching.real_tokens(b) == sum(len(s["input_ids"]) for s in SAMPLES)
+    assert batching.supervised_tokens(b) == batching.supervised_tokens(batching.pack(SAMPLES))
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_packed_attention_matches_transformers_masking(share):
+    reference = tiny_model()
+    expected, expected_grads = loss_and_grads(reference, batching.pack(SAMPLES))  # transformers' own mask
+    model = tiny_model()
+    use_packed_attention(model)
+    got, grads = loss_and_grads(model, batching.pack(SAMPLES, share_prefix=share))
+    assert torch.allclose(got, expected, rtol=1e-5), (got, expected)
+    for name, g in expected_grads.items():
+        assert torch.allclose(grads[name], g, rtol=1e-4, atol=1e-6), name
+
+
+def test_packed_attention_refuses_a_padding_mask():
+    model = tiny_model()
+    use_packed_attention(model)
+    with pytest.raises(ValueError, match="one packed row without an attention mask"):
+        loss.summed_loss(model, batching.pad(SAMPLES, pad_id=0))
