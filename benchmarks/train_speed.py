@@ -581,7 +581,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct", choices=MODELS)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                    help="weight dtype for every method (the tutorial loads bfloat16)")
+                    help="weight dtype (the tutorial loads bfloat16; on a CPU without native bf16 only the "
+                         "tutorial recipe keeps it, TRL and lorakit hold fp32)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--samples", type=int, default=256, help="training records (the first N of the data set)")
     ap.add_argument("--eval-samples", type=int, default=64, help="held-out records (the last N of the data set)")
