@@ -3,18 +3,10 @@ loss and gradients of each sample trained alone."""
 
 import pytest
 import torch
-from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from lorakit import batching, loss
 from lorakit.attention import use_packed_attention
-
-
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256)
-    cfg._attn_implementation = "sdpa"
-    return Qwen3ForCausalLM(cfg).float()
+from tiny_models import tiny_qwen3
 
 
 def with_prefix(prefix, n, n_prompt, seed):
@@ -56,9 +48,9 @@ def test_pack_with_a_shared_prefix_stores_it_once():
 
 @pytest.mark.parametrize("share", [False, True])
 def test_packed_attention_matches_transformers_masking(share):
-    reference = tiny_model()
+    reference = tiny_qwen3()
     expected, expected_grads = loss_and_grads(reference, batching.pack(SAMPLES))  # transformers' own mask
-    model = tiny_model()
+    model = tiny_qwen3()
     use_packed_attention(model)
     got, grads = loss_and_grads(model, batching.pack(SAMPLES, share_prefix=share))
     assert torch.allclose(got, expected, rtol=1e-5), (got, expected)
@@ -67,7 +59,7 @@ def test_packed_attention_matches_transformers_masking(share):
 
 
 def test_packed_attention_refuses_a_padding_mask():
-    model = tiny_model()
+    model = tiny_qwen3()
     use_packed_attention(model)
     with pytest.raises(ValueError, match="one packed row without an attention mask"):
         loss.summed_loss(model, batching.pad(SAMPLES, pad_id=0))

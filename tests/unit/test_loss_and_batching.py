@@ -2,17 +2,9 @@
 
 import torch
 import torch.nn.functional as F
-from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from lorakit import batching, loss
-
-
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256)
-    cfg._attn_implementation = "sdpa"
-    return Qwen3ForCausalLM(cfg).eval()
+from tiny_models import tiny_qwen3
 
 
 def sample(n, n_prompt, seed):
@@ -30,7 +22,7 @@ def reference_loss(model, s):
 
 
 def test_packed_loss_equals_sum_of_separate_losses():
-    model = tiny_model()
+    model = tiny_qwen3()
     samples = [sample(17, 5, 1), sample(9, 3, 2), sample(30, 20, 3)]
     expected = sum(reference_loss(model, s) for s in samples)
     with torch.no_grad():
@@ -41,7 +33,7 @@ def test_packed_loss_equals_sum_of_separate_losses():
 
 
 def test_chunked_loss_matches_single_chunk(monkeypatch):
-    model = tiny_model()
+    model = tiny_qwen3()
     samples = [sample(40, 2, 4), sample(35, 1, 5)]
     b = batching.pack(samples)
     with torch.no_grad():
@@ -76,7 +68,7 @@ def test_fused_head_gives_the_same_loss_and_gradients_as_full_logits(monkeypatch
     from lorakit.config import LoraConfig
     from lorakit.lora import attach_lora
 
-    model = attach_lora(tiny_model(), LoraConfig(r=4, alpha=8))
+    model = attach_lora(tiny_qwen3(), LoraConfig(r=4, alpha=8))
     torch.manual_seed(0)
     for n, p in model.named_parameters():
         if "lora_B" in n:
