@@ -64,10 +64,10 @@ def pack(samples: Sequence[dict], share_prefix: bool = False) -> dict[str, torch
         "input_ids": torch.tensor([ids]),
         "position_ids": torch.tensor([pos]),
         "shift_labels": torch.tensor([labels]),
-        "sample_tokens": torch.tensor(sum(len(s["input_ids"]) for s in samples)),
+        "sample_tokens": sum(len(s["input_ids"]) for s in samples),
     }
     if n_shared:
-        batch["shared_prefix"] = torch.tensor(n_shared)
+        batch["shared_prefix"] = n_shared
     return batch
 
 
@@ -109,6 +109,11 @@ def micro_batches(samples: Sequence[dict], batch_size: int, packing: bool, pad_i
     return [pack(g, share_prefix) if packing else pad(g, pad_id) for g in groups]
 
 
+def to_device(batch: dict, device: str) -> dict:
+    """Tensors moved to `device`; counts stay Python ints, so reading them never waits on a GPU."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def supervised_tokens(batch: dict) -> int:
     return int((batch["shift_labels"] != IGNORE).sum())
 
@@ -116,7 +121,7 @@ def supervised_tokens(batch: dict) -> int:
 def real_tokens(batch: dict) -> int:
     """Tokens of the samples in `batch` (padding and the saving of a shared prefix not counted)."""
     if "sample_tokens" in batch:
-        return int(batch["sample_tokens"])
+        return batch["sample_tokens"]
     if "attention_mask" in batch:
         return int(batch["attention_mask"].sum())
     return int(batch["input_ids"].numel())

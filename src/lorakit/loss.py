@@ -29,7 +29,7 @@ def summed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     if "shared_prefix" in batch:  # read by lorakit.attention.packed_attention
-        inputs["shared_prefix_len"] = int(batch["shared_prefix"])
+        inputs["shared_prefix_len"] = batch["shared_prefix"]
     hidden = decoder(**inputs, use_cache=False).last_hidden_state
     labels = batch["shift_labels"]
     keep = labels != IGNORE

@@ -185,7 +185,7 @@ def _accumulate(loss_of, samples, t, pad_id, device, autocast, dist) -> tuple[fl
     n_sup = sum(batching.supervised_tokens(mb) for mb in micro)
     loss_sum, real = 0.0, 0
     for mb, weight in dist.share(micro):
-        mb = {k: v.to(device) for k, v in mb.items()}
+        mb = batching.to_device(mb, device)
         with autocast:
             loss = loss_of(mb)
         (loss * (weight * dist.world / max(1, n_sup))).backward()
@@ -203,7 +203,7 @@ def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast,
     model.eval()
     total, n = 0.0, 0
     for mb in batching.micro_batches(samples, batch_size, packing, pad_id, share_prefix):
-        mb = {k: v.to(device) for k, v in mb.items()}
+        mb = batching.to_device(mb, device)
         with autocast:
             total += float(model(mb))
         n += batching.supervised_tokens(mb)
