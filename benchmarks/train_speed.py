@@ -18,8 +18,13 @@ Methods (each run in its own subprocess, rounds interleaved a,b,c,a,b,c,...):
   b_gc  as b with gradient_checkpointing=True (TRL's default); run it with --methods a,b,b_gc,c to
      check which TRL variant is faster; c/b then uses the faster one.
   c  lorakit.train.train() with lorakit's defaults (packing, supervised-only chunked loss, no gradient
-     checkpointing, precision auto, lora dropout 0.0) except: LoRA r=8, alpha=32, the seven
-     projections, batch 4 x accum 4, lr 1e-4, max_steps, logging_steps=1, save_steps > max_steps.
+     checkpointing, precision auto, lora dropout 0.0, pack_tokens auto: on CUDA a step's samples run
+     in as few forwards as memory allows) except: LoRA r=8, alpha=32, the seven projections, batch 4 x
+     accum 4, lr 1e-4, max_steps, logging_steps=1, save_steps > max_steps.
+  c_low  as c with `--preset low-memory` (4-bit NF4 base through bitsandbytes + gradient
+     checkpointing; CUDA only). Its adapter is evaluated on the unquantised base like the others.
+  c_mb4  as c with train.pack_tokens=null: 4 samples per forward whatever the device (the pack_tokens
+     lever switched off; on CPU that is already c's default).
 
 All methods: the same model, data (the first --samples records of the synthetic set), seed 42,
 --steps optimizer steps; step 1 is warm-up and not timed. Weights in --dtype, with one exception on
@@ -78,7 +83,8 @@ SYSTEM = "现在你要扮演皇帝身边的女人--甄嬛"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODELS = ["smollm2-135m-instruct", "qwen3-tiny-random", "qwen3-0.6b-random", "qwen3-4b-random"]
 METHODS = {"a": "tutorial (Trainer + DataCollatorForSeq2Seq)", "b": "TRL SFTTrainer (padding-free)",
-           "b_gc": "TRL SFTTrainer (padding-free, grad ckpt)", "c": "lorakit train"}
+           "b_gc": "TRL SFTTrainer (padding-free, grad ckpt)", "c": "lorakit train",
+           "c_low": "lorakit train --preset low-memory", "c_mb4": "lorakit train, pack_tokens off"}
 SEED = 42
 
 
@@ -415,11 +421,11 @@ def run_trl(spec: dict, meter: Meter, gradient_checkpointing: bool) -> dict:
             "samples": len(tds), "torch_threads": torch.get_num_threads()}
 
 
-def run_lorakit(spec: dict, meter: Meter) -> dict:
+def run_lorakit(spec: dict, meter: Meter, overrides: tuple[str, ...] = ()) -> dict:
     import torch
 
     import lorakit.lora
-    from lorakit.config import build_config
+    from lorakit.config import _set_dotted, build_config, parse_override
     from lorakit.data import prepare_splits
     from lorakit.models import cache_root, load_tokenizer, resolve_model
     from lorakit.tracking import read_metrics
@@ -427,14 +433,17 @@ def run_lorakit(spec: dict, meter: Meter) -> dict:
     from lorakit.train import train
 
     run_dir = Path(spec["work"]) / "lorakit-run"
-    cfg = build_config({
+    raw = {
         "model": {"name": spec["model"], "dtype": spec["dtype"]},
         "data": {"path": spec["train_file"], "system": SYSTEM},
         "lora": {"r": 8, "alpha": 32, "target_modules": TARGETS},
         "train": {"output_dir": str(run_dir), "max_steps": spec["steps"], "batch_size": 4, "grad_accum": 4,
                   "lr": 1e-4, "logging_steps": 1, "save_steps": spec["steps"] + 1,
                   "threads": spec["threads"], "device": spec["device"]},
-    })
+    }
+    for item in overrides:
+        _set_dotted(raw, *parse_override(item))
+    cfg = build_config(raw)
     tokenizer = load_tokenizer(resolve_model(cfg.model.name))
     data = prepare_splits(cfg.data, tokenizer, cache_dir=cache_root() / "prepared")  # train() reuses this cache
     n_lab = sum(sum(1 for x in s["labels"] if x != -100) for s in data.train)
@@ -485,6 +494,12 @@ def child(spec: dict) -> None:
         res = run_trl(spec, meter, gradient_checkpointing=m == "b_gc")
     elif m == "c":
         res = run_lorakit(spec, meter)
+    elif m == "c_low":
+        from lorakit.config import PRESETS
+
+        res = run_lorakit(spec, meter, tuple(PRESETS["low-memory"]))
+    elif m == "c_mb4":
+        res = run_lorakit(spec, meter, ("train.pack_tokens=null",))
     else:
         raise SystemExit(f"unknown method {m}")
     gc.collect()
@@ -539,13 +554,13 @@ def report(results: list[dict], meta: dict) -> tuple[dict, str]:
                  mfu=s["achieved_gflops"] / peak if s["achieved_gflops"] and peak else None)
         summary[m] = s
     ratios = {}
-    if summary.get("c", {}).get("runs"):
-        c = summary["c"]
-        bs = [k for k in ("b", "b_gc") if summary.get(k, {}).get("runs")]
-        best_b = max(bs, key=lambda k: summary[k]["tokens_per_s"]) if bs else None
+    bs = [k for k in ("b", "b_gc") if summary.get(k, {}).get("runs")]
+    best_b = max(bs, key=lambda k: summary[k]["tokens_per_s"]) if bs else None
+    for mine in [x for x in ("c", "c_low") if summary.get(x, {}).get("runs")]:
+        c = summary[mine]
         for ref in [x for x in ("a", best_b) if x and summary.get(x, {}).get("runs")]:
             r = summary[ref]
-            ratios[f"c/{ref}"] = {
+            ratios[f"{mine}/{ref}"] = {
                 "tokens_per_s": c["tokens_per_s"] / r["tokens_per_s"],
                 "peak_mem": c["peak_mem_gib"] / r["peak_mem_gib"],
                 "eval_loss": c["eval_loss"] / r["eval_loss"],
@@ -588,7 +603,7 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=64, help="held-out records (the last N of the data set)")
     ap.add_argument("--steps", type=int, default=8, help="optimizer steps per run; the first is warm-up")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--methods", default="a,b,c", help="comma list of a, b, b_gc, c")
+    ap.add_argument("--methods", default="a,b,c", help="comma list of a, b, b_gc, c, c_low (CUDA only), c_mb4")
     ap.add_argument("--data", default=str(HERE / "data" / "huanhuan_like.json"))
     ap.add_argument("--out", default=None, help="output stem (writes STEM.json and STEM.md); "
                     "default benchmarks/results/train_speed-MODEL-DEVICE")

@@ -1,7 +1,7 @@
 """Turn tokenized samples into model inputs: padding-free packing (default) or pad-to-longest.
 
 Packing puts all samples of a micro-batch into one row; position ids restart at 0 for each sample,
-so samples never attend to each other (lorakit.attention runs attention per sample; plain
+so samples never attend to each other (lorakit.attention keeps attention within each sample; plain
 transformers turns the restarts into a block-diagonal mask) and no compute is spent on padding.
 """
 
@@ -54,8 +54,10 @@ def pack(samples: Sequence[dict], share_prefix: bool = False) -> dict[str, torch
     """
     n_shared = shared_prefix_length(samples) if share_prefix else 0
     ids, labels, pos = list(samples[0]["input_ids"][:n_shared]), [IGNORE] * n_shared, list(range(n_shared))
+    segments = [(0, n_shared)] if n_shared else []
     for s in samples:
         n = len(s["input_ids"])
+        segments.append((len(ids), len(ids) + n - n_shared))
         ids += s["input_ids"][n_shared:]
         # Shift labels here so that token t predicts t+1 within its own sample only.
         labels += list(s["labels"][n_shared + 1:]) + [IGNORE]
@@ -65,6 +67,7 @@ def pack(samples: Sequence[dict], share_prefix: bool = False) -> dict[str, torch
         "position_ids": torch.tensor([pos]),
         "shift_labels": torch.tensor([labels]),
         "sample_tokens": sum(len(s["input_ids"]) for s in samples),
+        "segments": segments,  # (start, end) in the row: the prefix, then each sample's own tokens
     }
     if n_shared:
         batch["shared_prefix"] = n_shared
@@ -103,10 +106,33 @@ def pad(samples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def micro_batches(samples: Sequence[dict], batch_size: int, packing: bool, pad_id: int,
-                  share_prefix: bool = False) -> list[dict]:
-    """Split one optimizer step's samples into micro-batches of `batch_size` samples."""
-    groups = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
+                  share_prefix: bool = False, pack_tokens: int | None = None, min_groups: int = 1) -> list[dict]:
+    """Split one optimizer step's samples into micro-batches: `batch_size` samples each, or, when packing
+    with a `pack_tokens` budget, as many samples as fit in that many tokens (at least one, and at least
+    `min_groups` micro-batches, one per process). The step's gradient is the same either way: the loss
+    is normalised over the whole step, so the split only trades memory for fewer, larger forwards."""
+    if packing and pack_tokens:
+        groups = token_groups(samples, pack_tokens, min_groups)
+    else:
+        groups = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
     return [pack(g, share_prefix) if packing else pad(g, pad_id) for g in groups]
+
+
+def token_groups(samples: Sequence[dict], budget: int, min_groups: int = 1) -> list[list[dict]]:
+    """Consecutive samples, grouped greedily so that each group's tokens stay within `budget`."""
+    total = sum(len(s["input_ids"]) for s in samples)
+    budget = min(budget, max(1, -(-total // max(1, min_groups))))
+    groups: list[list[dict]] = []
+    used = 0
+    for s in samples:
+        n = len(s["input_ids"])
+        if groups and used + n <= budget:
+            groups[-1].append(s)
+            used += n
+        else:
+            groups.append([s])
+            used = n
+    return groups
 
 
 def to_device(batch: dict, device: str) -> dict:

@@ -29,9 +29,11 @@ def train(
                                 "checkpoint, or from the checkpoint folder given right after --resume"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (config, data, steps, memory) and exit"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing finished run directory"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="named overrides: low-memory (4-bit base on "
+                                         "CUDA + gradient checkpointing)"),
 ) -> None:
     """Fine-tune with LoRA. Example: lorakit train configs/demo.yaml train.lr=2e-4"""
-    from lorakit.config import load_config
+    from lorakit.config import PRESETS, load_config
     from lorakit.train import train as run_train
 
     overrides = list(ctx.args)
@@ -42,6 +44,10 @@ def train(
             raise LorakitError(f"--resume takes one checkpoint folder, got {paths}")
         resume_from = paths[0] if paths else "latest"
         overrides = [a for a in overrides if "=" in a]
+    if preset is not None:
+        if preset not in PRESETS:
+            raise LorakitError(f"--preset {preset}: unknown preset; choose from {', '.join(PRESETS)}")
+        overrides = PRESETS[preset] + overrides
     cfg = load_config(config, overrides)
     run_train(cfg, resume=resume_from, dry_run=dry_run, overwrite=overwrite)
 

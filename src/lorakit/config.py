@@ -16,6 +16,13 @@ from lorakit.errors import LorakitError
 
 QWEN_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
+# Named sets of overrides (`lorakit train CONFIG --preset NAME`), applied after the file and before
+# the command line's own key=value overrides.
+PRESETS: dict[str, list[str]] = {
+    # QLoRA: the frozen base in 4-bit NF4 (bitsandbytes, CUDA) and only layer inputs kept for backward
+    "low-memory": ["model.quantize=4bit", "train.gradient_checkpointing=true"],
+}
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -80,6 +87,10 @@ class TrainConfig(Section):
     packing: bool = Field(True, description="padding-free packing of samples into one row")
     share_prefix: bool = Field(True, description="with packing, compute the prompt prefix all samples of a "
                                "micro-batch share (e.g. a fixed system prompt) once; exact")
+    pack_tokens: Union[None, int, Literal["auto"]] = Field(
+        "auto", description="with packing, fill each forward with up to this many tokens of the step's samples "
+        "instead of batch_size samples (same gradient, fewer launches); auto = sized to free GPU memory on "
+        "CUDA, off on CPU; null = off")
     gradient_checkpointing: Union[bool, Literal["auto"]] = Field(False, description="recompute activations to save memory")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast dtype; auto = bf16 where supported")
     threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
@@ -106,6 +117,9 @@ class RunConfig(Section):
     def _check(self) -> "RunConfig":
         if self.data.weights and isinstance(self.data.path, list) and len(self.data.weights) != len(self.data.path):
             raise ValueError("data.weights needs one weight per data.path entry")
+        if isinstance(self.train.pack_tokens, int) and self.train.pack_tokens < 1:
+            raise ValueError(f"train.pack_tokens: must be a positive token count, auto or null "
+                             f"(got {self.train.pack_tokens})")
         if self.train.fsdp and self.model.quantize != "none":
             raise ValueError("train.fsdp: cannot shard a quantized (QLoRA) base; "
                              "set model.quantize=none or train.fsdp=false")

@@ -30,6 +30,8 @@ def summed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     if "shared_prefix" in batch:  # read by lorakit.attention.packed_attention
         inputs["shared_prefix_len"] = batch["shared_prefix"]
+    if "segments" in batch:  # likewise: where each sample lies in the row, as Python ints
+        inputs["sample_segments"] = batch["segments"]
     hidden = decoder(**inputs, use_cache=False).last_hidden_state
     labels = batch["shift_labels"]
     keep = labels != IGNORE

@@ -52,17 +52,24 @@ def estimate_memory_gb(model_path: Path, n_params: int, weight_dtype: str, token
     """A rough upper estimate: weights, LoRA params with grads and Adam moments, saved activations,
     and one chunk of LM-head logits. Good to a factor of ~1.5, enough to pick a preset."""
     cfg = json.loads((Path(model_path) / "config.json").read_text())
+    vocab = cfg.get("vocab_size", 32000)
+    weights = n_params * BYTES.get(weight_dtype, 4)
+    lora_state = lora_params * 16
+    activations = tokens_per_micro * activation_bytes_per_token(model_path, weight_dtype, gradient_checkpointing)
+    logits = 1024 * vocab * 4 * 3
+    return (weights + lora_state + activations + logits) / 1e9
+
+
+def activation_bytes_per_token(model_path: Path, weight_dtype: str, gradient_checkpointing: bool) -> int:
+    """Activations kept for backward per token of a micro-batch: all layers' without checkpointing, one
+    layer's plus every layer's input with it."""
+    cfg = json.loads((Path(model_path) / "config.json").read_text())
     hidden = cfg.get("hidden_size", 1024)
     inter = cfg.get("intermediate_size", 4 * hidden)
     layers = cfg.get("num_hidden_layers", 12)
-    vocab = cfg.get("vocab_size", 32000)
     b = BYTES.get(weight_dtype, 4)
-    weights = n_params * b
-    lora_state = lora_params * 16
-    per_layer = tokens_per_micro * (10 * hidden + 4 * inter) * b
-    activations = per_layer * (1 if gradient_checkpointing else layers) + tokens_per_micro * hidden * layers * b
-    logits = 1024 * vocab * 4 * 3
-    return (weights + lora_state + activations + logits) / 1e9
+    per_layer = (10 * hidden + 4 * inter) * b
+    return per_layer * (1 if gradient_checkpointing else layers) + hidden * layers * b
 
 
 def lora_param_count(model_path: Path, r: int, targets) -> int:

@@ -69,7 +69,9 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     model = load_model(model_path, dtype=weight_dtype, device=device, quantize=cfg.model.quantize)
     from lorakit.lora import attach_lora, trainable_parameters
 
-    if cfg.model.quantize != "none":
+    if cfg.model.quantize != "none" and weight_dtype == "float16":
+        # fp16 needs the norms and embeddings upcast to train stably; in bf16 that upcast would only add
+        # 4 bytes per embedding weight (1.6 GB on Qwen3-4B) to a base quantised to save memory
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -79,6 +81,9 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
         model.enable_input_require_grads()
     if t.packing:
         use_packed_attention(model)
+    pack_tokens = _pack_budget(t, device, model_path, weight_dtype, _use_checkpointing(t.gradient_checkpointing, device))
+    if pack_tokens:
+        dist.print(f"packing up to {pack_tokens:,} tokens per forward (train.pack_tokens)")
     model.train()
     loss_of = dist.shard(model, t.fsdp, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -115,7 +120,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
             if step <= start_step:
                 continue
             samples = [data.train[i] for i in idxs]
-            loss_sum, sup, real = _accumulate(loss_of, samples, t, pad_id, device, autocast, dist)
+            loss_sum, sup, real = _accumulate(loss_of, samples, t, pad_id, device, autocast, dist, pack_tokens)
             dist.all_reduce_grads(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else 1e9)
             optimizer.step()
@@ -139,7 +144,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
             at_save = step % t.save_steps == 0
             if data.eval and (step % (t.eval_steps or t.save_steps) == 0 or step == n_steps):
                 eval_loss = evaluate_loss(loss_of, data.eval, t.batch_size, t.packing, pad_id, device, autocast,
-                                          t.share_prefix)
+                                          t.share_prefix, pack_tokens)
                 improved = _track_best(state, eval_loss, step, run_dir)
                 if tracker:
                     tracker.log(step, {"eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50))})
@@ -178,31 +183,34 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     return run_dir
 
 
-def _accumulate(loss_of, samples, t, pad_id, device, autocast, dist) -> tuple[float, int, int]:
+def _accumulate(loss_of, samples, t, pad_id, device, autocast, dist, pack_tokens=None) -> tuple[float, int, int]:
     """Forward and backward over this rank's micro-batches; the loss is normalised by the supervised
     tokens of the whole optimizer step, so 1 x 8 and 8 x 1 give the same gradient."""
-    micro = batching.micro_batches(samples, t.batch_size, t.packing, pad_id, t.share_prefix)
+    micro = batching.micro_batches(samples, t.batch_size, t.packing, pad_id, t.share_prefix, pack_tokens, dist.world)
     n_sup = sum(batching.supervised_tokens(mb) for mb in micro)
-    loss_sum, real = 0.0, 0
+    loss_sum, real = None, 0
     for mb, weight in dist.share(micro):
         mb = batching.to_device(mb, device)
         with autocast:
             loss = loss_of(mb)
         (loss * (weight * dist.world / max(1, n_sup))).backward()
-        loss_sum += weight * float(loss.detach())
+        # summed on the device and read once per step: a read per micro-batch would stall a GPU's queue
+        part = loss.detach().float() * weight
+        loss_sum = part if loss_sum is None else loss_sum + part
         real += weight * batching.real_tokens(mb)
-    loss_sum = dist.sum(loss_sum)
+    loss_sum = dist.sum(float(loss_sum) if loss_sum is not None else 0.0)
     return loss_sum, n_sup, real
 
 
 @torch.no_grad()
-def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast, share_prefix=False) -> float:
+def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast, share_prefix=False,
+                  pack_tokens=None) -> float:
     """Token-mean loss over `samples` (no dropout); `model` is a PEFT model or a `LossModule`."""
     model = model if isinstance(model, LossModule) else LossModule(model)
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
-    for mb in batching.micro_batches(samples, batch_size, packing, pad_id, share_prefix):
+    for mb in batching.micro_batches(samples, batch_size, packing, pad_id, share_prefix, pack_tokens):
         mb = batching.to_device(mb, device)
         with autocast:
             total += float(model(mb))
@@ -291,6 +299,23 @@ def _pick_device(choice: str, dist) -> str:
         return "cpu"
     torch.cuda.set_device(dist.local_rank)
     return f"cuda:{dist.local_rank}"
+
+
+def _pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: bool) -> int | None:
+    """Tokens per forward (train.pack_tokens): auto fills half the GPU memory still free after loading
+    with activations (the rest is for logits chunks, optimizer state and fragmentation); off on CPU,
+    where larger forwards gain little and cost memory (docs/benchmarks.md)."""
+    if not t.packing or t.pack_tokens is None:
+        return None
+    if t.pack_tokens != "auto":
+        return t.pack_tokens
+    if not device.startswith("cuda"):
+        return None
+    from lorakit.plan import activation_bytes_per_token
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    per_token = activation_bytes_per_token(model_path, weight_dtype, checkpointing)
+    return int(max(1024, min(16384, free // 2 // per_token)))
 
 
 def _use_checkpointing(choice, device: str) -> bool:

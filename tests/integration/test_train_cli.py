@@ -96,6 +96,18 @@ def test_batch_times_accumulation_is_invariant(tmp_path, data):
     assert_same_adapter(adapter(tmp_path / "b1a8"), adapter(tmp_path / "b8a1"), atol=1e-5)
 
 
+def test_token_budget_packing_is_invariant(tmp_path, data):
+    """train.pack_tokens regroups a step's samples into fewer, larger forwards: same losses and adapter."""
+    common = dict(max_steps=3, lr=1e-3, save_steps=100)
+    lorakit("train", tiny_config(tmp_path, "by4", data, batch_size=1, grad_accum=4, pack_tokens=None, **common),
+            "lora.dropout=0")
+    out = lorakit("train", tiny_config(tmp_path, "bytok", data, batch_size=1, grad_accum=4, pack_tokens=4096,
+                                       **common), "lora.dropout=0")
+    assert "packing up to 4,096 tokens per forward" in out.stdout + out.stderr
+    assert losses(tmp_path / "by4") == pytest.approx(losses(tmp_path / "bytok"), rel=1e-5)
+    assert_same_adapter(adapter(tmp_path / "by4"), adapter(tmp_path / "bytok"), atol=1e-5)
+
+
 def test_same_seed_reproduces_and_other_seed_differs(tmp_path, data):
     for name, seed in [("s1", 1), ("s1b", 1), ("s2", 2)]:
         lorakit("train", tiny_config(tmp_path, name, data, max_steps=2, seed=seed))
@@ -186,6 +198,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, data):
     ("data.path=/does/not/exist.json", "/does/not/exist.json"),
     ("model.name=/no/such/model", "/no/such/model"),
     ("model.quantize=4bit", "needs a CUDA GPU"),
+    ("--preset=low-memory", "needs a CUDA GPU"),  # its 4-bit base is QLoRA's, on CUDA only
+    ("--preset=tiny", "--preset tiny: unknown preset; choose from low-memory"),
+    ("train.pack_tokens=0", "train.pack_tokens: must be a positive token count"),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path, data, override, message):
     proc = lorakit("train", tiny_config(tmp_path, "bad", data), override, check=False)

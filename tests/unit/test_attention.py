@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lorakit import batching, loss
-from lorakit.attention import use_packed_attention
+from lorakit.attention import MODE_ENV, _segments, row_mask, use_packed_attention
 from tiny_models import tiny_qwen3
 
 
@@ -46,10 +46,14 @@ def test_pack_with_a_shared_prefix_stores_it_once():
     assert batching.supervised_tokens(b) == batching.supervised_tokens(batching.pack(SAMPLES))
 
 
+@pytest.mark.parametrize("mode", ["loop", "mask"])  # per-sample calls (CPU default) or one masked call (GPU)
 @pytest.mark.parametrize("share", [False, True])
-def test_packed_attention_matches_transformers_masking(share):
+def test_packed_attention_matches_transformers_masking(share, mode, monkeypatch):
+    monkeypatch.setenv(MODE_ENV, mode)
     reference = tiny_qwen3()
-    expected, expected_grads = loss_and_grads(reference, batching.pack(SAMPLES))  # transformers' own mask
+    plain = batching.pack(SAMPLES)
+    del plain["segments"]  # transformers' own block-diagonal mask from the position ids
+    expected, expected_grads = loss_and_grads(reference, plain)
     model = tiny_qwen3()
     use_packed_attention(model)
     got, grads = loss_and_grads(model, batching.pack(SAMPLES, share_prefix=share))
@@ -63,3 +67,20 @@ def test_packed_attention_refuses_a_padding_mask():
     use_packed_attention(model)
     with pytest.raises(ValueError, match="one packed row without an attention mask"):
         loss.summed_loss(model, batching.pad(SAMPLES, pad_id=0))
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_pack_gives_the_segments_the_position_ids_imply(share):
+    b = batching.pack(SAMPLES, share_prefix=share)
+    n = b.get("shared_prefix", 0)
+    assert b["segments"] == _segments(b["position_ids"], b["input_ids"].shape[1], n)
+    assert all(isinstance(x, int) for seg in b["segments"] for x in seg)  # no device read per layer
+
+
+def test_row_mask_is_causal_within_samples_and_open_to_the_prefix():
+    m = row_mask([(0, 2), (2, 4), (4, 5)], n_shared=2, length=5)[0, 0].int().tolist()
+    assert m == [[1, 0, 0, 0, 0],
+                 [1, 1, 0, 0, 0],
+                 [1, 1, 1, 0, 0],
+                 [1, 1, 1, 1, 0],
+                 [1, 1, 0, 0, 1]]

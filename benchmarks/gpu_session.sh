@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The GPU benchmarks in one script, for a lent GPU machine with no network whose python3 already holds
+# torch with CUDA (docs/benchmarks.md, "GPU"). Results and logs go to $OUT (default ./gpu-out).
+#
+#   bash benchmarks/gpu_session.sh smoke   # every method on qwen3-tiny-random (~2 min); builds the 4B model
+#   bash benchmarks/gpu_session.sh main    # qwen3-4b-random, then qwen3-0.6b-random as time allows
+#
+# It expects three ignored folders beside the code, prepared on a machine with network:
+#   .whl/      wheels of the Python packages the GPU image lacks or has in other versions (pip download
+#              --python-version 3.12 --only-binary=:all: transformers==5.24.0 peft trl datasets pydantic ...)
+#   .devsite/  packages unpacked as they are (bitsandbytes, with only its CUDA 13 library, to fit the carry)
+#   .devcache/tokenizers/qwen3   the Qwen3 tokenizer lorakit built from qwen.tiktoken
+set -u
+stage=${1:-smoke}
+budget=${2:-540}  # seconds this stage may take in all
+start=$(date +%s)
+left() { echo $((budget - ($(date +%s) - start))); }
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
+
+DEV=${DEV:-cuda}  # DEV=cpu SKIP_INSTALL=1 tries the script's flow on a machine without a GPU
+SITE=/tmp/lk-site
+if [ -z "${SKIP_INSTALL:-}" ] && [ ! -f "$SITE/.done" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+  cp -r .devsite/. "$SITE/" && touch "$SITE/.done"
+fi
+export PYTHONPATH="$SITE:$PWD/src"
+export LORAKIT_CACHE=/tmp/lk-cache  # outside the repo: a carried folder would replace built models
+mkdir -p "$LORAKIT_CACHE/tokenizers"
+[ -d "$LORAKIT_CACHE/tokenizers/qwen3" ] || cp -r .devcache/tokenizers/qwen3 "$LORAKIT_CACHE/tokenizers/"
+
+build() {  # materialise built-in models (random weights streamed to disk), in the background
+  python3 -c "import sys; from lorakit.models import resolve_model; [print(resolve_model(m), flush=True) for m in sys.argv[1:]]" "$@"
+}
+
+bench() {  # bench NAME SECONDS ARGS...: one train_speed.py run, cut off after SECONDS
+  local name=$1 secs=$2; shift 2
+  if [ "$secs" -lt 60 ]; then echo "== $name: skipped, $secs s left"; return; fi
+  echo "== $name ($secs s at most): train_speed.py $*"
+  timeout "$secs" python3 benchmarks/train_speed.py --device "$DEV" --threads 8 --out "$OUT/$name" "$@" 2>&1 \
+    | grep --line-buffered -v "Warning\|warn(" | tee "$OUT/$name.log"
+  pkill -f "train_speed.py --child" || true  # timeout stops the parent only
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader || true
+python3 - <<'EOF'
+import importlib
+for m in ["torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "pyarrow", "pydantic"]:
+    try:
+        mod = importlib.import_module(m)
+        print(m, getattr(mod, "__version__", "?"), flush=True)
+    except Exception as e:
+        print(m, "FAILED:", type(e).__name__, str(e)[:200], flush=True)
+import torch
+if torch.cuda.is_available():
+    print("cuda", torch.version.cuda, torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())
+EOF
+
+case "$stage" in
+  smoke)
+    build qwen3-tiny-random
+    build qwen3-4b-random qwen3-0.6b-random > "$OUT/build.log" 2>&1 &
+    bench smoke-tiny "$(left)" --model qwen3-tiny-random --rounds 1 --steps 3 --samples 64 --eval-samples 8 \
+      --methods a,b,c,c_low,c_mb4
+    wait
+    tail -3 "$OUT/build.log"
+    ;;
+  main)
+    build qwen3-4b-random qwen3-0.6b-random 2>&1 | tail -2
+    bench qwen3-4b "$(( $(left) - 120 ))" --model qwen3-4b-random --rounds 2 --steps 8 --samples 512 \
+      --eval-samples 32 --methods a,b,c,c_low
+    bench qwen3-4b-lever "$(( $(left) - 60 ))" --model qwen3-4b-random --rounds 1 --steps 8 --samples 512 \
+      --eval-samples 8 --methods c_mb4
+    bench qwen3-0.6b "$(left)" --model qwen3-0.6b-random --rounds 1 --steps 8 --samples 512 --eval-samples 32 \
+      --methods a,b,c,c_low
+    ;;
+esac
+echo "stage $stage done in $(( $(date +%s) - start )) s"
