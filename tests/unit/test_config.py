@@ -74,3 +74,24 @@ def test_fsdp_cannot_shard_a_quantized_base():
     with pytest.raises(LorakitError, match="train.fsdp: cannot shard a quantized") as e:
         load_config(None, ["train.fsdp=true", "model.quantize=4bit"])
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("value, device, packing, expected", [
+    (4096, "cpu", True, 4096),        # a number is taken as given
+    (None, "cuda:0", True, None),     # null: batch_size samples per forward
+    ("auto", "cpu", True, None),      # auto is off on CPU
+    (4096, "cpu", False, None),       # only packed rows have a token budget
+])
+def test_pack_tokens_budget(value, device, packing, expected):
+    from lorakit.train import _pack_budget
+
+    t = load_config(None, [f"train.pack_tokens={'null' if value is None else value}",
+                           f"train.packing={str(packing).lower()}"]).train
+    assert _pack_budget(t, device, Path("unused"), "float32", False) == expected
+
+
+def test_low_memory_preset_is_qlora_with_checkpointing():
+    from lorakit.config import PRESETS
+
+    cfg = load_config(None, PRESETS["low-memory"])
+    assert cfg.model.quantize == "4bit" and cfg.train.gradient_checkpointing is True
