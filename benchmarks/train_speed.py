@@ -493,7 +493,7 @@ def child(spec: dict) -> None:
     elif m in ("b", "b_gc"):
         res = run_trl(spec, meter, gradient_checkpointing=m == "b_gc")
     elif m == "c":
-        res = run_lorakit(spec, meter)
+        res = run_lorakit(spec, meter, tuple(spec.get("lorakit_set", ())))
     elif m == "c_low":
         from lorakit.config import PRESETS
 
@@ -604,6 +604,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="optimizer steps per run; the first is warm-up")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--methods", default="a,b,c", help="comma list of a, b, b_gc, c, c_low (CUDA only), c_mb4")
+    ap.add_argument("--lorakit-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for method c (repeatable), e.g. train.pack_tokens=512: one lever")
     ap.add_argument("--data", default=str(HERE / "data" / "huanhuan_like.json"))
     ap.add_argument("--out", default=None, help="output stem (writes STEM.json and STEM.md); "
                     "default benchmarks/results/train_speed-MODEL-DEVICE")
@@ -652,7 +654,8 @@ def main() -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": args.model, "device": args.device, "dtype": args.dtype, "threads": args.threads,
             "samples": args.samples, "eval_samples": args.eval_samples, "steps": args.steps, "rounds": args.rounds,
-            "methods": methods, "peak": peak, "data": str(data), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "methods": methods, "peak": peak, "data": str(data), "lorakit_set": args.lorakit_set,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     results = []
     for rnd in range(args.rounds):
         for m in methods:
@@ -661,7 +664,8 @@ def main() -> None:
             spec = {"method": m, "round": rnd, "model": args.model, "model_path": model_path, "device": args.device,
                     "dtype": args.dtype, "threads": args.threads, "steps": args.steps, "work": str(run_work),
                     "train_file": str(train_file), "eval_file": str(eval_file),
-                    "adapter_dir": str(run_work / "adapter"), "result_file": str(run_work / "result.json")}
+                    "adapter_dir": str(run_work / "adapter"), "result_file": str(run_work / "result.json"),
+                    "lorakit_set": args.lorakit_set}
             spec_file = run_work / "spec.json"
             spec_file.write_text(json.dumps(spec), encoding="utf-8")
             t0 = time.perf_counter()

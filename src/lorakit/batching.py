@@ -108,31 +108,35 @@ def pad(samples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
 def micro_batches(samples: Sequence[dict], batch_size: int, packing: bool, pad_id: int,
                   share_prefix: bool = False, pack_tokens: int | None = None, min_groups: int = 1) -> list[dict]:
     """Split one optimizer step's samples into micro-batches: `batch_size` samples each, or, when packing
-    with a `pack_tokens` budget, as many samples as fit in that many tokens (at least one, and at least
+    with a `pack_tokens` budget, as many samples as fit in a row of that many tokens (at least one, and at least
     `min_groups` micro-batches, one per process). The step's gradient is the same either way: the loss
     is normalised over the whole step, so the split only trades memory for fewer, larger forwards."""
     if packing and pack_tokens:
-        groups = token_groups(samples, pack_tokens, min_groups)
+        groups = token_groups(samples, pack_tokens, min_groups, share_prefix)
     else:
         groups = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
     return [pack(g, share_prefix) if packing else pad(g, pad_id) for g in groups]
 
 
-def token_groups(samples: Sequence[dict], budget: int, min_groups: int = 1) -> list[list[dict]]:
-    """Consecutive samples, grouped greedily so that each group's tokens stay within `budget`."""
+def token_groups(samples: Sequence[dict], budget: int, min_groups: int = 1,
+                 share_prefix: bool = False) -> list[list[dict]]:
+    """Consecutive samples, grouped greedily so that each group's packed row stays within `budget`
+    tokens (counted as pack lays it out: with share_prefix, the common prefix once)."""
     total = sum(len(s["input_ids"]) for s in samples)
     budget = min(budget, max(1, -(-total // max(1, min_groups))))
     groups: list[list[dict]] = []
-    used = 0
     for s in samples:
-        n = len(s["input_ids"])
-        if groups and used + n <= budget:
+        if groups and row_length(groups[-1] + [s], share_prefix) <= budget:
             groups[-1].append(s)
-            used += n
         else:
             groups.append([s])
-            used = n
     return groups
+
+
+def row_length(samples: Sequence[dict], share_prefix: bool = False) -> int:
+    """Tokens in the row pack(samples, share_prefix) would build."""
+    n_shared = shared_prefix_length(samples) if share_prefix else 0
+    return n_shared + sum(len(s["input_ids"]) - n_shared for s in samples)
 
 
 def to_device(batch: dict, device: str) -> dict:

@@ -98,6 +98,16 @@ def test_token_groups_fill_the_budget_and_keep_the_order():
     assert len(batching.token_groups(samples, budget=1000, min_groups=2)) == 2
 
 
+def test_token_groups_count_a_shared_prefix_once():
+    prefix = [7, 8, 9, 10, 11, 12]
+    samples = [{"input_ids": prefix + [i] * 4, "labels": [-100] * 6 + [i] * 4} for i in range(1, 4)]
+    # the prefix stops one token short of the first label (that token's prediction is supervised)
+    assert batching.row_length(samples, share_prefix=True) == 5 + 3 * 5
+    assert batching.row_length(samples) == 3 * 10
+    assert len(batching.token_groups(samples, budget=20, share_prefix=True)) == 1
+    assert len(batching.token_groups(samples, budget=20)) == 2
+
+
 def test_pack_tokens_changes_the_split_not_the_gradient():
     """Fewer, larger forwards (train.pack_tokens) must give the step the same loss and gradient."""
     samples = [sample(n, 3, i) for i, n in enumerate([12, 20, 7, 15, 9, 11])]
