@@ -44,12 +44,12 @@ def create_app(state: ServerState, api_key: str | None = None) -> FastAPI:
         return handlers.list_models(state)
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=_ERRORS)
-    async def chat_completions(req: ChatCompletionRequest):
-        return await handlers.chat_completion(state, req)
+    async def chat_completions(req: ChatCompletionRequest, request: Request):
+        return await handlers.chat_completion(state, req, request.is_disconnected)
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS)
-    async def completions(req: CompletionRequest):
-        return await handlers.completion(state, req)
+    async def completions(req: CompletionRequest, request: Request):
+        return await handlers.completion(state, req, request.is_disconnected)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -99,14 +99,22 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_auth(app: FastAPI, api_key: str) -> None:
-    expected = f"Bearer {api_key}".encode()
+    app.add_middleware(_RequireKey, expected=f"Bearer {api_key}".encode())
 
-    @app.middleware("http")
-    async def require_key(request: Request, call_next):
-        # The page, health check and API docs stay open; the model endpoints need the key.
-        if request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "").encode()
-            if not secrets.compare_digest(given, expected):
-                return _error(401, "invalid or missing API key; send the header Authorization: Bearer <key>",
-                              "authentication_error", code="invalid_api_key")
-        return await call_next(request)
+
+class _RequireKey:
+    """Plain ASGI middleware: the page, health check and API docs stay open; /v1 needs the key. (Not
+    Starlette's BaseHTTPMiddleware, which hides a client's disconnect from the route behind it.)"""
+
+    def __init__(self, app, expected: bytes):
+        self.app, self.expected = app, expected
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not secrets.compare_digest(given, self.expected):
+                response = _error(401, "invalid or missing API key; send the header Authorization: Bearer <key>",
+                                  "authentication_error", code="invalid_api_key")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

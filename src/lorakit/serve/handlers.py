@@ -6,6 +6,7 @@ model or a StreamingResponse of server-sent events.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -56,8 +57,8 @@ def list_models(state: ServerState) -> ModelList:
     return ModelList(data=cards)
 
 
-async def chat_completion(state: ServerState, req: ChatCompletionRequest):
-    """POST /v1/chat/completions."""
+async def chat_completion(state: ServerState, req: ChatCompletionRequest, disconnected=None):
+    """POST /v1/chat/completions. `disconnected`: an async callable, true once the client has gone."""
     adapter = _adapter_for(state, req.model)
     kwargs = dict(req.chat_template_kwargs or {})
     thinking = kwargs.pop("enable_thinking", None)
@@ -74,7 +75,7 @@ async def chat_completion(state: ServerState, req: ChatCompletionRequest):
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         events = _chat_events(job, req, rid, created, len(ids), opened, include_usage, started)
         return StreamingResponse(events, media_type="text/event-stream")
-    texts, finals = await _collect(job, req.n)
+    texts, finals = await _collect(job, req.n, disconnected)
     choices = []
     for i, (text, final) in enumerate(zip(texts, finals)):
         reasoning, content = split_reasoning(text, opened)
@@ -85,8 +86,8 @@ async def chat_completion(state: ServerState, req: ChatCompletionRequest):
     return ChatCompletionResponse(id=rid, created=created, model=req.model, choices=choices, usage=usage)
 
 
-async def completion(state: ServerState, req: CompletionRequest):
-    """POST /v1/completions."""
+async def completion(state: ServerState, req: CompletionRequest, disconnected=None):
+    """POST /v1/completions. `disconnected`: as for chat_completion."""
     adapter = _adapter_for(state, req.model)
     prompts = req.prompts()
     if len(prompts) * req.n > MAX_CHOICES:
@@ -106,7 +107,7 @@ async def completion(state: ServerState, req: CompletionRequest):
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         events = _completion_events(job, req, rid, created, prompt_tokens, echoes, include_usage, started)
         return StreamingResponse(events, media_type="text/event-stream")
-    texts, finals = await _collect(job, len(tasks))
+    texts, finals = await _collect(job, len(tasks), disconnected)
     choices = [CompletionChoice(index=i, text=echoes[i // req.n] + text, finish_reason=final.finish_reason)
                for i, (text, final) in enumerate(zip(texts, finals))]
     usage = _usage(prompt_tokens, finals)
@@ -229,9 +230,12 @@ def _submit(state: ServerState, tasks: list[Task]) -> Job:
                        type="server_overloaded", code="queue_full") from None
 
 
-async def _collect(job: Job, count: int) -> tuple[list[str], list[Chunk]]:
+async def _collect(job: Job, count: int, disconnected=None) -> tuple[list[str], list[Chunk]]:
     texts: list[list[str]] = [[] for _ in range(count)]
     finals: list[Chunk] = [Chunk("")] * count
+    # a streamed answer stops when its client stops reading; a whole one would be generated to the end
+    # for nobody, so watch the connection while waiting
+    watch = asyncio.create_task(_cancel_on_disconnect(job, disconnected)) if disconnected else None
     try:
         async for index, chunk in job:
             texts[index].append(chunk.text)
@@ -241,7 +245,17 @@ async def _collect(job: Job, count: int) -> tuple[list[str], list[Chunk]]:
         raise APIError(500, "generation failed", "server_error") from None
     finally:
         job.cancel()
+        if watch:
+            watch.cancel()
     return ["".join(t) for t in texts], finals
+
+
+async def _cancel_on_disconnect(job: Job, disconnected, every: float = 0.2) -> None:
+    while not job.cancelled.is_set():
+        if await disconnected():
+            job.cancel()
+            return
+        await asyncio.sleep(every)
 
 
 def _usage(prompt_tokens: int, finals) -> Usage:

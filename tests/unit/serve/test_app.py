@@ -239,6 +239,31 @@ def test_full_queue_answers_503(server, base_url):
         conn.close()
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"model": "base-model", "messages": USER}),
+    ("/v1/completions", {"model": "base-model", "prompt": "hello"}),
+])
+def test_client_disconnect_stops_a_whole_answer_too(server, base_url, path, body):
+    """A non-streamed request whose client hangs up stops generating instead of finishing for nobody."""
+    _, model, state = server
+    model.delay = 0.2
+    conn = httpclient.HTTPConnection(base_url.removeprefix("http://"), timeout=30)
+    try:
+        start = model.forwards
+        conn.request("POST", path, json.dumps(body).encode(),
+                     {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"})
+        deadline = time.time() + 10
+        while model.forwards < start + 2 and time.time() < deadline:  # generation under way
+            time.sleep(0.05)
+        conn.close()  # hang up before the answer
+        time.sleep(1.5)
+        stopped_at = model.forwards
+        time.sleep(0.6)
+        assert model.forwards == stopped_at and stopped_at - start < len(model.scripts[None]) - 2
+    finally:
+        model.delay = 0.0
+
+
 def test_client_disconnect_stops_generation(server, base_url):
     _, model, state = server
     model.delay = 0.2
