@@ -268,6 +268,11 @@ def _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device
     n_params = count_params(model_path)
     lengths = [len(s["input_ids"]) for s in data.train]
     tokens_micro = (sum(sorted(lengths)[-cfg.train.batch_size:]) if lengths else 0)
+    budget = cfg.train.pack_tokens
+    if cfg.train.packing and budget == "auto" and device.startswith("cuda"):
+        budget = 16384  # the most auto picks: the estimate stays an upper bound without loading the model
+    if cfg.train.packing and isinstance(budget, int):
+        tokens_micro = min(budget, sum(sorted(lengths)[-samples_per_step:]) if lengths else 0)
     mem = estimate_memory_gb(model_path, n_params, weight_dtype, tokens_micro,
                              lora_param_count(model_path, cfg.lora.r, cfg.lora.target_modules),
                              _use_checkpointing(cfg.train.gradient_checkpointing, device))

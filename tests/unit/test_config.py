@@ -95,3 +95,20 @@ def test_low_memory_preset_is_qlora_with_checkpointing():
 
     cfg = load_config(None, PRESETS["low-memory"])
     assert cfg.model.quantize == "4bit" and cfg.train.gradient_checkpointing is True
+
+
+def test_plan_sizes_activations_by_the_token_budget():
+    """--dry-run's memory estimate follows train.pack_tokens: a step's samples in one forward cost more."""
+    from types import SimpleNamespace
+
+    from lorakit.models import resolve_model
+    from lorakit.train import _plan
+
+    samples = [{"input_ids": [1] * 100, "labels": [-100] * 50 + [1] * 50} for _ in range(32)]
+    data = SimpleNamespace(train=samples, eval=[])
+
+    def estimate(*overrides):
+        cfg = load_config(None, ["train.batch_size=4", "train.grad_accum=4", *overrides])
+        return _plan(cfg, data, resolve_model("qwen3-tiny-random"), 16, 2, "float32", "cpu").memory_gb
+
+    assert estimate("train.pack_tokens=1600") > estimate("train.pack_tokens=null") == estimate("train.pack_tokens=400")
