@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lorakit.generate import (Chunk, Engine, ReasoningSplitter, SamplingParams, _StopMatcher, adapter_folder,
+from lorakit.generate import (Chunk, Engine, ReasoningSplitter, SamplingParams, adapter_folder,
                               base_model_of, split_reasoning)
+from lorakit.decoding import StopMatcher
 from lorakit.errors import LorakitError
 from fake_runs import make_run
 
@@ -93,7 +94,7 @@ def test_stop_matcher_char_by_char():
     for text, stops, expected in [("abcSTOPdef", ["STOP"], "abc"), ("aaab", ["aab"], "a"),
                                   ("no stop here", ["xyz"], "no stop here"),
                                   ("ends with ST", ["STOP"], "ends with ST")]:
-        m = _StopMatcher(stops)
+        m = StopMatcher(stops)
         out = ""
         for ch in text:
             piece, hit = m.feed(ch)
