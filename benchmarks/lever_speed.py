@@ -7,6 +7,7 @@ logging) so a lever can be switched on and off with everything else fixed:
     .venv/bin/python benchmarks/lever_speed.py --attention packed                 # per-sample attention
     .venv/bin/python benchmarks/lever_speed.py --attention packed --share-prefix  # lorakit's default
     .venv/bin/python benchmarks/lever_speed.py --attention packed --share-prefix --micro-batch 8
+    .venv/bin/python benchmarks/lever_speed.py --attention packed --share-prefix --compile mlp
 
 Data: the huanhuan-shaped set (first --samples records, system prompt as in train_speed.py), LoRA r=8
 alpha=32 on the seven projections, fp32 weights. Steps of 16 samples; the first is warm-up. Reports
@@ -35,6 +36,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="steps of 16 samples; the first is warm-up")
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", choices=["none", "mlp"], default="none",
+                    help="torch.compile (dynamic shapes) each decoder layer's MLP (whole layers would recompile "
+                         "for every row layout: the attention reads the segment bounds as Python ints)")
     args = ap.parse_args()
 
     os.environ.setdefault("LORAKIT_CACHE", str(HERE.parent / "tests" / ".cache"))
@@ -72,6 +76,8 @@ def main() -> None:
         use_packed_attention(model)
     model = attach_lora(model, cfg.lora)
     model.train()
+    for layer in model.get_base_model().get_decoder().layers if args.compile != "none" else []:
+        layer.mlp.compile(dynamic=True)
 
     def step(i: int) -> tuple[int, int]:
         group = [samples[(16 * i + j) % len(samples)] for j in range(16)]
@@ -89,9 +95,13 @@ def main() -> None:
         r, n = step(i)
         real, run = real + r, run + n
     seconds = time.perf_counter() - t0
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"{args.model} attention={args.attention} share_prefix={args.share_prefix} "
-          f"micro_batch={args.micro_batch} threads={args.threads}: {real / seconds:.1f} sample tokens/s "
-          f"({real} sample tokens, {run} run, {seconds:.1f} s)")
+          f"micro_batch={args.micro_batch} compile={args.compile} threads={args.threads}: "
+          f"{real / seconds:.1f} sample tokens/s ({real} sample tokens, {run} run, {seconds:.1f} s), "
+          f"peak RSS {peak:.2f} GiB")
 
 
 if __name__ == "__main__":
