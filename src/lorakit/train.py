@@ -28,6 +28,10 @@ from lorakit.errors import LorakitError
 from lorakit.plan import Plan, count_params, estimate_memory_gb, lora_param_count
 
 
+# train.pack_tokens=auto on CUDA: the budget it picks stays within these bounds
+AUTO_PACK_TOKENS = (1024, 16384)
+
+
 def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, overwrite: bool = False) -> Path:
     """Run (or plan, with dry_run) one training run described by `cfg`; returns the run directory."""
     from lorakit.data import prepare_splits
@@ -76,12 +80,13 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = attach_lora(model, cfg.lora)
-    if _use_checkpointing(t.gradient_checkpointing, device):
+    checkpointing = _use_checkpointing(t.gradient_checkpointing, device)
+    if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     if t.packing:
         use_packed_attention(model)
-    pack_tokens = _pack_budget(t, device, model_path, weight_dtype, _use_checkpointing(t.gradient_checkpointing, device))
+    pack_tokens = _pack_budget(t, device, model_path, weight_dtype, checkpointing)
     if pack_tokens:
         dist.print(f"packing up to {pack_tokens:,} tokens per forward (train.pack_tokens)")
     model.train()
@@ -270,7 +275,7 @@ def _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device
     tokens_micro = (sum(sorted(lengths)[-cfg.train.batch_size:]) if lengths else 0)
     budget = cfg.train.pack_tokens
     if cfg.train.packing and budget == "auto" and device.startswith("cuda"):
-        budget = 16384  # the most auto picks: the estimate stays an upper bound without loading the model
+        budget = AUTO_PACK_TOKENS[1]  # the most auto picks: an upper bound without loading the model
     if cfg.train.packing and isinstance(budget, int):
         tokens_micro = min(budget, sum(sorted(lengths)[-samples_per_step:]) if lengths else 0)
     mem = estimate_memory_gb(model_path, n_params, weight_dtype, tokens_micro,
@@ -320,7 +325,8 @@ def _pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: b
 
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     per_token = activation_bytes_per_token(model_path, weight_dtype, checkpointing)
-    return int(max(1024, min(16384, free // 2 // per_token)))
+    low, high = AUTO_PACK_TOKENS
+    return int(max(low, min(high, free // 2 // per_token)))
 
 
 def _use_checkpointing(choice, device: str) -> bool:
