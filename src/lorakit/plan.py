@@ -48,14 +48,16 @@ def count_params(model_path: Path) -> int:
 
 
 def estimate_memory_gb(model_path: Path, n_params: int, weight_dtype: str, tokens_per_micro: int,
-                       lora_params: int, gradient_checkpointing: bool) -> float:
-    """A rough upper estimate: weights, LoRA params with grads and Adam moments, saved activations,
-    and one chunk of LM-head logits. Good to a factor of ~1.5, enough to pick a preset."""
+                       lora_params: int, gradient_checkpointing: bool, compute_dtype: str | None = None) -> float:
+    """A rough upper estimate: weights, LoRA params with grads and Adam moments, saved activations (in
+    the compute dtype, by default the weights'), and one chunk of LM-head logits. Good to a factor of
+    ~1.5, enough to pick a preset."""
     cfg = json.loads((Path(model_path) / "config.json").read_text())
     vocab = cfg.get("vocab_size", 32000)
     weights = n_params * BYTES.get(weight_dtype, 4)
     lora_state = lora_params * 16
-    activations = tokens_per_micro * activation_bytes_per_token(model_path, weight_dtype, gradient_checkpointing)
+    activations = tokens_per_micro * activation_bytes_per_token(model_path, compute_dtype or weight_dtype,
+                                                                gradient_checkpointing)
     logits = 1024 * vocab * 4 * 3
     return (weights + lora_state + activations + logits) / 1e9
 

@@ -3,7 +3,9 @@
 Half-precision matmuls are only fast on hardware made for them. On a CPU without AVX512-BF16 or AMX
 they are emulated: measured on a 2-core AVX2 EPYC, a 1024x576 by 576x1536 bf16 linear ran at 19
 GFLOP/s and its input gradient at 2.4 GFLOP/s, against 135 and 150 in fp32. Training a model loaded in
-bf16 there is 7-60x slower per matmul, so lorakit trains in fp32 unless told to insist.
+bf16 there is 7-60x slower per matmul, so lorakit computes in fp32 there unless told to insist. For
+training it still holds the frozen projection weights in the half dtype asked for (half the memory;
+fused.py upcasts each one per call, which measured no slower) and upcasts everything else once.
 """
 
 from __future__ import annotations
@@ -37,6 +39,33 @@ def weight_dtype(choice: str, device: str, precision: str = "auto") -> tuple[str
         return "float32", (f"model.dtype: {choice} -> float32: this CPU has no native bf16, where half-precision "
                            f"matmuls run 7-60x slower (set train.precision=bf16 to keep {choice})")
     return choice, None
+
+
+def training_weights(choice: str, device: str, precision: str = "auto", fused: bool = True) -> tuple[str, bool, str | None]:
+    """For training: (dtype to load the weights in, whether to upcast all but the fused projections' frozen
+    weights to float32 after loading (`upcast_except`), a one-line note when it differs from what was asked).
+
+    Where weight_dtype would turn a half dtype into float32 (a CPU without native bf16), the fused
+    projections can keep it for storage while computing in float32.
+    """
+    dtype, note = weight_dtype(choice, device, precision)
+    if fused and choice in HALF and dtype == "float32":
+        return choice, True, (f"model.dtype: {choice}: this CPU has no native bf16 (half-precision matmuls run 7-60x "
+                              f"slower), so the frozen projections are held in {choice} and every matmul runs in "
+                              f"float32 (train.precision=bf16 computes in {choice})")
+    return dtype, False, note
+
+
+def upcast_except(model, keep) -> int:
+    """Cast every floating-point parameter and buffer of `model` to float32, except the tensors in `keep`;
+    returns how many were cast."""
+    keep_ids = {id(t) for t in keep}
+    n = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in keep_ids and t.is_floating_point() and t.dtype != torch.float32:
+            t.data = t.data.float()
+            n += 1
+    return n
 
 
 def autocast(precision: str, device: str):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lorakit import batching, checkpoint, precision
+from lorakit import batching, checkpoint, fused, precision
 from lorakit.atomic import atomic_dir, write_json, write_text
 from lorakit.attention import use_packed_attention
 from lorakit.config import RunConfig, config_to_yaml
@@ -60,11 +60,13 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     t = cfg.train
     samples_per_step = t.batch_size * t.grad_accum * dist.world
     n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)
-    weight_dtype, dtype_note = precision.weight_dtype(cfg.model.dtype, device, t.precision)
+    use_fused = fused.enabled(device) and not (t.fsdp and dist.world > 1)  # sharded: one dtype, peft's forwards
+    weight_dtype, upcast, dtype_note = precision.training_weights(cfg.model.dtype, device, t.precision, use_fused)
     if dtype_note:
         dist.print(dtype_note)
     if dry_run:
-        plan = _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device)
+        plan = _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device,
+                     "float32" if upcast else weight_dtype)
         print(config_to_yaml(cfg))
         print("\n".join(plan.lines()))
         return run_dir
@@ -80,6 +82,9 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = attach_lora(model, cfg.lora)
+    frozen = fused.fuse(model) if use_fused else []
+    if upcast:
+        precision.upcast_except(model, frozen)
     checkpointing = _use_checkpointing(t.gradient_checkpointing, device)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -269,7 +274,7 @@ def _check_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> None:
         raise LorakitError(f"{run_dir}: folder is not empty and not a lorakit run; choose another train.output_dir")
 
 
-def _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device) -> Plan:
+def _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device, compute_dtype=None) -> Plan:
     n_params = count_params(model_path)
     lengths = [len(s["input_ids"]) for s in data.train]
     tokens_micro = (sum(sorted(lengths)[-cfg.train.batch_size:]) if lengths else 0)
@@ -280,7 +285,7 @@ def _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device
         tokens_micro = min(budget, sum(sorted(lengths)[-samples_per_step:]) if lengths else 0)
     mem = estimate_memory_gb(model_path, n_params, weight_dtype, tokens_micro,
                              lora_param_count(model_path, cfg.lora.r, cfg.lora.target_modules),
-                             _use_checkpointing(cfg.train.gradient_checkpointing, device))
+                             _use_checkpointing(cfg.train.gradient_checkpointing, device), compute_dtype)
     return Plan(len(data.train), len(data.eval), sum(lengths),
                 sum(sum(1 for x in s["labels"] if x != -100) for s in data.train),
                 samples_per_step, n_steps, n_params, weight_dtype, device, mem)

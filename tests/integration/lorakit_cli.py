@@ -21,10 +21,12 @@ def cli_env(**extra) -> dict:
     return env
 
 
-def lorakit(*args, check: bool = True, timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
-    """`lorakit ARGS...` through `python -m lorakit`; returns the completed process (text output)."""
+def lorakit(*args, check: bool = True, timeout: int = 600, env: dict | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+    """`lorakit ARGS...` through `python -m lorakit`, with `env` added to the environment; returns the
+    completed process (text output)."""
     proc = subprocess.run([sys.executable, "-m", "lorakit", *map(str, args)], capture_output=True, text=True,
-                          env=cli_env(), timeout=timeout, cwd=kwargs.pop("cwd", REPO), **kwargs)
+                          env=cli_env(**(env or {})), timeout=timeout, cwd=kwargs.pop("cwd", REPO), **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"lorakit {' '.join(map(str, args))} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")

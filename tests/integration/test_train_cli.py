@@ -108,6 +108,30 @@ def test_token_budget_packing_is_invariant(tmp_path, data):
     assert_same_adapter(adapter(tmp_path / "by4"), adapter(tmp_path / "bytok"), atol=1e-5)
 
 
+def test_fused_forwards_train_like_peft_s(tmp_path, data):
+    """On CPU, LoRA projections, norms and MLPs run lorakit's fused forwards (lorakit/fused.py); peft's
+    and transformers' own (LORAKIT_FUSED=off) must give the same run."""
+    common = dict(max_steps=3, lr=1e-3, save_steps=100)
+    lorakit("train", tiny_config(tmp_path, "fused", data, **common), "lora.dropout=0")
+    lorakit("train", tiny_config(tmp_path, "plain", data, **common), "lora.dropout=0", env={"LORAKIT_FUSED": "off"})
+    assert losses(tmp_path / "fused") == pytest.approx(losses(tmp_path / "plain"), rel=1e-5)
+    assert_same_adapter(adapter(tmp_path / "fused"), adapter(tmp_path / "plain"), atol=1e-5)
+
+
+def test_half_weights_train_on_any_cpu(tmp_path, data):
+    """model.dtype=bfloat16, as the tutorial loads it: on a CPU without native bf16 the frozen projections
+    stay bf16 and the matmuls run in fp32; either way the run trains like fp32 weights rounded to bf16."""
+    from lorakit.precision import cpu_has_fast_bf16
+
+    common = dict(max_steps=3, lr=1e-3, save_steps=100, precision="auto")
+    out = lorakit("train", tiny_config(tmp_path, "bf16", data, **common), "lora.dropout=0", "model.dtype=bfloat16")
+    held = "the frozen projections are held in bfloat16 and every matmul runs in float32"
+    assert (held in out.stdout + out.stderr) is not cpu_has_fast_bf16()
+    lorakit("train", tiny_config(tmp_path, "fp32", data, **common), "lora.dropout=0", "model.dtype=float32")
+    assert losses(tmp_path / "bf16") == pytest.approx(losses(tmp_path / "fp32"), rel=2e-2)
+    assert {v.dtype for v in adapter(tmp_path / "bf16").values()} == {torch.float32}
+
+
 def test_same_seed_reproduces_and_other_seed_differs(tmp_path, data):
     for name, seed in [("s1", 1), ("s1b", 1), ("s2", 2)]:
         lorakit("train", tiny_config(tmp_path, name, data, max_steps=2, seed=seed))

@@ -112,3 +112,8 @@ def test_plan_sizes_activations_by_the_token_budget():
         return _plan(cfg, data, resolve_model("qwen3-tiny-random"), 16, 2, "float32", "cpu").memory_gb
 
     assert estimate("train.pack_tokens=1600") > estimate("train.pack_tokens=null") == estimate("train.pack_tokens=400")
+    # bf16 weights computing in fp32 (a CPU without native bf16): the activations are fp32
+    cfg = load_config(None, ["train.batch_size=4", "train.grad_accum=4"])
+    half = [_plan(cfg, data, resolve_model("qwen3-tiny-random"), 16, 2, "bfloat16", "cpu", c).memory_gb
+            for c in ("bfloat16", "float32")]
+    assert half[0] < half[1] < estimate()
