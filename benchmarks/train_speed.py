@@ -29,9 +29,10 @@ Methods (each run in its own subprocess, rounds interleaved a,b,c,a,b,c,...):
 All methods: the same model, data (the first --samples records of the synthetic set), seed 42,
 --steps optimizer steps; step 1 is warm-up and not timed. Weights in --dtype, with one exception on
 a CPU without native bf16 (no AVX512-BF16/AMX), where half-precision matmuls are emulated and 7-60x
-slower than fp32: there b and c hold the weights in fp32 (TRL's best setting for that machine;
-lorakit's own rule, model.dtype bfloat16 -> float32 with a note), while a keeps --dtype as the
-tutorial wrote it. Use --dtype float32 for a like-for-like comparison of the algorithms alone.
+slower than fp32: there b holds the weights in fp32 (TRL's best setting for that machine), c follows
+lorakit's own rule (the frozen projections held in bf16, every matmul in fp32, with a note), and a
+keeps --dtype as the tutorial wrote it. Use --dtype float32 for a like-for-like comparison of the
+algorithms alone.
 
 Measured per run (medians over rounds are reported):
   tokens/s   real tokens: the tokens of the samples trained on in steps 2..N (padding not counted) /
