@@ -12,7 +12,7 @@ backward. `_SwiGLUDown` runs an MLP's down projection on silu(gate) * up and kee
 The fused LoRA linear also upcasts a frozen half-precision weight per call, so a CPU without native
 bf16 can hold the base in bf16 (half the memory) and still compute in fp32 (precision.py).
 Measured on a 2-core AVX2 EPYC, SmolLM2-135M, `benchmarks/train_speed.py --methods c` (docs/benchmarks.md):
-peak RSS 2.73-2.99 -> 2.05-2.06 GiB with both, at about 5% fewer tokens/s (the per-call upcast).
+peak RSS 2.73-2.99 -> 1.94-1.97 GiB with both, 251-256 -> 256-276 tokens/s (two runs each).
 
 Applied where measured: on CPU by default (LORAKIT_FUSED=auto); `on` forces it elsewhere, `off` keeps
 peft's and transformers' own forwards. Anything unusual (DoRA, LoRA dropout, several adapters, bias on
