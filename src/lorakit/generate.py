@@ -20,6 +20,7 @@ import torch
 
 from lorakit.decoding import Detokenizer, SamplingParams, Sampler, StopMatcher
 from lorakit.errors import LorakitError
+from lorakit.lora import peft_quietly
 from lorakit.reasoning import ReasoningSplitter, split_reasoning  # re-exported: older imports use this module
 
 # Rows per forward pass in `Engine.generate_batch`; longer lists go through in several batches.
@@ -305,7 +306,8 @@ def _attach_adapters(model, folders: dict[str, Path]):
     for name, folder in folders.items():
         try:
             if peft_model is None:
-                peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+                with peft_quietly():
+                    peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
             else:
                 peft_model.load_adapter(str(folder), adapter_name=name)
         except (RuntimeError, ValueError, KeyError) as e:

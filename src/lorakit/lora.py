@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 from lorakit.config import LoraConfig
 from lorakit.errors import LorakitError
 
@@ -27,7 +30,17 @@ def attach_lora(model, cfg: LoraConfig):
         use_dora=cfg.use_dora,
         modules_to_save=cfg.modules_to_save or None,
     )
-    return get_peft_model(model, peft_cfg)
+    with peft_quietly():
+        return get_peft_model(model, peft_cfg)
+
+
+@contextlib.contextmanager
+def peft_quietly():
+    """Wrapping a model in peft reads transformers' deprecated `is_gradient_checkpointing`: a FutureWarning
+    the user can do nothing about, silenced here only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def _linear_names(model) -> set[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lorakit.atomic import atomic_dir
 from lorakit.errors import LorakitError
+from lorakit.lora import peft_quietly
 from lorakit.runs import open_run
 
 
@@ -31,10 +32,11 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
         raise LorakitError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16")
     # Merge in float32 so the rounding happens once, at the final cast.
     base = load_model(base_path, dtype="float32", device="cpu")
-    model = PeftModel.from_pretrained(base, str(run.adapter_dir))
+    with peft_quietly():
+        model = PeftModel.from_pretrained(base, str(run.adapter_dir))
     merged = model.merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
-    merged.config.torch_dtype = getattr(torch, dtype)
+    merged.config.dtype = getattr(torch, dtype)
     tokenizer = load_tokenizer(base_path)  # training never changes the tokenizer
     with atomic_dir(out, overwrite=overwrite) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -14,7 +16,8 @@ def test_merged_model_equals_base_plus_adapter(tmp_path):
                        lora={"r": 4, "alpha": 16}, train={"output_dir": str(tmp_path / "run"), "max_steps": 3,
                                                           "lr": 0.05, "precision": "fp32", "threads": 1})
     lorakit("train", cfg)
-    lorakit("merge", tmp_path / "run", "--out", tmp_path / "merged")
+    proc = lorakit("merge", tmp_path / "run", "--out", tmp_path / "merged")
+    assert "deprecated" not in proc.stderr, proc.stderr  # peft's and transformers' noise stays out of the way
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
     assert tok.eos_token == "<|im_end|>" and tok.chat_template
@@ -33,6 +36,12 @@ def test_merged_model_equals_base_plus_adapter(tmp_path):
             bare = reference(ids).logits
     assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
     assert not torch.allclose(bare, want, atol=1e-3), "the adapter changed nothing; the test would prove nothing"
+
+
+    lorakit("merge", tmp_path / "run", "--out", tmp_path / "merged-bf16", "--dtype", "bfloat16")
+    assert json.loads((tmp_path / "merged-bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+    half = AutoModelForCausalLM.from_pretrained(tmp_path / "merged-bf16")
+    assert half.dtype == torch.bfloat16
 
 
 def test_merge_refuses_to_overwrite_and_bad_run_dirs(tmp_path):
