@@ -465,7 +465,7 @@ def run_lorakit(spec: dict, meter: Meter, overrides: tuple[str, ...] = ()) -> di
     losses = [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
     lora = sum(p.numel() for p in holder["model"].parameters() if p.requires_grad)
     ac = autocast(cfg.train.precision, "cuda" if spec["device"].startswith("cuda") else "cpu")
-    # lorakit may hold the weights in another dtype than asked (fp32 on a CPU without native bf16)
+    # lorakit may compute in another dtype than the weights' (fp32 on a CPU without native bf16)
     held = str(holder["model"].get_base_model().get_input_embeddings().weight.dtype).replace("torch.", "")
     spec["adapter_dir"] = str(run_dir / "adapter")
     holder.clear()
@@ -597,8 +597,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct", choices=MODELS)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                    help="weight dtype (the tutorial loads bfloat16; on a CPU without native bf16 only the "
-                         "tutorial recipe keeps it, TRL and lorakit hold fp32)")
+                    help="weight dtype (the tutorial loads bfloat16; on a CPU without native bf16 TRL holds fp32 "
+                         "and lorakit bf16 frozen projections computed in fp32)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--samples", type=int, default=256, help="training records (the first N of the data set)")
     ap.add_argument("--eval-samples", type=int, default=64, help="held-out records (the last N of the data set)")
