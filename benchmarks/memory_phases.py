@@ -11,6 +11,7 @@ column is fragmentation: memory the heap holds but could not reuse.
     LORAKIT_FUSED=off .venv/bin/python benchmarks/memory_phases.py                # peft's own forwards
     MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_ARENA_MAX=1 .venv/bin/python benchmarks/memory_phases.py
     .venv/bin/python benchmarks/memory_phases.py --set train.pack_tokens=512      # any config override
+    .venv/bin/python benchmarks/memory_phases.py --trim                           # malloc_trim after each step
 
 glibc only (mallinfo2, glibc 2.33+); Linux only.
 """
@@ -76,6 +77,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
+    ap.add_argument("--trim", action="store_true", help="malloc_trim(0) after every optimizer step (a lever probe)")
     args = ap.parse_args()
 
     sampler = PhaseSampler()
@@ -110,6 +112,8 @@ def main() -> None:
     steps = [0]
 
     def on_step(*_):
+        if args.trim:
+            sampler._libc.malloc_trim(0)
         steps[0] += 1
         sampler.phase = f"step {steps[0] + 1}" if steps[0] < args.steps else "save and finish"
 
@@ -129,7 +133,7 @@ def main() -> None:
     time.sleep(0.05)
 
     print(f"\n{args.model}, model.dtype {args.dtype}, {args.steps} steps of 16 samples, {args.threads} threads, "
-          f"torch {torch.__version__}, overrides {args.set or 'none'}, "
+          f"torch {torch.__version__}, overrides {args.set or 'none'}, trim {args.trim}, "
           f"env {[k for k in os.environ if k.startswith(('MALLOC_', 'LORAKIT_', 'GLIBC_'))] or 'none'}")
     print("| phase | peak RSS (GiB) | anon | file | heap in use | heap free (resident) | mmapped |")
     print("|---|---:|---:|---:|---:|---:|---:|")
