@@ -58,6 +58,11 @@ def _upcast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return buf.copy_(weight)
 
 
+def release() -> None:
+    """Free the upcast scratch buffers (a run's worth of fp32 weight shapes) once training is over."""
+    _upcast_buffers.clear()
+
+
 class _LoraLinear(torch.autograd.Function):
     """y = x W^T + bias + scale * (x A^T) B^T, with W frozen and A, B trainable."""
 

@@ -181,6 +181,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     finally:
         bar.close()
         stop.restore()
+        fused.release()
         if tracker:
             tracker.close()
 

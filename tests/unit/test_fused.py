@@ -112,6 +112,10 @@ def test_half_frozen_weights_compute_in_float32_like_rounded_float32_weights():
     assert all(p.dtype == torch.float32 for p in model.parameters() if all(p is not f for f in frozen))
     got = loss_and_grads(model, batch)
     assert_same(got, expected)
+    assert fused._upcast_buffers  # the fp32 copies are reused per shape ...
+    fused.release()
+    assert not fused._upcast_buffers  # ... and freed when training ends
+    assert_same(loss_and_grads(model, batch), expected)
 
 
 def test_fused_follows_autocast():
