@@ -8,6 +8,7 @@ transformers turns the restarts into a block-diagonal mask) and no compute is sp
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
@@ -105,16 +106,33 @@ def pad(samples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "shift_labels": labels}
 
 
+@dataclass(frozen=True)
+class TokenBudget:
+    """How many tokens one packed row (one forward) may hold, and how the budget is used.
+
+    fill: pack as many of the step's samples as fit (fewer, larger forwards; what pays on a GPU).
+    Otherwise it is only a cap: forwards keep `batch_size` samples and only a micro-batch whose row would
+    exceed the budget is split, so the peak memory of a long run no longer follows its longest samples.
+    """
+
+    tokens: int
+    fill: bool = True
+
+
 def micro_batches(samples: Sequence[dict], batch_size: int, packing: bool, pad_id: int,
-                  share_prefix: bool = False, pack_tokens: int | None = None, min_groups: int = 1) -> list[dict]:
-    """Split one optimizer step's samples into micro-batches: `batch_size` samples each, or, when packing
-    with a `pack_tokens` budget, as many samples as fit in a row of that many tokens (at least one, and at least
-    `min_groups` micro-batches, one per process). The step's gradient is the same either way: the loss
-    is normalised over the whole step, so the split only trades memory for fewer, larger forwards."""
-    if packing and pack_tokens:
-        groups = token_groups(samples, pack_tokens, min_groups, share_prefix)
+                  share_prefix: bool = False, budget: TokenBudget | None = None,
+                  min_groups: int = 1) -> list[dict]:
+    """Split one optimizer step's samples into micro-batches: `batch_size` samples each, regrouped by a
+    token `budget` when packing (see TokenBudget; a group holds at least one sample, and a filled budget
+    makes at least `min_groups` micro-batches, one per process). The step's gradient is the same either
+    way: the loss is normalised over the whole step, so the split only trades memory for fewer, larger
+    forwards."""
+    if packing and budget and budget.fill:
+        groups = token_groups(samples, budget.tokens, min_groups, share_prefix)
     else:
         groups = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
+        if packing and budget:
+            groups = [part for g in groups for part in token_groups(g, budget.tokens, 1, share_prefix)]
     return [pack(g, share_prefix) if packing else pad(g, pad_id) for g in groups]
 
 

@@ -30,6 +30,9 @@ from lorakit.plan import Plan, count_params, estimate_memory_gb, lora_param_coun
 
 # train.pack_tokens=auto on CUDA: the budget it picks stays within these bounds
 AUTO_PACK_TOKENS = (1024, 16384)
+# train.pack_tokens=auto on CPU: batch_size samples per forward, but no packed row over this many tokens
+# (a long run's peak RSS otherwise follows its longest micro-batch: docs/benchmarks.md, the pack_tokens row)
+CPU_ROW_CAP = 512
 
 
 def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, overwrite: bool = False) -> Path:
@@ -91,9 +94,10 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
         model.enable_input_require_grads()
     if t.packing:
         use_packed_attention(model)
-    pack_tokens = _pack_budget(t, device, model_path, weight_dtype, checkpointing)
-    if pack_tokens:
-        dist.print(f"packing up to {pack_tokens:,} tokens per forward (train.pack_tokens)")
+    budget = _pack_budget(t, device, model_path, weight_dtype, checkpointing)
+    if budget:
+        dist.print(f"packing up to {budget.tokens:,} tokens per forward (train.pack_tokens)" if budget.fill else
+                   f"{t.batch_size} samples per forward, split where over {budget.tokens:,} tokens (train.pack_tokens)")
     model.train()
     loss_of = dist.shard(model, t.fsdp, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -130,7 +134,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
             if step <= start_step:
                 continue
             samples = [data.train[i] for i in idxs]
-            loss_sum, sup, real = _accumulate(loss_of, samples, t, pad_id, device, autocast, dist, pack_tokens)
+            loss_sum, sup, real = _accumulate(loss_of, samples, t, pad_id, device, autocast, dist, budget)
             dist.all_reduce_grads(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else 1e9)
             optimizer.step()
@@ -154,7 +158,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
             at_save = step % t.save_steps == 0
             if data.eval and (step % (t.eval_steps or t.save_steps) == 0 or step == n_steps):
                 eval_loss = evaluate_loss(loss_of, data.eval, t.batch_size, t.packing, pad_id, device, autocast,
-                                          t.share_prefix, pack_tokens)
+                                          t.share_prefix, budget)
                 improved = _track_best(state, eval_loss, step, run_dir)
                 if tracker:
                     tracker.log(step, {"eval_loss": eval_loss, "eval_ppl": math.exp(min(eval_loss, 50))})
@@ -194,10 +198,10 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     return run_dir
 
 
-def _accumulate(loss_of, samples, t, pad_id, device, autocast, dist, pack_tokens=None) -> tuple[float, int, int]:
+def _accumulate(loss_of, samples, t, pad_id, device, autocast, dist, budget=None) -> tuple[float, int, int]:
     """Forward and backward over this rank's micro-batches; the loss is normalised by the supervised
     tokens of the whole optimizer step, so 1 x 8 and 8 x 1 give the same gradient."""
-    micro = batching.micro_batches(samples, t.batch_size, t.packing, pad_id, t.share_prefix, pack_tokens, dist.world)
+    micro = batching.micro_batches(samples, t.batch_size, t.packing, pad_id, t.share_prefix, budget, dist.world)
     n_sup = sum(batching.supervised_tokens(mb) for mb in micro)
     loss_sum, real = None, 0
     for mb, weight in dist.share(micro):
@@ -215,13 +219,13 @@ def _accumulate(loss_of, samples, t, pad_id, device, autocast, dist, pack_tokens
 
 @torch.no_grad()
 def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast, share_prefix=False,
-                  pack_tokens=None) -> float:
+                  budget=None) -> float:
     """Token-mean loss over `samples` (no dropout); `model` is a PEFT model or a `LossModule`."""
     model = model if isinstance(model, LossModule) else LossModule(model)
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
-    for mb in batching.micro_batches(samples, batch_size, packing, pad_id, share_prefix, pack_tokens):
+    for mb in batching.micro_batches(samples, batch_size, packing, pad_id, share_prefix, budget):
         mb = batching.to_device(mb, device)
         with autocast:
             total += float(model(mb))
@@ -278,12 +282,15 @@ def _check_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> None:
 def _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device, compute_dtype=None) -> Plan:
     n_params = count_params(model_path)
     lengths = [len(s["input_ids"]) for s in data.train]
-    tokens_micro = (sum(sorted(lengths)[-cfg.train.batch_size:]) if lengths else 0)
-    budget = cfg.train.pack_tokens
-    if cfg.train.packing and budget == "auto" and device.startswith("cuda"):
+    longest = sorted(lengths)[-samples_per_step:] or [0]  # the step of the longest samples
+    tokens_micro = sum(longest[-cfg.train.batch_size:])  # its largest micro-batch of batch_size samples
+    budget = cfg.train.pack_tokens if cfg.train.packing else None
+    if budget == "auto" and device.startswith("cuda"):
         budget = AUTO_PACK_TOKENS[1]  # the most auto picks: an upper bound without loading the model
-    if cfg.train.packing and isinstance(budget, int):
-        tokens_micro = min(budget, sum(sorted(lengths)[-samples_per_step:]) if lengths else 0)
+    if budget == "auto":  # CPU: the cap splits that micro-batch (a sample is never split)
+        tokens_micro = max(longest[-1], min(CPU_ROW_CAP, tokens_micro))
+    elif isinstance(budget, int):  # the step's samples filled into rows of up to budget tokens
+        tokens_micro = max(longest[-1], min(budget, sum(longest)))
     mem = estimate_memory_gb(model_path, n_params, weight_dtype, tokens_micro,
                              lora_param_count(model_path, cfg.lora.r, cfg.lora.target_modules),
                              _use_checkpointing(cfg.train.gradient_checkpointing, device), compute_dtype)
@@ -317,22 +324,23 @@ def _pick_device(choice: str, dist) -> str:
     return f"cuda:{dist.local_rank}"
 
 
-def _pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: bool) -> int | None:
-    """Tokens per forward (train.pack_tokens): auto fills half the GPU memory still free after loading
-    with activations (the rest is for logits chunks, optimizer state and fragmentation); off on CPU,
-    where larger forwards gain little and cost memory (docs/benchmarks.md)."""
+def _pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: bool) -> batching.TokenBudget | None:
+    """Tokens per forward (train.pack_tokens). A number fills rows up to that many tokens. auto on CUDA
+    fills half the GPU memory still free after loading with activations (the rest is for logits chunks,
+    optimizer state and fragmentation); auto on CPU keeps batch_size samples per forward, where larger
+    forwards gain little, and only caps the row at CPU_ROW_CAP tokens (docs/benchmarks.md)."""
     if not t.packing or t.pack_tokens is None:
         return None
     if t.pack_tokens != "auto":
-        return t.pack_tokens
+        return batching.TokenBudget(t.pack_tokens)
     if not device.startswith("cuda"):
-        return None
+        return batching.TokenBudget(CPU_ROW_CAP, fill=False)
     from lorakit.plan import activation_bytes_per_token
 
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     per_token = activation_bytes_per_token(model_path, weight_dtype, checkpointing)
     low, high = AUTO_PACK_TOKENS
-    return int(max(low, min(high, free // 2 // per_token)))
+    return batching.TokenBudget(int(max(low, min(high, free // 2 // per_token))))
 
 
 def _use_checkpointing(choice, device: str) -> bool:

@@ -77,13 +77,16 @@ def test_fsdp_cannot_shard_a_quantized_base():
 
 
 @pytest.mark.parametrize("value, device, packing, expected", [
-    (4096, "cpu", True, 4096),        # a number is taken as given
-    (None, "cuda:0", True, None),     # null: batch_size samples per forward
-    ("auto", "cpu", True, None),      # auto is off on CPU
-    (4096, "cpu", False, None),       # only packed rows have a token budget
+    (4096, "cpu", True, (4096, True)),    # a number is taken as given, and filled
+    (None, "cuda:0", True, None),         # null: batch_size samples per forward
+    ("auto", "cpu", True, (512, False)),  # auto on CPU: batch_size samples, rows capped at 512 tokens
+    (4096, "cpu", False, None),           # only packed rows have a token budget
 ])
 def test_pack_tokens_budget(value, device, packing, expected):
+    from lorakit.batching import TokenBudget
     from lorakit.train import _pack_budget
+
+    expected = TokenBudget(*expected) if expected else None
 
     t = load_config(None, [f"train.pack_tokens={'null' if value is None else value}",
                            f"train.packing={str(packing).lower()}"]).train
@@ -112,6 +115,8 @@ def test_plan_sizes_activations_by_the_token_budget():
         return _plan(cfg, data, resolve_model("qwen3-tiny-random"), 16, 2, "float32", "cpu").memory_gb
 
     assert estimate("train.pack_tokens=1600") > estimate("train.pack_tokens=null") == estimate("train.pack_tokens=400")
+    assert estimate("train.pack_tokens=null") == estimate()  # on CPU auto only caps: 4 x 100 tokens fit 512
+    assert estimate("train.batch_size=16", "train.pack_tokens=null") > estimate("train.batch_size=16") > estimate()
     # bf16 weights computing in fp32 (a CPU without native bf16): the activations are fp32
     cfg = load_config(None, ["train.batch_size=4", "train.grad_accum=4"])
     half = [_plan(cfg, data, resolve_model("qwen3-tiny-random"), 16, 2, "bfloat16", "cpu", c).memory_gb

@@ -119,8 +119,12 @@ def test_pack_tokens_changes_the_split_not_the_gradient():
         return total.detach(), [p.grad.clone() for p in model.parameters()]
 
     by_samples = batching.micro_batches(samples, 2, True, 0, share_prefix=True)
-    by_tokens = batching.micro_batches(samples, 2, True, 0, share_prefix=True, pack_tokens=10_000)
+    by_tokens = batching.micro_batches(samples, 2, True, 0, share_prefix=True, budget=batching.TokenBudget(10_000))
+    # a cap (train.pack_tokens: auto on CPU) keeps 2 samples per forward and splits only the row over 30
+    capped = batching.micro_batches(samples, 2, True, 0, share_prefix=True, budget=batching.TokenBudget(30, fill=False))
+    assert [mb["input_ids"].shape[1] for mb in capped] == [12, 20, 22, 20]
     assert (len(by_samples), len(by_tokens)) == (3, 1)
-    (l1, g1), (l2, g2) = step(by_samples), step(by_tokens)
-    assert torch.allclose(l1, l2, rtol=1e-5)
+    (l1, g1), (l2, g2), (l3, g3) = step(by_samples), step(by_tokens), step(capped)
+    assert torch.allclose(l1, l2, rtol=1e-5) and torch.allclose(l1, l3, rtol=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g1, g2))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g1, g3))
