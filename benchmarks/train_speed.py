@@ -19,12 +19,13 @@ Methods (each run in its own subprocess, rounds interleaved a,b,c,a,b,c,...):
      check which TRL variant is faster; c/b then uses the faster one.
   c  lorakit.train.train() with lorakit's defaults (packing, supervised-only chunked loss, no gradient
      checkpointing, precision auto, lora dropout 0.0, pack_tokens auto: on CUDA a step's samples run
-     in as few forwards as memory allows) except: LoRA r=8, alpha=32, the seven projections, batch 4 x
+     in as few forwards as memory allows, on CPU 4 samples per forward with rows capped at 512 tokens)
+     except: LoRA r=8, alpha=32, the seven projections, batch 4 x
      accum 4, lr 1e-4, max_steps, logging_steps=1, save_steps > max_steps.
   c_low  as c with `--preset low-memory` (4-bit NF4 base through bitsandbytes + gradient
      checkpointing; CUDA only). Its adapter is evaluated on the unquantised base like the others.
-  c_mb4  as c with train.pack_tokens=null: 4 samples per forward whatever the device (the pack_tokens
-     lever switched off; on CPU that is already c's default).
+  c_mb4  as c with train.pack_tokens=null: 4 samples per forward whatever the device, no cap (the
+     pack_tokens lever switched off).
 
 All methods: the same model, data (the first --samples records of the synthetic set), seed 42,
 --steps optimizer steps; step 1 is warm-up and not timed. Weights in --dtype, with one exception on

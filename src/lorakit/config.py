@@ -90,8 +90,8 @@ class TrainConfig(Section):
     pack_tokens: Union[None, int, Literal["auto"]] = Field(
         "auto", description="with packing, fill each forward with up to this many tokens of the step's samples "
         "instead of batch_size samples (same gradient, fewer launches); auto = sized to free GPU memory on "
-        "CUDA; on CPU batch_size samples per forward, split where the row would pass 512 tokens (bounds "
-        "peak memory); null = batch_size samples, no cap")
+        "CUDA; on CPU batch_size samples per forward, split where the row would pass 128 tokens per sample "
+        "(bounds peak memory); null = batch_size samples, no cap")
     gradient_checkpointing: Union[bool, Literal["auto"]] = Field(False, description="recompute activations to save memory")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast dtype; auto = bf16 where supported")
     threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")

@@ -30,9 +30,9 @@ from lorakit.plan import Plan, count_params, estimate_memory_gb, lora_param_coun
 
 # train.pack_tokens=auto on CUDA: the budget it picks stays within these bounds
 AUTO_PACK_TOKENS = (1024, 16384)
-# train.pack_tokens=auto on CPU: batch_size samples per forward, but no packed row over this many tokens
-# (a long run's peak RSS otherwise follows its longest micro-batch: docs/benchmarks.md, the pack_tokens row)
-CPU_ROW_CAP = 512
+# train.pack_tokens=auto on CPU: batch_size samples per forward, but no packed row over this many tokens per
+# sample (512 at batch 4); a long run's peak RSS otherwise follows its longest micro-batch (docs/benchmarks.md)
+CPU_TOKENS_PER_SAMPLE = 128
 
 
 def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, overwrite: bool = False) -> Path:
@@ -288,7 +288,7 @@ def _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device
     if budget == "auto" and device.startswith("cuda"):
         budget = AUTO_PACK_TOKENS[1]  # the most auto picks: an upper bound without loading the model
     if budget == "auto":  # CPU: the cap splits that micro-batch (a sample is never split)
-        tokens_micro = max(longest[-1], min(CPU_ROW_CAP, tokens_micro))
+        tokens_micro = max(longest[-1], min(CPU_TOKENS_PER_SAMPLE * cfg.train.batch_size, tokens_micro))
     elif isinstance(budget, int):  # the step's samples filled into rows of up to budget tokens
         tokens_micro = max(longest[-1], min(budget, sum(longest)))
     mem = estimate_memory_gb(model_path, n_params, weight_dtype, tokens_micro,
@@ -328,13 +328,13 @@ def _pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: b
     """Tokens per forward (train.pack_tokens). A number fills rows up to that many tokens. auto on CUDA
     fills half the GPU memory still free after loading with activations (the rest is for logits chunks,
     optimizer state and fragmentation); auto on CPU keeps batch_size samples per forward, where larger
-    forwards gain little, and only caps the row at CPU_ROW_CAP tokens (docs/benchmarks.md)."""
+    forwards gain little, and only caps the row at CPU_TOKENS_PER_SAMPLE x batch_size tokens (docs/benchmarks.md)."""
     if not t.packing or t.pack_tokens is None:
         return None
     if t.pack_tokens != "auto":
         return batching.TokenBudget(t.pack_tokens)
     if not device.startswith("cuda"):
-        return batching.TokenBudget(CPU_ROW_CAP, fill=False)
+        return batching.TokenBudget(CPU_TOKENS_PER_SAMPLE * t.batch_size, fill=False)
     from lorakit.plan import activation_bytes_per_token
 
     free, _ = torch.cuda.mem_get_info(torch.device(device))

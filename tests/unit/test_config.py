@@ -79,7 +79,7 @@ def test_fsdp_cannot_shard_a_quantized_base():
 @pytest.mark.parametrize("value, device, packing, expected", [
     (4096, "cpu", True, (4096, True)),    # a number is taken as given, and filled
     (None, "cuda:0", True, None),         # null: batch_size samples per forward
-    ("auto", "cpu", True, (512, False)),  # auto on CPU: batch_size samples, rows capped at 512 tokens
+    ("auto", "cpu", True, (512, False)),  # auto on CPU: batch_size (4) samples, rows capped at 4 x 128 tokens
     (4096, "cpu", False, None),           # only packed rows have a token budget
 ])
 def test_pack_tokens_budget(value, device, packing, expected):
@@ -107,16 +107,19 @@ def test_plan_sizes_activations_by_the_token_budget():
     from lorakit.models import resolve_model
     from lorakit.train import _plan
 
-    samples = [{"input_ids": [1] * 100, "labels": [-100] * 50 + [1] * 50} for _ in range(32)]
-    data = SimpleNamespace(train=samples, eval=[])
+    def samples(n_tokens):
+        return [{"input_ids": [1] * n_tokens, "labels": [-100] * 50 + [1] * (n_tokens - 50)} for _ in range(32)]
 
-    def estimate(*overrides):
+    data = SimpleNamespace(train=samples(100), eval=[])
+
+    def estimate(*overrides, data=data):
         cfg = load_config(None, ["train.batch_size=4", "train.grad_accum=4", *overrides])
         return _plan(cfg, data, resolve_model("qwen3-tiny-random"), 16, 2, "float32", "cpu").memory_gb
 
     assert estimate("train.pack_tokens=1600") > estimate("train.pack_tokens=null") == estimate("train.pack_tokens=400")
-    assert estimate("train.pack_tokens=null") == estimate()  # on CPU auto only caps: 4 x 100 tokens fit 512
-    assert estimate("train.batch_size=16", "train.pack_tokens=null") > estimate("train.batch_size=16") > estimate()
+    assert estimate("train.pack_tokens=null") == estimate()  # on CPU auto only caps: 4 x 100 tokens fit 4 x 128
+    long = SimpleNamespace(train=samples(300), eval=[])  # 4 x 300 tokens: auto caps the row at 512
+    assert estimate("train.pack_tokens=null", data=long) > estimate(data=long) == estimate("train.pack_tokens=512", data=long)
     # bf16 weights computing in fp32 (a CPU without native bf16): the activations are fp32
     cfg = load_config(None, ["train.batch_size=4", "train.grad_accum=4"])
     half = [_plan(cfg, data, resolve_model("qwen3-tiny-random"), 16, 2, "bfloat16", "cpu", c).memory_gb
