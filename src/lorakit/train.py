@@ -282,18 +282,18 @@ def _check_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> None:
 def _plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device, compute_dtype=None) -> Plan:
     n_params = count_params(model_path)
     lengths = [len(s["input_ids"]) for s in data.train]
+    t = cfg.train
     longest = sorted(lengths)[-samples_per_step:] or [0]  # the step of the longest samples
-    tokens_micro = sum(longest[-cfg.train.batch_size:])  # its largest micro-batch of batch_size samples
-    budget = cfg.train.pack_tokens if cfg.train.packing else None
-    if budget == "auto" and device.startswith("cuda"):
-        budget = AUTO_PACK_TOKENS[1]  # the most auto picks: an upper bound without loading the model
-    if budget == "auto":  # CPU: the cap splits that micro-batch (a sample is never split)
-        tokens_micro = max(longest[-1], min(CPU_TOKENS_PER_SAMPLE * cfg.train.batch_size, tokens_micro))
-    elif isinstance(budget, int):  # the step's samples filled into rows of up to budget tokens
-        tokens_micro = max(longest[-1], min(budget, sum(longest)))
+    tokens_micro = sum(longest[-t.batch_size:])  # its largest micro-batch of batch_size samples
+    if t.packing and t.pack_tokens == "auto" and device.startswith("cuda"):
+        budget = batching.TokenBudget(AUTO_PACK_TOKENS[1])  # the most auto picks, without loading the model
+    else:
+        budget = _pack_budget(t, device, model_path, weight_dtype, False)
+    if budget:  # filled: the step's samples in rows of up to budget tokens; a cap splits that micro-batch
+        tokens_micro = max(longest[-1], min(budget.tokens, sum(longest) if budget.fill else tokens_micro))
     mem = estimate_memory_gb(model_path, n_params, weight_dtype, tokens_micro,
                              lora_param_count(model_path, cfg.lora.r, cfg.lora.target_modules),
-                             _use_checkpointing(cfg.train.gradient_checkpointing, device), compute_dtype)
+                             _use_checkpointing(t.gradient_checkpointing, device), compute_dtype)
     return Plan(len(data.train), len(data.eval), sum(lengths),
                 sum(sum(1 for x in s["labels"] if x != -100) for s in data.train),
                 samples_per_step, n_steps, n_params, weight_dtype, device, mem)
