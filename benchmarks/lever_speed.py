@@ -47,12 +47,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from lorakit import batching
-    from lorakit.attention import use_packed_attention
+    from lorakit.training import batching
+    from lorakit.training.attention import use_packed_attention
     from lorakit.config import build_config
     from lorakit.data import prepare_splits
-    from lorakit.lora import attach_lora
-    from lorakit.loss import summed_loss
+    from lorakit.models.lora import attach_lora
+    from lorakit.training.loss import summed_loss
     from lorakit.models import cache_root, load_model, load_tokenizer, resolve_model
 
     sys.path.insert(0, str(HERE))

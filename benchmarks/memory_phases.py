@@ -85,9 +85,9 @@ def main() -> None:
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    import lorakit.lora
+    import lorakit.models.lora
     from lorakit.config import _set_dotted, build_config, parse_override
-    from lorakit.train import train
+    from lorakit.training.loop import train
 
     sys.path.insert(0, str(HERE))
     import make_huanhuan_like
@@ -117,7 +117,7 @@ def main() -> None:
         steps[0] += 1
         sampler.phase = f"step {steps[0] + 1}" if steps[0] < args.steps else "save and finish"
 
-    original = lorakit.lora.attach_lora
+    original = lorakit.models.lora.attach_lora
 
     def attach(model, cfg):  # the model is loaded by now: what follows is the first step
         peft_model = original(model, cfg)
@@ -125,7 +125,7 @@ def main() -> None:
         return peft_model
 
     register_optimizer_step_post_hook(on_step)
-    lorakit.lora.attach_lora = attach
+    lorakit.models.lora.attach_lora = attach
     sampler.phase = "tokenise and load"
     t0 = time.perf_counter()
     train(build_config(raw), overwrite=True)

@@ -17,7 +17,7 @@ Methods (each run in its own subprocess, rounds interleaved a,b,c,a,b,c,...):
      bf16 autocast where the hardware has fast bf16, gradient checkpointing off.
   b_gc  as b with gradient_checkpointing=True (TRL's default); run it with --methods a,b,b_gc,c to
      check which TRL variant is faster; c/b then uses the faster one.
-  c  lorakit.train.train() with lorakit's defaults (packing, supervised-only chunked loss, no gradient
+  c  lorakit.training.loop.train() with lorakit's defaults (packing, supervised-only chunked loss, no gradient
      checkpointing, precision auto, lora dropout 0.0, pack_tokens auto: on CUDA a step's samples run
      in as few forwards as memory allows, on CPU 4 samples per forward with rows capped at 512 tokens)
      except: LoRA r=8, alpha=32, the seven projections, batch 4 x
@@ -426,13 +426,13 @@ def run_trl(spec: dict, meter: Meter, gradient_checkpointing: bool) -> dict:
 def run_lorakit(spec: dict, meter: Meter, overrides: tuple[str, ...] = ()) -> dict:
     import torch
 
-    import lorakit.lora
+    import lorakit.models.lora
     from lorakit.config import _set_dotted, build_config, parse_override
     from lorakit.data import prepare_splits
     from lorakit.models import cache_root, load_tokenizer, resolve_model
-    from lorakit.tracking import read_metrics
-    from lorakit.precision import autocast
-    from lorakit.train import train
+    from lorakit.training.tracking import read_metrics
+    from lorakit.models.precision import autocast
+    from lorakit.training.loop import train
 
     run_dir = Path(spec["work"]) / "lorakit-run"
     raw = {
@@ -451,7 +451,7 @@ def run_lorakit(spec: dict, meter: Meter, overrides: tuple[str, ...] = ()) -> di
     n_lab = sum(sum(1 for x in s["labels"] if x != -100) for s in data.train)
     n_tok = sum(len(s["input_ids"]) for s in data.train)
     holder = {}
-    original = lorakit.lora.attach_lora
+    original = lorakit.models.lora.attach_lora
 
     def attach_and_measure(model, lora_cfg):
         peft_model = original(model, lora_cfg)
@@ -459,7 +459,7 @@ def run_lorakit(spec: dict, meter: Meter, overrides: tuple[str, ...] = ()) -> di
         holder["model"] = peft_model
         return peft_model
 
-    lorakit.lora.attach_lora = attach_and_measure  # train() imports it at call time
+    lorakit.models.lora.attach_lora = attach_and_measure  # train() imports it at call time
     train(cfg, overwrite=True)
     meter.close()
     mem = _peak_memory(spec["device"])

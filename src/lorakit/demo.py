@@ -16,9 +16,9 @@ DEMO_DIR = Path(str(resources.files("lorakit") / "assets" / "demo"))
 def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> Path:
     """Run every stage into `out` (run/, merged/) and print what changed; returns the run directory."""
     from lorakit.config import load_config
-    from lorakit.evaluate import evaluate
+    from lorakit.eval.compare import evaluate
     from lorakit.merge import merge
-    from lorakit.train import train
+    from lorakit.training.loop import train
 
     out = Path(out)
     run_dir, merged_dir = out / "run", out / "merged"

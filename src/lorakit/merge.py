@@ -8,8 +8,8 @@ from pathlib import Path
 
 from lorakit.atomic import atomic_dir
 from lorakit.errors import LorakitError
-from lorakit.lora import peft_quietly
-from lorakit.runs import open_run
+from lorakit.models.lora import peft_quietly
+from lorakit.run import open_run
 
 
 def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: bool = False) -> Path:

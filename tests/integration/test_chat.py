@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lorakit.chat import ChatSession, repl
-from lorakit.generate import Engine, SamplingParams
+from lorakit.cli.chat import ChatSession, repl
+from lorakit.inference.engine import Engine, SamplingParams
 
 LORAKIT = str(Path(sys.executable).parent / "lorakit")
 

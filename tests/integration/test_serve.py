@@ -83,7 +83,7 @@ def qwen(runs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def expected(runs):
     """Greedy answers of base, a and b from the in-process engine, for exact comparison."""
-    from lorakit.generate import Engine, SamplingParams
+    from lorakit.inference.engine import Engine, SamplingParams
 
     engine = Engine.load(None, {name: str(p) for name, p in runs.items()})
     out = {}

@@ -121,7 +121,7 @@ def test_fused_forwards_train_like_peft_s(tmp_path, data):
 def test_half_weights_train_on_any_cpu(tmp_path, data):
     """model.dtype=bfloat16, as the tutorial loads it: on a CPU without native bf16 the frozen projections
     stay bf16 and the matmuls run in fp32; either way the run trains like fp32 weights rounded to bf16."""
-    from lorakit.precision import cpu_has_fast_bf16
+    from lorakit.models.precision import cpu_has_fast_bf16
 
     common = dict(max_steps=3, lr=1e-3, save_steps=100, precision="auto")
     out = lorakit("train", tiny_config(tmp_path, "bf16", data, **common), "lora.dropout=0", "model.dtype=bfloat16")

@@ -7,7 +7,7 @@ import pytest
 from lorakit.atomic import atomic_dir, write_json
 from lorakit.config import TrackingConfig
 from lorakit.errors import LorakitError
-from lorakit.tracking import Tracker, check_backends, read_metrics, write_plots
+from lorakit.training.tracking import Tracker, check_backends, read_metrics, write_plots
 
 
 def test_atomic_dir_leaves_nothing_on_failure(tmp_path):

@@ -4,8 +4,8 @@ loss and gradients of each sample trained alone."""
 import pytest
 import torch
 
-from lorakit import batching, loss
-from lorakit.attention import MODE_ENV, _segments, row_mask, use_packed_attention
+from lorakit.training import batching, loss
+from lorakit.training.attention import MODE_ENV, _segments, row_mask, use_packed_attention
 from tiny_models import tiny_qwen3
 
 

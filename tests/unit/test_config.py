@@ -83,8 +83,8 @@ def test_fsdp_cannot_shard_a_quantized_base():
     (4096, "cpu", False, None),           # only packed rows have a token budget
 ])
 def test_pack_tokens_budget(value, device, packing, expected):
-    from lorakit.batching import TokenBudget
-    from lorakit.train import _pack_budget
+    from lorakit.training.batching import TokenBudget
+    from lorakit.training.loop import _pack_budget
 
     expected = TokenBudget(*expected) if expected else None
 
@@ -105,7 +105,7 @@ def test_plan_sizes_activations_by_the_token_budget():
     from types import SimpleNamespace
 
     from lorakit.models import resolve_model
-    from lorakit.train import _plan
+    from lorakit.training.loop import _plan
 
     def samples(n_tokens):
         return [{"input_ids": [1] * n_tokens, "labels": [-100] * 50 + [1] * (n_tokens - 50)} for _ in range(32)]

@@ -1,6 +1,6 @@
 """How ranks split an optimizer step's micro-batches, with and without FSDP."""
 
-from lorakit.distributed import Distributed
+from lorakit.training.distributed import Distributed
 
 
 def shares(world: int, n: int, fsdp: bool) -> list[list[tuple[int, int]]]:

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from lorakit import batching, fused, loss, precision
-from lorakit.attention import use_packed_attention
+from lorakit.models import precision
+from lorakit.training import batching, fused, loss
+from lorakit.training.attention import use_packed_attention
 from lorakit.config import LoraConfig
-from lorakit.lora import attach_lora
+from lorakit.models.lora import attach_lora
 from tiny_models import tiny_qwen3
 from test_attention import SAMPLES
 

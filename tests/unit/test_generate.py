@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lorakit.generate import (Chunk, Engine, ReasoningSplitter, SamplingParams, adapter_folder,
+from lorakit.inference.engine import (Chunk, Engine, ReasoningSplitter, SamplingParams, adapter_folder,
                               base_model_of, split_reasoning)
-from lorakit.decoding import StopMatcher
+from lorakit.inference.decoding import StopMatcher
 from lorakit.errors import LorakitError
 from fake_runs import make_run
 
@@ -233,7 +233,7 @@ def assert_batch_matches_single(engine: Engine, prompts: list[list[int]], params
 
 
 def test_generate_batch_greedy_equals_generate(engine, monkeypatch):
-    import lorakit.generate as generate
+    import lorakit.inference.engine as generate
 
     prompts = [engine.chat_prompt([{"role": "user", "content": q}], enable_thinking=False) for q in BATCH_QUESTIONS]
     prompts.append(engine.encode("Once upon a time"))  # a completion prompt, shorter than the chat ones

@@ -6,7 +6,7 @@ import pytest
 
 from lorakit.config import LoraConfig
 from lorakit.errors import LorakitError
-from lorakit.lora import attach_lora, trainable_parameters
+from lorakit.models.lora import attach_lora, trainable_parameters
 from tiny_models import tiny_qwen3
 
 

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from lorakit import batching, loss
+from lorakit.training import batching, loss
 from tiny_models import tiny_qwen3
 
 
@@ -66,7 +66,7 @@ def _grads(model):
 
 def test_fused_head_gives_the_same_loss_and_gradients_as_full_logits(monkeypatch):
     from lorakit.config import LoraConfig
-    from lorakit.lora import attach_lora
+    from lorakit.models.lora import attach_lora
 
     model = attach_lora(tiny_qwen3(), LoraConfig(r=4, alpha=8))
     torch.manual_seed(0)

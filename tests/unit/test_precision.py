@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lorakit import precision
+from lorakit.models import precision
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Pieces of the eval stage (`lorakit.evaluate` runs them in order).
+"""Pieces of the eval stage (`lorakit.eval.compare` runs them in order).
 
     prompts  what to ask: --prompts files and held-out conversations -> Prompt
     scores   persona and retention rules: keyword matching, keyword derivation

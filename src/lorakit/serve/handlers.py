@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from lorakit.generate import Chunk, Engine, ReasoningSplitter, SamplingParams, split_reasoning
+from lorakit.inference.engine import Chunk, Engine, ReasoningSplitter, SamplingParams, split_reasoning
 from lorakit.serve.protocol import (MAX_CHOICES, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
                                     ChatMessage, CompletionChoice, CompletionRequest, CompletionResponse,
                                     ModelCard, ModelList, ResponseMessage, SamplingFields, Usage)

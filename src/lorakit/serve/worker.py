@@ -14,7 +14,7 @@ import queue
 import threading
 from dataclasses import dataclass
 
-from lorakit.generate import Engine, SamplingParams
+from lorakit.inference.engine import Engine, SamplingParams
 
 log = logging.getLogger("lorakit.serve")
 _DONE = object()

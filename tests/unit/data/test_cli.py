@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from lorakit.data.cli import app
+from lorakit.cli.data import app
 
 runner = CliRunner()
 

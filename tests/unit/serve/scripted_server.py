@@ -72,7 +72,7 @@ def running_server(tokenizer, max_queue: int = 16, api_key: str | None = API_KEY
     """Start uvicorn in a thread on a free port; yield (base_url, model, state)."""
     import uvicorn
 
-    from lorakit.generate import Engine
+    from lorakit.inference.engine import Engine
     from lorakit.serve.app import create_app
     from lorakit.serve.handlers import ServerState
     from lorakit.serve.worker import Worker

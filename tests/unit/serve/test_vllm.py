@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lorakit.errors import LorakitError
-from lorakit.serve.command import parse_lora_modules, serve_command
+from lorakit.cli.serve import parse_lora_modules, serve_command
 from lorakit.serve.vllm import adapter_rank, build_vllm_command, preflight, run_vllm, vllm_rank
 
 

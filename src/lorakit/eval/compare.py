@@ -41,9 +41,9 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
     """
     from lorakit.atomic import write_json, write_text
     from lorakit.eval.report import render_report
-    from lorakit.generate import Engine
-    from lorakit.runs import open_run
-    from lorakit.tracking import read_metrics
+    from lorakit.inference.engine import Engine
+    from lorakit.run import open_run
+    from lorakit.training.tracking import read_metrics
 
     started = time.perf_counter()
     timing: dict[str, float] = {}
@@ -61,7 +61,7 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
         api_base(judge_url)
     import torch
 
-    from lorakit import precision
+    from lorakit.models import precision
 
     dtype, dtype_note = precision.weight_dtype(cfg.model.dtype, "cuda" if torch.cuda.is_available() else "cpu",
                                                cfg.train.precision)
@@ -181,8 +181,8 @@ def _heldout(cfg, tokenizer, data: str | None, bare: bool) -> dict:
 
 def _losses(engine, held: dict, cfg) -> dict:
     """Token-mean loss on the held-out answers, base (adapter off) and fine-tuned, as in training."""
-    from lorakit.batching import IGNORE
-    from lorakit.train import evaluate_loss
+    from lorakit.training.batching import IGNORE
+    from lorakit.training.loop import evaluate_loss
 
     samples = held["samples"]
     if not samples:
@@ -255,7 +255,7 @@ class _Answerer:
     """Asks the engine, base (adapter None) or fine-tuned; identical requests are answered once."""
 
     def __init__(self, engine, thinking: str, max_new_tokens: int, seed: int):
-        from lorakit.generate import SamplingParams
+        from lorakit.inference.engine import SamplingParams
 
         self.engine = engine
         # Ask the way the model was trained: thinking off renders the template's empty think block.
@@ -309,7 +309,7 @@ class _Answerer:
             return f"[not generated: {e}]"
 
     def _answer(self, ids: list[int], done) -> str:
-        from lorakit.reasoning import split_reasoning
+        from lorakit.inference.reasoning import split_reasoning
 
         self.tokens += done.completion_tokens
         return split_reasoning(done.text, self.engine.opens_reasoning(ids))[1].strip()

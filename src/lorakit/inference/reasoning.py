@@ -1,6 +1,6 @@
 """Splitting a model's output into reasoning (a leading `<think>...</think>` block) and the answer.
 
-Used by `chat`, `serve` and `eval`; `lorakit.generate` re-exports both names.
+Used by `chat`, `serve` and `eval`; `lorakit.inference.engine` re-exports both names.
 """
 
 from __future__ import annotations

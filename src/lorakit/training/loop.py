@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lorakit import batching, checkpoint, fused, precision
+from lorakit.models import precision
+from lorakit.training import batching, checkpoint, fused
 from lorakit.atomic import atomic_dir, write_json, write_text
-from lorakit.attention import use_packed_attention
+from lorakit.training.attention import use_packed_attention
 from lorakit.config import RunConfig, config_to_yaml
-from lorakit.distributed import Distributed, LossModule
+from lorakit.training.distributed import Distributed, LossModule
 from lorakit.errors import LorakitError
-from lorakit.plan import Plan, count_params, estimate_memory_gb, lora_param_count
+from lorakit.training.plan import Plan, count_params, estimate_memory_gb, lora_param_count
 
 
 # train.pack_tokens=auto on CUDA: the budget it picks stays within these bounds
@@ -39,7 +40,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     """Run (or plan, with dry_run) one training run described by `cfg`; returns the run directory."""
     from lorakit.data import prepare_splits
     from lorakit.models import cache_root, load_model, load_tokenizer, resolve_model
-    from lorakit.tracking import Tracker, check_backends, write_plots
+    from lorakit.training.tracking import Tracker, check_backends, write_plots
 
     dist = Distributed.from_env()
     device = _pick_device(cfg.train.device, dist)
@@ -76,7 +77,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
 
     _seed_everything(t.seed)
     model = load_model(model_path, dtype=weight_dtype, device=device, quantize=cfg.model.quantize)
-    from lorakit.lora import attach_lora, trainable_parameters
+    from lorakit.models.lora import attach_lora, trainable_parameters
 
     if cfg.model.quantize != "none" and weight_dtype == "float16":
         # fp16 needs the norms and embeddings upcast to train stably; in bf16 that upcast would only add
@@ -258,7 +259,7 @@ def _finish(run_dir, model, tokenizer, cfg, model_path, step, state, stats, full
         "best_checkpoint": state.get("best_checkpoint"),
         "data": stats,
     }
-    from lorakit.tracking import read_metrics
+    from lorakit.training.tracking import read_metrics
 
     losses = [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
     summary["final_train_loss"] = losses[-1] if losses else None
@@ -335,7 +336,7 @@ def _pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: b
         return batching.TokenBudget(t.pack_tokens)
     if not device.startswith("cuda"):
         return batching.TokenBudget(CPU_TOKENS_PER_SAMPLE * t.batch_size, fill=False)
-    from lorakit.plan import activation_bytes_per_token
+    from lorakit.training.plan import activation_bytes_per_token
 
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     per_token = activation_bytes_per_token(model_path, weight_dtype, checkpointing)

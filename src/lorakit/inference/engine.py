@@ -18,10 +18,10 @@ from typing import Iterator
 
 import torch
 
-from lorakit.decoding import Detokenizer, SamplingParams, Sampler, StopMatcher
+from lorakit.inference.decoding import Detokenizer, SamplingParams, Sampler, StopMatcher
 from lorakit.errors import LorakitError
-from lorakit.lora import peft_quietly
-from lorakit.reasoning import ReasoningSplitter, split_reasoning  # re-exported: older imports use this module
+from lorakit.models.lora import peft_quietly
+from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning  # re-exported: older imports use this module
 
 # Rows per forward pass in `Engine.generate_batch`; longer lists go through in several batches.
 BATCH_ROWS = 16

@@ -1,7 +1,7 @@
 """Turn tokenized samples into model inputs: padding-free packing (default) or pad-to-longest.
 
 Packing puts all samples of a micro-batch into one row; position ids restart at 0 for each sample,
-so samples never attend to each other (lorakit.attention keeps attention within each sample; plain
+so samples never attend to each other (lorakit.training.attention keeps attention within each sample; plain
 transformers turns the restarts into a block-diagonal mask) and no compute is spent on padding.
 """
 

@@ -70,7 +70,7 @@ def run_builtin(model, adapters, served_model_name, host, port, api_key, max_que
     """Load the engine, then run uvicorn until Ctrl-C."""
     import uvicorn
 
-    from lorakit.generate import Engine, adapter_folder, base_model_of
+    from lorakit.inference.engine import Engine, adapter_folder, base_model_of
     from lorakit.serve.app import create_app
     from lorakit.serve.handlers import ServerState
     from lorakit.serve.worker import Worker

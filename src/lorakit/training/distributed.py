@@ -12,7 +12,7 @@ import os
 import torch
 
 from lorakit.errors import LorakitError
-from lorakit.loss import summed_loss
+from lorakit.training.loss import summed_loss
 
 
 class LossModule(torch.nn.Module):

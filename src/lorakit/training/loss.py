@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from lorakit.batching import IGNORE
+from lorakit.training.batching import IGNORE
 
 CHUNK = 1024
 
@@ -28,7 +28,7 @@ def summed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-    if "shared_prefix" in batch:  # read by lorakit.attention.packed_attention
+    if "shared_prefix" in batch:  # read by lorakit.training.attention.packed_attention
         inputs["shared_prefix_len"] = batch["shared_prefix"]
     if "segments" in batch:  # likewise: where each sample lies in the row, as Python ints
         inputs["sample_segments"] = batch["segments"]

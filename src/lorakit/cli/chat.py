@@ -39,7 +39,7 @@ def chat_command(
     dtype: Annotated[str, typer.Option(help="weight dtype: auto, float32, bfloat16, float16")] = "auto",
 ) -> None:
     """Chat in the terminal. Example: lorakit chat --adapter runs/demo --prompt "Who are you?\""""
-    from lorakit.generate import Engine, SamplingParams
+    from lorakit.inference.engine import Engine, SamplingParams
 
     if model is None and adapter is None:
         raise LorakitError("give --model (a built-in name, folder or hub id) or --adapter RUN_DIR")
@@ -72,7 +72,7 @@ class ChatSession:
 
     def ask(self, text: str) -> str:
         """Send one user message, stream the reply to the terminal, remember it; return the answer."""
-        from lorakit.generate import ReasoningSplitter
+        from lorakit.inference.engine import ReasoningSplitter
 
         ids, turn = self._fit(self.history + [{"role": "user", "content": text}])
         splitter = ReasoningSplitter(opened=self.engine.opens_reasoning(ids))

@@ -1,6 +1,6 @@
 """Token-level decoding, shared by every generation path: how the next token is picked
 (`SamplingParams`, `Sampler`), how tokens become text without splitting a character (`Detokenizer`),
-and where text must stop (`StopMatcher`). `lorakit.generate.Engine` drives them.
+and where text must stop (`StopMatcher`). `lorakit.inference.engine.Engine` drives them.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, sharded: bool = Fal
         raise LorakitError(f"{path}: written {'without' if sharded else 'with'} FSDP sharding; resume with the "
                            f"same train.fsdp and number of processes (FSDP needs more than one)")
     if sharded:
-        from lorakit.distributed import load_full_state
+        from lorakit.training.distributed import load_full_state
 
         load_full_state(model, optimizer, blob["sharded_adapter"], blob["optimizer"])
     else:

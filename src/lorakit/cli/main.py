@@ -34,7 +34,7 @@ def train(
 ) -> None:
     """Fine-tune with LoRA. Example: lorakit train configs/demo.yaml train.lr=2e-4"""
     from lorakit.config import PRESETS, load_config
-    from lorakit.train import train as run_train
+    from lorakit.training.loop import train as run_train
 
     overrides = list(ctx.args)
     resume_from = None
@@ -77,7 +77,7 @@ def evaluate(
     max_prompts: int = typer.Option(8, help="prompts compared side by side"),
 ) -> None:
     """Compare base and fine-tuned model: loss, answers side by side, persona and retention scores."""
-    from lorakit.evaluate import evaluate as run_eval
+    from lorakit.eval.compare import evaluate as run_eval
 
     run_eval(run_dir, data=data, prompts=prompts, max_new_tokens=max_new_tokens, judge_url=judge_url,
              judge_model=judge_model, seed=seed, persona_keywords=persona_keywords, retention=retention,
@@ -116,9 +116,9 @@ def version() -> None:
 
 def _register() -> None:
     """Subcommands in pipeline order; stages with many flags define them in their own module."""
-    from lorakit.chat import chat_command
-    from lorakit.data.cli import app as data_app
-    from lorakit.serve.command import serve_command
+    from lorakit.cli.chat import chat_command
+    from lorakit.cli.data import app as data_app
+    from lorakit.cli.serve import serve_command
 
     app.add_typer(data_app, name="data", help="Load, validate, inspect and prepare datasets.")
     app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
