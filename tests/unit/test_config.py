@@ -84,13 +84,13 @@ def test_fsdp_cannot_shard_a_quantized_base():
 ])
 def test_pack_tokens_budget(value, device, packing, expected):
     from lorakit.training.batching import TokenBudget
-    from lorakit.training.loop import _pack_budget
+    from lorakit.training.plan import pack_budget
 
     expected = TokenBudget(*expected) if expected else None
 
     t = load_config(None, [f"train.pack_tokens={'null' if value is None else value}",
                            f"train.packing={str(packing).lower()}"]).train
-    assert _pack_budget(t, device, Path("unused"), "float32", False) == expected
+    assert pack_budget(t, device, Path("unused"), "float32", False) == expected
 
 
 def test_low_memory_preset_is_qlora_with_checkpointing():
@@ -105,7 +105,7 @@ def test_plan_sizes_activations_by_the_token_budget():
     from types import SimpleNamespace
 
     from lorakit.models import resolve_model
-    from lorakit.training.loop import _plan
+    from lorakit.training.plan import estimate as _plan
 
     def samples(n_tokens):
         return [{"input_ids": [1] * n_tokens, "labels": [-100] * 50 + [1] * (n_tokens - 50)} for _ in range(32)]

@@ -182,7 +182,7 @@ def _heldout(cfg, tokenizer, data: str | None, bare: bool) -> dict:
 def _losses(engine, held: dict, cfg) -> dict:
     """Token-mean loss on the held-out answers, base (adapter off) and fine-tuned, as in training."""
     from lorakit.training.batching import IGNORE
-    from lorakit.training.loop import evaluate_loss
+    from lorakit.training.loss import evaluate_loss
 
     samples = held["samples"]
     if not samples:

@@ -16,6 +16,11 @@ import torch
 IGNORE = -100
 
 
+def pad_token_id(tokenizer) -> int:
+    """The id padded batches are filled with (never supervised: labels there are IGNORE)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def step_order(n_samples: int, epoch: int, seed: int) -> list[int]:
     """The sample order of one epoch: a permutation fixed by (seed, epoch), so a resumed run replays it."""
     order = list(range(n_samples))

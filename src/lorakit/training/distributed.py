@@ -12,19 +12,17 @@ import os
 import torch
 
 from lorakit.errors import LorakitError
-from lorakit.training.loss import summed_loss
+from lorakit.training.loss import LossModule
 
 
-class LossModule(torch.nn.Module):
-    """The model and lorakit's loss as one forward. summed_loss reads the embeddings and the (often tied)
-    LM head outside the model's own forward, so this module, not the model, must be FSDP's root."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        return summed_loss(self.model, batch)
+def pick_device(choice: str, dist: "Distributed") -> str:
+    """train.device -> this process's device: its own GPU under torchrun, else the CPU."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise LorakitError("train.device: cuda requested but no CUDA GPU is visible")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    torch.cuda.set_device(dist.local_rank)
+    return f"cuda:{dist.local_rank}"
 
 
 def refuse_accelerate_sharding() -> None:

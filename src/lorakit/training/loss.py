@@ -9,13 +9,21 @@ weight), so the head's matmul is never recomputed in backward.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from lorakit.training import batching
 from lorakit.training.batching import IGNORE
 
 CHUNK = 1024
+
+
+def perplexity(loss: float) -> float:
+    """exp(token-mean loss), capped so a diverged run reports a huge number rather than overflowing."""
+    return math.exp(min(loss, 50))
 
 
 def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -78,3 +86,33 @@ class _FusedHeadLoss(torch.autograd.Function):
     def backward(ctx, grad_total):
         (grad_hidden,) = ctx.saved_tensors
         return (grad_hidden * grad_total).to(ctx.hidden_dtype), None, None
+
+
+class LossModule(torch.nn.Module):
+    """The model and lorakit's loss as one forward. summed_loss reads the embeddings and the (often tied)
+    LM head outside the model's own forward, so this module, not the model, must be FSDP's root."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return summed_loss(self.model, batch)
+
+
+@torch.no_grad()
+def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast, share_prefix=False,
+                  budget=None) -> float:
+    """Token-mean loss over `samples` (no dropout); `model` is a PEFT model or a `LossModule`. The same
+    measure for the loop's eval steps and the eval stage's held-out loss."""
+    model = model if isinstance(model, LossModule) else LossModule(model)
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for mb in batching.micro_batches(samples, batch_size, packing, pad_id, share_prefix, budget):
+        mb = batching.to_device(mb, device)
+        with autocast:
+            total += float(model(mb))
+        n += batching.supervised_tokens(mb)
+    model.train(was_training)
+    return total / max(1, n)

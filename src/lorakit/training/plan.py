@@ -1,12 +1,25 @@
-"""What a run will do before it does it: steps, tokens, trainable parameters, a memory estimate."""
+"""What a run will do before it does it: steps, tokens, trainable parameters, a memory estimate.
+
+`plan_run(cfg)` is the public entry (`lorakit train --dry-run`); `resolve_inputs` is what the plan and
+the training loop's setup share: checks, model path, tokenizer, tokenized data, step count, dtypes.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from lorakit.errors import LorakitError
+from lorakit.training import batching
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# train.pack_tokens=auto on CUDA: the budget it picks stays within these bounds
+AUTO_PACK_TOKENS = (1024, 16384)
+# train.pack_tokens=auto on CPU: batch_size samples per forward, but no packed row over this many tokens per
+# sample (512 at batch 4); a long run's peak RSS otherwise follows its longest micro-batch (docs/benchmarks.md)
+CPU_TOKENS_PER_SAMPLE = 128
 
 
 @dataclass
@@ -21,6 +34,7 @@ class Plan:
     weight_dtype: str
     device: str
     memory_gb: float
+    notes: list[str] = field(default_factory=list)  # e.g. why the weights train in another dtype
 
     def lines(self) -> list[str]:
         return [
@@ -87,3 +101,113 @@ def lora_param_count(model_path: Path, r: int, targets) -> int:
               "o_proj": (heads * hd, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
     names = shapes if targets == "all-linear" else [t for t in targets if t in shapes]
     return layers * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
+
+
+@dataclass
+class Inputs:
+    """Everything a run needs decided before any weights load; shared by the plan and the loop's setup."""
+    device: str
+    model_path: Path
+    tokenizer: Any
+    data: Any  # lorakit.data.PreparedData
+    samples_per_step: int
+    n_steps: int
+    use_fused: bool
+    weight_dtype: str
+    upcast: bool  # frozen weights stored in weight_dtype, computed in float32
+    dtype_note: str | None
+
+    @property
+    def compute_dtype(self) -> str:
+        return "float32" if self.upcast else self.weight_dtype
+
+
+def resolve_inputs(cfg, dist, device: str) -> Inputs:
+    """Check the config against this machine, resolve the model, tokenize the data, count the steps."""
+    from lorakit.data import prepare_splits
+    from lorakit.models import cache_root, load_tokenizer, precision, resolve_model
+    from lorakit.training import fused
+    from lorakit.training.tracking import check_backends
+
+    check_backends(cfg.tracking)
+    if cfg.model.quantize != "none" and not device.startswith("cuda"):
+        raise LorakitError(f"model.quantize: {cfg.model.quantize} (QLoRA) needs a CUDA GPU; "
+                           f"set model.quantize=none to train on CPU")
+    if not cfg.data.path:
+        raise LorakitError("data.path: no training data given (set data.path in the config or data.path=FILE)")
+
+    model_path = resolve_model(cfg.model.name, cfg.model.source, cfg.model.cache_dir)
+    tokenizer = load_tokenizer(model_path)
+    data = prepare_splits(cfg.data, tokenizer, cache_dir=cache_root(cfg.model.cache_dir) / "prepared")
+    if not data.train:
+        raise LorakitError(f"data.path: no usable training samples in {cfg.data.path}")
+
+    t = cfg.train
+    samples_per_step = t.batch_size * t.grad_accum * dist.world
+    n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)
+    use_fused = fused.enabled(device) and not (t.fsdp and dist.world > 1)  # sharded: one dtype, peft's forwards
+    weight_dtype, upcast, dtype_note = precision.training_weights(cfg.model.dtype, device, t.precision, use_fused)
+    return Inputs(device, model_path, tokenizer, data, samples_per_step, n_steps, use_fused, weight_dtype,
+                  upcast, dtype_note)
+
+
+def plan_run(cfg, dist=None) -> Plan:
+    """The plan of the run `cfg` describes (data, steps, model size, memory), without loading weights.
+
+    Example:
+        >>> plan = plan_run(load_config("configs/demo.yaml"))
+        >>> print("\n".join(plan.lines()))
+    """
+    from lorakit.training.distributed import Distributed, pick_device
+
+    dist = dist or Distributed.from_env()
+    inputs = resolve_inputs(cfg, dist, pick_device(cfg.train.device, dist))
+    plan = estimate(cfg, inputs.data, inputs.model_path, inputs.samples_per_step, inputs.n_steps,
+                    inputs.weight_dtype, inputs.device, inputs.compute_dtype)
+    plan.notes = [inputs.dtype_note] if inputs.dtype_note else []
+    return plan
+
+
+def estimate(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device, compute_dtype=None) -> Plan:
+    """The plan's figures from already tokenized data; the memory estimate sizes the largest forward."""
+    n_params = count_params(model_path)
+    lengths = [len(s["input_ids"]) for s in data.train]
+    t = cfg.train
+    longest = sorted(lengths)[-samples_per_step:] or [0]  # the step of the longest samples
+    tokens_micro = sum(longest[-t.batch_size:])  # its largest micro-batch of batch_size samples
+    if t.packing and t.pack_tokens == "auto" and device.startswith("cuda"):
+        budget = batching.TokenBudget(AUTO_PACK_TOKENS[1])  # the most auto picks, without loading the model
+    else:
+        budget = pack_budget(t, device, model_path, weight_dtype, False)
+    if budget:  # filled: the step's samples in rows of up to budget tokens; a cap splits that micro-batch
+        tokens_micro = max(longest[-1], min(budget.tokens, sum(longest) if budget.fill else tokens_micro))
+    mem = estimate_memory_gb(model_path, n_params, weight_dtype, tokens_micro,
+                             lora_param_count(model_path, cfg.lora.r, cfg.lora.target_modules),
+                             use_checkpointing(t.gradient_checkpointing, device), compute_dtype)
+    return Plan(len(data.train), len(data.eval), sum(lengths),
+                sum(sum(1 for x in s["labels"] if x != batching.IGNORE) for s in data.train),
+                samples_per_step, n_steps, n_params, weight_dtype, device, mem)
+
+
+def pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: bool) -> batching.TokenBudget | None:
+    """Tokens per forward (train.pack_tokens). A number fills rows up to that many tokens. auto on CUDA
+    fills half the GPU memory still free after loading with activations (the rest is for logits chunks,
+    optimizer state and fragmentation); auto on CPU keeps batch_size samples per forward, where larger
+    forwards gain little, and only caps the row at CPU_TOKENS_PER_SAMPLE x batch_size tokens (docs/benchmarks.md)."""
+    if not t.packing or t.pack_tokens is None:
+        return None
+    if t.pack_tokens != "auto":
+        return batching.TokenBudget(t.pack_tokens)
+    if not device.startswith("cuda"):
+        return batching.TokenBudget(CPU_TOKENS_PER_SAMPLE * t.batch_size, fill=False)
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    per_token = activation_bytes_per_token(model_path, weight_dtype, checkpointing)
+    low, high = AUTO_PACK_TOKENS
+    return batching.TokenBudget(int(max(low, min(high, free // 2 // per_token))))
+
+
+def use_checkpointing(choice, device: str) -> bool:
+    """train.gradient_checkpointing: auto means on for CUDA, where memory is short, off on CPU."""
+    return bool(choice) if choice != "auto" else device.startswith("cuda")
