@@ -35,6 +35,13 @@ def serve_command(
     print_command: Annotated[bool, typer.Option(
         "--print-command", help="with --engine vllm: print the vLLM command and exit")] = False,
     dtype: Annotated[str, typer.Option(help="weight dtype: auto, float32, bfloat16, float16")] = "auto",
+    max_request_mb: Annotated[float, typer.Option(
+        "--max-request-mb", help="largest request body in MiB; bigger ones get 413 unread (builtin engine)")] = 8.0,
+    max_messages: Annotated[int, typer.Option(
+        "--max-messages", help="most messages in one chat request (builtin engine)")] = 2048,
+    max_prompt_chars: Annotated[Optional[int], typer.Option(
+        "--max-prompt-chars", help="longest prompt in characters, refused before tokenising "
+                                   "(default: 16 x the context length; builtin engine)")] = None,
 ) -> None:
     """Serve a model and its LoRA adapters. Example: lorakit serve --lora-modules persona=runs/demo"""
     adapters = parse_lora_modules(lora_modules or [])
@@ -42,6 +49,8 @@ def serve_command(
         raise LorakitError("give --model (a built-in name, folder or hub id) or --lora-modules NAME=RUN_DIR")
     if max_queue < 1 or not 0 < port < 65536 or (max_model_len is not None and max_model_len < 2):
         raise LorakitError("--max-queue must be >= 1, --port in 1..65535 and --max-model-len >= 2")
+    if not max_request_mb > 0 or max_messages < 1 or (max_prompt_chars is not None and max_prompt_chars < 1):
+        raise LorakitError("--max-request-mb must be > 0, --max-messages and --max-prompt-chars >= 1")
     if engine == "vllm":
         from lorakit.serve.vllm import run_vllm
 
@@ -49,7 +58,10 @@ def serve_command(
         return
     if print_command:
         raise LorakitError("--print-command prints the vLLM command; add --engine vllm")
-    run_builtin(model, adapters, served_model_name, host, port, api_key, max_queue, max_model_len, dtype)
+    from lorakit.serve.limits import Limits
+
+    limits = Limits(int(max_request_mb * 1024 * 1024), max_messages, max_prompt_chars)
+    run_builtin(model, adapters, served_model_name, host, port, api_key, max_queue, max_model_len, dtype, limits)
 
 
 def parse_lora_modules(items: list[str]) -> dict[str, str]:
@@ -66,7 +78,8 @@ def parse_lora_modules(items: list[str]) -> dict[str, str]:
     return out
 
 
-def run_builtin(model, adapters, served_model_name, host, port, api_key, max_queue, max_model_len, dtype) -> None:
+def run_builtin(model, adapters, served_model_name, host, port, api_key, max_queue, max_model_len, dtype,
+                limits=None) -> None:
     """Load the engine, then run uvicorn until Ctrl-C."""
     import uvicorn
 
@@ -93,6 +106,8 @@ def run_builtin(model, adapters, served_model_name, host, port, api_key, max_que
                                f"({eng.max_context})")
         eng.max_context = max_model_len
     state = ServerState(eng, Worker(eng, max_queue), base_name, base_root=_root(base_ref), adapters=folders)
+    if limits is not None:
+        state.limits = limits
     app = create_app(state, api_key)
     names = ", ".join([base_name, *adapters])
     print(f"serving {names} on http://{host}:{port}/v1 (web chat at http://{host}:{port}/)",

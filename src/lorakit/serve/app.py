@@ -18,13 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lorakit import __version__
 from lorakit.serve import handlers
 from lorakit.serve.handlers import APIError, ServerState
+from lorakit.serve.limits import BodySizeLimit
 from lorakit.serve.protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
                                     CompletionResponse, ErrorResponse, ModelList)
 
 log = logging.getLogger("lorakit.serve")
 STATIC = Path(__file__).parent / "static"
 _ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-           503: {"model": ErrorResponse}}
+           413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 
 
 def create_app(state: ServerState, api_key: str | None = None) -> FastAPI:
@@ -32,7 +33,8 @@ def create_app(state: ServerState, api_key: str | None = None) -> FastAPI:
     app = FastAPI(title="lorakit", version=__version__, description="OpenAI-compatible API over lorakit models")
     app.state.lorakit = state
     _install_error_handlers(app)
-    if api_key:
+    app.add_middleware(BodySizeLimit, max_bytes=state.limits.max_request_bytes)
+    if api_key:  # added last, so it runs first: a request without the key is refused before its body is read
         _install_auth(app, api_key)
 
     @app.get("/health", summary="liveness: 200 when the server can take requests")
@@ -99,7 +101,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_auth(app: FastAPI, api_key: str) -> None:
-    app.add_middleware(_RequireKey, expected=f"Bearer {api_key}".encode())
+    app.add_middleware(_RequireKey, expected=api_key.encode())
 
 
 class _RequireKey:
@@ -111,8 +113,9 @@ class _RequireKey:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not secrets.compare_digest(given, self.expected):
+            scheme, _, token = dict(scope.get("headers") or []).get(b"authorization", b"").partition(b" ")
+            # the scheme is case-insensitive (RFC 9110 11.1): "bearer KEY" is as good as "Bearer KEY"
+            if scheme.lower() != b"bearer" or not secrets.compare_digest(token.strip(), self.expected):
                 response = _error(401, "invalid or missing API key; send the header Authorization: Bearer <key>",
                                   "authentication_error", code="invalid_api_key")
                 await response(scope, receive, send)

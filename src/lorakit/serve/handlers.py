@@ -20,6 +20,7 @@ from lorakit.inference.engine import Chunk, Engine, ReasoningSplitter, SamplingP
 from lorakit.serve.protocol import (MAX_CHOICES, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
                                     ChatMessage, CompletionChoice, CompletionRequest, CompletionResponse,
                                     ModelCard, ModelList, ResponseMessage, SamplingFields, Usage)
+from lorakit.serve.limits import Limits, lone_surrogate
 from lorakit.serve.worker import GenerationFailed, Job, QueueFull, Task, Worker
 
 log = logging.getLogger("lorakit.serve")
@@ -46,6 +47,7 @@ class ServerState:
     base_name: str
     base_root: str
     adapters: dict[str, str] = field(default_factory=dict)  # served name -> adapter path
+    limits: Limits = field(default_factory=Limits)
 
 
 def list_models(state: ServerState) -> ModelList:
@@ -59,6 +61,11 @@ def list_models(state: ServerState) -> ModelList:
 
 async def chat_completion(state: ServerState, req: ChatCompletionRequest, disconnected=None):
     """POST /v1/chat/completions. `disconnected`: an async callable, true once the client has gone."""
+    _check_text(req)
+    if len(req.messages) > state.limits.max_messages:
+        raise APIError(400, f"{len(req.messages)} messages; this server takes at most {state.limits.max_messages} "
+                            "(--max-messages)", param="messages", code="too_many_messages")
+    _check_prompt_chars(state, sum(len(m.text()) + len(m.reasoning_content or "") for m in req.messages), "messages")
     adapter = _adapter_for(state, req.model)
     kwargs = dict(req.chat_template_kwargs or {})
     thinking = kwargs.pop("enable_thinking", None)
@@ -68,7 +75,7 @@ async def chat_completion(state: ServerState, req: ChatCompletionRequest, discon
     except Exception as e:  # template errors come as several exception types; all are the request's fault
         raise APIError(400, f"could not apply the chat template: {e}", param="messages") from None
     budget = _budget(state, len(ids), req.max_completion_tokens or req.max_tokens, "messages")
-    opened = state.engine.opens_reasoning(ids)
+    opened = await run_in_threadpool(state.engine.opens_reasoning, ids)  # the tokenizer lock may be held
     job = _submit(state, [Task(ids, _params(req, budget, i), adapter, i) for i in range(req.n)])
     rid, created, started = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), time.perf_counter()
     if req.stream:
@@ -88,8 +95,10 @@ async def chat_completion(state: ServerState, req: ChatCompletionRequest, discon
 
 async def completion(state: ServerState, req: CompletionRequest, disconnected=None):
     """POST /v1/completions. `disconnected`: as for chat_completion."""
-    adapter = _adapter_for(state, req.model)
+    _check_text(req)
     prompts = req.prompts()
+    _check_prompt_chars(state, sum(len(p) for p in prompts if isinstance(p, str)), "prompt")
+    adapter = _adapter_for(state, req.model)
     if len(prompts) * req.n > MAX_CHOICES:
         raise APIError(400, f"prompts x n must be at most {MAX_CHOICES} (got {len(prompts) * req.n})", param="n")
     encoded = [p if isinstance(p, list) else await run_in_threadpool(state.engine.encode, p) for p in prompts]
@@ -99,7 +108,8 @@ async def completion(state: ServerState, req: CompletionRequest, disconnected=No
     for p, ids in enumerate(encoded):
         budget = _budget(state, len(ids), req.max_tokens, "prompt")
         tasks += [Task(ids, _params(req, budget, i), adapter, p * req.n + i) for i in range(req.n)]
-    echoes = [(p if isinstance(p, str) else state.engine.decode(p)) if req.echo else "" for p in prompts]
+    echoes = [(p if isinstance(p, str) else await run_in_threadpool(state.engine.decode, p)) if req.echo else ""
+              for p in prompts]
     job = _submit(state, tasks)
     rid, created, started = f"cmpl-{uuid.uuid4().hex}", int(time.time()), time.perf_counter()
     prompt_tokens = sum(len(ids) for ids in encoded)
@@ -176,6 +186,22 @@ async def _completion_events(job: Job, req, rid, created, prompt_tokens, echoes,
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+def _check_text(req) -> None:
+    """Refuse lone surrogates anywhere in the request, before any of it is tokenised, logged or echoed."""
+    where = lone_surrogate(req.model_dump(exclude_none=True))
+    if where:
+        raise APIError(400, f"{where}: the text holds a lone UTF-16 surrogate (e.g. \\ud800), which is not valid "
+                            "Unicode; send well-formed text", param=where)
+
+
+def _check_prompt_chars(state: ServerState, chars: int, param: str) -> None:
+    """A prompt this long cannot fit the context; refuse it before spending seconds tokenising it."""
+    most = state.limits.prompt_chars(state.engine.max_context)
+    if chars > most:
+        raise APIError(400, f"the prompt has {chars} characters; this server takes at most {most} "
+                            "(--max-prompt-chars)", param=param, code="context_length_exceeded")
+
+
 def _adapter_for(state: ServerState, model: str) -> str | None:
     if model == state.base_name:
         return None

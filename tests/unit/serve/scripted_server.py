@@ -68,7 +68,7 @@ class ScriptedModel(torch.nn.Module):
 
 
 @contextlib.contextmanager
-def running_server(tokenizer, max_queue: int = 16, api_key: str | None = API_KEY):
+def running_server(tokenizer, max_queue: int = 16, api_key: str | None = API_KEY, limits=None):
     """Start uvicorn in a thread on a free port; yield (base_url, model, state)."""
     import uvicorn
 
@@ -81,6 +81,8 @@ def running_server(tokenizer, max_queue: int = 16, api_key: str | None = API_KEY
     engine = Engine(model, tokenizer, adapters=["shouty", "thinker"])
     state = ServerState(engine, Worker(engine, max_queue), "base-model", "/models/base",
                         adapters={"shouty": "/runs/shouty/adapter", "thinker": "/runs/thinker/adapter"})
+    if limits is not None:
+        state.limits = limits
     server = uvicorn.Server(uvicorn.Config(create_app(state, api_key), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
