@@ -117,10 +117,23 @@ def _text(record: dict, key: str, field: str, source: str, problems: list[Proble
     if not isinstance(value, str):
         problems.append(Problem(source, field, f"expected a string, found {_type(value)}"))
         return None
+    if _has_lone_surrogate(value, field, source, problems):
+        return None
     if required and not value.strip():
         problems.append(Problem(source, field, "empty"))
         return None
     return value
+
+
+def _has_lone_surrogate(value: str, field: str, source: str, problems: list[Problem]) -> bool:
+    """JSON can spell half a UTF-16 pair ("\\ud800"), which is no Unicode text: tokenizers fail on it later."""
+    try:
+        value.encode("utf-8")
+        return False
+    except UnicodeEncodeError as e:
+        problems.append(Problem(source, field, f"lone UTF-16 surrogate \\u{ord(value[e.start]):04x} at character "
+                                               f"{e.start + 1}: not valid Unicode text; fix or drop that escape"))
+        return True
 
 
 def _join_parts(parts: list[dict], field: str, source: str, problems: list[Problem]) -> str | None:
@@ -151,6 +164,8 @@ def _alpaca(record: dict, source: str, problems: list[Problem]) -> list[Message]
         for i, pair in enumerate(history):
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
                 problems.append(Problem(source, f"history[{i}]", "expected a [question, answer] pair of strings"))
+                continue
+            if any(_has_lone_surrogate(x, f"history[{i}][{j}]", source, problems) for j, x in enumerate(pair)):
                 continue
             messages += [Message("user", pair[0]), Message("assistant", pair[1])]
     # Alpaca joins instruction and input with a newline (the input is the material the instruction refers to).

@@ -34,19 +34,25 @@ def iter_conversations(files: list[Path], format: str = "auto", columns: dict[st
             record = formats.rename(record, rename)
             fmt = format if format != "auto" else formats.detect(record)
             if fmt is None:
-                keys = ", ".join(sorted(map(str, record))[:8]) or "none"
+                keys = ", ".join(sorted(map(_printable, record))[:8]) or "none"
                 yield Problem(source, "", f"unknown schema (keys: {keys}); expected alpaca (instruction/output), "
                                           "sharegpt (conversations), messages, or prompt/completion; map columns with "
                                           "--columns / data.columns")
                 continue
             if format != "auto" and not _has_key_of(fmt, record):
-                yield Problem(source, _main_key(fmt), f"missing (format is {fmt}; keys: {', '.join(sorted(record))})")
+                yield Problem(source, _main_key(fmt), f"missing (format is {fmt}; keys: "
+                                                    f"{', '.join(sorted(map(_printable, record)))})")
                 continue
             counts[fmt] = counts.get(fmt, 0) + 1
             try:
                 yield formats.to_conversation(record, source, fmt, system)
             except RecordError as e:
                 yield from e.problems
+
+
+def _printable(key) -> str:
+    # a key may hold a lone surrogate ("\\ud800" in JSON); printing it raw would crash the report
+    return str(key).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _main_key(fmt: str) -> str:

@@ -181,3 +181,29 @@ def test_wrong_types_inside_messages(tmp_path):
 def test_unknown_format_name():
     with pytest.raises(LorakitError, match="unknown format"):
         load_conversations("x.jsonl", format="chatml")
+
+
+def test_lone_surrogates_are_reported_with_file_line_and_field(tmp_path, qwen3_tok):
+    """JSON may escape half a UTF-16 pair; validate names it, prepare stops on it in one line (issue 18)."""
+    from lorakit.data.prepare import data_config, prepare_splits
+
+    rows = ['{"instruction": "q\\ud800", "output": "a"}',
+            '{"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "x\\udfffy"}]}',
+            '{"instruction": "q", "output": "a", "history": [["h\\udbff", "a"]]}',
+            '{"\\ud800": 1}',
+            json.dumps(GOOD)]
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    got = problems(path)
+    assert got == [f"{path}:1: instruction: lone UTF-16 surrogate \\ud800 at character 2: not valid Unicode text; "
+                   "fix or drop that escape",
+                   f"{path}:2: messages[1].content: lone UTF-16 surrogate \\udfff at character 2: not valid Unicode "
+                   "text; fix or drop that escape",
+                   f"{path}:3: history[0][0]: lone UTF-16 surrogate \\udbff at character 2: not valid Unicode text; "
+                   "fix or drop that escape",
+                   f"{path}:4: unknown schema (keys: \\ud800); expected alpaca (instruction/output), sharegpt "
+                   "(conversations), messages, or prompt/completion; map columns with --columns / data.columns"]
+    for line in report_lines(validate_data(str(path))):
+        line.encode("utf-8")  # every report line prints on a UTF-8 terminal
+    with pytest.raises(LorakitError, match=r"s.jsonl:1: instruction: lone UTF-16 surrogate"):
+        prepare_splits(data_config(path=str(path)), qwen3_tok)
