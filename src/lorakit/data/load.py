@@ -12,6 +12,8 @@ from lorakit.data.readers import iter_records, resolve_paths
 from lorakit.errors import LorakitError
 
 _RECORD_SOURCE = re.compile(r":#?\d+$")
+# Progress bars appear once reading has taken this long (seconds): none for small files.
+PROGRESS_DELAY = 2.0
 
 
 def _check_format(format: str) -> None:
@@ -70,10 +72,18 @@ def scan(paths: str | list[str], format: str = "auto", columns: dict[str, str] |
          system: str | None = None, keep_problems: int | None = None) -> ScanResult:
     """Read everything, keeping every conversation and the problems (the first `keep_problems`, all by default).
 
-    Used by validate and inspect; memory stays bounded even for a file of millions of bad lines.
+    Used by validate; memory stays bounded even for a file of millions of bad lines.
     """
-    _check_format(format)
     result = ScanResult()
+    result.conversations.extend(scan_iter(paths, result, format, columns, system, keep_problems))
+    return result
+
+
+def scan_iter(paths: str | list[str], result: ScanResult, format: str = "auto", columns: dict[str, str] | None = None,
+              system: str | None = None, keep_problems: int | None = None) -> Iterator[Conversation]:
+    """As scan, yielding the good conversations instead of keeping them (inspect streams a big file);
+    `result` gets the files, schemas and problems, but not the conversations."""
+    _check_format(format)
     files = resolve_paths(paths)
     result.files = [str(f) for f in files]
     last_bad = None
@@ -87,8 +97,24 @@ def scan(paths: str | list[str], format: str = "auto", columns: dict[str, str] |
                 result.bad_records += 1
                 last_bad = item.source
         else:
-            result.conversations.append(item)
-    return result
+            yield item
+
+
+def progress(paths: list[str], desc: str):
+    """A tqdm bar over records (the total is known for JSONL: its line count), shown only once reading
+    has taken PROGRESS_DELAY seconds, so small files print nothing."""
+    from tqdm.auto import tqdm
+
+    total: int | None = 0
+    for f in (f for p in paths for f in resolve_paths(p)):
+        if f.is_file() and f.suffix.lower() in (".jsonl", ".ndjson"):
+            with open(f, "rb") as fh:
+                total += sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        else:
+            total = None
+            break
+    return tqdm(total=total or None, desc=desc, unit=" records", delay=PROGRESS_DELAY, dynamic_ncols=True,
+                mininterval=1.0)
 
 
 def load_conversations(paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None,
@@ -100,12 +126,18 @@ def load_conversations(paths: str | list[str], format: str = "auto", columns: di
     message where a record has none. Raises LorakitError naming `file:line: field: problem` on the
     first unusable record (`lorakit data validate` lists all of them).
     """
+    return list(iter_loaded_conversations(paths, format, columns, system))
+
+
+def iter_loaded_conversations(paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None,
+                              system: str | None = None) -> Iterator[Conversation]:
+    """As load_conversations, one at a time: a big file is never held whole (prepare streams it)."""
     _check_format(format)
-    out: list[Conversation] = []
+    empty = True
     for item in iter_conversations(resolve_paths(paths), format, columns, system):
         if isinstance(item, Problem):
             raise LorakitError(f"{item} (run `lorakit data validate` to list every problem)")
-        out.append(item)
-    if not out:
+        empty = False
+        yield item
+    if empty:
         raise LorakitError(f"{paths}: no records found")
-    return out

@@ -7,14 +7,16 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from lorakit.atomic import atomic_dir, write_json
 from lorakit.data.conversation import Conversation
-from lorakit.data.load import load_conversations
+from lorakit.data.load import iter_loaded_conversations, load_conversations, progress
 from lorakit.data.readers import resolve_paths
-from lorakit.data.template import IGNORE, tokenize_conversation
+from lorakit.data.samples import SampleBuilder, Samples
+from lorakit.data.template import tokenize_conversation
 from lorakit.errors import LorakitError
 
 # Bump when tokenization or the cache layout changes, so old caches are not reused.
@@ -23,10 +25,12 @@ CACHE_VERSION = 1
 
 @dataclass
 class PreparedData:
-    """Tokenized samples ({"input_ids", "labels"}) per split, plus counts describing what was done."""
+    """Tokenized samples ({"input_ids", "labels"}) per split, plus counts describing what was done.
 
-    train: list[dict]
-    eval: list[dict]
+    `train` and `eval` are `Samples`: read-only sequences of those dicts, stored as flat arrays."""
+
+    train: Samples
+    eval: Samples
     stats: dict = field(default_factory=dict)
     cache_path: Path | None = None
 
@@ -101,14 +105,21 @@ def cache_key(cfg, tokenizer) -> str:
     return h.hexdigest()[:24]
 
 
-def _dedup(convs: list[Conversation], seen: set[str]) -> tuple[list[Conversation], int]:
-    out = []
+def _digest(c: Conversation) -> bytes:
+    # 32 bytes per record instead of the whole text: dedup of a big file must not hold a second copy
+    return hashlib.sha256(c.key().encode("utf-8")).digest()
+
+
+def _unique(convs: Iterable[Conversation], seen: set[bytes] | None, dropped: list[int]) -> Iterator[Conversation]:
+    """`convs` without exact duplicates (of each other and of `seen`); counts the drops in dropped[0]."""
     for c in convs:
-        k = c.key()
-        if k not in seen:
+        if seen is not None:
+            k = _digest(c)
+            if k in seen:
+                dropped[0] += 1
+                continue
             seen.add(k)
-            out.append(c)
-    return out, len(convs) - len(out)
+        yield c
 
 
 def _eval_count(share: float, n: int) -> int:
@@ -120,43 +131,57 @@ def _eval_count(share: float, n: int) -> int:
     return count
 
 
-def split_conversations(cfg) -> tuple[list[Conversation], list[Conversation], dict]:
-    """Load, deduplicate, split, mix (with weights) and cap the conversations; tokenizer-free."""
+def _check_weights(cfg) -> None:
     paths = _paths(cfg)
     if cfg.weights and len(cfg.weights) != len(paths):
         raise LorakitError(f"data.weights: {len(cfg.weights)} weights for {len(paths)} paths; give one per path")
     if any(w < 0 for w in cfg.weights) or (cfg.weights and sum(cfg.weights) <= 0):
         raise LorakitError("data.weights: weights must be >= 0 and not all zero")
+
+
+def _plan(cfg, counts: list[int]) -> tuple[list[int], list[int]]:
+    """Which records (numbered across all paths, after dedup) train and which are held out.
+
+    Depends only on the per-path counts and the seed, so the loader of conversations (eval) and the
+    streaming tokenizer (prepare) make the same split.
+    """
     rng = random.Random(cfg.seed)
-    seen: set[str] = set()
-    stats = {"records": 0, "duplicates_dropped": 0}
-    trains: list[list[Conversation]] = []
-    evals: list[Conversation] = []
-    for p in paths:
-        convs = load_conversations(p, cfg.format, cfg.columns or None, cfg.system)
-        stats["records"] += len(convs)
-        if cfg.dedup:
-            convs, dropped = _dedup(convs, seen)
-            stats["duplicates_dropped"] += dropped
-        n_eval = 0 if cfg.eval_path else _eval_count(cfg.eval_split, len(convs))
+    parts: list[list[int]] = []
+    evals: list[int] = []
+    start = 0
+    for n in counts:
+        n_eval = 0 if cfg.eval_path else _eval_count(cfg.eval_split, n)
         # Hold out a random subset but keep input order in both parts (the trainer shuffles per epoch).
-        held = set(rng.sample(range(len(convs)), n_eval)) if n_eval else set()
-        trains.append([c for i, c in enumerate(convs) if i not in held])
-        evals += [c for i, c in enumerate(convs) if i in held]
-    if cfg.eval_path:
-        evals = load_conversations(cfg.eval_path, cfg.format, cfg.columns or None, cfg.system)
-        if cfg.dedup:
-            evals, _ = _dedup(evals, set())
-    if cfg.weights and len(trains) > 1:
-        train = _mix(trains, cfg.weights, rng)
-    else:
-        train = [c for part in trains for c in part]
+        held = set(rng.sample(range(n), n_eval)) if n_eval else set()
+        parts.append([start + i for i in range(n) if i not in held])
+        evals += [start + i for i in sorted(held)]
+        start += n
+    train = _mix(parts, cfg.weights, rng) if cfg.weights and len(parts) > 1 else [i for part in parts for i in part]
     if cfg.max_samples is not None:
         train = train[: cfg.max_samples]
-    return train, evals, stats
+    return train, evals
 
 
-def _mix(parts: list[list[Conversation]], weights: list[float], rng: random.Random) -> list[Conversation]:
+def split_conversations(cfg) -> tuple[list[Conversation], list[Conversation], dict]:
+    """Load, deduplicate, split, mix (with weights) and cap the conversations; tokenizer-free."""
+    _check_weights(cfg)
+    seen: set[bytes] | None = set() if cfg.dedup else None
+    dropped = [0]
+    convs, counts = [], []
+    for p in _paths(cfg):
+        part = list(_unique(load_conversations(p, cfg.format, cfg.columns or None, cfg.system), seen, dropped))
+        convs += part
+        counts.append(len(part))
+    stats = {"records": len(convs) + dropped[0], "duplicates_dropped": dropped[0]}
+    train, held = _plan(cfg, counts)
+    evals = [convs[i] for i in held]
+    if cfg.eval_path:
+        loaded = load_conversations(cfg.eval_path, cfg.format, cfg.columns or None, cfg.system)
+        evals = list(_unique(loaded, set() if cfg.dedup else None, [0]))
+    return [convs[i] for i in train], evals, stats
+
+
+def _mix(parts: list[list], weights: list[float], rng: random.Random) -> list:
     """Sample each source with replacement in proportion to its weight; the total size stays the same."""
     total = sum(len(p) for p in parts)
     wsum = sum(weights)
@@ -169,23 +194,60 @@ def _mix(parts: list[list[Conversation]], weights: list[float], rng: random.Rand
     return out
 
 
-def _tokenize_all(tokenizer, convs: list[Conversation], cfg, stats: dict, prefix: str) -> list[dict]:
-    out = []
-    truncated = dropped = tokens = supervised = 0
+def _tokenize_into(builder: SampleBuilder, convs: Iterable[Conversation], tokenizer, cfg) -> int:
+    """Tokenize conversations as they stream in; returns how many were added."""
+    n = 0
     for c in convs:
-        s = tokenize_conversation(tokenizer, c, thinking=cfg.thinking, train_on=cfg.train_on, max_length=cfg.max_length)
-        n_sup = sum(1 for l in s["labels"] if l != IGNORE)
-        truncated += s["truncated"]
-        if n_sup == 0:
-            dropped += 1  # truncation cut every answer token: nothing left to learn from
-            continue
-        tokens += len(s["input_ids"])
-        supervised += n_sup
-        out.append({"input_ids": s["input_ids"], "labels": s["labels"]})
-    stats.update({f"{prefix}_samples": len(out), f"{prefix}_tokens": tokens,
-                  f"{prefix}_supervised_tokens": supervised, f"{prefix}_truncated": truncated,
-                  f"{prefix}_dropped_no_loss": dropped})
+        builder.add(tokenize_conversation(tokenizer, c, thinking=cfg.thinking, train_on=cfg.train_on,
+                                          max_length=cfg.max_length))
+        n += 1
+    return n
+
+
+def _counted(convs: Iterable[Conversation], bar) -> Iterator[Conversation]:
+    for c in convs:
+        bar.update(1)
+        yield c
+
+
+def _usable(samples: Samples, positions: list[int], stats: dict, prefix: str) -> Samples:
+    """The chosen samples minus those truncation left without an answer token, with their counts."""
+    chosen = samples.take(positions)
+    keep = np.flatnonzero(samples.supervised[chosen.order] > 0) if len(chosen) else np.zeros(0, np.int64)
+    out = chosen.take(keep)
+    stats.update({f"{prefix}_samples": len(out), f"{prefix}_tokens": out.token_count(),
+                  f"{prefix}_supervised_tokens": int(samples.supervised[out.order].sum()),
+                  f"{prefix}_truncated": int(samples.truncated[chosen.order].sum()),
+                  f"{prefix}_dropped_no_loss": len(chosen) - len(out)})
     return out
+
+
+def _stream_splits(cfg, tokenizer) -> PreparedData:
+    """Read, deduplicate and tokenize record by record into flat arrays, then split by index."""
+    _check_weights(cfg)
+    paths = _paths(cfg)
+    seen: set[bytes] | None = set() if cfg.dedup else None
+    dropped = [0]
+    builder, counts = SampleBuilder(), []
+    with progress(paths + ([cfg.eval_path] if cfg.eval_path else []), "prepare") as bar:
+        for p in paths:
+            convs = _counted(iter_loaded_conversations(p, cfg.format, cfg.columns or None, cfg.system), bar)
+            counts.append(_tokenize_into(builder, _unique(convs, seen, dropped), tokenizer, cfg))
+        eval_builder = SampleBuilder()
+        if cfg.eval_path:
+            convs = _counted(iter_loaded_conversations(cfg.eval_path, cfg.format, cfg.columns or None, cfg.system),
+                             bar)
+            _tokenize_into(eval_builder, _unique(convs, set() if cfg.dedup else None, [0]), tokenizer, cfg)
+    stats = {"records": sum(counts) + dropped[0], "duplicates_dropped": dropped[0]}
+    train_at, eval_at = _plan(cfg, counts)
+    everything = builder.build()
+    train = _usable(everything, train_at, stats, "train")
+    if cfg.eval_path:
+        held = eval_builder.build()
+        evals = _usable(held, list(range(len(held))), stats, "eval")
+    else:
+        evals = _usable(everything, eval_at, stats, "eval")
+    return PreparedData(train, evals, stats)
 
 
 def prepare_splits(cfg, tokenizer, cache_dir: Path | None = None) -> PreparedData:
@@ -195,20 +257,18 @@ def prepare_splits(cfg, tokenizer, cache_dir: Path | None = None) -> PreparedDat
     eval_split (share < 1 or count >= 1), eval_path, dedup, max_samples and seed. Samples whose every
     answer token was cut by truncation are dropped and counted. With `cache_dir`, the result is stored
     under a hash of the data files, tokenizer and settings, and a second call loads it instead.
+    Records stream from disk into flat int32 arrays (`Samples`), so memory follows the token count.
     """
     key = cache_key(cfg, tokenizer) if cache_dir is not None else None
     if key is not None:
         hit = Path(cache_dir) / key
         if (hit / "stats.json").is_file():
             return load_prepared(hit)
-    train_c, eval_c, stats = split_conversations(cfg)
-    train = _tokenize_all(tokenizer, train_c, cfg, stats, "train")
-    evals = _tokenize_all(tokenizer, eval_c, cfg, stats, "eval")
-    if not train:
+    data = _stream_splits(cfg, tokenizer)
+    if not data.train:
         raise LorakitError(f"{cfg.path}: no training samples left (all were cut by max_length={cfg.max_length} "
                            "before any answer token); raise data.max_length")
-    stats["cache_key"] = key
-    data = PreparedData(train, evals, stats)
+    data.stats["cache_key"] = key
     if key is not None:
         final = Path(cache_dir) / key
         try:
@@ -223,28 +283,24 @@ def prepare_splits(cfg, tokenizer, cache_dir: Path | None = None) -> PreparedDat
 def save_prepared(data: PreparedData, folder: Path) -> None:
     """Write splits as flat int32 arrays plus offsets (fast to load) and stats.json (written last)."""
     for name, samples in (("train", data.train), ("eval", data.eval)):
-        lengths = np.array([len(s["input_ids"]) for s in samples], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        ids = np.array([t for s in samples for t in s["input_ids"]], dtype=np.int32)
-        labels = np.array([t for s in samples for t in s["labels"]], dtype=np.int32)
-        np.save(folder / f"{name}_input_ids.npy", ids)
-        np.save(folder / f"{name}_labels.npy", labels)
-        np.save(folder / f"{name}_offsets.npy", offsets)
+        _as_samples(samples).save(folder, name)
     write_json(folder / "stats.json", data.stats)
 
 
+def _as_samples(samples) -> Samples:
+    if isinstance(samples, Samples):
+        return samples
+    builder = SampleBuilder()
+    for s in samples:
+        builder.add(s)
+    return builder.build()
+
+
 def load_prepared(folder: Path) -> PreparedData:
-    """Read a folder written by save_prepared."""
+    """Read a folder written by save_prepared (the arrays stay flat: no per-token Python objects)."""
     folder = Path(folder)
-    splits = {}
-    for name in ("train", "eval"):
-        ids = np.load(folder / f"{name}_input_ids.npy")
-        labels = np.load(folder / f"{name}_labels.npy")
-        offsets = np.load(folder / f"{name}_offsets.npy")
-        splits[name] = [{"input_ids": ids[a:b].tolist(), "labels": labels[a:b].tolist()}
-                        for a, b in zip(offsets[:-1], offsets[1:])]
     stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
-    return PreparedData(splits["train"], splits["eval"], stats, folder)
+    return PreparedData(Samples.load(folder, "train"), Samples.load(folder, "eval"), stats, folder)
 
 
 def export_jsonl(samples: list[dict], path: str | Path) -> None:

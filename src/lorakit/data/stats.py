@@ -3,13 +3,14 @@ coloured preview showing which tokens carry loss."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from lorakit.data.conversation import Conversation
-from lorakit.data.load import scan
+from lorakit.data.conversation import ScanResult
+from lorakit.data.load import progress, scan_iter
 from lorakit.data.template import IGNORE, encode_with_offsets, label_tokens, render_with_spans
 
 PERCENTILES = (50, 90, 95, 99)
@@ -50,18 +51,23 @@ def inspect_data(paths: str | list[str], tokenizer, *, format: str = "auto", col
                  system: str | None = None, thinking: str = "off", train_on: str = "all", max_length: int = 1024,
                  preview: int = 2) -> Inspection:
     """Tokenize every good record (without truncating, so the cut can be measured) and collect statistics."""
-    result = scan(paths, format, columns, system, keep_problems=0)
-    lengths, supervised, previews = [], [], []
-    for i, conv in enumerate(result.conversations):
-        text, spans = render_with_spans(tokenizer, conv, thinking=thinking, train_on=train_on)
-        ids, offsets = encode_with_offsets(tokenizer, text)
-        labels = label_tokens(ids, offsets, spans)
-        lengths.append(len(ids))
-        supervised.append(sum(1 for l in labels[:max_length] if l != IGNORE))
-        if i < preview:
-            previews.append((conv.source, _pieces(text, offsets, labels)))
-    return Inspection(result.records, result.bad_records, result.problem_count, lengths, supervised, max_length,
-                      duplicate_count(result.conversations), result.files, previews)
+    result = ScanResult()
+    lengths, supervised, previews, seen = [], [], [], set()
+    with progress([paths] if isinstance(paths, str) else list(paths), "inspect") as bar:
+        # one conversation at a time: only two numbers and a 32-byte digest stay per record
+        for i, conv in enumerate(scan_iter(paths, result, format, columns, system, keep_problems=0)):
+            bar.update(1)
+            text, spans = render_with_spans(tokenizer, conv, thinking=thinking, train_on=train_on)
+            ids, offsets = encode_with_offsets(tokenizer, text)
+            labels = label_tokens(ids, offsets, spans)
+            lengths.append(len(ids))
+            supervised.append(sum(1 for l in labels[:max_length] if l != IGNORE))
+            seen.add(hashlib.sha256(conv.key().encode("utf-8")).digest())
+            if i < preview:
+                previews.append((conv.source, _pieces(text, offsets, labels)))
+    records = len(lengths) + result.bad_records
+    return Inspection(records, result.bad_records, result.problem_count, lengths, supervised, max_length,
+                      len(lengths) - len(seen), result.files, previews)
 
 
 def _pieces(text: str, offsets: list[tuple[int, int]], labels: list[int]) -> list[tuple[str, bool]]:
@@ -149,7 +155,3 @@ def render_report(inspection: Inspection, console) -> None:
             text.append(piece, style=style)
         console.print(text)
 
-
-def duplicate_count(convs: list[Conversation]) -> int:
-    """How many conversations repeat an earlier one exactly."""
-    return len(convs) - len({c.key() for c in convs})

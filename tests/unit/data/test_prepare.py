@@ -114,3 +114,26 @@ def test_export_jsonl(qwen3_tok, fixtures, tmp_path):
 def test_bad_data_stops_prepare_with_file_line(qwen3_tok, fixtures):
     with pytest.raises(LorakitError, match=r"bad.jsonl:2: invalid JSON"):
         prepare_splits(DataConfig(path=str(fixtures / "bad.jsonl")), qwen3_tok)
+
+
+def test_prepared_samples_are_flat_arrays_with_progress(qwen3_tok, tmp_path, monkeypatch, capsys):
+    """Issue 18: a big JSONL is streamed into int32 arrays (8 bytes a token, not ~72 as Python lists),
+    a cache hit stays in arrays, and preparing shows a progress bar over the records."""
+    import numpy as np
+
+    from lorakit.data import load
+    from lorakit.data.samples import Samples
+
+    monkeypatch.setattr(load, "PROGRESS_DELAY", 0)  # the bar shows at once instead of after 2 s
+    path = write_alpaca(tmp_path / "d.jsonl", 12, dup=2)
+    cfg = DataConfig(path=str(path), eval_split=3)
+    data = prepare_splits(cfg, qwen3_tok, cache_dir=tmp_path / "cache")
+    assert "prepare: 100%|██████████| 14/14" in capsys.readouterr().err  # 12 records + 2 duplicates
+    assert isinstance(data.train, Samples) and data.train.ids.dtype == np.int32
+    assert data.train.ids.nbytes == 4 * (data.stats["train_tokens"] + data.stats["eval_tokens"])  # one copy, shared
+    assert (len(data.train), len(data.eval)) == (9, 3)
+    plain = prepare_splits(cfg, qwen3_tok)  # no cache
+    assert data.train == plain.train and data.eval == plain.eval
+    hit = prepare_splits(cfg, qwen3_tok, cache_dir=tmp_path / "cache")
+    assert hit.cache_path == data.cache_path and isinstance(hit.train, Samples)
+    assert hit.train == data.train and hit.eval == data.eval and hit.train[2:4] == list(data.train)[2:4]
