@@ -74,7 +74,7 @@ def main() -> None:
         print(json.dumps({"case": "50 MB chat body", "status": status, "seconds": round(seconds, 2),
                           "rss_before_mib": round(before), "rss_after_mib": round(rss_mib(proc.pid))}))
         ten = json.dumps({"model": MODEL, "prompt": "word " * (2 << 20)}).encode()  # 10 MiB
-        seven = json.dumps({"model": MODEL, "prompt": "word " * (7 << 18)}).encode()  # 7 MiB, under the body cap
+        seven = json.dumps({"model": MODEL, "prompt": "word " * ((7 << 20) // 5)}).encode()  # 7 MiB: under the cap
         for label, body in (("10 MB prompt", ten), ("7 MB prompt", seven)):
             result: dict = {}
             t = threading.Thread(target=lambda: result.update(zip(("status", "seconds"),
