@@ -14,7 +14,7 @@ import time
 
 import httpx
 import pytest
-from test_serve import BASE, Server
+from test_serve import BASE, Server, run_cli
 
 KEY = "sk-faults"
 CAP = 1024 * 1024
@@ -120,3 +120,10 @@ def test_lower_case_bearer(server):
     r = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"bearer {KEY}"}, timeout=30)
     assert r.status_code == 200 and r.json()["data"][0]["id"] == BASE
     assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"bearer {KEY}x"}).status_code == 401
+
+
+def test_bad_limit_flags_are_one_line_errors():
+    for flag, value in (("--max-request-mb", "0"), ("--max-messages", "0"), ("--max-prompt-chars", "-5")):
+        done = run_cli("serve", "--model", BASE, flag, value)
+        assert done.returncode == 2 and done.stderr.startswith("error: --max-request-mb must be > 0"), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
