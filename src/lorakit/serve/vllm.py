@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +37,14 @@ def run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_
     if print_command:
         typer.echo(shlex.join(cmd))
         return
-    if shutil.which(cmd[0]) is None:
-        raise LorakitError("vLLM is not installed (pip install vllm on a CUDA machine); use --engine builtin, "
+    from lorakit.install import install_command, vllm_executable
+
+    exe = vllm_executable()  # on PATH, or in the checkout's .venv-vllm (it pins its own torch)
+    if exe is None:
+        hint = install_command("vllm in a virtual environment of its own (it pins its own torch)", "install-gpu")
+        raise LorakitError(f"vLLM is not installed ({hint}); use --engine builtin, "
                            "or --print-command to see the command")  # fmt: skip
+    cmd[0] = exe
     print(f"running: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     code = subprocess.call(cmd)
     if code:

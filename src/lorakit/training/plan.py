@@ -47,11 +47,15 @@ class Plan:
 
 
 def count_params(model_path: Path) -> int:
-    """Parameter count read from safetensors headers, without loading any weights."""
+    """Parameter count read from safetensors headers, without loading any weights; for a folder that has
+    only config.json (planning for a model not downloaded yet), from the model built on the meta device."""
     from safetensors import safe_open
 
+    files = list(Path(model_path).glob("*.safetensors"))
+    if not files:
+        return _count_params_from_config(model_path)
     total = 0
-    for f in Path(model_path).glob("*.safetensors"):
+    for f in files:
         with safe_open(str(f), framework="pt") as st:
             for k in st.keys():
                 n = 1
@@ -61,19 +65,55 @@ def count_params(model_path: Path) -> int:
     return total
 
 
-def estimate_memory_gb(model_path: Path, n_params: int, weight_dtype: str, tokens_per_micro: int,
-                       lora_params: int, gradient_checkpointing: bool, compute_dtype: str | None = None) -> float:
+def _count_params_from_config(model_path: Path) -> int:
+    """Builds the model with one and with two layers on the meta device (no memory, no init) and scales the
+    difference to every layer: as exact as building the whole model, in a fraction of the time."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    layers = AutoConfig.from_pretrained(str(model_path)).num_hidden_layers
+
+    def count(n: int) -> int:
+        config = AutoConfig.from_pretrained(str(model_path), num_hidden_layers=n)
+        if getattr(config, "layer_types", None):
+            config.layer_types = config.layer_types[:n]
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        return sum(p.numel() for p in model.parameters())  # tied weights counted once, as stored
+
+    one = count(1)
+    return one + (layers - 1) * (count(2) - one)
+
+
+def estimate_memory_gb(model_path: Path, n_params: int, weight_dtype: str, tokens_micro: int,
+                       lora_params: int, gradient_checkpointing: bool, compute_dtype: str | None = None,
+                       quantize: str = "none") -> float:
     """A rough upper estimate: weights, LoRA params with grads and Adam moments, saved activations (in
     the compute dtype, by default the weights'), and one chunk of LM-head logits. Good to a factor of
-    ~1.5, enough to pick a preset."""
+    ~1.5, enough to pick a preset (checked against measured GPU peaks in docs/benchmarks.md)."""
     cfg = json.loads((Path(model_path) / "config.json").read_text())
     vocab = cfg.get("vocab_size", 32000)
-    weights = n_params * BYTES.get(weight_dtype, 4)
+    weights = weight_bytes(model_path, n_params, weight_dtype, quantize)
     lora_state = lora_params * 16
-    activations = tokens_per_micro * activation_bytes_per_token(model_path, compute_dtype or weight_dtype,
-                                                                gradient_checkpointing)
+    activations = tokens_micro * activation_bytes_per_token(model_path, compute_dtype or weight_dtype,
+                                                            gradient_checkpointing)
     logits = 1024 * vocab * 4 * 3
     return (weights + lora_state + activations + logits) / 1e9
+
+
+# bytes per weight of a bitsandbytes-quantised linear layer: NF4 packs two per byte, plus one absmax per
+# 64 weights (itself quantised to 8 bits with double quantisation); int8 keeps one float per row
+QUANTIZED_BYTES = {"4bit": 0.5 + 1 / 64, "8bit": 1.0}
+
+
+def weight_bytes(model_path: Path, n_params: int, weight_dtype: str, quantize: str = "none") -> float:
+    """The base's weights in memory. A quantised base (QLoRA) stores its decoder layers' linear weights
+    in 4 or 8 bits; embeddings, the LM head and the norms stay in the weight dtype."""
+    full = BYTES.get(weight_dtype, 4)
+    if quantize not in QUANTIZED_BYTES:
+        return n_params * full
+    linear = _linear_weight_count(model_path)
+    return linear * QUANTIZED_BYTES[quantize] + (n_params - linear) * full
 
 
 def activation_bytes_per_token(model_path: Path, weight_dtype: str, gradient_checkpointing: bool) -> int:
@@ -90,6 +130,18 @@ def activation_bytes_per_token(model_path: Path, weight_dtype: str, gradient_che
 
 def lora_param_count(model_path: Path, r: int, targets) -> int:
     """LoRA parameters for rank r on the targeted projections (all linear layers for 'all-linear')."""
+    shapes, layers = _projection_shapes(model_path)
+    names = shapes if targets == "all-linear" else [t for t in targets if t in shapes]
+    return layers * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
+
+
+def _linear_weight_count(model_path: Path) -> int:
+    """Weights in the decoder layers' projections: what a quantised base stores in 4 or 8 bits."""
+    shapes, layers = _projection_shapes(model_path)
+    return layers * sum(a * b for a, b in shapes.values())
+
+
+def _projection_shapes(model_path: Path) -> tuple[dict[str, tuple[int, int]], int]:
     cfg = json.loads((Path(model_path) / "config.json").read_text())
     h = cfg.get("hidden_size", 1024)
     i = cfg.get("intermediate_size", 4 * h)
@@ -99,8 +151,7 @@ def lora_param_count(model_path: Path, r: int, targets) -> int:
     hd = cfg.get("head_dim", h // heads)
     shapes = {"q_proj": (h, heads * hd), "k_proj": (h, kv * hd), "v_proj": (h, kv * hd),
               "o_proj": (heads * hd, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-    names = shapes if targets == "all-linear" else [t for t in targets if t in shapes]
-    return layers * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
+    return shapes, layers
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 from lorakit.config import TrackingConfig
 from lorakit.errors import LorakitError
 
+DEPENDENCIES = {"swanlab": "install", "tensorboard": "install"}  # installed by default: `make install` restores them
 PIP_NAMES = {"swanlab": "swanlab[dashboard]", "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
@@ -18,7 +19,10 @@ def check_backends(cfg: TrackingConfig) -> None:
     """Fail before training if a requested tracker is not installed."""
     for name in cfg.backends:
         if importlib.util.find_spec(name) is None:
-            raise LorakitError(f"tracking.backends: {name} is not installed (pip install '{PIP_NAMES[name]}')")
+            from lorakit.install import install_command
+
+            raise LorakitError(f"tracking.backends: {name} is not installed "
+                               f"({install_command(repr(PIP_NAMES[name]), DEPENDENCIES.get(name))})")
 
 
 class Tracker:

@@ -1,0 +1,43 @@
+"""`lorakit doctor [CONFIG]`: the machine as lorakit sees it, and whether a run of CONFIG fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lorakit.errors import LorakitError
+
+
+def doctor_command(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Argument(None, help="run config YAML to check for fit; key=value overrides may follow"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="named overrides, as for train: low-memory"),
+    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", metavar="GIB", min=1,
+                                               help="plan for a GPU of this many GiB (e.g. 24) instead of "
+                                               "this machine's device"),
+) -> None:
+    """Report torch, GPUs, CPU bf16/AMX and optional engines; with CONFIG, will its training fit."""
+    from lorakit import doctor
+
+    machine = doctor.inspect_machine()
+    for line in machine.lines():
+        typer.echo(line)
+    if config is None:
+        if ctx.args:
+            raise LorakitError(f"overrides {ctx.args} need a config: lorakit doctor CONFIG key=value ...")
+        return
+    from lorakit.config import PRESETS, load_config
+
+    overrides = list(ctx.args)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise LorakitError(f"--preset {preset}: unknown preset; choose from {', '.join(PRESETS)}")
+        overrides = PRESETS[preset] + overrides
+    cfg = load_config(config, overrides)
+    target = doctor.pick_target(cfg, machine, gpu_memory)
+    typer.echo(f"lorakit train {config} trains on {target.label}")
+    found = doctor.estimates(cfg, target, doctor.plan_peak_bytes)
+    for line in doctor.fit_lines(found, target, machine.engines.get("bitsandbytes") is not None):
+        typer.echo(line)

@@ -1,0 +1,260 @@
+"""`lorakit doctor`: what this machine gives lorakit, and whether a run will fit, in a few seconds.
+
+It reads what torch, /proc and the installed packages already know; it loads no model and runs no kernel,
+so it answers in the time torch takes to import. With a config it prints the `train --dry-run` memory
+estimate (the same planning code) against the memory the run would get, and the settings that bring the
+estimate under it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIB = 2**30
+# CPU flags that decide how fast bf16 runs on a CPU (precision.py picks bf16 autocast where one is present)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+@dataclass
+class Gpu:
+    index: int
+    name: str
+    total_bytes: int
+    free_bytes: int
+    capability: tuple[int, int]
+
+    @property
+    def bf16(self) -> bool:
+        return self.capability >= (8, 0)  # Ampere and later compute bf16 natively
+
+    def line(self) -> str:
+        return (f"GPU {self.index}: {self.name}, {self.total_bytes / GIB:.1f} GiB "
+                f"({self.free_bytes / GIB:.1f} free), compute {self.capability[0]}.{self.capability[1]}, "
+                f"bf16 {'yes' if self.bf16 else 'no (fp16 autocast instead)'}")
+
+
+@dataclass
+class Machine:
+    torch_version: str
+    cuda_build: str | None  # the CUDA version torch was built for; None for the CPU wheel
+    gpus: list[Gpu]
+    cpu_model: str
+    cpu_flags: dict[str, bool]
+    ram_available_bytes: int | None
+    engines: dict[str, str | None] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        build = f"CUDA {self.cuda_build} build" if self.cuda_build else "CPU build"
+        out = [f"torch {self.torch_version} ({build})"]
+        if self.cuda_build and not self.gpus:
+            out.append("no GPU visible to torch (driver missing, or CUDA_VISIBLE_DEVICES hides them): "
+                       "training runs on the CPU")
+        if not self.cuda_build and _nvidia_driver_present():
+            out.append("an NVIDIA driver is present but torch is the CPU wheel: run `make install TORCH=cuda` "
+                       "(or `make clean install`) to get the CUDA build")
+        out += [g.line() for g in self.gpus]
+        out.append(f"lorakit train (train.device auto) uses: {'GPU 0, ' + self.gpus[0].name if self.gpus else 'the CPU'}")
+        flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in self.cpu_flags.items())
+        native = "native bf16" if self.cpu_flags.get("avx512_bf16") or self.cpu_flags.get("amx_bf16") else \
+            "bf16 emulated (lorakit computes in fp32 on this CPU)"
+        out.append(f"CPU: {self.cpu_model}, {os.cpu_count()} cores; {flags} ({native})")
+        if self.ram_available_bytes is not None:
+            out.append(f"RAM: {self.ram_available_bytes / GIB:.1f} GiB available")
+        for name, version in self.engines.items():
+            out.append(f"{name}: {version or 'not installed (' + ENGINE_HINTS[name] + ')'}")
+        return out
+
+
+ENGINE_HINTS = {
+    "bitsandbytes": "needed by --preset low-memory; `make install-gpu`",
+    "vllm": "needed by serve --engine vllm; `make install-gpu` puts it in .venv-vllm",
+    "llama.cpp": "optional, for GGUF quantisation: pip install llama-cpp-python, or llama-quantize on PATH",
+}
+
+
+def inspect_machine(cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path("/proc/meminfo")) -> Machine:
+    import torch
+
+    model, flags = cpu_features(cpuinfo)
+    return Machine(torch_version=torch.__version__, cuda_build=torch.version.cuda, gpus=list_gpus(),
+                   cpu_model=model, cpu_flags=flags, ram_available_bytes=ram_available(meminfo),
+                   engines=engines())
+
+
+def list_gpus() -> list[Gpu]:
+    """Every GPU torch sees, with the memory free on it now (other processes' use included)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        free, total = torch.cuda.mem_get_info(i)
+        gpus.append(Gpu(i, props.name, total, free, (props.major, props.minor)))
+    return gpus
+
+
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, dict[str, bool]]:
+    """The CPU's model name and the bf16-related flags from /proc/cpuinfo (all False where it is unreadable)."""
+    model, flags = "unknown CPU", set()
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown CPU":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return model, {f: f in flags for f in CPU_FLAGS}
+
+
+def ram_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def engines() -> dict[str, str | None]:
+    """Installed optional engines and their versions, found without importing them (vLLM takes seconds)."""
+    from lorakit.install import vllm_executable
+
+    found = {"bitsandbytes": _dist_version("bitsandbytes")}
+    vllm = _dist_version("vllm")
+    if vllm is None:
+        exe = vllm_executable()
+        vllm = f"`{exe}` (its own environment)" if exe else None
+    found["vllm"] = vllm
+    llama = _dist_version("llama-cpp-python")
+    tools = [t for t in ("llama-quantize", "llama-server") if shutil.which(t)]
+    found["llama.cpp"] = ", ".join(filter(None, [f"llama-cpp-python {llama}" if llama else None, *tools])) or None
+    return found
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _nvidia_driver_present() -> bool:
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+# --- will a run fit ---------------------------------------------------------------------------------
+
+# a CUDA context and the driver take about this much of a card before any tensor (what an idle card
+# shows used in nvidia-smi); --gpu-memory GIB plans for a card of GIB with this much less free
+CUDA_CONTEXT_BYTES = int(0.5 * GIB)
+
+
+@dataclass
+class Target:
+    """Where the run would train and the memory it would have there."""
+    device: str  # "cuda" or "cpu"
+    free_bytes: int
+    label: str
+
+
+@dataclass
+class Estimate:
+    settings: str  # what was changed from the config, as the user would type it
+    overrides: list[str]
+    peak_bytes: int
+
+    def fits(self, target: Target) -> bool:
+        return self.peak_bytes <= target.free_bytes
+
+
+def pick_target(cfg, machine: Machine, gpu_memory_gib: float | None = None) -> Target:
+    """The device `lorakit train` would use for `cfg` here, or a hypothetical card of `gpu_memory_gib`."""
+    if gpu_memory_gib is not None:
+        total = int(gpu_memory_gib * GIB)
+        return Target("cuda", total - CUDA_CONTEXT_BYTES, f"a {gpu_memory_gib:g} GiB GPU "
+                      f"({(total - CUDA_CONTEXT_BYTES) / GIB:.1f} GiB free after the CUDA context)")
+    if machine.gpus and cfg.train.device != "cpu":
+        g = machine.gpus[int(os.environ.get("LOCAL_RANK", 0)) % len(machine.gpus)]
+        return Target("cuda", g.free_bytes, f"GPU {g.index} ({g.name}, {g.free_bytes / GIB:.1f} GiB free)")
+    return Target("cpu", machine.ram_available_bytes or 0,
+                  f"the CPU ({(machine.ram_available_bytes or 0) / GIB:.1f} GiB RAM available)")
+
+
+def variants(cfg, target: Target) -> list[tuple[str, list[str]]]:
+    """Settings that lower the peak, cheapest in speed first (docs/benchmarks.md: recomputation costs
+    less than smaller forwards on a GPU, and the 4-bit base costs most)."""
+    from lorakit.config import PRESETS
+
+    t = cfg.train
+    out = [("as configured", [])]
+    if t.gradient_checkpointing is not True:
+        out.append(("train.gradient_checkpointing=true", ["train.gradient_checkpointing=true"]))
+    small = 512 if target.device == "cuda" else 256
+    if t.packing and (t.pack_tokens == "auto" or t.pack_tokens is None or t.pack_tokens > small):
+        out.append((f"train.pack_tokens={small}", [f"train.pack_tokens={small}"]))
+    if target.device == "cuda" and cfg.model.quantize == "none":
+        out.append(("--preset low-memory", list(PRESETS["low-memory"])))
+        if t.packing:
+            out.append((f"--preset low-memory train.pack_tokens={small}",
+                        [*PRESETS["low-memory"], f"train.pack_tokens={small}"]))
+    return out
+
+
+def estimates(cfg, target: Target, plan_bytes) -> list[Estimate]:
+    """The peak estimate of the config and of each variant; `plan_bytes(cfg, target)` is the planner."""
+    return [Estimate(name, overrides, plan_bytes(with_overrides(cfg, overrides), target))
+            for name, overrides in variants(cfg, target)]
+
+
+def with_overrides(cfg, overrides: list[str]):
+    """`cfg` with `key=value` overrides applied, validated as load_config would."""
+    from lorakit.config import _set_dotted, build_config, parse_override
+
+    data = cfg.model_dump(mode="json")
+    for item in overrides:
+        _set_dotted(data, *parse_override(item))
+    return build_config(data)
+
+
+def fit_lines(estimates_: list[Estimate], target: Target, bitsandbytes: bool) -> list[str]:
+    first, rest = estimates_[0], estimates_[1:]
+    verdict = "fits" if first.fits(target) else "does NOT fit"
+    out = [f"memory estimate: ~{first.peak_bytes / GIB:.1f} GiB peak on {target.label}: {verdict}"
+           + (f", {(target.free_bytes - first.peak_bytes) / GIB:.1f} GiB to spare" if first.fits(target) else "")]
+    for e in rest:
+        note = "" if bitsandbytes or "low-memory" not in e.settings else " (needs bitsandbytes: make install-gpu)"
+        out.append(f"  with {e.settings}: ~{e.peak_bytes / GIB:.1f} GiB{' (fits)' if e.fits(target) else ''}{note}")
+    if not first.fits(target):
+        fitting = [e for e in rest if e.fits(target)]
+        out.append(f"to make it fit: {fitting[0].settings}" if fitting else
+                   "nothing here makes it fit: use a smaller model, lower data.max_length or a larger device")
+    out.append("(an upper estimate: measured peaks were 0.67-0.8x of it, docs/benchmarks.md)")
+    return out
+
+
+def plan_peak_bytes(cfg, target: Target) -> int:
+    """The `lorakit train --dry-run` memory estimate of `cfg` on `target`, from the same planning code."""
+    from lorakit.data import prepare_splits
+    from lorakit.models import cache_root, load_tokenizer, precision, resolve_model
+    from lorakit.training import batching, fused, loop
+
+    t = cfg.train
+    model_path = resolve_model(cfg.model.name, cfg.model.source, cfg.model.cache_dir)
+    data = prepare_splits(cfg.data, load_tokenizer(model_path), cache_dir=cache_root(cfg.model.cache_dir) / "prepared")
+    samples_per_step = t.batch_size * t.grad_accum
+    n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)
+    weight_dtype, upcast, _ = precision.training_weights(cfg.model.dtype, target.device, t.precision,
+                                                         fused.enabled(target.device))
+    plan = loop._plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, target.device,
+                      "float32" if upcast else weight_dtype)
+    return int(plan.memory_gb * 1e9)
