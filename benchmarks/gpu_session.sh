@@ -4,6 +4,8 @@
 #
 #   bash benchmarks/gpu_session.sh smoke   # every method on qwen3-tiny-random (~2 min); builds the 4B model
 #   bash benchmarks/gpu_session.sh main    # qwen3-4b-random, then qwen3-0.6b-random as time allows
+#   bash benchmarks/gpu_session.sh job     # the README's job once on qwen3-4b-random (~6 min): doctor, train
+#                                          # under a 24 GiB cap, merge, reload, greedy chat, vLLM + openai
 #
 # It expects three ignored folders beside the code, prepared on a machine with network:
 #   .whl/      wheels of the Python packages the GPU image lacks or has in other versions (pip download
@@ -44,6 +46,45 @@ bench() {  # bench NAME SECONDS ARGS...: one train_speed.py run, cut off after S
   pkill -f "train_speed.py --child" || true  # timeout stops the parent only
 }
 
+step() {  # step NAME SECONDS CMD...: one command of the job, cut off after SECONDS; a failure is noted, not fatal
+  local name=$1 secs=$2; shift 2
+  echo "== job: $name ($secs s at most)"
+  local t0; t0=$(date +%s)
+  timeout "$secs" "$@" 2>&1 | grep --line-buffered -v "Warning\|warn(" | tee "$OUT/job-$name.log"
+  local rc=${PIPESTATUS[0]}
+  echo "== job: $name exit $rc in $(( $(date +%s) - t0 )) s"
+  [ "$rc" = 0 ] || FAILED="$FAILED $name"
+}
+
+job() {  # the README's job on qwen3-4b-random (JOB_MODEL=qwen3-tiny-random DEV=cpu tries the flow on a CPU)
+  local model=${JOB_MODEL:-qwen3-4b-random} w=$OUT/job cfg=configs/qwen3-4b-huanhuan.yaml
+  FAILED=""
+  rm -rf "$w" && mkdir -p "$w"
+  build "$model" | tail -1
+  python3 benchmarks/make_huanhuan_like.py --out "$w/all.json" --n 160 >/dev/null
+  local set=(model.name="$model" data.path="$w/all.json" train.output_dir="$w/run" train.max_steps=6
+             train.save_steps=6 "tracking.backends=[]" train.device="$DEV")
+  step doctor-24gb 180 python3 -m lorakit doctor "$cfg" "${set[@]}" --gpu-memory 24
+  step doctor 180 python3 -m lorakit doctor "$cfg" "${set[@]}"
+  # trained as on a 24 GiB card: the allocator refuses past 23.5 GiB; the peak goes beside doctor's estimate
+  step train 300 python3 benchmarks/job_check.py --cap-gib 23.5 "$cfg" "${set[@]}"
+  step merge 300 python3 -m lorakit merge "$w/run" --out "$w/merged"
+  step chat 180 python3 -m lorakit chat --model "$w/merged" --prompt "你是谁？" --temperature 0 --max-new-tokens 24
+  local vllm; vllm=$(command -v vllm || ls .venv-vllm/bin/vllm 2>/dev/null)
+  if [ -z "$vllm" ] || [ "$DEV" != cuda ]; then
+    echo "== job: vLLM is not installed here (or no GPU): serve --engine vllm and the openai client skipped"
+  else
+    PATH="$(dirname "$vllm"):$PATH" python3 -m lorakit serve --engine vllm --model "$w/merged" \
+      --served-model-name job --port 8011 --max-model-len 2048 > "$OUT/job-vllm.log" 2>&1 &
+    local server=$!
+    # vLLM's own environment has the openai client (a vLLM dependency)
+    step openai 300 "$(dirname "$vllm")/python" benchmarks/job_check.py --openai http://127.0.0.1:8011/v1
+    pkill -P "$server" || true  # lorakit serve runs vllm serve as its child
+    kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
+  fi
+  echo "job: ${FAILED:-every step passed}"
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader || true
 python3 - <<'EOF'
 import importlib
@@ -75,6 +116,9 @@ case "$stage" in
       --eval-samples 8 --methods c_mb4
     bench qwen3-0.6b "$(left)" --model qwen3-0.6b-random --rounds 1 --steps 8 --samples 512 --eval-samples 32 \
       --methods a,b,c,c_low
+    ;;
+  job)
+    job
     ;;
 esac
 echo "stage $stage done in $(( $(date +%s) - start )) s"

@@ -9,6 +9,7 @@ estimate under it.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -242,19 +243,35 @@ def fit_lines(estimates_: list[Estimate], target: Target, bitsandbytes: bool) ->
     return out
 
 
-def plan_peak_bytes(cfg, target: Target) -> int:
-    """The `lorakit train --dry-run` memory estimate of `cfg` on `target`, from the same planning code."""
-    from lorakit.data import prepare_splits
-    from lorakit.models import cache_root, load_tokenizer, precision, resolve_model
-    from lorakit.training import batching, fused, loop
+class Planner:
+    """The `lorakit train --dry-run` memory estimate of a config on a target, from the same planning code.
+    The model folder and the tokenized data are looked up once for all the variants of one config."""
 
-    t = cfg.train
-    model_path = resolve_model(cfg.model.name, cfg.model.source, cfg.model.cache_dir)
-    data = prepare_splits(cfg.data, load_tokenizer(model_path), cache_dir=cache_root(cfg.model.cache_dir) / "prepared")
-    samples_per_step = t.batch_size * t.grad_accum
-    n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)
-    weight_dtype, upcast, _ = precision.training_weights(cfg.model.dtype, target.device, t.precision,
-                                                         fused.enabled(target.device))
-    plan = loop._plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, target.device,
-                      "float32" if upcast else weight_dtype)
-    return int(plan.memory_gb * 1e9)
+    def __init__(self):
+        self._prepared: dict[str, tuple] = {}
+
+    def __call__(self, cfg, target: Target) -> int:
+        from lorakit.training import batching, fused, loop
+        from lorakit.models import precision
+
+        t = cfg.train
+        model_path, data = self._prepare(cfg)
+        samples_per_step = t.batch_size * t.grad_accum
+        n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)
+        weight_dtype, upcast, _ = precision.training_weights(cfg.model.dtype, target.device, t.precision,
+                                                             fused.enabled(target.device))
+        plan = loop._plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, target.device,
+                          "float32" if upcast else weight_dtype)
+        return int(plan.memory_gb * 1e9)
+
+    def _prepare(self, cfg):
+        from lorakit.data import prepare_splits
+        from lorakit.models import cache_root, load_tokenizer, resolve_model
+
+        key = json.dumps([cfg.model.name, cfg.model.source, cfg.model.cache_dir, cfg.data.model_dump(mode="json")])
+        if key not in self._prepared:
+            model_path = resolve_model(cfg.model.name, cfg.model.source, cfg.model.cache_dir)
+            data = prepare_splits(cfg.data, load_tokenizer(model_path),
+                                  cache_dir=cache_root(cfg.model.cache_dir) / "prepared")
+            self._prepared[key] = (model_path, data)
+        return self._prepared[key]

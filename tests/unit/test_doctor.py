@@ -157,3 +157,22 @@ def test_fit_verdict_names_the_first_setting_that_fits():
     assert any("low-memory" in line and "make install-gpu" in line for line in lines)
     ok = doctor.fit_lines(found[1:], doctor.Target("cuda", 12 * GIB, "a card"), bitsandbytes=True)
     assert ok[0].endswith("fits, 1.0 GiB to spare") and not any("to make it fit" in line for line in ok)
+
+
+def test_a_modelscope_download_is_found_without_naming_the_source(tmp_path):
+    """The README's tutorial: `download --source modelscope`, then `data inspect --model Qwen/Qwen3-4B`, chat and
+    eval name the model without a source; they must find the ModelScope copy."""
+    from lorakit.errors import LorakitError
+    from lorakit.models import resolve_model
+    from lorakit.models.hub import _MARKER, hub_dir
+
+    with pytest.raises(LorakitError, match="not downloaded"):
+        resolve_model("Qwen/Qwen3-4B", cache_dir=str(tmp_path))
+    folder = hub_dir("Qwen/Qwen3-4B", "modelscope", tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / _MARKER).write_text('{"id": "Qwen/Qwen3-4B", "source": "modelscope"}')
+    assert resolve_model("Qwen/Qwen3-4B", cache_dir=str(tmp_path)) == folder
+    assert resolve_model("Qwen/Qwen3-4B", "modelscope", str(tmp_path)) == folder
+    with pytest.raises(LorakitError, match="not downloaded"):  # an explicit source still means that hub only
+        resolve_model("Qwen/Qwen3-4B", "hf", str(tmp_path))

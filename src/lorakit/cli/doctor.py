@@ -38,6 +38,6 @@ def doctor_command(
     cfg = load_config(config, overrides)
     target = doctor.pick_target(cfg, machine, gpu_memory)
     typer.echo(f"lorakit train {config} trains on {target.label}")
-    found = doctor.estimates(cfg, target, doctor.plan_peak_bytes)
+    found = doctor.estimates(cfg, target, doctor.Planner())
     for line in doctor.fit_lines(found, target, machine.engines.get("bitsandbytes") is not None):
         typer.echo(line)

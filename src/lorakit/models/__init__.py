@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lorakit.errors import LorakitError
 from lorakit.models.builtin import BUILTIN_MODELS, materialise
-from lorakit.models.hub import cached_hub_model, download_hub_model, hub_dir, is_hub_id
+from lorakit.models.hub import SOURCES, cached_hub_model, download_hub_model, hub_dir, is_hub_id
 from lorakit.models.loading import load_model_from, load_tokenizer_from
 
 __all__ = ["BUILTIN_MODELS", "cache_root", "resolve_model", "download", "load_tokenizer", "load_model"]
@@ -23,12 +23,13 @@ def cache_root(cache_dir: str | None = None) -> Path:
     return Path(root).expanduser()
 
 
-def resolve_model(ref: str, source: str = "hf", cache_dir: str | None = None) -> Path:
+def resolve_model(ref: str, source: str | None = None, cache_dir: str | None = None) -> Path:
     """Turn a model reference into a local folder holding config, weights and tokenizer.
 
     Local folder -> itself (it must hold config.json); built-in name -> built once into the cache;
-    hub id `org/name` -> its cached download. Never downloads: a missing hub model is an error that
-    says to run `lorakit download ID`.
+    hub id `org/name` -> its cached download from `source`, or with no source from whichever hub it
+    was downloaded from (Hugging Face first), so `chat --model Qwen/Qwen3-4B` finds a ModelScope
+    download. Never downloads: a missing hub model is an error that says to run `lorakit download ID`.
     """
     ref = str(ref)
     if ref in BUILTIN_MODELS:
@@ -41,13 +42,15 @@ def resolve_model(ref: str, source: str = "hf", cache_dir: str | None = None) ->
             raise LorakitError(f"model folder {ref} has no config.json; pass a Hugging Face model folder")
         return local
     if is_hub_id(ref):
-        cached = cached_hub_model(ref, source, cache_root(cache_dir))
-        if cached is None:
-            where = hub_dir(ref, source, cache_root(cache_dir))
-            hint = f" --source {source}" if source != "hf" else ""
-            raise LorakitError(f"model {ref} is not a local folder and is not downloaded (looked in {where}); "
-                               f"run `lorakit download {ref}{hint}` first")  # fmt: skip
-        return cached
+        sources = (source,) if source else SOURCES
+        for s in sources:
+            cached = cached_hub_model(ref, s, cache_root(cache_dir))
+            if cached is not None:
+                return cached
+        where = " and ".join(str(hub_dir(ref, s, cache_root(cache_dir))) for s in sources)
+        hint = f" --source {source}" if source and source != "hf" else ""
+        raise LorakitError(f"model {ref} is not a local folder and is not downloaded (looked in {where}); "
+                           f"run `lorakit download {ref}{hint}` first")  # fmt: skip
     raise LorakitError(f"model folder {ref} does not exist (and it is not a built-in: {', '.join(BUILTIN_MODELS)})")
 
 
