@@ -176,3 +176,16 @@ def test_a_modelscope_download_is_found_without_naming_the_source(tmp_path):
     assert resolve_model("Qwen/Qwen3-4B", "modelscope", str(tmp_path)) == folder
     with pytest.raises(LorakitError, match="not downloaded"):  # an explicit source still means that hub only
         resolve_model("Qwen/Qwen3-4B", "hf", str(tmp_path))
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_install_gpu_pins_bitsandbytes_and_keeps_vllm_apart(tmp_path):
+    out = subprocess.run(["make", "-n", "-B", "install-gpu", f"VENV={tmp_path / 'venv'}", "TORCH=cuda"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pins = dict(line.split("==") for line in (REPO / "requirements/constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert f"{tmp_path / 'venv'}/bin/python -m pip install -q -c requirements/constraints.txt " \
+           f"'bitsandbytes=={pins['bitsandbytes']}'" in out.stdout
+    # vLLM pins another torch: it goes to .venv-vllm, without the project's constraints
+    assert f".venv-vllm/bin/python -m pip install -q 'vllm=={pins['vllm']}'" in out.stdout
