@@ -46,8 +46,10 @@ bench() {  # bench NAME SECONDS ARGS...: one train_speed.py run, cut off after S
   pkill -f "train_speed.py --child" || true  # timeout stops the parent only
 }
 
-step() {  # step NAME SECONDS CMD...: one command of the job, cut off after SECONDS; a failure is noted, not fatal
-  local name=$1 secs=$2; shift 2
+step() {  # step NAME SECONDS CMD...: one command of the job, cut off after SECONDS or at the stage's budget;
+  local name=$1 secs=$2; shift 2  # a failure is noted, not fatal
+  [ "$secs" -le "$(left)" ] || secs=$(left)
+  if [ "$secs" -lt 20 ]; then echo "== job: $name skipped, stage budget spent"; FAILED="$FAILED $name"; return; fi
   echo "== job: $name ($secs s at most)"
   local t0; t0=$(date +%s)
   timeout "$secs" "$@" 2>&1 | grep --line-buffered -v "Warning\|warn(" | tee "$OUT/job-$name.log"
@@ -62,8 +64,8 @@ job() {  # the README's job on qwen3-4b-random (JOB_MODEL=qwen3-tiny-random DEV=
   rm -rf "$w" && mkdir -p "$w"
   build "$model" | tail -1
   python3 benchmarks/make_huanhuan_like.py --out "$w/all.json" --n 160 >/dev/null
-  local set=(model.name="$model" data.path="$w/all.json" train.output_dir="$w/run" train.max_steps=6
-             train.save_steps=6 "tracking.backends=[]" train.device="$DEV")
+  local set=(model.name="$model" data.path="$w/all.json" train.output_dir="$w/run" train.max_steps="${JOB_STEPS:-6}"
+             train.save_steps="${JOB_STEPS:-6}" "tracking.backends=[]" train.device="$DEV")
   step doctor-24gb 180 python3 -m lorakit doctor "$cfg" "${set[@]}" --gpu-memory 24
   step doctor 180 python3 -m lorakit doctor "$cfg" "${set[@]}"
   # trained as on a 24 GiB card: the allocator refuses past 23.5 GiB; the peak goes beside doctor's estimate

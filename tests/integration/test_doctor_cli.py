@@ -38,7 +38,7 @@ def test_doctor_gives_the_dry_run_estimate_and_what_would_fit(tiny_cfg):
     here = re.search(r"memory estimate: ~([\d.]+) GiB peak on the CPU \(([\d.]+) GiB RAM available\): fits", out)
     assert here, out
     assert abs(float(here.group(1)) - planned_gb * 1e9 / GIB) < 0.06  # the same plan, in GiB (both rounded)
-    assert "with train.gradient_checkpointing=true: ~" in out and "low-memory" not in out  # 4-bit needs CUDA
+    assert "with train.gradient_checkpointing=true: ~" in out and "with --preset low-memory" not in out  # CUDA only
     card = lorakit("doctor", tiny_cfg, "--gpu-memory", "24").stdout
     assert "trains on a 24 GiB GPU (23.5 GiB free after the CUDA context)" in card
     assert re.search(r"memory estimate: ~[\d.]+ GiB peak on a 24 GiB GPU .*: fits, [\d.]+ GiB to spare", card)
