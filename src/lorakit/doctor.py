@@ -35,7 +35,7 @@ class Gpu:
     def line(self) -> str:
         return (f"GPU {self.index}: {self.name}, {self.total_bytes / GIB:.1f} GiB "
                 f"({self.free_bytes / GIB:.1f} free), compute {self.capability[0]}.{self.capability[1]}, "
-                f"bf16 {'yes' if self.bf16 else 'no (fp16 autocast instead)'}")
+                f"bf16 {'yes' if self.bf16 else 'no (lorakit trains in fp32 there; model.dtype: float16 halves the weights)'}")
 
 
 @dataclass
@@ -61,20 +61,24 @@ class Machine:
         out.append(f"lorakit train (train.device auto) uses: {'GPU 0, ' + self.gpus[0].name if self.gpus else 'the CPU'}")
         flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in self.cpu_flags.items())
         native = "native bf16" if self.cpu_flags.get("avx512_bf16") or self.cpu_flags.get("amx_bf16") else \
-            "bf16 emulated (lorakit computes in fp32 on this CPU)"
-        out.append(f"CPU: {self.cpu_model}, {os.cpu_count()} cores; {flags} ({native})")
+            "bf16 emulated, so lorakit computes in fp32 on it"
+        out.append(f"CPU: {self.cpu_model}, {os.cpu_count()} cores; {flags}: {native}")
         if self.ram_available_bytes is not None:
             out.append(f"RAM: {self.ram_available_bytes / GIB:.1f} GiB available")
         for name, version in self.engines.items():
-            out.append(f"{name}: {version or 'not installed (' + ENGINE_HINTS[name] + ')'}")
+            out.append(f"{name}: {version or 'not installed (' + engine_hint(name) + ')'}")
         return out
 
 
-ENGINE_HINTS = {
-    "bitsandbytes": "needed by --preset low-memory; `make install-gpu`",
-    "vllm": "needed by serve --engine vllm; `make install-gpu` puts it in .venv-vllm",
-    "llama.cpp": "optional, for GGUF quantisation: pip install llama-cpp-python, or llama-quantize on PATH",
-}
+def engine_hint(name: str) -> str:
+    from lorakit.install import install_command
+
+    return {
+        "bitsandbytes": f"--preset low-memory needs it: {install_command('bitsandbytes', 'install-gpu')}",
+        "vllm": "serve --engine vllm needs it, in an environment of its own since it pins another torch: "
+                + install_command("vllm", "install-gpu"),
+        "llama.cpp": "optional, for GGUF K-quants: llama-quantize on PATH, or " + install_command("llama-cpp-python"),
+    }[name]
 
 
 def inspect_machine(cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path("/proc/meminfo")) -> Machine:
@@ -233,7 +237,7 @@ def fit_lines(estimates_: list[Estimate], target: Target, bitsandbytes: bool) ->
     out = [f"memory estimate: ~{first.peak_bytes / GIB:.1f} GiB peak on {target.label}: {verdict}"
            + (f", {(target.free_bytes - first.peak_bytes) / GIB:.1f} GiB to spare" if first.fits(target) else "")]
     for e in rest:
-        note = "" if bitsandbytes or "low-memory" not in e.settings else " (needs bitsandbytes: make install-gpu)"
+        note = "" if bitsandbytes or "low-memory" not in e.settings else f" (needs {engine_hint('bitsandbytes')})"
         out.append(f"  with {e.settings}: ~{e.peak_bytes / GIB:.1f} GiB{' (fits)' if e.fits(target) else ''}{note}")
     if not first.fits(target):
         fitting = [e for e in rest if e.fits(target)]
