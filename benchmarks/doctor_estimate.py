@@ -83,13 +83,14 @@ def h200_rows(work: Path) -> list[tuple[str, float, float]]:
             for m, o in METHOD_OVERRIDES.items()]
 
 
-def tutorial_rows(work: Path, cards_gib=(24.0, H200_GIB)) -> list[tuple[str, str, float, bool]]:
-    """configs/qwen3-4b-huanhuan.yaml on the whole huanhuan-like set, per card and variant."""
+def tutorial_rows(work: Path, cards_gib=(24.0, H200_GIB), first: int | None = None) -> list[tuple[str, str, float, bool]]:
+    """configs/qwen3-4b-huanhuan.yaml on the huanhuan-like set (all of it, or its `first` records), per card
+    and variant."""
     from lorakit import doctor
     from lorakit.config import load_config
 
     model = shape_only_model("qwen3-4b-random", work / "qwen3-4b-shape")
-    data = huanhuan_like(work / "huanhuan_like.json")
+    data = huanhuan_like(work / f"huanhuan_like-{first or 'all'}.json", first)
     cfg = load_config(ROOT / "configs" / "qwen3-4b-huanhuan.yaml",
                       [f"model.name={model}", f"data.path={data}", "tracking.backends=[]"])
     rows, planner = [], doctor.Planner()

@@ -189,3 +189,34 @@ def test_make_install_gpu_pins_bitsandbytes_and_keeps_vllm_apart(tmp_path):
            f"'bitsandbytes=={pins['bitsandbytes']}'" in out.stdout
     # vLLM pins another torch: it goes to .venv-vllm, without the project's constraints
     assert f".venv-vllm/bin/python -m pip install -q 'vllm=={pins['vllm']}'" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def estimate_bench(tmp_path_factory):
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import doctor_estimate
+
+    return doctor_estimate, tmp_path_factory.mktemp("estimate")
+
+
+def test_estimate_against_the_h200_peaks(estimate_bench):
+    """The dry-run estimate for the H200 runs of docs/benchmarks.md (Qwen3-4B's shape, the same data and
+    settings) is an upper estimate of each measured peak, within the 1.5x it promises."""
+    bench, work = estimate_bench
+    rows = bench.h200_rows(work)
+    assert [m for m, _, _ in rows] == ["c", "c_low", "c_mb4"]
+    for method, estimate, measured in rows:
+        assert measured <= estimate <= 1.5 * measured, (method, estimate, measured)
+
+
+def test_the_tutorial_config_on_a_24_gib_card(estimate_bench):
+    """configs/qwen3-4b-huanhuan.yaml fits a 24 GiB card as configured (pack_tokens auto sizes itself to
+    the card), and with gradient checkpointing, the tutorial's own setting, it plans under the ~13 GB the
+    tutorial reports."""
+    bench, work = estimate_bench
+    rows = {(card, settings): (est, fits) for card, settings, est, fits in bench.tutorial_rows(work, first=512)}
+    small, h200 = rows[("24 GiB", "as configured")], rows[(f"{bench.H200_GIB:g} GiB", "as configured")]
+    assert small[1] and small[0] <= h200[0]
+    assert rows[("24 GiB", "train.gradient_checkpointing=true")][0] * GIB < 13e9
