@@ -248,34 +248,30 @@ def fit_lines(estimates_: list[Estimate], target: Target, bitsandbytes: bool) ->
 
 
 class Planner:
-    """The `lorakit train --dry-run` memory estimate of a config on a target, from the same planning code.
-    The model folder and the tokenized data are looked up once for all the variants of one config."""
+    """The `lorakit train --dry-run` estimate (training/plan.py's `estimate`, behind `plan_run`) of a config on
+    a target. The model and the tokenized data are resolved once for all the variants of one config: the
+    variants change only settings the estimate reads (quantize, checkpointing, pack_tokens)."""
 
     def __init__(self):
-        self._prepared: dict[str, tuple] = {}
+        self._inputs: dict[str, object] = {}
 
     def __call__(self, cfg, target: Target) -> int:
-        from lorakit.training import batching, fused, loop
-        from lorakit.models import precision
+        from lorakit.training.plan import estimate
 
-        t = cfg.train
-        model_path, data = self._prepare(cfg)
-        samples_per_step = t.batch_size * t.grad_accum
-        n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)
-        weight_dtype, upcast, _ = precision.training_weights(cfg.model.dtype, target.device, t.precision,
-                                                             fused.enabled(target.device))
-        plan = loop._plan(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, target.device,
-                          "float32" if upcast else weight_dtype)
+        i = self._resolve(cfg, target.device)
+        plan = estimate(cfg, i.data, i.model_path, i.samples_per_step, i.n_steps, i.weight_dtype, i.device,
+                        i.compute_dtype, free_bytes=target.free_bytes if target.device == "cuda" else None)
         return int(plan.memory_gb * 1e9)
 
-    def _prepare(self, cfg):
-        from lorakit.data import prepare_splits
-        from lorakit.models import cache_root, load_tokenizer, resolve_model
+    def _resolve(self, cfg, device: str):
+        from lorakit.training.distributed import Distributed
+        from lorakit.training.plan import resolve_inputs
 
-        key = json.dumps([cfg.model.name, cfg.model.source, cfg.model.cache_dir, cfg.data.model_dump(mode="json")])
-        if key not in self._prepared:
-            model_path = resolve_model(cfg.model.name, cfg.model.source, cfg.model.cache_dir)
-            data = prepare_splits(cfg.data, load_tokenizer(model_path),
-                                  cache_dir=cache_root(cfg.model.cache_dir) / "prepared")
-            self._prepared[key] = (model_path, data)
-        return self._prepared[key]
+        t = cfg.train  # what resolve_inputs reads; the variants change none of it
+        key = json.dumps([device, cfg.model.name, cfg.model.source, cfg.model.cache_dir, cfg.model.dtype,
+                          cfg.data.model_dump(mode="json"), cfg.tracking.model_dump(mode="json"),
+                          [t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.precision, t.fsdp]])
+        if key not in self._inputs:
+            base = with_overrides(cfg, ["model.quantize=none"])  # resolve_inputs refuses 4-bit off CUDA
+            self._inputs[key] = resolve_inputs(base, Distributed(), device)  # one process: doctor plans one
+        return self._inputs[key]

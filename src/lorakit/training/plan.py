@@ -219,22 +219,30 @@ def plan_run(cfg, dist=None) -> Plan:
     return plan
 
 
-def estimate(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device, compute_dtype=None) -> Plan:
-    """The plan's figures from already tokenized data; the memory estimate sizes the largest forward."""
+def estimate(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device, compute_dtype=None,
+             free_bytes: int | None = None) -> Plan:
+    """The plan's figures from already tokenized data; the memory estimate sizes the largest forward.
+    `free_bytes`: the device memory free before loading (default: asked of the GPU; `lorakit doctor
+    --gpu-memory` passes a card's), from which pack_tokens=auto sizes its forwards on CUDA."""
     n_params = count_params(model_path)
     lengths = [len(s["input_ids"]) for s in data.train]
     t = cfg.train
+    checkpointing = use_checkpointing(t.gradient_checkpointing, device)
     longest = sorted(lengths)[-samples_per_step:] or [0]  # the step of the longest samples
     tokens_micro = sum(longest[-t.batch_size:])  # its largest micro-batch of batch_size samples
     if t.packing and t.pack_tokens == "auto" and device.startswith("cuda"):
-        budget = batching.TokenBudget(AUTO_PACK_TOKENS[1])  # the most auto picks, without loading the model
+        free = free_bytes if free_bytes is not None else _cuda_free_bytes(device)
+        # what auto will pick once the weights are in: half the memory they leave, as pack_budget does
+        left = None if free is None else free - weight_bytes(model_path, n_params, weight_dtype, cfg.model.quantize)
+        budget = batching.TokenBudget(AUTO_PACK_TOKENS[1] if left is None else auto_pack_tokens(
+            left, activation_bytes_per_token(model_path, weight_dtype, checkpointing)))
     else:
         budget = pack_budget(t, device, model_path, weight_dtype, False)
     if budget:  # filled: the step's samples in rows of up to budget tokens; a cap splits that micro-batch
         tokens_micro = max(longest[-1], min(budget.tokens, sum(longest) if budget.fill else tokens_micro))
     mem = estimate_memory_gb(model_path, n_params, weight_dtype, tokens_micro,
                              lora_param_count(model_path, cfg.lora.r, cfg.lora.target_modules),
-                             use_checkpointing(t.gradient_checkpointing, device), compute_dtype)
+                             checkpointing, compute_dtype, cfg.model.quantize)
     return Plan(len(data.train), len(data.eval), sum(lengths),
                 sum(sum(1 for x in s["labels"] if x != batching.IGNORE) for s in data.train),
                 samples_per_step, n_steps, n_params, weight_dtype, device, mem)
@@ -251,12 +259,22 @@ def pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: bo
         return batching.TokenBudget(t.pack_tokens)
     if not device.startswith("cuda"):
         return batching.TokenBudget(CPU_TOKENS_PER_SAMPLE * t.batch_size, fill=False)
+    per_token = activation_bytes_per_token(model_path, weight_dtype, checkpointing)
+    return batching.TokenBudget(auto_pack_tokens(_cuda_free_bytes(device), per_token))
+
+
+def auto_pack_tokens(free_bytes: int, per_token: int) -> int:
+    """pack_tokens=auto on CUDA: half the free memory in activations, within AUTO_PACK_TOKENS."""
+    low, high = AUTO_PACK_TOKENS
+    return int(max(low, min(high, free_bytes // 2 // per_token)))
+
+
+def _cuda_free_bytes(device: str) -> int | None:
     import torch
 
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    per_token = activation_bytes_per_token(model_path, weight_dtype, checkpointing)
-    low, high = AUTO_PACK_TOKENS
-    return batching.TokenBudget(int(max(low, min(high, free // 2 // per_token))))
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.mem_get_info(torch.device(device))[0]
 
 
 def use_checkpointing(choice, device: str) -> bool:
