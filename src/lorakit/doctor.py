@@ -196,8 +196,9 @@ def pick_target(cfg, machine: Machine, gpu_memory_gib: float | None = None) -> T
 
 
 def variants(cfg, target: Target) -> list[tuple[str, list[str]]]:
-    """Settings that lower the peak, cheapest in speed first (docs/benchmarks.md: recomputation costs
-    less than smaller forwards on a GPU, and the 4-bit base costs most)."""
+    """Settings that lower the peak, in the order they cost speed as far as known: checkpointing recomputes
+    one forward (about a third more compute), smaller forwards ran 3.9x slower on the H200 (c_mb4 against
+    c in docs/benchmarks.md), and the 4-bit base 1.8x slower, with the least memory."""
     from lorakit.config import PRESETS
 
     t = cfg.train
@@ -243,7 +244,7 @@ def fit_lines(estimates_: list[Estimate], target: Target, bitsandbytes: bool) ->
         fitting = [e for e in rest if e.fits(target)]
         out.append(f"to make it fit: {fitting[0].settings}" if fitting else
                    "nothing here makes it fit: use a smaller model, lower data.max_length or a larger device")
-    out.append("(an upper estimate: measured peaks were 0.67-0.8x of it, docs/benchmarks.md)")
+    out.append("(an upper estimate: the H200's measured peaks were 0.68-0.78x of it, docs/benchmarks.md)")
     return out
 
 
