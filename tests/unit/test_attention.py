@@ -84,3 +84,14 @@ def test_row_mask_is_causal_within_samples_and_open_to_the_prefix():
                  [1, 1, 1, 0, 0],
                  [1, 1, 1, 1, 0],
                  [1, 1, 0, 0, 1]]
+
+
+def test_row_mask_window_counts_positions_within_the_sample():
+    # prefix of 2, samples (2, 5) and (5, 6): positions 2,3,4 and 2; a window of 2 sees itself and one before
+    m = row_mask([(0, 2), (2, 5), (5, 6)], n_shared=2, length=6, window=2)[0, 0].int().tolist()
+    assert m == [[1, 0, 0, 0, 0, 0],
+                 [1, 1, 0, 0, 0, 0],
+                 [0, 1, 1, 0, 0, 0],
+                 [0, 0, 1, 1, 0, 0],
+                 [0, 0, 0, 1, 1, 0],
+                 [0, 1, 0, 0, 0, 1]]

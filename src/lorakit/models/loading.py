@@ -36,13 +36,16 @@ def load_tokenizer_from(path: Path):
 
 
 def load_model_from(path: Path, dtype: str, device: str, quantize: str = "none"):
-    """AutoModelForCausalLM for `path` in `dtype` on `device`, with SDPA attention, in eval mode.
+    """AutoModelForCausalLM for `path` in `dtype` on `device`, with SDPA attention (eager where the model
+    class refuses SDPA, as Gemma2 and GPT-OSS do), in eval mode.
 
     quantize "4bit"/"8bit" loads the frozen base through bitsandbytes (QLoRA); CUDA only.
     """
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": torch_dtype(dtype, device), "attn_implementation": "sdpa"}
+    model_class = causal_lm_class(path)
+    attn = "sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager"
+    kwargs = {"dtype": torch_dtype(dtype, device), "attn_implementation": attn}
     if quantize != "none":
         kwargs["quantization_config"] = _bnb_config(quantize, kwargs["dtype"], device)
     if device != "cpu":
@@ -50,6 +53,30 @@ def load_model_from(path: Path, dtype: str, device: str, quantize: str = "none")
         kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     return model.eval()
+
+
+def causal_lm_class(path: Path):
+    """The transformers causal-LM class for the model in `path`; a one-line refusal for a model lorakit
+    cannot train as a text-only causal LM (encoder-decoder, vision-language, anything else)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LorakitError(f"{path}: cannot read the model's config.json: {first[:200]}") from None
+    kind = getattr(config, "model_type", "?")
+    if getattr(config, "is_encoder_decoder", False):
+        raise LorakitError(f"{path}: {kind} is an encoder-decoder model; lorakit trains decoder-only causal LMs")
+    if any(hasattr(config, a) for a in ("vision_config", "vision_tower", "audio_config")):
+        raise LorakitError(f"{path}: {kind} is a vision/audio-language model and lorakit has no text-only path for "
+                           f"it; use the family's text-only checkpoint")
+    try:
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        raise LorakitError(f"{path}: {kind} has no causal-LM class in transformers; lorakit trains causal LMs"
+                           ) from None
 
 
 def _bnb_config(quantize: str, compute_dtype, device: str):

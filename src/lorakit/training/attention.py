@@ -9,6 +9,15 @@ un-repeated). On a GPU, where every kernel launch costs more than these small pr
 runs as one masked SDPA call whose mask is built once per forward and shared by all layers.
 It also serves rows whose samples share a prefix stored once (batching.pack with share_prefix).
 
+What the model's own attention computes besides causal softmax attention arrives as keyword arguments
+of the attention interface, per layer, and is computed here exactly as transformers' eager attention
+does: `sliding_window` (query i sees key j when i - j < window, positions counted within the sample),
+`softcap` (scores -> softcap * tanh(scores / softcap), Gemma2) and `s_aux` (one learned sink logit per
+head that takes part in the softmax and attends to nothing, GPT-OSS). A window is a mask; softcap and
+sinks need the scores themselves, so those layers run the product in eager form, sample by sample. Anything else a model
+does to its attention is outside this function: lorakit.training.paths sends such models to
+transformers' own attention instead.
+
 The row's segments come from batching.pack as Python ints (`sample_segments`), so no layer has to
 read position ids back from the device: on a GPU that read would stall the launch queue 2x per layer.
 """
@@ -23,6 +32,8 @@ import torch.nn.functional as F
 NAME = "lorakit_packed"
 # "auto": per-sample calls on CPU, one masked call elsewhere; "loop" or "mask" force one (benchmarks)
 MODE_ENV = "LORAKIT_PACKED_ATTENTION"
+# what packed_attention computes beyond causal softmax attention (lorakit.training.paths reads this)
+SUPPORTS = frozenset({"sliding_window", "softcap", "sinks", "grouped_query"})
 _mask_cache: dict = {}
 
 
@@ -30,7 +41,7 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     """transformers attention interface: query (batch, heads, seq, dim), key/value (batch, kv_heads, seq,
     dim); returns (batch, seq, heads, dim). In a one-row batch, samples start where the position id is
     0, or, after a shared prefix of `shared_prefix_len` tokens (batching.pack), where it is that length;
-    each such sample attends to the prefix, then causally to itself."""
+    each such sample attends to the prefix, then causally to itself (within `sliding_window`, if given)."""
     # transformers builds no mask for an attention it does not know, so a padded batch (several rows)
     # would silently attend to its padding: refuse anything but one packed row
     if attention_mask is not None or query.shape[0] != 1:
@@ -39,25 +50,67 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     length = query.shape[2]
     segments = kwargs.get("sample_segments") or _segments(kwargs.get("position_ids"), length, n_shared)
     dropout = dropout if module.training else 0.0
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    window = kwargs.get("sliding_window") or 0
+    softcap, sinks = kwargs.get("softcap") or 0.0, kwargs.get("s_aux")
+    eager = bool(softcap) or sinks is not None
     groups = getattr(module, "num_key_value_groups", 1)
-    if len(segments) > 1 and _one_call(query.device):
-        mask = _row_mask(tuple(segments), n_shared, length, query.device)
+    # eager layers always go sample by sample: their explicit scores over a whole row (16k tokens on a
+    # GPU) would cost heads x row^2 floats, where the samples' own cost the sum of their squares
+    if len(segments) > 1 and _one_call(query.device) and not eager:
+        mask = _row_mask(tuple(segments), n_shared, length, query.device, window)
         if groups > 1:  # repeated explicitly: not every masked SDPA kernel takes grouped-query heads
             key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
-        attn = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling, dropout_p=dropout)
+        attn = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale, dropout_p=dropout)
         return attn.transpose(1, 2).contiguous(), None
     out = []
     for a, b in segments:
-        q, k, v, mask = query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None
-        if n_shared and a >= n_shared:
+        q, k, v = query[:, :, a:b], key[:, :, a:b], value[:, :, a:b]
+        prefix = n_shared if n_shared and a >= n_shared else 0
+        if prefix:
             k = torch.cat([key[:, :, :n_shared], k], dim=2)
             v = torch.cat([value[:, :, :n_shared], v], dim=2)
-            # query j sees the whole prefix and its own sample's tokens up to j
-            mask = torch.ones(b - a, n_shared + b - a, dtype=torch.bool, device=query.device).tril(n_shared)
-        out.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=scaling,
-                                                  dropout_p=dropout, enable_gqa=groups > 1))
+        # positions within the sample: the prefix is 0..prefix-1, this segment's tokens follow it
+        mask = None
+        if prefix or eager or (window and prefix + b - a > window):
+            mask = _sample_mask(b - a, prefix, window, query.device)
+        if eager:
+            if groups > 1:
+                k, v = _repeat_kv(k, groups), _repeat_kv(v, groups)
+            out.append(_eager(q, k, v, mask, scale, softcap, sinks, dropout))
+        else:
+            out.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=scale,
+                                                      dropout_p=dropout, enable_gqa=groups > 1))
     attn = out[0] if len(out) == 1 else torch.cat(out, dim=2)
     return attn.transpose(1, 2).contiguous(), None
+
+
+def _eager(q, k, v, mask, scale: float, softcap: float, sinks, dropout: float) -> torch.Tensor:
+    """Attention from explicit scores, as transformers' eager attention computes it: softcap before the
+    mask, a softmax in fp32 that includes each head's sink logit, the sink's column then dropped."""
+    scores = (q @ k.transpose(-1, -2)) * scale
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.masked_fill(~mask, float("-inf"))
+    if sinks is not None:
+        sink = sinks.reshape(1, -1, 1, 1).to(scores.dtype).expand(scores.shape[0], -1, scores.shape[2], 1)
+        both = torch.cat([scores, sink], dim=-1)
+        probs = F.softmax(both - both.amax(-1, keepdim=True), dim=-1, dtype=torch.float32)[..., :-1]
+    else:
+        probs = F.softmax(scores, dim=-1, dtype=torch.float32)
+    probs = F.dropout(probs.to(q.dtype), p=dropout, training=dropout > 0)
+    return probs @ v
+
+
+def _sample_mask(n: int, prefix: int, window: int, device) -> torch.Tensor:
+    """(n, prefix + n) bool: query t (position prefix + t) sees key position p when p <= prefix + t and,
+    with a window, prefix + t - p < window."""
+    q = torch.arange(prefix, prefix + n, device=device)[:, None]
+    k = torch.arange(prefix + n, device=device)[None, :]
+    mask = k <= q
+    if window:
+        mask &= q - k < window
+    return mask
 
 
 def _one_call(device: torch.device) -> bool:
@@ -75,32 +128,42 @@ def _segments(position_ids, length: int, n_shared: int = 0) -> list[tuple[int, i
     return list(zip(starts, starts[1:] + [length]))
 
 
-def row_mask(segments, n_shared: int, length: int, device="cpu") -> torch.Tensor:
+def row_mask(segments, n_shared: int, length: int, device="cpu", window: int = 0) -> torch.Tensor:
     """(1, 1, length, length) bool, True where query i may attend key j: causal, within i's own segment,
-    and, for a sample after a shared prefix of n_shared tokens, to the whole prefix."""
+    and, for a sample after a shared prefix of n_shared tokens, to the whole prefix; with a window, only
+    to keys fewer than `window` positions (counted within the sample) before i."""
     owner = torch.empty(length, dtype=torch.long)
+    spos = torch.arange(length)  # each token's position within its sample
     for i, (a, b) in enumerate(segments):
         owner[a:b] = i
+        if n_shared and a >= n_shared:
+            spos[a:b] = torch.arange(n_shared, n_shared + b - a)
+        else:
+            spos[a:b] = torch.arange(b - a)
     if n_shared:
         owner[:n_shared] = -1  # the prefix is everyone's
-    owner = owner.to(device)
+    owner, spos = owner.to(device), spos.to(device)
     pos = torch.arange(length, device=device)
     mask = (owner[:, None] == owner[None, :]) | (owner[None, :] == -1)
     mask &= pos[None, :] <= pos[:, None]
+    if window:
+        mask &= spos[:, None] - spos[None, :] < window
     # rows padded to a multiple of 16 elements: the memory-efficient CUDA kernel wants an aligned stride
     wide = torch.zeros(length, -(-length // 16) * 16, dtype=torch.bool, device=device)
     wide[:, :length] = mask
     return wide[None, None, :, :length]
 
 
-def _row_mask(segments: tuple, n_shared: int, length: int, device) -> torch.Tensor:
-    # one forward calls this once per layer with the same row: build the mask once (and again only
-    # when gradient checkpointing recomputes the forward of the same row)
-    key = (segments, n_shared, length, str(device))
-    if key not in _mask_cache:
+def _row_mask(segments: tuple, n_shared: int, length: int, device, window: int = 0) -> torch.Tensor:
+    # one forward calls this once per layer with the same row: build each window's mask once (and again
+    # only when gradient checkpointing recomputes the forward of the same row)
+    row = (segments, n_shared, length, str(device))
+    if _mask_cache.get("row") != row:
         _mask_cache.clear()
-        _mask_cache[key] = row_mask(segments, n_shared, length, device)
-    return _mask_cache[key]
+        _mask_cache["row"] = row
+    if window not in _mask_cache:
+        _mask_cache[window] = row_mask(segments, n_shared, length, device, window)
+    return _mask_cache[window]
 
 
 def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -236,8 +236,20 @@ def _lora_forward(module):
 def _fusable_mlp(module) -> bool:
     # the Llama / Qwen / Mistral MLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) with act_fn silu
     act = getattr(module, "act_fn", None)
-    return ({n for n, _ in module.named_children()} == {"gate_proj", "up_proj", "down_proj", "act_fn"}
-            and (isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"))
+    if not ({n for n, _ in module.named_children()} == {"gate_proj", "up_proj", "down_proj", "act_fn"}
+            and (isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation")):
+        return False
+    # and its forward is exactly that (checked on a probe input, as for norms: a subclass may add to it)
+    weight = next(module.gate_proj.parameters())
+    width = module.gate_proj.in_features if hasattr(module.gate_proj, "in_features") else weight.shape[-1]
+    dtype = weight.dtype if weight.is_floating_point() else torch.float32
+    x = torch.randn(2, width, generator=torch.Generator().manual_seed(0)).to(weight.device, dtype)
+    with torch.no_grad():
+        try:
+            expected = module.down_proj(F.silu(module.gate_proj(x)) * module.up_proj(x))
+            return torch.allclose(module(x), expected, rtol=1e-3, atol=1e-5)
+        except RuntimeError:  # e.g. quantised projections that want another input dtype: keep its forward
+            return False
 
 
 def _frozen_linear(module) -> bool:
@@ -264,15 +276,21 @@ def _mlp_forward(module):
     return forward
 
 
+# set on each module whose forward fuse() replaced: "swiglu", "rmsnorm" or "lora" (summary() counts them)
+MARK = "_lorakit_fused"
+
+
 def fuse(model) -> list[torch.nn.Parameter]:
     """Switch `model`'s eligible LoRA projections and SwiGLU MLPs to the fused forwards (for training).
     Returns the frozen base weights the fused functions read: they may stay in half precision, since
-    each is upcast per call to the compute dtype."""
+    each is upcast per call to the compute dtype. Eligibility is checked per module on what it computes
+    (children, activation, a norm's output on a probe), never on the model's name."""
     frozen = []
     mlps = [m for m in model.modules() if _fusable_mlp(m)]
     downs = {id(m.down_proj) for m in mlps}
     for module in mlps:
         module.forward = _mlp_forward(module)
+        setattr(module, MARK, "swiglu")
         down = module.down_proj
         if _fusable_lora(down):
             frozen.append(down.base_layer.weight)
@@ -281,7 +299,19 @@ def fuse(model) -> list[torch.nn.Parameter]:
     for module in model.modules():
         if _fusable_norm(module):
             module.forward = _norm_forward(module)
+            setattr(module, MARK, "rmsnorm")
         elif id(module) not in downs and _fusable_lora(module):
             module.forward = _lora_forward(module)
+            setattr(module, MARK, "lora")
             frozen.append(module.base_layer.weight)
     return frozen
+
+
+def summary(model) -> dict[str, int]:
+    """How many modules of each kind run a fused forward, e.g. {"lora": 12, "swiglu": 2, "rmsnorm": 5}."""
+    counts: dict[str, int] = {}
+    for module in model.modules():
+        kind = getattr(module, MARK, None)
+        if kind:
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts

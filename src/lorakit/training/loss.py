@@ -5,6 +5,10 @@ The vocabulary of Qwen3 has 151,936 entries: full logits for a 2,048-token row a
 time, keeps the peak to one chunk of logits. For a plain frozen head the gradient with respect to
 the hidden states is computed in the same pass as the loss (softmax minus one-hot, times the head
 weight), so the head's matmul is never recomputed in backward.
+
+What a model's causal-LM forward does to the head's output before its loss is done here too, since
+the loss runs the head itself: Granite divides the logits by `logits_scaling`, Cohere multiplies them
+by `logit_scale`, Gemma2/3 cap them with `final_logit_softcapping` (cap * tanh(logits / cap)).
 """
 
 from __future__ import annotations
@@ -26,8 +30,28 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, 50))
 
 
-def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = head(hidden).float()
+def logit_transform(config) -> tuple[float, float]:
+    """(scale, softcap) the causal-LM forward applies to the head's output: logits * scale, then
+    softcap * tanh(logits / softcap) when softcap is not 0."""
+    scale = 1.0
+    if getattr(config, "logits_scaling", None):  # Granite: logits / logits_scaling
+        scale /= float(config.logits_scaling)
+    if getattr(config, "logit_scale", None):  # Cohere: logits * logit_scale
+        scale *= float(config.logit_scale)
+    return scale, float(getattr(config, "final_logit_softcapping", None) or 0.0)
+
+
+def _transform(logits: torch.Tensor, scale: float, softcap: float) -> torch.Tensor:
+    if scale != 1.0:
+        logits = logits * scale
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
+                softcap: float = 0.0) -> torch.Tensor:
+    logits = _transform(head(hidden).float(), scale, softcap)
     return F.cross_entropy(logits, targets, reduction="sum")
 
 
@@ -44,15 +68,16 @@ def summed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     labels = batch["shift_labels"]
     keep = labels != IGNORE
     hidden, targets = hidden[keep], labels[keep]
+    scale, softcap = logit_transform(causal_lm.config)
     if _fusable(head) and torch.is_grad_enabled():
-        return _FusedHeadLoss.apply(hidden, head.weight, targets)
+        return _FusedHeadLoss.apply(hidden, head.weight, targets, scale, softcap)
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.numel(), CHUNK):
         h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
         if torch.is_grad_enabled():
-            total = total + checkpoint(_chunk_loss, head, h, t, use_reentrant=False)
+            total = total + checkpoint(_chunk_loss, head, h, t, scale, softcap, use_reentrant=False)
         else:
-            total = total + _chunk_loss(head, h, t)
+            total = total + _chunk_loss(head, h, t, scale, softcap)
     return total
 
 
@@ -62,21 +87,31 @@ def _fusable(head) -> bool:
 
 
 class _FusedHeadLoss(torch.autograd.Function):
-    """Summed cross entropy of `hidden @ weight.T` against `targets`, with d(loss)/d(hidden) computed
-    chunk by chunk in forward; backward only scales it. Saves one head matmul per token and never
-    holds more than CHUNK rows of logits."""
+    """Summed cross entropy of the logits `hidden @ weight.T` (scaled, then softcapped: logit_transform)
+    against `targets`, with d(loss)/d(hidden) computed chunk by chunk in forward; backward only scales
+    it. Saves one head matmul per token and never holds more than CHUNK rows of logits."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets):
+    def forward(ctx, hidden, weight, targets, scale=1.0, softcap=0.0):
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, targets.numel(), CHUNK):
             h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
             logits = F.linear(h, weight).float()
+            if scale != 1.0:
+                logits.mul_(scale)
+            capped = None
+            if softcap:
+                capped = logits.div_(softcap).tanh_()  # kept: d(cap * tanh(z / cap)) / dz = 1 - tanh^2
+                logits = capped * softcap
             lse = torch.logsumexp(logits, dim=-1)
             total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
             probs = logits.sub_(lse[:, None]).exp_()  # reuse the logits buffer: softmax in place
             probs[torch.arange(t.numel(), device=t.device), t] -= 1.0
+            if capped is not None:
+                probs.mul_(capped.square_().neg_().add_(1.0))
+            if scale != 1.0:
+                probs.mul_(scale)
             grad_hidden[start:start + CHUNK] = probs.to(weight.dtype) @ weight
         ctx.save_for_backward(grad_hidden)
         ctx.hidden_dtype = hidden.dtype
@@ -85,7 +120,7 @@ class _FusedHeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total):
         (grad_hidden,) = ctx.saved_tensors
-        return (grad_hidden * grad_total).to(ctx.hidden_dtype), None, None
+        return (grad_hidden * grad_total).to(ctx.hidden_dtype), None, None, None, None
 
 
 class LossModule(torch.nn.Module):
