@@ -168,6 +168,10 @@ def test_eval_loss(case, reference):
                         autocast=torch.autocast("cpu", enabled=False), share_prefix=True)
     n_sup = sum(batching.supervised_tokens(batching.pack([s])) for s in case.samples)
     assert got == pytest.approx(float(reference[0]) / n_sup, rel=1e-5)
+    # the eval stage's held-out loss: the model as loaded for generation (transformers' attention)
+    held_out = evaluate_loss(case.model, case.samples, batch_size=3, packing=True, pad_id=0, device="cpu",
+                             autocast=torch.autocast("cpu", enabled=False))
+    assert held_out == pytest.approx(float(reference[0]) / n_sup, rel=1e-5)
 
 
 def test_merged_logits_equal_base_plus_adapter(case, tmp_path):

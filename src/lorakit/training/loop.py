@@ -27,8 +27,7 @@ from lorakit.atomic import atomic_dir, write_json, write_text
 from lorakit.config import RunConfig, config_to_yaml
 from lorakit.errors import LorakitError
 from lorakit.models import precision
-from lorakit.training import batching, checkpoint, fused
-from lorakit.training.attention import use_packed_attention
+from lorakit.training import batching, checkpoint, fused, paths
 from lorakit.training.distributed import Distributed, LossModule, pick_device
 from lorakit.training.loss import evaluate_loss, perplexity
 from lorakit.training.plan import Inputs, pack_budget, plan_run, resolve_inputs, use_checkpointing
@@ -141,15 +140,19 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False) ->
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = attach_lora(model, cfg.lora)
-    frozen = fused.fuse(model) if inputs.use_fused else []
+    chosen = paths.choose(model, t.packing)  # fast paths by what the model computes, else transformers' own
+    frozen = paths.apply(model, chosen, inputs.use_fused)
+    dist.print(chosen.line())
+    run_cfg = cfg  # as the steps run it: transformers' attention takes padded batches (paths.py says why)
+    if t.packing and not chosen.packing:
+        t = t.model_copy(update={"packing": False, "share_prefix": False})
+        run_cfg = cfg.model_copy(update={"train": t})
     if inputs.upcast:
         precision.upcast_except(model, frozen)
     checkpointing = use_checkpointing(t.gradient_checkpointing, device)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    if t.packing:
-        use_packed_attention(model)
     budget = pack_budget(t, device, inputs.model_path, inputs.weight_dtype, checkpointing)
     if budget:
         dist.print(f"packing up to {budget.tokens:,} tokens per forward (train.pack_tokens)" if budget.fill else
@@ -173,7 +176,7 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False) ->
     trainable, total = trainable_parameters(model)
     dist.print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%); "
                f"{len(inputs.data.train)} samples, {inputs.n_steps} steps")
-    return Setup(cfg, dist, inputs, run_dir, model, loss_of, params, optimizer, scheduler,
+    return Setup(run_cfg, dist, inputs, run_dir, model, loss_of, params, optimizer, scheduler,
                  precision.autocast(t.precision, device), budget, batching.pad_token_id(inputs.tokenizer), state,
                  state.step)
 

@@ -141,6 +141,10 @@ def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast,
     """Token-mean loss over `samples` (no dropout); `model` is a PEFT model or a `LossModule`. The same
     measure for the loop's eval steps and the eval stage's held-out loss."""
     model = model if isinstance(model, LossModule) else LossModule(model)
+    if not _runs_packed_attention(model.model):
+        # transformers' own attention masks packed rows correctly only in some models (see
+        # lorakit.training.paths): padded batches are exact in all of them
+        packing, share_prefix = False, False
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
@@ -151,3 +155,10 @@ def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast,
         n += batching.supervised_tokens(mb)
     model.train(was_training)
     return total / max(1, n)
+
+
+def _runs_packed_attention(model) -> bool:
+    from lorakit.training.attention import NAME
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(getattr(base, "config", None), "_attn_implementation", None) == NAME
