@@ -30,7 +30,6 @@ _UNSUPPORTED = (
     ("alibi", "ALiBi position bias", bool),
     ("position_embedding_type", "ALiBi position bias", lambda v: v == "alibi"),
     ("use_bidirectional_attention", "bidirectional attention", bool),
-    ("attn_logit_softcapping_per_layer", "per-layer softcapping", bool),
 )
 
 
