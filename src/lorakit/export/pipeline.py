@@ -6,6 +6,8 @@ folder first, in float32 so the only rounding is the quantisation. OUT appears c
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import sys
 import tempfile
@@ -33,7 +35,7 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: 
         raise LorakitError(f"--out {out}: already exists and is not empty; pass --overwrite or choose another --out")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lorakit-export-") as scratch:
-        model_dir, base_ref, run = _resolve_source(str(source), Path(scratch))
+        model_dir, base_ref, run = _resolve_source(str(source), Path(scratch), quant)
         check_exportable(model_dir, quant)  # before writing anything
         name = _slug(out.name)
         gguf_name = f"{name}-{quant}.gguf"
@@ -50,7 +52,7 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: 
     return out
 
 
-def _resolve_source(source: str, scratch: Path):
+def _resolve_source(source: str, scratch: Path, quant: str):
     """(model folder, base model reference, RunInfo or None) for a run, merged folder or model reference."""
     from lorakit.models import BUILTIN_MODELS, resolve_model
     from lorakit.run import open_run
@@ -60,7 +62,11 @@ def _resolve_source(source: str, scratch: Path):
         run = open_run(path)  # a run directory or adapter folder; its errors are the precise ones
         from lorakit.merge import merge
 
-        merged = merge(path, scratch / "merged", dtype="float32")
+        source_hub = run.config.model.source if run.config else "hf"
+        check_exportable(resolve_model(run.base_model, source_hub), quant)  # refuse before the merge
+        print(f"merging {path} into a temporary folder (float32) ...", flush=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # its "written to <temp dir>" would mislead
+            merged = merge(path, scratch / "merged", dtype="float32")
         return merged, run.base_model, run
     if source not in BUILTIN_MODELS and not path.exists() and ("/" not in source or source.startswith((".", "/"))):
         raise LorakitError(f"{source}: no such run directory, model folder or built-in model "
