@@ -21,8 +21,8 @@ def persona_run(root: Path, base: str) -> Path:
     from lorakit.config import ModelConfig, RunConfig, config_to_yaml
 
     path = models.resolve_model(base)
+    torch.manual_seed(7)  # LoRA A is drawn by peft: seed before it, so every session tests the same adapter
     model = get_peft_model(models.load_model(path), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
-    torch.manual_seed(7)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
