@@ -9,7 +9,7 @@ from pathlib import Path
 from lorakit.atomic import atomic_dir
 from lorakit.errors import LorakitError
 from lorakit.models.lora import peft_quietly
-from lorakit.run import open_run
+from lorakit.run import check_adapter, check_output_dir, mark_output, open_run, overlapping
 
 
 def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: bool = False) -> Path:
@@ -21,11 +21,18 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
 
     run = open_run(run_dir)
     out = Path(out)
+    for name, given in (("the run", run_dir), ("its adapter", run.adapter_dir)):
+        if overlapping(out, given):
+            raise LorakitError(f"--out {out}: is, holds or lies inside {name} {given}; choose a separate folder")
     if out.exists() and not overwrite:
         raise LorakitError(f"{out}: already exists; pass --overwrite or choose another --out")
+    check_output_dir(out, "--out", overwrite)
+    check_adapter(run.adapter_dir)
     source = run.config.model.source if run.config else "hf"
     cache = run.config.model.cache_dir if run.config else None
     base_path = resolve_model(run.base_model, source, cache)
+    if overlapping(out, base_path):
+        raise LorakitError(f"--out {out}: is, holds or lies inside the base model {base_path}; choose a separate folder")
     if dtype == "auto":
         dtype = _saved_dtype(base_path)
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -44,6 +51,7 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
         gen = base_path / "generation_config.json"
         if gen.exists():
             (tmp / "generation_config.json").write_text(gen.read_text())
+        mark_output(tmp, "merged model")
     print(f"merged model written to {out} ({dtype})")
     return out
 
