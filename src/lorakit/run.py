@@ -59,16 +59,17 @@ def describe_status(status: dict) -> str:
     return f"status {status.get('status')!r}"
 
 
-def claim_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> "RunLock":
+def claim_run_dir(output_dir: str | Path, resume: str | None, overwrite: bool) -> "RunLock":
     """Check train.output_dir, take its lock, then (under the lock) refuse to mix two runs in one folder;
     with --overwrite empty it. Returns the held lock; the caller releases it when the run ends."""
-    run_dir = Path(run_dir)
     if resume:  # nothing is deleted; a run from before the marker existed may still be resumed
-        _check_place(run_dir, "train.output_dir")
+        _check_place(output_dir, "train.output_dir")
     else:
-        check_output_dir(run_dir, "train.output_dir", overwrite)
+        check_output_dir(output_dir, "train.output_dir", overwrite)
+    run_dir = Path(output_dir)
     created = not run_dir.exists()
     lock = RunLock(run_dir).acquire()
+    lock.created = created
     try:
         _check_contents(run_dir, resume, overwrite)
         if overwrite and not resume:
@@ -78,8 +79,6 @@ def claim_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> "RunLoc
         mark_output(run_dir, "run")
     except BaseException:
         lock.release()
-        if created and [e.name for e in run_dir.iterdir()] == [LOCK]:
-            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return lock
 
@@ -161,6 +160,7 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK
         self._fd: int | None = None
+        self.created = False  # set by claim_run_dir: the folder did not exist before this run
 
     def acquire(self) -> "RunLock":
         import fcntl
@@ -185,6 +185,10 @@ class RunLock:
         import os
 
         if self._fd is not None:
+            if self.created:  # a run that failed before writing anything leaves no folder behind
+                folder = self.path.parent
+                if {e.name for e in folder.iterdir()} <= {LOCK, MARKER}:
+                    shutil.rmtree(folder, ignore_errors=True)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 

@@ -100,6 +100,7 @@ def test_disk_full_is_recognised():
     assert checkpoint.disk_full(OSError(errno.ENOSPC, "No space left on device"))
     assert checkpoint.disk_full(OSError(errno.EFBIG, "File too large"))
     assert checkpoint.disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . file write failed"))
+    assert checkpoint.disk_full(Exception("Error while serializing: I/O error: No space left on device (os error 28)"))
     assert not checkpoint.disk_full(OSError(errno.EACCES, "Permission denied"))
 
 

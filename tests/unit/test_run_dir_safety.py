@@ -111,3 +111,12 @@ def test_a_diverged_run_is_never_opened_as_finished(tmp_path):
     (run / "run.json").write_text('{"status": "diverged", "step": 3, "last_good_checkpoint": null}')
     with pytest.raises(LorakitError, match="did not complete \\(diverged at step 3"):
         open_run(run)
+
+
+def test_a_run_that_wrote_nothing_leaves_no_folder(tmp_path):
+    claim_run_dir(tmp_path / "new", None, False).release()  # e.g. a bad data.path found after the claim
+    assert not (tmp_path / "new").exists()
+    lock = claim_run_dir(tmp_path / "new", None, False)
+    (tmp_path / "new" / "config.yaml").write_text("x")
+    lock.release()
+    assert (tmp_path / "new" / "config.yaml").exists()

@@ -57,7 +57,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
             (tmp / STATE).write_bytes(blob.getvalue())
             (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
             (tmp / MANIFEST).write_text(json.dumps({"files": _digests(tmp)}, indent=2))
-    except (OSError, RuntimeError) as e:
+    except Exception as e:  # torch, safetensors and the os each word a full disk their own way
         if not disk_full(e):
             raise
         previous = checkpoint_dirs(run_dir)

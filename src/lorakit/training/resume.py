@@ -93,6 +93,12 @@ def check_resume(ckpt: Path, state: dict, now: dict, anyway: bool, say) -> dict:
     return record
 
 
+def resume_history(ckpt: Path, now: dict, anyway: bool, say) -> list[dict]:
+    """The checkpoint's list of earlier resumes plus this one (checked by `check_resume`)."""
+    state = json.loads((Path(ckpt) / "state.json").read_text())
+    return list(state.get("resumes") or []) + [check_resume(Path(ckpt), state, now, anyway, say)]
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
