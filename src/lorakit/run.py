@@ -204,20 +204,22 @@ def check_adapter(folder: str | Path) -> Path:
     """The adapter weights file of a local adapter folder, refusing a missing file (which peft would
     otherwise take for a hub id) and non-finite tensors (a diverged run merges into NaN weights)."""
     import torch
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
     weights = folder / "adapter_model.safetensors"
+    legacy = folder / "adapter_model.bin"  # peft's older format
+    if not weights.is_file() and legacy.is_file():
+        weights = legacy
     if not weights.is_file():
-        if (folder / "adapter_model.bin").is_file():
-            return folder / "adapter_model.bin"  # peft's older format; loaded with weights_only by peft
         raise LorakitError(f"{weights}: adapter weights file missing (a local folder is never looked up "
                            f"on the hub); point at a complete run or adapter folder")
     try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise LorakitError(f"{weights}: unreadable adapter weights ({str(e).splitlines()[0][:120]})") from None
+        tensors = (load_file(str(weights)) if weights.suffix == ".safetensors"
+                   else torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as e:  # SafetensorError, OSError, or a pickle that is not plain tensors
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise LorakitError(f"{weights}: unreadable adapter weights ({first})") from None
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise LorakitError(f"{weights}: adapter tensor {name} holds NaN or infinite values (the run "
