@@ -19,8 +19,8 @@ from lorakit.training import checkpoint, guards, resume
 from tiny_models import tiny_qwen3
 
 
-def tiny_lora():
-    model = attach_lora(tiny_qwen3(), LoraConfig(r=2, alpha=4))
+def tiny_lora(r: int = 2):
+    model = attach_lora(tiny_qwen3(), LoraConfig(r=r, alpha=4))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model(input_ids=torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()
     opt.step()
@@ -50,6 +50,14 @@ def test_save_writes_a_manifest_that_verifies(saved):
     assert {"adapter_model.safetensors", "training_state.pt", "state.json"} <= set(manifest)
     assert checkpoint.verify(ckpt) is None
     assert checkpoint.load_checkpoint(ckpt, model, opt, sched)["step"] == 4
+
+
+def test_a_checkpoint_of_another_rank_is_one_line(saved):
+    run, _ = saved
+    model, opt, sched = tiny_lora(r=4)
+    with pytest.raises(LorakitError, match="does not fit this model") as e:
+        checkpoint.load_checkpoint(run / "checkpoints" / "checkpoint-4", model, opt, sched)
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "zero", "garbage", "delete"])
