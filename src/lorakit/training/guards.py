@@ -28,8 +28,8 @@ def check_finite(step: int, loss: float, grad_norm: float, last_good: str | None
         return
     where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was saved before it"
     raise Diverged(f"training diverged at step {step}: {' and '.join(bad)}; stopped without updating the "
-                   f"weights ({where}); lower train.lr or check the data, then resume or start over",
-                   step, last_good)
+                   f"weights ({where}); lower train.lr or check the data, then continue with --resume "
+                   f"--resume-anyway or start over with --overwrite", step, last_good)
 
 
 class StopFlag:
