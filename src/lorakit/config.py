@@ -25,7 +25,8 @@ PRESETS: dict[str, list[str]] = {
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are never a valid setting (train.lr=inf trained an all-NaN adapter to "completed")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -118,6 +119,8 @@ class RunConfig(Section):
     def _check(self) -> "RunConfig":
         if self.data.weights and isinstance(self.data.path, list) and len(self.data.weights) != len(self.data.path):
             raise ValueError("data.weights needs one weight per data.path entry")
+        if any(w <= 0 for w in self.data.weights):
+            raise ValueError(f"data.weights: every weight must be positive (got {self.data.weights})")
         if isinstance(self.train.pack_tokens, int) and self.train.pack_tokens < 1:
             raise ValueError(f"train.pack_tokens: must be a positive token count, auto or null "
                              f"(got {self.train.pack_tokens})")
@@ -146,6 +149,9 @@ def _load_with_lines(text: str, source: str) -> tuple[dict, dict[str, int]]:
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
                 key = f"{prefix}{k.value}"
+                if key in lines:  # YAML would silently keep the last value
+                    raise LorakitError(f"{source}:{k.start_mark.line + 1}: duplicate key {key!r} "
+                                       f"(first set on line {lines[key]})")
                 lines[key] = k.start_mark.line + 1
                 walk(v, key + ".")
 

@@ -10,7 +10,7 @@ from lorakit.atomic import atomic_dir
 from lorakit.errors import LorakitError
 from lorakit.export.model_card import build_card
 from lorakit.models.lora import peft_quietly
-from lorakit.run import open_run
+from lorakit.run import check_adapter, check_output_dir, mark_output, open_run, overlapping
 
 
 def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: bool = False) -> Path:
@@ -22,11 +22,18 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
 
     run = open_run(run_dir)
     out = Path(out)
+    for name, given in (("the run", run_dir), ("its adapter", run.adapter_dir)):
+        if overlapping(out, given):
+            raise LorakitError(f"--out {out}: is, holds or lies inside {name} {given}; choose a separate folder")
     if out.exists() and not overwrite:
         raise LorakitError(f"{out}: already exists; pass --overwrite or choose another --out")
+    check_output_dir(out, "--out", overwrite)
+    check_adapter(run.adapter_dir)
     source = run.config.model.source if run.config else "hf"
     cache = run.config.model.cache_dir if run.config else None
     base_path = resolve_model(run.base_model, source, cache)
+    if overlapping(out, base_path):
+        raise LorakitError(f"--out {out}: is, holds or lies inside the base model {base_path}; choose a separate folder")
     if dtype == "auto":
         dtype = _saved_dtype(base_path)
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -46,6 +53,7 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
         if gen.exists():
             (tmp / "generation_config.json").write_text(gen.read_text())
         (tmp / "README.md").write_text(build_card(out.name, run.base_model, base_path, run), encoding="utf-8")
+        mark_output(tmp, "merged model")
     print(f"merged model written to {out} ({dtype})")
     return out
 

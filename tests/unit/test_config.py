@@ -125,3 +125,22 @@ def test_plan_sizes_activations_by_the_token_budget():
     half = [_plan(cfg, data, resolve_model("qwen3-tiny-random"), 16, 2, "bfloat16", "cpu", c).memory_gb
             for c in ("bfloat16", "float32")]
     assert half[0] < half[1] < estimate()
+
+
+@pytest.mark.parametrize("override", ["train.lr=inf", "train.lr=.nan", "train.lr=-1e-4", "train.lr=0",
+                                      "lora.alpha=.inf", "train.max_grad_norm=nan", "data.weights=[-1]"])
+def test_values_that_can_only_be_wrong_are_refused(override):
+    key = override.split("=")[0]
+    extra = ["data.path=[a.json]"] if key == "data.weights" else []
+    with pytest.raises(LorakitError, match=key.replace(".", r"\.")):
+        load_config(None, [override, *extra])
+
+
+def test_duplicate_yaml_keys_are_an_error_with_file_and_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1.0e-4\n  epochs: 1\n  lr: 2.0e-4\n")
+    with pytest.raises(LorakitError, match=rf"{path}:4: duplicate key 'train.lr' \(first set on line 2\)"):
+        load_config(path)
+    path.write_text("lora: {r: 8}\ntrain: {lr: 1.0e-4}\nlora: {alpha: 8}\n")
+    with pytest.raises(LorakitError, match=rf"{path}:3: duplicate key 'lora'"):
+        load_config(path)

@@ -29,6 +29,8 @@ def train(
                                 "checkpoint, or from the checkpoint folder given right after --resume"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (config, data, steps, memory) and exit"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing finished run directory"),
+    resume_anyway: bool = typer.Option(False, "--resume-anyway", help="with --resume, continue even though "
+                                       "settings that change training (data, model, lora, lr...) differ"),
     preset: Optional[str] = typer.Option(None, "--preset", help="named overrides: low-memory (4-bit base on "
                                          "CUDA + gradient checkpointing)"),
 ) -> None:
@@ -38,6 +40,8 @@ def train(
 
     overrides = list(ctx.args)
     resume_from = None
+    if resume_anyway and not resume:
+        raise LorakitError("--resume-anyway only applies together with --resume")
     if resume:  # `--resume PATH`: a bare word among the key=value overrides is the checkpoint
         paths = [a for a in overrides if "=" not in a]
         if len(paths) > 1:
@@ -49,7 +53,7 @@ def train(
             raise LorakitError(f"--preset {preset}: unknown preset; choose from {', '.join(PRESETS)}")
         overrides = PRESETS[preset] + overrides
     cfg = load_config(config, overrides)
-    run_train(cfg, resume=resume_from, dry_run=dry_run, overwrite=overwrite)
+    run_train(cfg, resume=resume_from, dry_run=dry_run, overwrite=overwrite, resume_anyway=resume_anyway)
 
 
 def merge(

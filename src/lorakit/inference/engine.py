@@ -282,6 +282,9 @@ def adapter_folder(path: str | Path) -> Path:
     p = Path(path)
     for candidate in (p, p / "adapter"):
         if (candidate / "adapter_config.json").is_file():
+            from lorakit.run import check_adapter
+
+            check_adapter(candidate)  # a missing weights file is never a hub id; NaN adapters are refused
             return candidate
     raise LorakitError(f"{p}: not a run directory or adapter folder (no adapter_config.json in it or in adapter/)")
 

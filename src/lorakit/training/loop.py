@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -25,9 +23,10 @@ from tqdm.auto import tqdm
 
 from lorakit.atomic import atomic_dir, write_json, write_text
 from lorakit.config import RunConfig, config_to_yaml
-from lorakit.errors import LorakitError
 from lorakit.models import precision
-from lorakit.training import batching, checkpoint, fused, paths
+from lorakit.run import claim_run_dir
+from lorakit.training import batching, checkpoint, fused, guards, paths
+from lorakit.training import resume as resume_rules
 from lorakit.training.distributed import Distributed, LossModule, pick_device
 from lorakit.training.loss import evaluate_loss, perplexity
 from lorakit.training.plan import Inputs, pack_budget, plan_run, resolve_inputs, use_checkpointing
@@ -40,6 +39,8 @@ class TrainState:
     best_step: int | None = None
     best_checkpoint: str | None = None
     evals_without_improvement: int = 0
+    trained_with: dict | None = None  # config, data hash, base model identity (training/resume.py)
+    resumes: list = field(default_factory=list)  # every resume of this run, written to run.json
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":
@@ -85,6 +86,7 @@ class Setup:
     pad_id: int
     state: TrainState
     start_step: int
+    last_good: str | None = None  # the newest checkpoint this run resumed from or saved
 
     @property
     def data(self):
@@ -99,7 +101,8 @@ class Setup:
         return self.inputs.n_steps
 
 
-def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, overwrite: bool = False) -> Path:
+def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, overwrite: bool = False,
+          resume_anyway: bool = False) -> Path:
     """Run (or plan, with dry_run) one training run described by `cfg`; returns the run directory."""
     if dry_run:
         dist = Distributed.from_env()
@@ -109,15 +112,22 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
         print(config_to_yaml(cfg))
         print("\n".join(plan.lines()))
         return Path(cfg.train.output_dir)
-    s = setup(cfg, resume, overwrite)
-    run_steps(s)
-    finish(s)
+    # one writer per run folder, from before anything in it is read or deleted until the run ends
+    lock = claim_run_dir(cfg.train.output_dir, resume, overwrite) if Distributed.from_env().rank == 0 else None
+    try:
+        s = setup(cfg, resume, overwrite, resume_anyway)
+        run_steps(s)
+        finish(s)
+    finally:
+        if lock:
+            lock.release()
     return s.run_dir
 
 
-def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False) -> Setup:
-    """Check the run folder, tokenize the data, load the model with its adapter, build the optimizer, and
-    restore a checkpoint for `resume`; writes config.yaml into the run folder."""
+def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, resume_anyway: bool = False) -> Setup:
+    """Tokenize the data, load the model with its adapter, build the optimizer, and restore a checkpoint for
+    `resume` (refused if it changes training, unless `resume_anyway`); writes config.yaml into the run
+    folder, whose lock the caller holds (`train` takes it)."""
     from lorakit.models import load_model
     from lorakit.models.lora import attach_lora, trainable_parameters
 
@@ -125,10 +135,15 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False) ->
     device = pick_device(cfg.train.device, dist)
     torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // dist.local_world))
     run_dir = Path(cfg.train.output_dir)
-    _check_run_dir(run_dir, resume, overwrite)
+    if dist.rank == 0:
+        checkpoint.remove_stale(run_dir)  # temp folders of saves that were killed; the caller holds the lock
     inputs = resolve_inputs(cfg, dist, device)
     if inputs.dtype_note:
         dist.print(inputs.dtype_note)
+    # before loading the model: a resume that changes the mathematics is refused here
+    now = resume_rules.trained_with(cfg, inputs.data.stats.get("cache_key"), inputs.model_path)
+    ckpt = checkpoint.find_resume_point(run_dir, resume, dist.print) if resume else None
+    resumes = resume_rules.resume_history(ckpt, now, resume_anyway, dist.print) if ckpt else []
 
     t = cfg.train
     _seed_everything(t.seed)
@@ -164,12 +179,10 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False) ->
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(t.lr_scheduler, inputs.n_steps, t.warmup_ratio))
 
     state = TrainState()
-    if resume:
-        ckpt = checkpoint.find_resume_point(run_dir, resume)
+    if ckpt:
         state = TrainState.from_dict(checkpoint.load_checkpoint(ckpt, model, optimizer, scheduler, sharded=dist.fsdp))
         dist.print(f"resuming from {ckpt} (step {state.step})")
-    elif overwrite and run_dir.exists() and dist.rank == 0:
-        shutil.rmtree(run_dir)
+    state.trained_with, state.resumes = now, resumes
     if dist.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", config_to_yaml(cfg))
@@ -178,7 +191,7 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False) ->
                f"{len(inputs.data.train)} samples, {inputs.n_steps} steps")
     return Setup(run_cfg, dist, inputs, run_dir, model, loss_of, params, optimizer, scheduler,
                  precision.autocast(t.precision, device), budget, batching.pad_token_id(inputs.tokenizer), state,
-                 state.step)
+                 state.step, str(ckpt) if ckpt else None)
 
 
 def run_steps(s: Setup) -> None:
@@ -189,7 +202,7 @@ def run_steps(s: Setup) -> None:
     tracker = None
     if dist.rank == 0:
         tracker = Tracker(s.cfg.tracking, s.run_dir, s.cfg.model_dump(mode="json"), s.start_step)
-    stop = _StopFlag()
+    stop = guards.StopFlag()
     window = Window()
     bar = tqdm(total=s.n_steps, initial=s.start_step, desc="train", unit="step", disable=dist.rank != 0,
                dynamic_ncols=True)
@@ -220,7 +233,7 @@ def run_steps(s: Setup) -> None:
                 bar.close()
                 dist.print(f"\ninterrupted at step {step}; checkpoint saved. Continue with: "
                            f"lorakit train <config> --resume")
-                sys.exit(130)
+                sys.exit(stop.exit_code)
             if stopped_early:
                 break
     finally:
@@ -260,11 +273,13 @@ def _optimizer_step(s: Setup, samples: list[dict], window: Window) -> torch.Tens
         part = loss.detach().float() * weight
         loss_sum = part if loss_sum is None else loss_sum + part
         real += weight * batching.real_tokens(mb)
-    window.loss += dist.sum(float(loss_sum) if loss_sum is not None else 0.0)
+    step_loss = dist.sum(float(loss_sum) if loss_sum is not None else 0.0)
+    window.loss += step_loss
     window.supervised += n_sup
     window.tokens += real
     dist.all_reduce_grads(s.params)
     grad_norm = torch.nn.utils.clip_grad_norm_(s.params, t.max_grad_norm if t.max_grad_norm > 0 else 1e9)
+    _stop_if_diverged(s, step_loss, float(grad_norm))
     s.optimizer.step()
     s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
@@ -297,10 +312,22 @@ def _evaluate(s: Setup, tracker) -> tuple[bool, bool]:
 def _save_checkpoint(s: Setup) -> None:
     full = s.dist.full_state(s.model, s.optimizer)  # collective under FSDP: every rank calls it
     if s.dist.rank == 0:
-        checkpoint.save_checkpoint(s.run_dir, s.state.step, s.model, s.optimizer, s.scheduler, s.state.as_dict(),
-                                   full)
+        s.last_good = str(checkpoint.save_checkpoint(s.run_dir, s.state.step, s.model, s.optimizer, s.scheduler,
+                                                     s.state.as_dict(), full))
         best = s.state.best_checkpoint
         checkpoint.rotate(s.run_dir, s.cfg.train.save_total_limit, Path(best) if best else None)
+
+
+def _stop_if_diverged(s: Setup, loss_sum: float, grad_norm: float) -> None:
+    """A non-finite step ends the run before the optimizer applies it; run.json records it as diverged."""
+    step = s.state.step + 1
+    try:
+        guards.check_finite(step, loss_sum, grad_norm, s.last_good)
+    except guards.Diverged:
+        if s.dist.rank == 0:
+            write_json(s.run_dir / "run.json", {"status": "diverged", "step": step,
+                                                "last_good_checkpoint": s.last_good})
+        raise
 
 
 def _write_outputs(s: Setup, full: dict | None) -> None:
@@ -317,24 +344,12 @@ def _write_outputs(s: Setup, full: dict | None) -> None:
         "steps": s.state.step,
         "best_eval_loss": s.state.best_eval_loss,
         "best_step": s.state.best_step,
-        "best_checkpoint": s.state.best_checkpoint,
+        "best_checkpoint": checkpoint.existing_best(s.state.as_dict(), s.state.step, s.run_dir),
         "data": s.data.stats,
+        "trained_with": {k: v for k, v in (s.state.trained_with or {}).items() if k != "config"},
+        "resumes": s.state.resumes,
         "final_train_loss": losses[-1] if losses else None,
     })
-
-
-def _check_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder; say which flag the user wants."""
-    if not run_dir.exists() or resume or overwrite:
-        return
-    if (run_dir / "run.json").exists():
-        raise LorakitError(f"{run_dir}: already holds a finished run; pass --overwrite or set train.output_dir")
-    ckpts = checkpoint.checkpoint_dirs(run_dir)
-    if ckpts:
-        raise LorakitError(f"{run_dir}: holds an unfinished run ({ckpts[-1].name}); "
-                           f"continue it with --resume or start over with --overwrite")
-    if any(run_dir.iterdir()) and not (run_dir / "config.yaml").exists():
-        raise LorakitError(f"{run_dir}: folder is not empty and not a lorakit run; choose another train.output_dir")
 
 
 def schedule(kind: str, total: int, warmup_ratio: float):
@@ -358,25 +373,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class _StopFlag:
-    """First Ctrl-C asks the loop to checkpoint and stop after the current step; a second one kills."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = signal.getsignal(signal.SIGINT)
-        try:
-            signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread (e.g. called from a server); Ctrl-C then stays default
-            self._old = None
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
-
-    def restore(self):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)

@@ -81,7 +81,7 @@ def test_preflight_finds_what_vllm_rejects(tmp_path):
 
 def test_run_vllm_print_and_missing_vllm(tmp_path, capsys, monkeypatch):
     base = model_dir(tmp_path / "base")
-    run = adapter(tmp_path / "run", r=16)
+    run = adapter(tmp_path / "run", r=16, keys=["w"])  # a complete adapter: weights included
     run_vllm(str(base), {"persona": str(run)}, None, "127.0.0.1", 8000, None, None, "auto", print_command=True)
     printed = capsys.readouterr().out.strip()
     assert printed.startswith("vllm serve ") and f"persona={run / 'adapter'}" in printed and "\n" not in printed
@@ -89,8 +89,8 @@ def test_run_vllm_print_and_missing_vllm(tmp_path, capsys, monkeypatch):
     with pytest.raises(LorakitError, match="vLLM is not installed"):
         run_vllm(str(base), {}, "m", "127.0.0.1", 8000, None, None, "auto", print_command=False)
     with pytest.raises(LorakitError, match="vLLM would reject this: adapter big: rank 1024"):
-        run_vllm(str(base), {"big": str(adapter(tmp_path / "big", r=1024))}, None, "127.0.0.1", 8000, None, None,
-                 "auto", print_command=True)
+        run_vllm(str(base), {"big": str(adapter(tmp_path / "big", r=1024, keys=["w"]))}, None, "127.0.0.1", 8000,
+                 None, None, "auto", print_command=True)
 
 
 def test_lora_module_flags():
