@@ -33,6 +33,11 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: 
         raise LorakitError(f"--out {out}: is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise LorakitError(f"--out {out}: already exists and is not empty; pass --overwrite or choose another --out")
+    from lorakit.run import check_output_dir, mark_output, overlapping
+
+    check_output_dir(out, "--out", overwrite)  # --overwrite replaces only a folder lorakit wrote
+    if overlapping(out, Path(source).expanduser()):
+        raise LorakitError(f"--out {out}: is, holds or lies inside the source {source}; choose a separate folder")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lorakit-export-") as scratch:
         model_dir, base_ref, run = _resolve_source(str(source), Path(scratch), quant)
@@ -44,6 +49,7 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: 
             has_modelfile = _write_modelfile(model_dir, tmp, gguf_name, vocab, run)
             _write_card(tmp, name, base_ref, model_dir, run, {"file": gguf_name, "quant": quant,
                                                               "modelfile": has_modelfile})
+            mark_output(tmp, "export")
     size = (out / gguf_name).stat().st_size / 1e6
     print(f"exported {out / gguf_name} ({quant}, {size:.1f} MB) in {time.perf_counter() - started:.0f} s")
     if has_modelfile:
