@@ -126,7 +126,7 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False) ->
     torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // dist.local_world))
     run_dir = Path(cfg.train.output_dir)
     _check_run_dir(run_dir, resume, overwrite)
-    inputs = resolve_inputs(cfg, dist, device)
+    inputs = resolve_inputs(cfg, dist, device, replay=True)
     if inputs.dtype_note:
         dist.print(inputs.dtype_note)
 
