@@ -150,5 +150,5 @@ def add_replay(cfg, data, tokenizer, answer: Answerer, fingerprint: str, cache_d
         return data
     samples = _tokenize_all(tokenizer, convs, cfg, {}, "replay")
     data.train = data.train + samples
-    data.stats = dict(data.stats, **stats, replay_samples=len(samples), replay_language=language)
+    data.stats = {**data.stats, **stats, "replay_samples": len(samples), "replay_language": language}
     return data
