@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lorakit.data.replay import bundled_prompts
+
 LORAKIT = str(Path(sys.executable).parent / "lorakit")
 RECORDS = [
     ("你是谁？", "臣妾甄嬛，家父是大理寺少卿甄远道。"),
@@ -42,7 +44,7 @@ def zh_run(tmp_path_factory) -> Path:
         [{"instruction": q, "input": "", "output": a} for q, a in RECORDS], ensure_ascii=False), encoding="utf-8")
     (root / "run.yaml").write_text(
         f"model:\n  name: qwen3-tiny-random\ndata:\n  path: {root / 'huanhuan.json'}\n  eval_split: 2\n"
-        f"  system: 现在你要扮演皇帝身边的女人--甄嬛\n"
+        f"  system: 现在你要扮演皇帝身边的女人--甄嬛\n  replay: 0.2\n"
         f"train:\n  output_dir: {root / 'run'}\n  max_steps: 2\n  batch_size: 4\n  grad_accum: 1\n"
         "  lr: 1.0e-3\n  save_steps: 2\n", encoding="utf-8")
     done = _cli("train", root / "run.yaml")
@@ -51,6 +53,16 @@ def zh_run(tmp_path_factory) -> Path:
     assert done.returncode == 0, done.stderr[-3000:]
     (root / "eval.out").write_text(done.stdout, encoding="utf-8")
     return root / "run"
+
+
+def test_replay_uses_the_chinese_prompts_answered_by_the_base(zh_run):
+    """data.replay=0.2 of 10 training records: 2 bundled Chinese prompts, answered once by the base."""
+    data = json.loads((zh_run / "run.json").read_text(encoding="utf-8"))["data"]
+    assert data["replay_wanted"] == 2 and data["replay_language"] == "zh"
+    cached = json.loads(Path(data["replay_cache"]).read_text(encoding="utf-8"))
+    assert [c["prompt"] for c in cached] == bundled_prompts("zh")[:2]
+    # a random model may say nothing; empty answers are not trained on
+    assert data["replay_samples"] == sum(bool(c["answer"]) for c in cached)
 
 
 def test_chinese_sets_and_derived_keywords_are_used(zh_run):

@@ -24,6 +24,9 @@ ZH = {i["question"]: i for i in scores.load_retention(language="zh")}
     ("What is 2 + 3?", "2 + 3 = 15", False),                                         # 5 inside 15 is not 5
     ("What is 2 + 3?", "Seven, or maybe 5.", False),                                 # any other number is wrong
     ("What is 10 minus 4?", "10 minus 4 is six.", True),
+    ("What is 3 times 3?", "Three times three is nine.", True),                     # the question's numbers, in words
+    ("What is 3 times 3?", "Three times three is four.", False),
+    ("What is the boiling point of water in degrees Celsius?", "About 100.0 degrees.", True),  # same value
     ("How many hours are in a day?", "There are twenty-four hours.", True),
     ("How many legs does a dog have?", "A dog has four legs, one at each corner.", True),
     ("In which direction does the sun rise?", "It rises in the west, not the east.", False),

@@ -146,9 +146,7 @@ def add_replay(cfg, data, tokenizer, answer: Answerer, fingerprint: str, cache_d
         texts = [tokenizer.decode(s["input_ids"], skip_special_tokens=True) for s in data.train[:200]]
         language = detect_language(texts)
     convs, stats = replay_conversations(cfg, len(data.train), language, answer, fingerprint, cache_dir)
-    if not convs:
-        return data
-    samples = _tokenize_all(tokenizer, convs, cfg, {}, "replay")
+    samples = _tokenize_all(tokenizer, convs, cfg, {}, "replay") if convs else []
     data.train = data.train + samples
     data.stats = {**data.stats, **stats, "replay_samples": len(samples), "replay_language": language}
     return data

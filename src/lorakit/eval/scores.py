@@ -242,6 +242,40 @@ _NEGATION = re.compile(r"(?:\bnot|n't|\bnever|\bno)\s+(?:\w+\s+)?$", re.IGNORECA
 _NEGATION_CJK = re.compile(r"(?:不是|并非|而非|并不是|不)$")
 
 
+_WORD_VALUES = {w: v for v, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+                                            "fourteen fifteen sixteen seventeen eighteen nineteen".split())}
+_WORD_VALUES.update({"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+                     "ninety": 90, "hundred": 100, "thousand": 1000})
+_ZH_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
+
+
+def _value(text: str) -> float | None:
+    """The number a mention states: "100.0" and "one hundred" are 100, "二十四" is 24; None if unsure."""
+    t = text.strip().lower().replace(",", "")
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    if re.fullmatch(r"[a-z]+(?:[- ][a-z]+)*", t):
+        words = re.split(r"[- ]", t)
+        if not all(w in _WORD_VALUES for w in words):
+            return None
+        total = 0
+        for w in words:
+            total = total * _WORD_VALUES[w] if w in ("hundred", "thousand") and total else total + _WORD_VALUES[w]
+        return float(total)
+    if all(c in _ZH_DIGITS or c in "十百" for c in t):  # up to 999, the range the bundled sets use
+        total, digit = 0, 0
+        for c in t:
+            if c in _ZH_DIGITS:
+                digit = _ZH_DIGITS[c]
+            else:
+                total += (digit or 1) * (10 if c == "十" else 100)
+                digit = 0
+        return float(total + digit)
+    return None
+
+
 def _is_numeric(item: dict) -> bool:
     return any(re.fullmatch(r"\d+(?:\.\d+)?", f) for f in item["accept"])
 
@@ -274,11 +308,13 @@ def judge_retention(item: dict, reply: str) -> tuple[bool, str | None]:
     question = item["question"].lower()
     mentions = _mentions(reply, item["accept"], "accept") + _mentions(reply, item["reject"], "reject")
     if _is_numeric(item):
-        accepted = {_norm(f) for f in item["accept"]}
+        accepted = {_value(f) for f in item["accept"]} - {None}
+        asked = {_value(m.group(0)) for m in _NUMBER.finditer(item["question"])} - {None}
         for m in _NUMBER.finditer(reply):
-            if m.group(0) == "一":
-                continue  # a lone 一 is mostly "a/one" (一个, 一种), not a stated answer
-            mentions.append((m.start(), m.end(), "accept" if _norm(m.group(0)) in accepted else "reject", m.group(0)))
+            value = _value(m.group(0))
+            if m.group(0) == "一" or value is None or value in asked:
+                continue  # a lone 一 is mostly "a/one" (一个); a number of the question commits to nothing
+            mentions.append((m.start(), m.end(), "accept" if value in accepted else "reject", m.group(0)))
     # Leftmost first; at one position the longest form wins ("水蒸气" over "水").
     for start, end, kind, form in sorted(mentions, key=lambda m: (m[0], -(m[1] - m[0]))):
         said = reply[start:end]
