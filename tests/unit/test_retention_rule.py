@@ -36,6 +36,8 @@ ZH = {i["question"]: i for i in scores.load_retention(language="zh")}
     ("二十除以五等于多少？", "二十除以五等于四。", True),
     ("冰融化后变成什么？", "冰融化后变成水蒸气。", False),                            # longest form at a position
     ("冰融化后变成什么？", "变成水。", True),
+    ("蜜蜂酿造什么？", "蜜蜂酷热！", False),                                          # 蜜 inside the question's 蜜蜂
+    ("鸡蛋是哪种动物下的？", "鸡蛋是母鸡下的。", True),
     ("中国的首都是哪座城市？", "中国的首都不是上海，而是北京。", True),
     ("中国的首都是哪座城市？", "上海，北京也很美。", False),
     ("太阳从哪个方向升起？", "太阳从东方升起，西边落下。", True),

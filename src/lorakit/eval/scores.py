@@ -320,6 +320,9 @@ def judge_retention(item: dict, reply: str) -> tuple[bool, str | None]:
         said = reply[start:end]
         if kind == "reject" and _in_question(said, question):
             continue  # repeating the question ("10 minus 4 is 6") commits to nothing
+        if has_cjk(said) and any(len(span) > len(said) and span.lower() in question
+                                 for span in (reply[max(0, start - 1):end], reply[start:end + 1])):
+            continue  # part of a word of the question: 蜜 in 蜜蜂, 鸡 in 鸡蛋
         if _negated(reply, start):
             continue
         return kind == "accept", said
