@@ -139,14 +139,24 @@ def replay_conversations(cfg, n_train: int, language: str, answer: Answerer, fin
 def add_replay(cfg, data, tokenizer, answer: Answerer, fingerprint: str, cache_dir: Path):
     """`data` (PreparedData) with the replay samples appended to its training split; stats updated."""
     from lorakit.data.language import detect_language
-    from lorakit.data.prepare import _tokenize_all
+    from lorakit.data.samples import SampleBuilder
+    from lorakit.data.template import IGNORE, tokenize_conversation
 
     language = cfg.language
     if language == "auto":
         texts = [tokenizer.decode(s["input_ids"], skip_special_tokens=True) for s in data.train[:200]]
         language = detect_language(texts)
     convs, stats = replay_conversations(cfg, len(data.train), language, answer, fingerprint, cache_dir)
-    samples = _tokenize_all(tokenizer, convs, cfg, {}, "replay") if convs else []
-    data.train = data.train + samples
-    data.stats = {**data.stats, **stats, "replay_samples": len(samples), "replay_language": language}
+    builder = SampleBuilder()
+    for i in range(len(data.train)):
+        builder.add(data.train[i])
+    added = 0
+    for c in convs:
+        sample = tokenize_conversation(tokenizer, c, thinking=cfg.thinking, train_on=cfg.train_on,
+                                       max_length=cfg.max_length)
+        if any(label != IGNORE for label in sample["labels"]):  # truncation may leave no answer token
+            builder.add(sample)
+            added += 1
+    data.train = builder.build()
+    data.stats = {**data.stats, **stats, "replay_samples": added, "replay_language": language}
     return data
