@@ -55,6 +55,16 @@ class DataConfig(Section):
     dedup: bool = Field(True, description="drop exact duplicate conversations")
     max_samples: Optional[int] = Field(None, gt=0, description="use at most this many training records")
     seed: int = Field(42, description="seed for splitting and mixing")
+    replay: float = Field(0.0, ge=0, lt=1, description="share of training samples that are replay: general "
+                          "prompts answered once by the base model itself (cached), so the fine-tune keeps "
+                          "general ability; 0 = off")
+    replay_prompts: Optional[str] = Field(None, description="replay prompts file (JSON/JSONL/text, as eval "
+                                          "--prompts); default: lorakit's bundled set for the data's language")
+    language: Literal["auto", "en", "zh"] = Field("auto", description="language of the data, for the bundled "
+                                                  "replay, retention and identity sets; auto = detected")
+    persona_keywords: list[str] = Field(default_factory=list, description="words that mark the persona in "
+                                        "answers (eval's persona score); empty = persona_facts.json beside "
+                                        "the data, else derived from the training answers")
 
 
 class LoraConfig(Section):

@@ -119,7 +119,8 @@ def test_score_persona_counts_answers_with_any_term():
 # ---- retention -------------------------------------------------------------------------------
 def test_retention_counts_lost_and_gained(tmp_path):
     items = scores.load_retention()  # the bundled questions load and validate
-    assert items and all(i["keywords"] for i in items)
+    assert items and all(i["accept"] for i in items)
+    # the older {keywords} form still scores, as accepted forms
     qs = [{"question": "2+3?", "keywords": ["5", "five"]}, {"question": "Capital of France?", "keywords": ["paris"]},
           {"question": "Sky?", "keywords": ["blue"]}]
     got = scores.score_retention(qs, ["It is 5.", "Paris.", "Grey."], ["It is 15.", "paris!", "Blue, love."])

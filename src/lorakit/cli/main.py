@@ -79,13 +79,15 @@ def evaluate(
     persona_keywords: Optional[str] = typer.Option(None, help="comma-separated persona name/keywords to score"),
     retention: Optional[str] = typer.Option(None, help="general questions file (default: the bundled set)"),
     max_prompts: int = typer.Option(8, help="prompts compared side by side"),
+    lang: Optional[str] = typer.Option(None, "--lang", help="en or zh: the bundled retention and identity "
+                                       "questions (default: data.language, else detected from the data)"),
 ) -> None:
     """Compare base and fine-tuned model: loss, answers side by side, persona and retention scores."""
     from lorakit.eval.compare import evaluate as run_eval
 
     run_eval(run_dir, data=data, prompts=prompts, max_new_tokens=max_new_tokens, judge_url=judge_url,
              judge_model=judge_model, seed=seed, persona_keywords=persona_keywords, retention=retention,
-             max_prompts=max_prompts)
+             max_prompts=max_prompts, lang=lang)
 
 
 def download(

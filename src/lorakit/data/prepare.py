@@ -99,6 +99,8 @@ def cache_key(cfg, tokenizer) -> str:
         _hash_files(h, [cfg.eval_path])
     settings = cfg.model_dump(mode="json")
     settings.pop("path", None)
+    for name in ("replay", "replay_prompts", "language", "persona_keywords"):
+        settings.pop(name, None)  # added after preparing (replay) or read only by eval: same samples
     settings["eval_path"] = bool(cfg.eval_path)  # the content is hashed above, not where it lives
     h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(tokenizer_fingerprint(tokenizer).encode())

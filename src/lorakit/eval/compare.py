@@ -31,13 +31,14 @@ SAMPLED = {"temperature": 0.7, "top_p": 0.9}
 def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int = 96,
              judge_url: str | None = None, judge_model: str | None = None, seed: int = 0,
              persona_keywords: list[str] | str | None = None, retention: str | None = None,
-             max_prompts: int = PROMPT_CAP) -> dict:
+             max_prompts: int = PROMPT_CAP, lang: str | None = None) -> dict:
     """Compare the base model and the fine-tuned one of RUN_DIR; write eval.json and report.html there.
 
     `data` replaces the run's eval split as held-out data; `prompts` is a prompts file (see
     `lorakit.eval.prompts.load_prompts`); `persona_keywords` replaces persona_facts.json;
     `retention` replaces the bundled retention questions; at most `max_prompts` prompts are
-    answered side by side. Returns what eval.json holds.
+    answered side by side. `lang` ("en" or "zh") picks the bundled retention and identity
+    questions; by default data.language, else the language of the data. Returns what eval.json holds.
     """
     from lorakit.atomic import write_json, write_text
     from lorakit.eval.report import render_report
@@ -53,8 +54,9 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
     cfg = info.config or _bare_config(info.base_model)
     # Everything read from user files is checked before the model loads, so a typo fails at once.
     asked = load_prompts(prompts, cfg.data.system) if prompts else None
-    retention_items = scores.load_retention(retention)
-    persona_setup = _persona_setup(cfg, data, prompts, persona_keywords, bare)
+    language, language_source = _language(lang, cfg, data, asked, bare)
+    retention_items = scores.load_retention(retention, language)
+    persona_setup = _persona_setup(cfg, data, prompts, persona_keywords, bare, language)
     if judge_url:
         from lorakit.eval.judge import api_base
 
@@ -75,7 +77,7 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
     timing["loss_s"] = time.perf_counter() - started - sum(timing.values())
 
     asked, prompts_source, notes = _choose_prompts(asked, prompts, held, cfg, bare, max_prompts)
-    identity = [user_prompt(q, cfg.data.system) for q in scores.IDENTITY_QUESTIONS] if persona_setup else []
+    identity = [user_prompt(q, cfg.data.system) for q in scores.identity_questions(language)] if persona_setup else []
     general = [user_prompt(i["question"], cfg.data.system) for i in retention_items]
     budget = min(max_new_tokens, RETENTION_MAX_TOKENS)
     gen = _Answerer(engine, cfg.data.thinking, max_new_tokens, seed)
@@ -113,7 +115,9 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "settings": {"max_new_tokens": max_new_tokens, "seed": seed, "prompts_source": prompts_source,
                      "greedy": {"temperature": 0}, "sampled": dict(SAMPLED, seed=seed),
-                     "retention_max_new_tokens": budget, "thinking": cfg.data.thinking},
+                     "retention_max_new_tokens": budget, "thinking": cfg.data.thinking,
+                     "language": language, "language_source": language_source,
+                     "retention_set": str(retention or scores.retention_file(language))},
         "loss": loss,
         "answers": answers,
         "persona": persona,
@@ -201,11 +205,46 @@ def _losses(engine, held: dict, cfg) -> dict:
             "finetuned": {"loss": tuned, "ppl": math.exp(min(tuned, 50))}}
 
 
-def _persona_setup(cfg, data, prompts, persona_keywords, bare: bool):
-    """How the persona will be scored: a rule now (facts file, --persona-keywords), candidate words
-    to narrow once base answers exist (derived), or None (no persona-like data)."""
+def _language(lang, cfg, data, asked, bare: bool) -> tuple[str, str]:
+    """The language of the bundled sets to use, and why: --lang, data.language, else detected."""
+    from lorakit.data.language import LANGUAGES, detect_language
+
+    if lang:
+        if lang not in LANGUAGES:
+            raise LorakitError(f"--lang: expected one of {', '.join(LANGUAGES)} (got {lang!r})")
+        return lang, "--lang"
+    if cfg.data.language != "auto":
+        return cfg.data.language, "data.language in the run's config"
+    texts, where = _data_texts(data, cfg, bare)
+    if not texts and asked:
+        texts, where = [p.text for p in asked], "the prompts"
+    if not texts:
+        return "en", "default (no data to detect it from)"
+    return detect_language(texts), f"detected from {where}"
+
+
+def _data_texts(data, cfg, bare: bool) -> tuple[list[str], str]:
+    """Message texts of the --data file, else of the run's training data; empty if neither loads."""
+    from lorakit.data import load_conversations
+
+    for path, fmt, where in ((data, "auto", "--data"), (None if bare else cfg.data.path, cfg.data.format, "the training data")):
+        if not path:
+            continue
+        try:
+            convs = load_conversations(path, fmt, cfg.data.columns or None)
+        except LorakitError:
+            continue
+        return [m.content for c in convs[:500] for m in c.messages], where
+    return [], ""
+
+
+def _persona_setup(cfg, data, prompts, persona_keywords, bare: bool, language: str = "en"):
+    """How the persona will be scored: a rule now (--persona-keywords, data.persona_keywords, facts
+    file), candidate words to narrow once base answers exist (derived), or None (no persona-like data)."""
     if persona_keywords:
         return scores.keywords_rule(persona_keywords)
+    if cfg.data.persona_keywords:
+        return scores.keywords_rule(cfg.data.persona_keywords, "data.persona_keywords in the run's config")
     from lorakit.data.readers import resolve_paths
 
     files = [Path(p) for p in (data, prompts) if p] + ([] if bare else _safe_paths(resolve_paths, cfg.data.path))
@@ -221,7 +260,7 @@ def _persona_setup(cfg, data, prompts, persona_keywords, bare: bool):
     except LorakitError:
         return None  # training data moved since training: --data still works, only without a persona score
     outputs = [m.content for c in convs for m in c.messages if m.role == "assistant"]
-    return scores.candidate_keywords(outputs) or None
+    return scores.candidate_keywords(outputs, language) or None
 
 
 def _safe_paths(resolve, path) -> list[Path]:
@@ -233,8 +272,9 @@ def _safe_paths(resolve, path) -> list[Path]:
 
 def _persona(setup, identity: list[Prompt], got: dict, answers: list[dict]) -> dict:
     if not setup:
-        return {"skipped": "no persona_facts.json beside the data, no --persona-keywords, and no word recurs "
-                           f"in {scores.DERIVE_MIN_SHARE:.0%} of the training answers: not persona data"}
+        return {"skipped": "no persona_facts.json beside the data, no --persona-keywords or "
+                           "data.persona_keywords, and no word recurs often enough in the training answers: "
+                           "not persona data"}
     rule = setup
     if isinstance(setup, list):  # candidate words: keep those no base answer uses
         rule = scores.derive_rule(setup, got["base"]["identity"] + [a["base"][m] for a in answers
@@ -338,6 +378,10 @@ def _print_summary(result: dict, report: Path) -> None:
             console.print(f"{section}: {result[section]['skipped']}", markup=False)
     if result.get("persona", {}).get("rule"):
         console.print(f"persona rule: {result['persona']['rule']}", markup=False)
+    settings = result.get("settings") or {}
+    if (result.get("retention") or {}).get("rule"):
+        console.print(f"retention rule ({settings.get('retention_set')}, language {settings.get('language')}, "
+                      f"{settings.get('language_source')}): {result['retention']['rule']}", markup=False)
     if result.get("judge") and result["judge"].get("error"):
         console.print(f"judge: {result['judge']['error']}", markup=False, style="red")
     console.print(f"report: {report}", markup=False)

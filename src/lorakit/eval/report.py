@@ -188,12 +188,22 @@ def _retention(result: dict) -> str:
 
 
 def _retention_rows(items: list[dict]) -> str:
+    def cell(i, side):
+        decided = i.get(f"{side}_decided_by")
+        why = f"<br><span class='note'>decided by: {_esc(decided)}</span>" if decided else ""
+        return (f"<td class='text'>{_mark(i[f'{side}_right'])} "
+                f"{_highlight(i[side], i['accept'], not _cjk(i['accept']))}{why}</td>")
+
     return "".join(
-        f"<tr><td class='text'>{_esc(i['question'])}<br><span class='note'>keywords: "
-        f"{_esc(', '.join(i['keywords']))}</span></td>"
-        f"<td class='text'>{_mark(i['base_right'])} {_highlight(i['base'], i['keywords'], True)}</td>"
-        f"<td class='text'>{_mark(i['finetuned_right'])} {_highlight(i['finetuned'], i['keywords'], True)}</td></tr>"
+        f"<tr><td class='text'>{_esc(i['question'])}<br><span class='note'>accepted: "
+        f"{_esc(', '.join(i['accept']))}</span></td>{cell(i, 'base')}{cell(i, 'finetuned')}</tr>"
         for i in items)
+
+
+def _cjk(forms: list[str]) -> bool:
+    from lorakit.data.language import has_cjk
+
+    return any(has_cjk(f) for f in forms)
 
 
 def _judge(result: dict) -> str:
@@ -235,4 +245,5 @@ def render_report(result: dict, metrics: list[dict]) -> str:
     content = "\n".join([_header(result), _summary(result), _loss(result), _curves(metrics, result),
                          _persona(result), _answers(result), _retention(result), _judge(result)])
     title = f"lorakit eval: {Path(str(result['run_dir'])).name}"
-    return Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(title=_esc(title), content=content)
+    return Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
+        title=_esc(title), content=content, lang="zh-CN" if (result.get("settings") or {}).get("language") == "zh" else "en")

@@ -137,7 +137,7 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
     run_dir = Path(cfg.train.output_dir)
     if dist.rank == 0:
         checkpoint.remove_stale(run_dir)  # temp folders of saves that were killed; the caller holds the lock
-    inputs = resolve_inputs(cfg, dist, device)
+    inputs = resolve_inputs(cfg, dist, device, replay=True)
     if inputs.dtype_note:
         dist.print(inputs.dtype_note)
     # before loading the model: a resume that changes the mathematics is refused here

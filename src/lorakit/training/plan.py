@@ -173,8 +173,12 @@ class Inputs:
         return "float32" if self.upcast else self.weight_dtype
 
 
-def resolve_inputs(cfg, dist, device: str) -> Inputs:
-    """Check the config against this machine, resolve the model, tokenize the data, count the steps."""
+def resolve_inputs(cfg, dist, device: str, replay: bool = False) -> Inputs:
+    """Check the config against this machine, resolve the model, tokenize the data, count the steps.
+
+    With `replay`, data.replay's base-model answers are added (generated on first use): training
+    needs them; a plan does not generate.
+    """
     from lorakit.data import prepare_splits
     from lorakit.models import cache_root, load_tokenizer, precision, resolve_model
     from lorakit.training import fused
@@ -192,6 +196,10 @@ def resolve_inputs(cfg, dist, device: str) -> Inputs:
     data = prepare_splits(cfg.data, tokenizer, cache_dir=cache_root(cfg.model.cache_dir) / "prepared")
     if not data.train:
         raise LorakitError(f"data.path: no usable training samples in {cfg.data.path}")
+    if replay and cfg.data.replay:
+        from lorakit.training.replay import add_replay
+
+        data = add_replay(cfg, data, model_path, tokenizer, device, cache_root(cfg.model.cache_dir) / "replay")
 
     t = cfg.train
     samples_per_step = t.batch_size * t.grad_accum * dist.world
