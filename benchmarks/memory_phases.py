@@ -85,9 +85,7 @@ def main() -> None:
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    import lorakit.models.lora
-    from lorakit.config import _set_dotted, build_config, parse_override
-    from lorakit.training.loop import train
+    import lorakit
 
     sys.path.insert(0, str(HERE))
     import make_huanhuan_like
@@ -106,8 +104,6 @@ def main() -> None:
            "train": {"output_dir": str(work / "run"), "max_steps": args.steps, "batch_size": 4, "grad_accum": 4,
                      "lr": 1e-4, "logging_steps": 1, "save_steps": args.steps + 1, "threads": args.threads,
                      "device": "cpu"}}
-    for item in args.set:
-        _set_dotted(raw, *parse_override(item))
 
     steps = [0]
 
@@ -117,18 +113,13 @@ def main() -> None:
         steps[0] += 1
         sampler.phase = f"step {steps[0] + 1}" if steps[0] < args.steps else "save and finish"
 
-    original = lorakit.models.lora.attach_lora
-
-    def attach(model, cfg):  # the model is loaded by now: what follows is the first step
-        peft_model = original(model, cfg)
+    def setup_done(setup):  # model, adapter and optimizer are built: what follows is the first step
         sampler.phase = "step 1"
-        return peft_model
 
     register_optimizer_step_post_hook(on_step)
-    lorakit.models.lora.attach_lora = attach
     sampler.phase = "tokenise and load"
     t0 = time.perf_counter()
-    train(build_config(raw), overwrite=True)
+    lorakit.train(lorakit.load_config(raw, args.set), overwrite=True, on_setup=setup_done)
     seconds = time.perf_counter() - t0
     time.sleep(0.05)
 

@@ -17,7 +17,7 @@ Methods (each run in its own subprocess, rounds interleaved a,b,c,a,b,c,...):
      bf16 autocast where the hardware has fast bf16, gradient checkpointing off.
   b_gc  as b with gradient_checkpointing=True (TRL's default); run it with --methods a,b,b_gc,c to
      check which TRL variant is faster; c/b then uses the faster one.
-  c  lorakit.training.loop.train() with lorakit's defaults (packing, supervised-only chunked loss, no gradient
+  c  lorakit.train() with lorakit's defaults (packing, supervised-only chunked loss, no gradient
      checkpointing, precision auto, lora dropout 0.0, pack_tokens auto: on CUDA a step's samples run
      in as few forwards as memory allows, on CPU 4 samples per forward with rows capped at 512 tokens)
      except: LoRA r=8, alpha=32, the seven projections, batch 4 x
@@ -426,13 +426,11 @@ def run_trl(spec: dict, meter: Meter, gradient_checkpointing: bool) -> dict:
 def run_lorakit(spec: dict, meter: Meter, overrides: tuple[str, ...] = ()) -> dict:
     import torch
 
-    import lorakit.models.lora
-    from lorakit.config import _set_dotted, build_config, parse_override
+    import lorakit
     from lorakit.data import prepare_splits
     from lorakit.models import cache_root, load_tokenizer, resolve_model
     from lorakit.training.tracking import read_metrics
     from lorakit.models.precision import autocast
-    from lorakit.training.loop import train
 
     run_dir = Path(spec["work"]) / "lorakit-run"
     raw = {
@@ -443,24 +441,18 @@ def run_lorakit(spec: dict, meter: Meter, overrides: tuple[str, ...] = ()) -> di
                   "lr": 1e-4, "logging_steps": 1, "save_steps": spec["steps"] + 1,
                   "threads": spec["threads"], "device": spec["device"]},
     }
-    for item in overrides:
-        _set_dotted(raw, *parse_override(item))
-    cfg = build_config(raw)
+    cfg = lorakit.load_config(raw, list(overrides))
     tokenizer = load_tokenizer(resolve_model(cfg.model.name))
     data = prepare_splits(cfg.data, tokenizer, cache_dir=cache_root() / "prepared")  # train() reuses this cache
     n_lab = sum(sum(1 for x in s["labels"] if x != -100) for s in data.train)
     n_tok = sum(len(s["input_ids"]) for s in data.train)
     holder = {}
-    original = lorakit.models.lora.attach_lora
 
-    def attach_and_measure(model, lora_cfg):
-        peft_model = original(model, lora_cfg)
-        meter.attach(peft_model.get_base_model().get_decoder())
-        holder["model"] = peft_model
-        return peft_model
+    def measure(setup):  # lorakit.train's hook: the model with its adapter, before the first step
+        meter.attach(setup.model.get_base_model().get_decoder())
+        holder["model"] = setup.model
 
-    lorakit.models.lora.attach_lora = attach_and_measure  # train() imports it at call time
-    train(cfg, overwrite=True)
+    lorakit.train(cfg, overwrite=True, on_setup=measure)
     meter.close()
     mem = _peak_memory(spec["device"])
     losses = [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]

@@ -236,12 +236,31 @@ def _suggest(key: str) -> str:
     return f"; did you mean {section + '.' if section else ''}{close[0]}?" if close else ""
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (or start from defaults) and apply `key=value` overrides."""
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set `train.lr`-style `key` in a nested dict of config sections; a dict value merges into the section."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            set_dotted(data, f"{key}.{k}", v)
+        return
+    _set_dotted(data, key, value)
+
+
+def load_config(path: str | Path | dict | None, overrides: list[str] | dict | None = None) -> RunConfig:
+    """Read a YAML config (or a dict of sections, or start from defaults) and apply overrides: a list of
+    `key=value` strings as on the command line, or a dict of dotted keys or nested sections.
+
+    Example:
+        >>> cfg = load_config("configs/demo.yaml", ["train.lr=2e-4"])
+        >>> cfg = load_config({"model": {"name": "qwen3-tiny-random"}}, {"train": {"max_steps": 2}})
+    """
+    import copy
+
     data: dict = {}
     lines: dict[str, int] = {}
     source = "<defaults>"
-    if path is not None:
+    if isinstance(path, dict):
+        data, source = copy.deepcopy(path), "<dict>"
+    elif path is not None:
         p = Path(path)
         source = str(p)
         if not p.is_file():
@@ -251,9 +270,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except UnicodeDecodeError:
             raise LorakitError(f"{p}: config is not UTF-8 text") from None
         data, lines = _load_with_lines(text, source)
-    for item in overrides or []:
-        key, value = parse_override(item)
-        _set_dotted(data, key, value)
+    pairs = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    for key, value in pairs:
+        set_dotted(data, key, value)
         lines[key] = 0  # overrides have no line; errors then name the file only
     cfg = build_config(data, source, {k: v for k, v in lines.items() if v})
     return cfg

@@ -15,10 +15,8 @@ DEMO_DIR = Path(str(resources.files("lorakit") / "assets" / "demo"))
 
 def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> Path:
     """Run every stage into `out` (run/, merged/) and print what changed; returns the run directory."""
+    from lorakit.api import train
     from lorakit.config import load_config
-    from lorakit.eval.compare import evaluate
-    from lorakit.merge import merge
-    from lorakit.training.loop import train
 
     out = Path(out)
     run_dir, merged_dir = out / "run", out / "merged"
@@ -28,15 +26,15 @@ def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> Pat
     cfg = load_config(DEMO_DIR / "demo.yaml", overrides)
     started = time.perf_counter()
     _banner(f"1/3 train: LoRA on {cfg.model.name} with {DEMO_DIR / 'persona.json'}")
-    train(cfg, overwrite=True)
+    run = train(cfg, overwrite=True)
     trained = time.perf_counter()
 
     _banner("2/3 eval: the base model and the fine-tune answer held-out questions")
-    result = evaluate(run_dir, prompts=DEMO_DIR / "heldout.json", max_new_tokens=64, max_prompts=12)
+    result = run.eval(prompts=DEMO_DIR / "heldout.json", max_new_tokens=64, max_prompts=12)
     _side_by_side(result["answers"])
 
     _banner("3/3 merge: adapter folded into the base weights")
-    merge(run_dir, merged_dir, overwrite=True)
+    run.merge(merged_dir, overwrite=True)
 
     minutes = (time.perf_counter() - started) / 60
     print(f"\ndone in {minutes:.1f} min (training {(trained - started) / 60:.1f} min).")

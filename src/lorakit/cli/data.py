@@ -41,12 +41,6 @@ def _weights(text: Optional[str]) -> list[float]:
         raise LorakitError(f"--weights {text!r}: expected numbers separated by commas, e.g. 3,1") from None
 
 
-def _tokenizer(model: str):
-    from lorakit.models import load_tokenizer, resolve_model
-
-    return load_tokenizer(resolve_model(model))
-
-
 @app.command()
 def validate(
     data: List[str] = DATA,
@@ -55,9 +49,10 @@ def validate(
     max_errors: int = typer.Option(20, "--max-errors", help="problems to print before '... and N more'"),
 ) -> None:
     """Check every record; print each problem as file:line: field: what is wrong. Exit 1 if any."""
-    from lorakit.data.validate import report_lines, validate_data
+    from lorakit.data.api import validate as run_validate
+    from lorakit.data.validate import report_lines
 
-    result = validate_data(data, format, _columns(columns), max_errors)
+    result = run_validate(data, format, _columns(columns), max_errors)
     for line in report_lines(result, max_errors):
         typer.echo(line)
     if result.problem_count or not result.conversations:
@@ -84,14 +79,12 @@ def inspect(
 
     from rich.console import Console
 
-    from lorakit.data.stats import inspect_data, plot_lengths, render_report
+    from lorakit.data.api import inspect as run_inspect
+    from lorakit.data.stats import plot_lengths, render_report
 
-    result = inspect_data(data, _tokenizer(model), format=format, columns=_columns(columns), system=system,
-                          thinking=thinking, train_on=train_on, max_length=max_length,
-                          preview=0 if json_out else preview)
-    if not result.lengths:
-        raise LorakitError(f"{', '.join(data)}: no usable records ({result.bad_records} with problems); "
-                           "run `lorakit data validate`")
+    result = run_inspect(data, model, format=format, columns=_columns(columns),
+                         system=system, thinking=thinking, train_on=train_on, max_length=max_length,
+                         preview=0 if json_out else preview)
     if plot is not None:
         plot_lengths(result, plot)
     if json_out:
@@ -123,13 +116,13 @@ def prepare(
                                                 help="also write the training samples as JSONL (input_ids, labels)"),
 ) -> None:
     """Tokenize once into the content-hash cache that training reuses; optionally export JSONL."""
-    from lorakit.data.prepare import data_config, default_cache_dir, export_jsonl as export, prepare_splits, summary_lines
+    from lorakit.data.api import prepare as run_prepare
+    from lorakit.data.prepare import export_jsonl as export, summary_lines
 
-    cfg = data_config(path=data if len(data) > 1 else data[0], format=format, columns=_columns(columns),
-                      system=system, thinking=thinking, train_on=train_on, max_length=max_length,
-                      eval_split=eval_split, eval_path=eval_path, dedup=dedup, max_samples=max_samples, seed=seed,
-                      weights=_weights(weights))
-    prepared = prepare_splits(cfg, _tokenizer(model), cache_dir=out or default_cache_dir())
+    prepared = run_prepare(data if len(data) > 1 else data[0], model, cache_dir=out, format=format,
+                           columns=_columns(columns), system=system, thinking=thinking, train_on=train_on,
+                           max_length=max_length, eval_split=eval_split, eval_path=eval_path, dedup=dedup,
+                           max_samples=max_samples, seed=seed, weights=_weights(weights))
     for line in summary_lines(prepared):
         typer.echo(line)
     if export_jsonl is not None:

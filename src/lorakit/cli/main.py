@@ -35,8 +35,8 @@ def train(
                                          "CUDA + gradient checkpointing)"),
 ) -> None:
     """Fine-tune with LoRA. Example: lorakit train configs/demo.yaml train.lr=2e-4"""
-    from lorakit.config import PRESETS, load_config
-    from lorakit.training.loop import train as run_train
+    from lorakit.api import train as run_train
+    from lorakit.config import parse_override
 
     overrides = list(ctx.args)
     resume_from = None
@@ -46,14 +46,10 @@ def train(
         paths = [a for a in overrides if "=" not in a]
         if len(paths) > 1:
             raise LorakitError(f"--resume takes one checkpoint folder, got {paths}")
-        resume_from = paths[0] if paths else "latest"
+        resume_from = paths[0] if paths else True
         overrides = [a for a in overrides if "=" in a]
-    if preset is not None:
-        if preset not in PRESETS:
-            raise LorakitError(f"--preset {preset}: unknown preset; choose from {', '.join(PRESETS)}")
-        overrides = PRESETS[preset] + overrides
-    cfg = load_config(config, overrides)
-    run_train(cfg, resume=resume_from, dry_run=dry_run, overwrite=overwrite, resume_anyway=resume_anyway)
+    run_train(config, resume=resume_from or False, dry_run=dry_run, overwrite=overwrite, preset=preset,
+              resume_anyway=resume_anyway, **dict(parse_override(a) for a in overrides))
 
 
 def merge(
@@ -63,7 +59,7 @@ def merge(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder"),
 ) -> None:
     """Merge a LoRA adapter into its base and save a plain Hugging Face model."""
-    from lorakit.merge import merge as run_merge
+    from lorakit.merge import merge as run_merge  # what Run.merge calls; also takes a bare adapter folder
 
     run_merge(run_dir, out, dtype=dtype, overwrite=overwrite)
 

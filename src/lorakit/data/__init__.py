@@ -3,14 +3,22 @@
     load_conversations(paths, format, columns, system) -> list[Conversation]
     tokenize_conversation(tokenizer, conv, thinking=, train_on=, max_length=) -> {input_ids, labels, truncated}
     prepare_splits(data_config, tokenizer, cache_dir) -> PreparedData(train, eval, stats)
+
+For notebooks (and `lorakit data ...`): validate(paths), inspect(paths, model), prepare(paths, model).
 """
 
 from lorakit.data.conversation import Conversation, Message, Problem
 from lorakit.data.load import load_conversations, scan
 from lorakit.data.prepare import PreparedData, default_cache_dir, export_jsonl, prepare_splits
 from lorakit.data.template import IGNORE, render_with_spans, tokenize_conversation
+from lorakit.data import validate as _validate_module  # noqa: F401  imported before its name is taken below
+
+# Last: `validate` and `prepare` name both a submodule and a function here; the package attribute is the
+# function (import the submodules with `from lorakit.data.prepare import ...`).
+from lorakit.data.api import inspect, prepare, validate  # noqa: E402
 
 __all__ = [
+    "validate", "inspect", "prepare",
     "Conversation", "Message", "Problem", "PreparedData", "IGNORE", "load_conversations", "scan",
     "tokenize_conversation", "render_with_spans", "prepare_splits", "default_cache_dir", "export_jsonl",
 ]

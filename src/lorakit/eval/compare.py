@@ -9,7 +9,6 @@ then eval.json, report.html and a summary table, all in the run directory.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -185,13 +184,14 @@ def _heldout(cfg, tokenizer, data: str | None, bare: bool) -> dict:
 
 def _losses(engine, held: dict, cfg) -> dict:
     """Token-mean loss on the held-out answers, base (adapter off) and fine-tuned, as in training."""
-    from lorakit.training.batching import IGNORE
-    from lorakit.training.loss import evaluate_loss
+    from lorakit.data.template import IGNORE
+    from lorakit.training.batching import pad_token_id
+    from lorakit.training.loss import evaluate_loss, perplexity
 
     samples = held["samples"]
     if not samples:
         return {"data": held["source"], "skipped": held.get("skipped", "no held-out samples")}
-    pad_id = engine.tokenizer.pad_token_id if engine.tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(engine.tokenizer)
     # Weights are loaded in their target dtype (bf16 on GPU), so no autocast is needed here.
     args = (samples, cfg.train.batch_size, cfg.train.packing, pad_id, engine.device, contextlib.nullcontext())
     with engine.model.disable_adapter():
@@ -201,8 +201,8 @@ def _losses(engine, held: dict, cfg) -> dict:
     # Labels are shifted for the loss, so a sample's first label never counts (as in batching.pack).
     n_sup = sum(sum(1 for label in s["labels"][1:] if label != IGNORE) for s in samples)
     return {"data": held["source"], "samples": len(samples), "supervised_tokens": n_sup,
-            "base": {"loss": base, "ppl": math.exp(min(base, 50))},
-            "finetuned": {"loss": tuned, "ppl": math.exp(min(tuned, 50))}}
+            "base": {"loss": base, "ppl": perplexity(base)},
+            "finetuned": {"loss": tuned, "ppl": perplexity(tuned)}}
 
 
 def _language(lang, cfg, data, asked, bare: bool) -> tuple[str, str]:

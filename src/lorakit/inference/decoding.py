@@ -92,7 +92,7 @@ class Sampler:
         if k < vocab or top_p < 1.0:
             mass = float(torch.topk(probs, k).values.sum()) if k < vocab and top_p < 1.0 else 1.0
             # The nucleus is usually a few tokens: widen a top-k window until it holds top_p of the
-            # mass instead of sorting all 150k logits (a full sort costs ~35 ms per token on CPU).
+            # mass instead of sorting all 150k logits (a full sort per token is slow on CPU).
             window = k if top_p >= 1.0 else min(k, 64)
             probs, ids = torch.topk(probs, window)
             while window < k and float(probs.sum()) < top_p * mass:

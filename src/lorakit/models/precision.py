@@ -1,11 +1,10 @@
 """Which dtype the weights are held in and which one the matmuls run in, per device.
 
 Half-precision matmuls are only fast on hardware made for them. On a CPU without AVX512-BF16 or AMX
-they are emulated: measured on a 2-core AVX2 EPYC, a 1024x576 by 576x1536 bf16 linear ran at 19
-GFLOP/s and its input gradient at 2.4 GFLOP/s, against 135 and 150 in fp32. Training a model loaded in
-bf16 there is 7-60x slower per matmul, so lorakit computes in fp32 there unless told to insist. For
-training it still holds the frozen projection weights in the half dtype asked for (half the memory;
-fused.py upcasts each one per call, which measured no slower) and upcasts everything else once.
+they are emulated and many times slower than fp32 (figures: docs/benchmarks.md), so lorakit computes
+in fp32 there unless told to insist. For training it still holds the frozen projection weights in the
+half dtype asked for (half the memory; fused.py upcasts each one per call, at no measured cost) and
+upcasts everything else once.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-IGNORE = -100
+from lorakit.data.template import IGNORE  # the label of tokens without loss; defined once, by the data stage
 
 
 def pad_token_id(tokenizer) -> int:

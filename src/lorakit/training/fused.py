@@ -47,7 +47,8 @@ _upcast_buffers: dict = {}
 
 def _upcast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """`weight` in `dtype`. A frozen half-precision weight is copied into a scratch buffer kept per shape:
-    a fresh multi-megabyte tensor per call would cost page faults (measured 13% of a step). Safe because
+    a fresh multi-megabyte tensor per call would cost page faults (a measured share of each step,
+    docs/benchmarks.md). Safe because
     each use ends (in stream order) before the next copy into the same buffer."""
     if weight.dtype == dtype:
         return weight

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from lorakit.training import batching, checkpoint, fused, guards, paths
 from lorakit.training import resume as resume_rules
 from lorakit.training.distributed import Distributed, LossModule, pick_device
 from lorakit.training.loss import evaluate_loss, perplexity
-from lorakit.training.plan import Inputs, pack_budget, plan_run, resolve_inputs, use_checkpointing
+from lorakit.training.plan import Inputs, Plan, pack_budget, plan_run, resolve_inputs, use_checkpointing
 
 @dataclass
 class TrainState:
@@ -102,26 +102,36 @@ class Setup:
 
 
 def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, overwrite: bool = False,
-          resume_anyway: bool = False) -> Path:
-    """Run (or plan, with dry_run) one training run described by `cfg`; returns the run directory."""
+          resume_anyway: bool = False, on_setup: Callable[[Setup], None] | None = None) -> Path:
+    """Run (or plan, with dry_run) one training run described by `cfg`; returns the run directory.
+    `on_setup` sees the built `Setup` (model with its adapter, optimizer) before the first step, e.g. to
+    hook a profiler onto the model."""
     if dry_run:
-        dist = Distributed.from_env()
-        plan = plan_run(cfg, dist)
-        for note in plan.notes:
-            dist.print(note)
-        print(config_to_yaml(cfg))
-        print("\n".join(plan.lines()))
+        print_plan(cfg)
         return Path(cfg.train.output_dir)
     # one writer per run folder, from before anything in it is read or deleted until the run ends
     lock = claim_run_dir(cfg.train.output_dir, resume, overwrite) if Distributed.from_env().rank == 0 else None
     try:
         s = setup(cfg, resume, overwrite, resume_anyway)
+        if on_setup is not None:
+            on_setup(s)
         run_steps(s)
         finish(s)
     finally:
         if lock:
             lock.release()
     return s.run_dir
+
+
+def print_plan(cfg: RunConfig) -> Plan:
+    """--dry-run: print the config and the plan (data, steps, memory); returns the plan."""
+    dist = Distributed.from_env()
+    plan = plan_run(cfg, dist)
+    for note in plan.notes:
+        dist.print(note)
+    print(config_to_yaml(cfg))
+    print("\n".join(plan.lines()))
+    return plan
 
 
 def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, resume_anyway: bool = False) -> Setup:

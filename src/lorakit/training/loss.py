@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from lorakit.data.template import IGNORE
 from lorakit.training import batching
-from lorakit.training.batching import IGNORE
 
 CHUNK = 1024
 

@@ -1,0 +1,66 @@
+"""The public API behind `import lorakit`: train a run, load a model for your own code.
+
+The CLI's `lorakit train` is a thin call of `train` below; `Run` (lorakit.run) reads a run back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+
+def train(config_or_path: "str | Path | dict | Any", *, resume: "bool | str" = False, overwrite: bool = False,
+          dry_run: bool = False, preset: str | None = None, on_setup: Callable | None = None,
+          resume_anyway: bool = False, **overrides):
+    """Fine-tune with LoRA and return the finished `Run`.
+
+    `config_or_path`: a YAML file, a dict of config sections, or a `RunConfig`. `overrides` are config
+    keys, dotted as on the command line (pass them with `**{"train.lr": 2e-4}`) or nested by section
+    (`train={"lr": 2e-4, "max_steps": 20}`). `resume`: True for the run folder's latest checkpoint, or a
+    checkpoint folder; `resume_anyway` continues even where the config or data changed what training
+    computes (refused otherwise). `preset`: named overrides (`low-memory`). `on_setup(setup)` runs once the model
+    and optimizer are built, before the first step (e.g. to hook a profiler onto `setup.model`).
+    With `dry_run`, prints the plan and returns the `Plan` instead (see `lorakit.training.plan.plan_run`).
+
+    Example:
+        >>> import lorakit
+        >>> run = lorakit.train("configs/demo.yaml", train={"max_steps": 20}, **{"train.lr": 2e-4})
+        >>> run.metrics.tail()
+    """
+    from lorakit.config import PRESETS, RunConfig, load_config, parse_override
+    from lorakit.errors import LorakitError
+    from lorakit.run import Run
+    from lorakit.training.loop import train as run_train
+
+    given: dict = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise LorakitError(f"--preset {preset}: unknown preset; choose from {', '.join(PRESETS)}")
+        given.update(parse_override(item) for item in PRESETS[preset])
+    given.update(overrides)
+    if isinstance(config_or_path, RunConfig):
+        cfg = load_config(config_or_path.model_dump(mode="json"), given) if given else config_or_path
+    else:
+        cfg = load_config(config_or_path, given)
+    resume_from = ("latest" if resume is True else str(resume)) if resume else None
+    if dry_run:
+        from lorakit.training.loop import print_plan
+
+        return print_plan(cfg)
+    run_dir = run_train(cfg, resume=resume_from, overwrite=overwrite, resume_anyway=resume_anyway, on_setup=on_setup)
+    return Run(run_dir)
+
+
+def load(model: str, adapter: str | Path | None = None, dtype: str = "auto", device: str = "auto"):
+    """A model and its tokenizer for your own code: `model` is a built-in name, folder or hub id;
+    `adapter` a run folder or adapter folder applied on top (a PEFT model). With `model=None` and an
+    adapter, the base is the run's own.
+
+    Example:
+        >>> model, tokenizer = lorakit.load("qwen3-tiny-random", adapter="runs/demo")
+        >>> ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    """
+    from lorakit.inference.engine import Engine
+
+    engine = Engine.load(model, {"adapter": str(adapter)} if adapter else None, dtype=dtype, device=device)
+    return engine.model, engine.tokenizer

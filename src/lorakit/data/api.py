@@ -1,0 +1,67 @@
+"""The data stage as three calls, for notebooks and for `lorakit data ...`: validate, inspect, prepare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lorakit.errors import LorakitError
+
+
+def validate(paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None,
+             max_errors: int = 20):
+    """Read every record under `paths` and collect its problems (`file:line: field: what is wrong`).
+
+    Returns a `ScanResult`: `.problems`, `.problem_count`, `.conversations`; `report_lines(result)` in
+    `lorakit.data.validate` prints it as the CLI does.
+
+    Example:
+        >>> result = lorakit.data.validate("huanhuan.json")
+        >>> result.problem_count, len(result.conversations)
+        (0, 3729)
+    """
+    from lorakit.data.validate import validate_data
+
+    return validate_data(paths, format, columns or {}, max_errors)
+
+
+def inspect(paths: str | list[str], model: str, *, format: str = "auto", columns: dict[str, str] | None = None,
+            system: str | None = None, thinking: str = "off", train_on: str = "all", max_length: int = 1024,
+            preview: int = 2):
+    """Token counts, length percentiles, truncation and duplicates of `paths` under `model`'s chat template.
+
+    Returns an `Inspection`; `.summary()` gives the numbers as a dict, `.previews` the trained spans.
+
+    Example:
+        >>> lorakit.data.inspect("huanhuan.json", model="qwen3-tiny-random").summary()["length"]
+        {'min': 21, 'mean': 40.2, 'p50': 35, ...}
+    """
+    from lorakit.data.stats import inspect_data
+
+    result = inspect_data(paths, _tokenizer(model), format=format, columns=columns or {}, system=system,
+                          thinking=thinking, train_on=train_on, max_length=max_length, preview=preview)
+    if not result.lengths:
+        shown = paths if isinstance(paths, str) else ", ".join(map(str, paths))
+        raise LorakitError(f"{shown}: no usable records ({result.bad_records} with problems); "
+                           "run `lorakit data validate`")
+    return result
+
+
+def prepare(paths: str | list[str], model: str, *, cache_dir: str | Path | None = None, **fields):
+    """Tokenize `paths` once into the content-hash cache that training reuses; returns `PreparedData`
+    (`.train`, `.eval`: samples of input_ids and labels; `.stats`). `fields` are `data.*` config keys
+    (format, system, max_length, eval_split, ...).
+
+    Example:
+        >>> data = lorakit.data.prepare("huanhuan.json", model="qwen3-tiny-random", eval_split=0.1)
+        >>> len(data.train), len(data.eval)
+    """
+    from lorakit.data.prepare import data_config, default_cache_dir, prepare_splits
+
+    cfg = data_config(path=paths, **fields)
+    return prepare_splits(cfg, _tokenizer(model), cache_dir=Path(cache_dir) if cache_dir else default_cache_dir())
+
+
+def _tokenizer(model: str):
+    from lorakit.models import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model(model))
