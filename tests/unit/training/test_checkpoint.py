@@ -12,8 +12,11 @@ from lorakit.training import checkpoint
 def _ckpt(run: Path, step: int, complete: bool = True) -> Path:
     p = run / "checkpoints" / f"checkpoint-{step}"
     p.mkdir(parents=True)
-    if complete:
+    if complete:  # as save_checkpoint leaves it: state.json, then the checksum manifest of the folder
         (p / "state.json").write_text(json.dumps({"step": step}))
+        for name in (checkpoint.STATE, "adapter_model.safetensors"):  # contents never read by these tests
+            (p / name).write_bytes(b"x")
+        (p / checkpoint.MANIFEST).write_text(json.dumps({"files": checkpoint._digests(p)}))
     return p
 
 
