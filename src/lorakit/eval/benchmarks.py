@@ -184,16 +184,26 @@ def _lm_eval_version() -> str:
     return version("lm_eval")
 
 
+def _earlier(out_dir: Path) -> dict:
+    """The eval.json already in `out_dir` ({} when there is none or it does not parse)."""
+    path = Path(out_dir) / "eval.json"
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
+
+
+def earlier_benchmarks(out_dir: Path) -> dict:
+    """{"benchmarks": section} from the eval.json in `out_dir`, or {}: a plain eval keeps it."""
+    section = _earlier(out_dir).get("benchmarks")
+    return {"benchmarks": section} if isinstance(section, dict) else {}
+
+
 def _merge(out_dir: Path, info, section: dict) -> dict:
     """An earlier eval.json with this benchmarks section in it, or a new one holding only this section."""
-    path = out_dir / "eval.json"
-    previous = {}
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = {}
-    base = previous if isinstance(previous, dict) and previous.get("run_dir") else {
+    previous = _earlier(out_dir)
+    base = previous if previous.get("run_dir") else {
         "run_dir": str(out_dir), "base_model": info.base_model, "adapter": str(info.adapter_dir)}
     base["benchmarks"] = dict(section, created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     return base

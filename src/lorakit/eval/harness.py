@@ -29,20 +29,25 @@ REQUESTS_PER_CALL = 64
 class LorakitLM(TemplateLM):
     """One side of the comparison: `engine` with `adapter` on (a name it loaded) or off (None).
 
-    `enable_thinking` is passed to the chat template (None: the template's default). Built by lm-eval
-    from `--model lorakit --model_args run=RUN_DIR[,adapter=finetuned]` as well.
+    `enable_thinking` is passed to the chat template (None: the template's default). lm-eval builds it
+    from `--model lorakit --model_args run=RUN_DIR[,side=base]` too (in a Python process that has
+    imported this module): the run's fine-tuned model, or its base, with the run's thinking setting.
     """
 
     def __init__(self, engine=None, adapter: str | None = None, enable_thinking: bool | None = None,
-                 label: str | None = None, run: str | None = None, **_ignored):
+                 label: str | None = None, run: str | None = None, side: str = "finetuned", **_ignored):
         super().__init__()
         if engine is None:
             if not run:
                 raise LorakitError("the lorakit lm-eval model needs run=RUN_DIR in --model_args")
             from lorakit.inference.engine import Engine
+            from lorakit.run import open_run
 
-            engine = Engine.load(None, {"finetuned": run})
-            adapter = adapter if adapter in (None, "finetuned") else "finetuned"
+            info = open_run(run)
+            engine = Engine.load(info.base_model, {"finetuned": str(info.adapter_dir)})
+            adapter = None if side == "base" else "finetuned"
+            thinking = info.config.data.thinking if info.config else "off"
+            enable_thinking = {"off": False, "on": True}.get(thinking)
         self.engine = engine
         self.adapter = adapter
         self.enable_thinking = enable_thinking
@@ -141,7 +146,8 @@ class LorakitLM(TemplateLM):
         for start in range(0, len(pairs), REQUESTS_PER_CALL):
             part = pairs[start:start + REQUESTS_PER_CALL]
             seqs = [(context + continuation)[-self.max_length:] for context, continuation in part]
-            out += self.engine.score(seqs, self.adapter, last=[len(c) for _, c in part])
+            last = [min(len(c), len(seq) - 1) for (_, c), seq in zip(part, seqs)]
+            out += self.engine.score(seqs, self.adapter, last=last)
             self.tokens_scored += sum(map(len, seqs))
             bar.update(len(part))
         bar.close()

@@ -19,6 +19,7 @@ from typing import Iterator
 import torch
 
 from lorakit.inference.decoding import Detokenizer, SamplingParams, Sampler, StopMatcher
+from lorakit.inference.scoring import TokenLogprob, score_rows, token_logprob
 from lorakit.errors import LorakitError
 from lorakit.models.lora import peft_quietly
 from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning  # re-exported: older imports use this module
@@ -30,21 +31,6 @@ BATCH_ROWS = 16
 SCORE_BUDGET = 2**27
 
 __all__ = ["SamplingParams", "Chunk", "TokenLogprob", "Engine", "ReasoningSplitter", "split_reasoning", "adapter_folder"]
-
-
-@dataclass
-class TokenLogprob:
-    """One token and its log-probability under the model (log-softmax of the raw logits, before any
-    temperature or penalty), with the likeliest decodable ids at that position, best first."""
-
-    token: int
-    logprob: float
-    top: list[tuple[int, float]]
-
-    @property
-    def greedy(self) -> bool:
-        """True when no decodable token was likelier (what a greedy decoder would have picked)."""
-        return self.top[0][0] == self.token or self.top[0][1] <= self.logprob
 
 
 @dataclass
@@ -202,52 +188,10 @@ class Engine:
                        and (len(part) + 1) * (max(last[i] for i in part + [order[start + len(part)]]) + 1) * vocab
                        <= SCORE_BUDGET):
                     part.append(order[start + len(part)])
-                done.update(zip(part, self._score_rows([sequences[i] for i in part], [last[i] for i in part], top)))
+                done.update(zip(part, score_rows(self.model, [sequences[i] for i in part], [last[i] for i in part],
+                                                 top, self.vocab_limit)))
                 start += len(part)
         return [done[i] for i in range(len(sequences))]
-
-    def _score_rows(self, rows: list[list[int]], last: list[int], top: int) -> list[list[TokenLogprob]]:
-        """One forward pass over left-padded rows; the logits of the last max(last) + 1 positions only."""
-        width = max(len(r) for r in rows)
-        keep = max(last) + 1
-        ids = torch.tensor([[0] * (width - len(r)) + list(r) for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
-                            logits_to_keep=keep).logits
-        out = []
-        for b, (row, n) in enumerate(zip(rows, last)):
-            if n == 0:
-                out.append([])
-                continue
-            # Position p's logits predict token p + 1: the last n tokens come from positions -n-1 .. -2.
-            logprobs = logits[b, -n - 1:-1].float().log_softmax(-1)
-            targets = torch.tensor(row[-n:], device=self.device)
-            chosen = logprobs.gather(-1, targets[:, None])[:, 0].tolist()
-            values, alts = logprobs[:, :self.vocab_limit].topk(max(top, 1), dim=-1)
-            out.append([TokenLogprob(t, lp, list(zip(a, v)))
-                        for t, lp, a, v in zip(row[-n:], chosen, alts.tolist(), values.tolist())])
-        return out
-
-    def generate_batch(self, prompts: list[list[int]], params: SamplingParams,
-                       adapter: str | None = None) -> list[Chunk]:
-        """Whole completions of several prompts (one Chunk each, in order), decoded together.
-
-        Greedy gives the same text as `generate` on each prompt; sampling seeds every row with
-        `params.seed`, so a fixed seed reproduces. Raises ValueError before generating anything if
-        any prompt is empty or leaves no room in the context. Holds the engine lock throughout.
-        """
-        budgets = [self._budget(ids, params, adapter) for ids in prompts]
-        # Similar lengths share a forward pass: less left padding to compute.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        done: dict[int, Chunk] = {}
-        with self.lock, self._adapter(adapter), torch.inference_mode():
-            for start in range(0, len(order), BATCH_ROWS):
-                part = order[start:start + BATCH_ROWS]
-                rows = [_Row(self, list(prompts[i]), params, budgets[i]) for i in part]
-                self._decode_rows(rows)
-                done.update((i, row.chunk()) for i, row in zip(part, rows))
-        return [done[i] for i in range(len(prompts))]
 
     def _budget(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None) -> int:
         """New tokens allowed for this prompt; ValueError for an unknown adapter or a prompt that does not fit."""
@@ -266,7 +210,7 @@ class Engine:
             pending: list[TokenLogprob] | None = None if logprobs is None else []
             for token, logits in self._tokens(prompt_ids, row.sampler, budget):
                 if pending is not None:
-                    pending.append(self._token_logprob(logits, token, logprobs))
+                    pending.append(token_logprob(logits, token, logprobs, self.vocab_limit))
                 text = row.take(token)
                 if text:
                     yield Chunk(text, None, len(prompt_ids), row.produced, pending)
@@ -274,12 +218,6 @@ class Engine:
                 if row.finish:
                     break
             yield Chunk(row.tail(), row.finish, len(prompt_ids), row.produced, pending)
-
-    def _token_logprob(self, logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
-        """The generated token's log-probability under the raw logits (before the sampler touched them)."""
-        logprobs = logits.float().log_softmax(-1)
-        values, alts = logprobs[:self.vocab_limit].topk(max(top, 1))
-        return TokenLogprob(token, float(logprobs[token]), list(zip(alts.tolist(), values.tolist())))
 
     def _decode_rows(self, rows: list["_Row"]) -> None:
         """Run `rows` to their ends together: left-padded prompts, an attention mask, one KV cache.
