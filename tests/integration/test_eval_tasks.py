@@ -147,7 +147,8 @@ def test_lm_eval_local_completions_against_lorakit_serve(setup, evaluated):
     acc = json.loads(results.read_text())["results"][TASK]["acc,none"]
     (ours,) = [r for r in bench["results"] if r["task"] == TASK]
     assert acc == pytest.approx(ours["finetuned"]["value"])
-    theirs = {s["doc_id"]: [r[0][0] for r in s["resps"]] for s in map(json.loads, samples.read_text().splitlines())}
+    theirs = {s["doc_id"]: [float(r[0][0]) for r in s["resps"]]  # lm-eval writes them as strings
+              for s in map(json.loads, samples.read_text().splitlines())}
     for row in bench["items"][TASK]:
         assert theirs[row["doc_id"]] == pytest.approx(row["finetuned"], abs=1e-4)
 
