@@ -77,8 +77,19 @@ def evaluate(
     max_prompts: int = typer.Option(8, help="prompts compared side by side"),
     lang: Optional[str] = typer.Option(None, "--lang", help="en or zh: the bundled retention and identity "
                                        "questions (default: data.language, else detected from the data)"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="lm-eval benchmarks instead, e.g. mmlu,cmmlu: "
+                                        "base vs fine-tuned accuracy (see docs/eval.md)"),
+    limit: Optional[float] = typer.Option(None, "--limit", help="with --tasks: items per task (below 1: a fraction)"),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="with --tasks: few-shot examples per item"),
+    include_path: Optional[Path] = typer.Option(None, "--include-path", help="with --tasks: folder of task YAMLs"),
 ) -> None:
-    """Compare base and fine-tuned model: loss, answers side by side, persona and retention scores."""
+    """Compare base and fine-tuned model: loss, answers side by side, persona and retention scores;
+    or, with --tasks, standard benchmarks through lm-evaluation-harness."""
+    if tasks is not None:
+        from lorakit.eval.benchmarks import run_benchmarks
+
+        run_benchmarks(run_dir, tasks, limit=limit, num_fewshot=num_fewshot, include_path=include_path)
+        return
     from lorakit.eval.compare import evaluate as run_eval
 
     run_eval(run_dir, data=data, prompts=prompts, max_new_tokens=max_new_tokens, judge_url=judge_url,

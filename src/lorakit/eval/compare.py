@@ -125,6 +125,9 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
         "notes": notes,
         "timing": {k: round(v, 2) for k, v in timing.items()},
     }
+    from lorakit.eval.benchmarks import earlier_benchmarks
+
+    result.update(earlier_benchmarks(out_dir))  # an earlier `--tasks` section stays in eval.json
     write_json(out_dir / "eval.json", result)
     report = out_dir / "report.html"
     write_text(report, render_report(result, read_metrics(out_dir / "metrics.jsonl")))

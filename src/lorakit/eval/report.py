@@ -240,10 +240,50 @@ def _answers(result: dict) -> str:
     return "<h2>Answers side by side</h2>" + ("".join(cards) or "<p class='note'>no prompts</p>")
 
 
+def _benchmarks(result: dict) -> str:
+    """lm-eval tasks side by side (`lorakit eval --tasks`): headline metric ± stderr, and the change."""
+    b = result.get("benchmarks")
+    if not b:
+        return ""
+    s = b["settings"]
+    rows = "".join(
+        f"<tr><td>{'<b>' if r['group'] else ''}{_esc(r['task'])}{'</b>' if r['group'] else ''}</td>"
+        f"<td>{_esc(r['metric'])}</td><td class='num'>{_num(r['n'])}</td>"
+        f"<td class='num'>{_value(r['base'])}</td><td class='num'>{_value(r['finetuned'])}</td>"
+        f"{_change(r['base']['value'], r['finetuned']['value'], r['lower_is_better'])}</tr>" for r in b["results"])
+    shots = "each task's default" if s["num_fewshot"] is None else s["num_fewshot"]
+    return (f"<h2>Benchmarks (lm-evaluation-harness {_esc(s['lm_eval'])})</h2>"
+            f"<p class='note'>Tasks {_esc(', '.join(b['tasks']))}, evaluated {_esc(b['created'])} in "
+            f"{b['timing'].get('total_s', 0):.0f} s. Prompts: {_esc(s['chat_template'])}, thinking "
+            f"{_esc(s['thinking'])}{'; system prompt: ' + _esc(s['system']) if s.get('system') else ''}; "
+            f"few-shot: {_esc(shots)}; items per task: {_esc(s['limit'] or 'all')}. Same prompts for both; "
+            "the fine-tuned model is the base with the adapter on (not merged). ± is the standard error.</p>"
+            "<table><tr><th>task</th><th>metric</th><th>items</th><th>base</th><th>fine-tuned</th><th>change</th>"
+            f"</tr>{rows}</table>")
+
+
+def _value(side: dict) -> str:
+    if side.get("value") is None:
+        return "–"
+    err = f" ± {side['stderr']:.4f}" if side.get("stderr") is not None else ""
+    return f"{side['value']:.4f}{err}"
+
+
+def _benchmarks_header(result: dict) -> str:
+    return (f"<h1>What the fine-tune changed</h1><div class='meta'>run <code>{_esc(result['run_dir'])}</code> · "
+            f"base model <code>{_esc(result['base_model'])}</code></div>")
+
+
 def render_report(result: dict, metrics: list[dict]) -> str:
-    """The whole HTML page for one evaluation result (the content of eval.json)."""
-    content = "\n".join([_header(result), _summary(result), _loss(result), _curves(metrics, result),
-                         _persona(result), _answers(result), _retention(result), _judge(result)])
+    """The whole HTML page for one evaluation result (the content of eval.json).
+
+    eval.json written by `lorakit eval --tasks` alone holds only the benchmarks section."""
+    if "answers" not in result:
+        parts = [_benchmarks_header(result), _benchmarks(result), _curves(metrics, result)]
+    else:
+        parts = [_header(result), _summary(result), _benchmarks(result), _loss(result), _curves(metrics, result),
+                 _persona(result), _answers(result), _retention(result), _judge(result)]
+    content = "\n".join(parts)
     title = f"lorakit eval: {Path(str(result['run_dir'])).name}"
     return Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
         title=_esc(title), content=content, lang="zh-CN" if (result.get("settings") or {}).get("language") == "zh" else "en")

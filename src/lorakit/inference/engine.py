@@ -19,24 +19,33 @@ from typing import Iterator
 import torch
 
 from lorakit.inference.decoding import Detokenizer, SamplingParams, Sampler, StopMatcher
+from lorakit.inference.scoring import TokenLogprob, score_rows, token_logprob
 from lorakit.errors import LorakitError
 from lorakit.models.lora import peft_quietly
 from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning  # re-exported: older imports use this module
 
 # Rows per forward pass in `Engine.generate_batch`; longer lists go through in several batches.
 BATCH_ROWS = 16
+# Log-probabilities held at once by `Engine.score` (rows x scored positions x vocabulary, float32):
+# 2**27 is 512 MiB, so a 150k-token vocabulary scores ~880 positions per forward pass.
+SCORE_BUDGET = 2**27
 
-__all__ = ["SamplingParams", "Chunk", "Engine", "ReasoningSplitter", "split_reasoning", "adapter_folder"]
+__all__ = ["SamplingParams", "Chunk", "TokenLogprob", "Engine", "ReasoningSplitter", "split_reasoning", "adapter_folder"]
 
 
 @dataclass
 class Chunk:
-    """A piece of a completion. `finish_reason` ("stop" or "length") is set on the last chunk only."""
+    """A piece of a completion. `finish_reason` ("stop" or "length") is set on the last chunk only.
+
+    `logprobs` (only when asked for) covers the tokens generated since the previous chunk, the end
+    of sequence token included; a chunk's text may hold back part of them.
+    """
 
     text: str
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
 
 
 class Engine:
@@ -116,6 +125,12 @@ class Engine:
         with self.tokenizer_lock:
             return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
+    def token_texts(self, ids: list[int]) -> list[str]:
+        """Each id's own text, special tokens included (what logprobs name tokens by)."""
+        with self.tokenizer_lock:
+            return [self.tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                    for i in ids]
+
     def opens_reasoning(self, prompt_ids: list[int]) -> bool:
         """True when the prompt ends inside an open `<think>` block (templates that pre-open it)."""
         with self.tokenizer_lock:
@@ -123,20 +138,60 @@ class Engine:
         return tail.rstrip().endswith("<think>")
 
     # ---- generation ----------------------------------------------------------------------------
-    def stream(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None) -> Iterator[Chunk]:
+    def stream(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
+               logprobs: int | None = None) -> Iterator[Chunk]:
         """Generate from `prompt_ids`, yielding text chunks; the last chunk has finish_reason and counts.
 
-        Raises ValueError at once (not on first iteration) for an unknown adapter or a prompt that
-        leaves no room in the context. Closing the iterator early stops generation and frees the lock.
+        With `logprobs` (0-20), every chunk carries the log-probabilities of its tokens and that many
+        alternatives. Raises ValueError at once (not on first iteration) for an unknown adapter or a
+        prompt that leaves no room in the context. Closing the iterator early stops generation and
+        frees the lock.
         """
-        return self._stream(list(prompt_ids), params, adapter, self._budget(prompt_ids, params, adapter))
+        return self._stream(list(prompt_ids), params, adapter, self._budget(prompt_ids, params, adapter), logprobs)
 
-    def generate(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None) -> Chunk:
+    def generate(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
+                 logprobs: int | None = None) -> Chunk:
         """The whole completion as one Chunk (text = all of it)."""
-        parts, last = [], Chunk("")
-        for last in self.stream(prompt_ids, params, adapter):
+        parts, scores, last = [], [], Chunk("")
+        for last in self.stream(prompt_ids, params, adapter, logprobs):
             parts.append(last.text)
-        return Chunk("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+            scores += last.logprobs or []
+        return Chunk("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens,
+                     scores if logprobs is not None else None)
+
+    def score(self, sequences: list[list[int]], adapter: str | None = None, last: list[int] | None = None,
+              top: int = 1) -> list[list[TokenLogprob]]:
+        """Log-probabilities of each sequence's own tokens given the tokens before them (one forward pass
+        per batch, no sampling): what the model thinks of a prompt, or of answers to choose from.
+
+        `last[i]` tokens at the end of sequence i are scored (default: all but the first, which has no
+        context); each entry also lists the `top` likeliest decodable ids. Values are the log-softmax of
+        the raw logits, with `adapter` applied (None = the base model).
+        """
+        last = [len(s) - 1 for s in sequences] if last is None else list(last)
+        for seq, n in zip(sequences, last):
+            if not 0 <= n < len(seq):
+                raise ValueError(f"cannot score the last {n} tokens of a {len(seq)}-token sequence")
+            if len(seq) > self.max_context:
+                raise ValueError(f"the sequence has {len(seq)} tokens; the context holds {self.max_context}")
+        if adapter is not None and adapter not in self.adapters:
+            raise ValueError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or 'none'}")
+        vocab = self.vocab_limit  # the logits may be a few padded rows wider; the budget is an estimate
+        # Longest first, so a batch's rows have similar lengths and the first batch shows the peak memory.
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        done: dict[int, list[TokenLogprob]] = {}
+        with self.lock, self._adapter(adapter), torch.inference_mode():
+            start = 0
+            while start < len(order):
+                part = [order[start]]
+                while (start + len(part) < len(order) and len(part) < BATCH_ROWS
+                       and (len(part) + 1) * (max(last[i] for i in part + [order[start + len(part)]]) + 1) * vocab
+                       <= SCORE_BUDGET):
+                    part.append(order[start + len(part)])
+                done.update(zip(part, score_rows(self.model, [sequences[i] for i in part], [last[i] for i in part],
+                                                 top, self.vocab_limit)))
+                start += len(part)
+        return [done[i] for i in range(len(sequences))]
 
     def generate_batch(self, prompts: list[list[int]], params: SamplingParams,
                        adapter: str | None = None) -> list[Chunk]:
@@ -169,16 +224,20 @@ class Engine:
             raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_context}")
         return min(params.max_new_tokens, room)
 
-    def _stream(self, prompt_ids, params, adapter, budget) -> Iterator[Chunk]:
+    def _stream(self, prompt_ids, params, adapter, budget, logprobs: int | None = None) -> Iterator[Chunk]:
         with self.lock, self._adapter(adapter), torch.inference_mode():
             row = _Row(self, prompt_ids, params, budget)
-            for token in self._tokens(prompt_ids, row.sampler, budget):
+            pending: list[TokenLogprob] | None = None if logprobs is None else []
+            for token, logits in self._tokens(prompt_ids, row.sampler, budget):
+                if pending is not None:
+                    pending.append(token_logprob(logits, token, logprobs, self.vocab_limit))
                 text = row.take(token)
                 if text:
-                    yield Chunk(text, None, len(prompt_ids), row.produced)
+                    yield Chunk(text, None, len(prompt_ids), row.produced, pending)
+                    pending = None if logprobs is None else []
                 if row.finish:
                     break
-            yield Chunk(row.tail(), row.finish, len(prompt_ids), row.produced)
+            yield Chunk(row.tail(), row.finish, len(prompt_ids), row.produced, pending)
 
     def _decode_rows(self, rows: list["_Row"]) -> None:
         """Run `rows` to their ends together: left-padded prompts, an attention mask, one KV cache.
@@ -212,15 +271,17 @@ class Engine:
             ids = torch.tensor(tokens, device=self.device).view(-1, 1)
             mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
 
-    def _tokens(self, prompt_ids: list[int], sampler: Sampler, budget: int) -> Iterator[int]:
-        """Token ids one at a time: one forward pass over the prompt, then one per new token."""
+    def _tokens(self, prompt_ids: list[int], sampler: Sampler, budget: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(token id, the raw logits it was picked from), one at a time: one forward pass over the
+        prompt, then one per new token."""
         inputs = torch.tensor([prompt_ids], device=self.device)
         cache = None
         for _ in range(budget):
             out = self.model(input_ids=inputs, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
             cache = getattr(out, self._cache_arg)
-            token = sampler.pick(out.logits[0, -1])
-            yield token
+            logits = out.logits[0, -1]
+            token = sampler.pick(logits)
+            yield token, logits
             inputs = torch.tensor([[token]], device=self.device)
 
     @contextlib.contextmanager

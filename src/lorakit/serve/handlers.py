@@ -21,7 +21,8 @@ from lorakit.serve.protocol import (MAX_CHOICES, ChatChoice, ChatCompletionReque
                                     ChatMessage, CompletionChoice, CompletionRequest, CompletionResponse,
                                     ModelCard, ModelList, ResponseMessage, SamplingFields, Usage)
 from lorakit.serve.limits import Limits, lone_surrogate
-from lorakit.serve.worker import GenerationFailed, Job, QueueFull, Task, Worker
+from lorakit.serve.logprobs import chat_logprobs, completion_logprobs
+from lorakit.serve.worker import GenerationFailed, Job, PromptScores, QueueFull, Task, Worker
 
 log = logging.getLogger("lorakit.serve")
 
@@ -76,17 +77,21 @@ async def chat_completion(state: ServerState, req: ChatCompletionRequest, discon
         raise APIError(400, f"could not apply the chat template: {e}", param="messages") from None
     budget = _budget(state, len(ids), req.max_completion_tokens or req.max_tokens, "messages")
     opened = await run_in_threadpool(state.engine.opens_reasoning, ids)  # the tokenizer lock may be held
-    job = _submit(state, [Task(ids, _params(req, budget, i), adapter, i) for i in range(req.n)])
+    top = req.logprob_count()
+    job = _submit(state, [Task(ids, _params(req, budget, i), adapter, i, logprobs=top) for i in range(req.n)])
     rid, created, started = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), time.perf_counter()
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = _chat_events(job, req, rid, created, len(ids), opened, include_usage, started)
+        events = _chat_events(job, req, rid, created, len(ids), opened, include_usage, started, state.engine)
         return StreamingResponse(events, media_type="text/event-stream")
-    texts, finals = await _collect(job, req.n, disconnected)
+    scores: dict = {} if top is not None else None
+    texts, finals = await _collect(job, req.n, disconnected, scores)
     choices = []
     for i, (text, final) in enumerate(zip(texts, finals)):
         reasoning, content = split_reasoning(text, opened)
-        choices.append(ChatChoice(index=i, finish_reason=final.finish_reason,
+        logprobs = None if top is None else await run_in_threadpool(
+            chat_logprobs, state.engine, top, scores.get(i, {}).get("generated", []))
+        choices.append(ChatChoice(index=i, finish_reason=final.finish_reason, logprobs=logprobs,
                                   message=ResponseMessage(content=content, reasoning_content=reasoning)))
     usage = _usage(len(ids), finals)
     _log("chat", req.model, usage, finals, started)
@@ -105,9 +110,12 @@ async def completion(state: ServerState, req: CompletionRequest, disconnected=No
     if any(t < 0 or t >= state.engine.vocab_limit for ids in encoded for t in ids):
         raise APIError(400, f"token ids must be in [0, {state.engine.vocab_limit})", param="prompt")
     tasks = []
+    top = req.logprobs
     for p, ids in enumerate(encoded):
         budget = _budget(state, len(ids), req.max_tokens, "prompt")
-        tasks += [Task(ids, _params(req, budget, i), adapter, p * req.n + i) for i in range(req.n)]
+        # max_tokens 0 (echo only) generates nothing; the sampling settings are then unused
+        tasks += [Task(ids, _params(req, max(budget, 1), i), adapter, p * req.n + i, logprobs=top,
+                       score_prompt=req.echo and top is not None, generate=budget > 0) for i in range(req.n)]
     echoes = [(p if isinstance(p, str) else await run_in_threadpool(state.engine.decode, p)) if req.echo else ""
               for p in prompts]
     job = _submit(state, tasks)
@@ -115,20 +123,35 @@ async def completion(state: ServerState, req: CompletionRequest, disconnected=No
     prompt_tokens = sum(len(ids) for ids in encoded)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = _completion_events(job, req, rid, created, prompt_tokens, echoes, include_usage, started)
+        events = _completion_events(job, req, rid, created, prompt_tokens, echoes, include_usage, started,
+                                    state.engine, encoded)
         return StreamingResponse(events, media_type="text/event-stream")
-    texts, finals = await _collect(job, len(tasks), disconnected)
-    choices = [CompletionChoice(index=i, text=echoes[i // req.n] + text, finish_reason=final.finish_reason)
-               for i, (text, final) in enumerate(zip(texts, finals))]
+    scores: dict = {} if top is not None else None
+    texts, finals = await _collect(job, len(tasks), disconnected, scores)
+    choices = []
+    for i, (text, final) in enumerate(zip(texts, finals)):
+        logprobs = None
+        if top is not None:
+            got = scores.get(i, {})
+            logprobs = await run_in_threadpool(completion_logprobs, state.engine, top,
+                                               encoded[i // req.n] if req.echo else None, got.get("prompt"),
+                                               got.get("generated"))
+        choices.append(CompletionChoice(index=i, text=echoes[i // req.n] + text, finish_reason=final.finish_reason,
+                                        logprobs=logprobs))
     usage = _usage(prompt_tokens, finals)
     _log("completion", req.model, usage, finals, started)
     return CompletionResponse(id=rid, created=created, model=req.model, choices=choices, usage=usage)
 
 
 # ---- streaming -------------------------------------------------------------------------------------
-async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, include_usage, started):
+async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, include_usage, started, engine=None):
+    top = req.logprob_count()
+    pending: dict[int, list] = {}  # token logprobs not yet sent, per choice
+
     def event(index, delta, finish=None):
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        scored = pending.pop(index, None) if top is not None else None
+        logprobs = chat_logprobs(engine, top, scored).model_dump() if scored else None
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
                      "choices": [choice], **({"usage": None} if include_usage else {})})
 
@@ -138,6 +161,7 @@ async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, inclu
         for i in range(req.n):
             yield event(i, {"role": "assistant", "content": ""})
         async for index, chunk in job:
+            pending.setdefault(index, []).extend(chunk.logprobs or [])
             reasoning, content = splitters[index].feed(chunk.text)
             if chunk.finish_reason:
                 more_r, more_c = splitters[index].flush()
@@ -159,19 +183,33 @@ async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, inclu
         job.cancel()  # client gone or stream over: stop generating
 
 
-async def _completion_events(job: Job, req, rid, created, prompt_tokens, echoes, include_usage, started):
-    def event(index, text, finish=None):
-        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+async def _completion_events(job: Job, req, rid, created, prompt_tokens, echoes, include_usage, started,
+                             engine=None, encoded=None):
+    top = req.logprobs
+    offsets = [0] * len(job.tasks)  # characters sent per choice, for text_offset
+
+    def event(index, text, finish=None, logprobs=None):
+        if logprobs is not None:
+            logprobs = logprobs.model_dump()
+        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+        offsets[index] += len(text)
         return _sse({"id": rid, "object": "text_completion", "created": created, "model": req.model,
                      "choices": [choice], **({"usage": None} if include_usage else {})})
 
     finals: list[Chunk | None] = [None] * len(job.tasks)
     try:
         for i, prefix in enumerate(echoes[i // req.n] for i in range(len(job.tasks))):
-            if prefix:
+            if prefix and top is None:  # with logprobs the echo goes out with the prompt's scores
                 yield event(i, prefix)
         async for index, chunk in job:
-            if chunk.text or chunk.finish_reason:
+            if isinstance(chunk, PromptScores):
+                yield event(index, echoes[index // req.n], None,
+                            completion_logprobs(engine, top, encoded[index // req.n], chunk.scores))
+                continue
+            if top is not None and (chunk.text or chunk.finish_reason or chunk.logprobs):
+                yield event(index, chunk.text, chunk.finish_reason,
+                            completion_logprobs(engine, top, generated=chunk.logprobs or [], offset=offsets[index]))
+            elif chunk.text or chunk.finish_reason:
                 yield event(index, chunk.text, chunk.finish_reason)
             if chunk.finish_reason:
                 finals[index] = chunk
@@ -256,7 +294,8 @@ def _submit(state: ServerState, tasks: list[Task]) -> Job:
                        type="server_overloaded", code="queue_full") from None
 
 
-async def _collect(job: Job, count: int, disconnected=None) -> tuple[list[str], list[Chunk]]:
+async def _collect(job: Job, count: int, disconnected=None, scores: dict | None = None) -> tuple[list[str], list[Chunk]]:
+    """Texts and last chunks per choice; with `scores`, also {choice: {"prompt": [...], "generated": [...]}}."""
     texts: list[list[str]] = [[] for _ in range(count)]
     finals: list[Chunk] = [Chunk("")] * count
     # a streamed answer stops when its client stops reading; a whole one would be generated to the end
@@ -264,6 +303,11 @@ async def _collect(job: Job, count: int, disconnected=None) -> tuple[list[str], 
     watch = asyncio.create_task(_cancel_on_disconnect(job, disconnected)) if disconnected else None
     try:
         async for index, chunk in job:
+            if isinstance(chunk, PromptScores):
+                scores.setdefault(index, {})["prompt"] = chunk.scores
+                continue
+            if scores is not None and chunk.logprobs:
+                scores.setdefault(index, {}).setdefault("generated", []).extend(chunk.logprobs)
             texts[index].append(chunk.text)
             if chunk.finish_reason:
                 finals[index] = chunk

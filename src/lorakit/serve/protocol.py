@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_CHOICES = 16  # n x prompts per request: generation is sequential, so keep one request bounded
+MAX_LOGPROBS = 20  # alternatives per token, OpenAI's cap (vLLM's default max_logprobs too)
 # Template arguments the server sets itself; letting a request override them breaks prompt building.
 RESERVED_TEMPLATE_KWARGS = {"tokenize", "add_generation_prompt", "return_dict", "conversation", "messages",
                             "continue_final_message", "return_assistant_tokens_mask"}
@@ -29,7 +30,8 @@ class SamplingFields(_Request):
     """Fields shared by /v1/completions and /v1/chat/completions."""
 
     model: str = Field(..., description="a name from /v1/models: the base model or a LoRA adapter")
-    max_tokens: Optional[int] = Field(None, ge=1, description="most tokens to generate (default: fill the context)")
+    max_tokens: Optional[int] = Field(None, ge=0, description="most tokens to generate (default: fill the context); "
+                                      "0 only with echo on /v1/completions")
     temperature: Optional[float] = Field(None, ge=0, le=2, description="0 = greedy; default 1")
     top_p: Optional[float] = Field(None, gt=0, le=1, description="nucleus sampling mass; default 1")
     top_k: Optional[int] = Field(None, ge=-1, description="sample among the k likeliest tokens; 0 or -1 = off")
@@ -41,13 +43,10 @@ class SamplingFields(_Request):
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     repetition_penalty: float = Field(1.0, ge=0.01, le=10, description="Hugging Face style penalty (vLLM extension)")
-    logprobs: Optional[Union[bool, int]] = Field(None, description="not supported; must be unset or false/0")
     user: Optional[str] = None
 
     @model_validator(mode="after")
     def _check_common(self):
-        if self.logprobs:
-            raise ValueError("logprobs are not supported by this server")
         stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
         if len(stops) > 16:
             raise ValueError("stop: at most 16 stop strings")
@@ -79,6 +78,21 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: Optional[int] = Field(None, ge=1, description="OpenAI's newer name for max_tokens")
     chat_template_kwargs: Optional[dict[str, Any]] = Field(
         None, description='extra chat template variables, e.g. {"enable_thinking": false} for Qwen3')
+    logprobs: Optional[bool] = Field(None, description="return each generated token's log-probability")
+    top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_LOGPROBS,
+                                        description="likeliest alternatives per token (needs logprobs: true)")
+
+    @model_validator(mode="after")
+    def _check_logprobs(self):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.max_tokens == 0 or self.max_completion_tokens == 0:
+            raise ValueError("max_tokens must be at least 1")
+        return self
+
+    def logprob_count(self) -> int | None:
+        """Alternatives per token when logprobs are asked for, else None."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @model_validator(mode="after")
     def _check_template_kwargs(self):
@@ -93,9 +107,18 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: Union[str, list[str], list[int]] = Field(..., description="text, several texts, or token ids")
+    prompt: Union[str, list[str], list[int], list[list[int]]] = Field(
+        ..., description="text, several texts, token ids, or several lists of token ids")
     echo: bool = Field(False, description="put the prompt in front of the completion")
     suffix: Optional[str] = Field(None, description="not supported; must be unset")
+    logprobs: Optional[int] = Field(None, ge=0, le=MAX_LOGPROBS,
+                                    description="log-probability of each token and this many alternatives")
+
+    @model_validator(mode="after")
+    def _check_echo_only(self):
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens 0 needs echo: true (it returns the prompt, with logprobs if asked)")
+        return self
 
     @model_validator(mode="after")
     def _check_prompt(self):
@@ -103,6 +126,8 @@ class CompletionRequest(SamplingFields):
             raise ValueError("suffix is not supported by this server")
         if isinstance(self.prompt, list) and not self.prompt:
             raise ValueError("prompt must not be empty")
+        if isinstance(self.prompt, list) and any(isinstance(p, list) and not p for p in self.prompt):
+            raise ValueError("prompt: a list of token ids must not be empty")
         return self
 
     def prompts(self) -> list[Union[str, list[int]]]:
@@ -140,11 +165,36 @@ class ResponseMessage(BaseModel):
     reasoning_content: Optional[str] = None
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: Optional[list[int]] = None
+
+
+class TokenLogprobEntry(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(BaseModel):
+    """Chat logprobs: one entry per generated token (reasoning and end of sequence included)."""
+
+    content: Optional[list[TokenLogprobEntry]] = None
+
+
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy completions shape; with echo the prompt's tokens come first (the first has null)."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[Optional[float]] = Field(default_factory=list)
+    top_logprobs: list[Optional[dict[str, float]]] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
 class ChatChoice(BaseModel):
     index: int
     message: ResponseMessage
     finish_reason: Optional[Literal["stop", "length"]] = None
-    logprobs: None = None
+    logprobs: Optional[ChatLogprobs] = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -160,7 +210,7 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: Optional[Literal["stop", "length"]] = None
-    logprobs: None = None
+    logprobs: Optional[CompletionLogprobs] = None
 
 
 class CompletionResponse(BaseModel):

@@ -14,7 +14,7 @@ import queue
 import threading
 from dataclasses import dataclass
 
-from lorakit.inference.engine import Engine, SamplingParams
+from lorakit.inference.engine import Chunk, Engine, SamplingParams
 
 log = logging.getLogger("lorakit.serve")
 _DONE = object()
@@ -30,12 +30,26 @@ class GenerationFailed(Exception):
 
 @dataclass
 class Task:
-    """One choice to generate: prompt, sampling parameters, adapter (None = base), choice index."""
+    """One choice to generate: prompt, sampling parameters, adapter (None = base), choice index.
+
+    `logprobs`: alternatives per token when log-probabilities are wanted (None: none); `score_prompt`:
+    score the prompt's own tokens first (echo); `generate` False: score only (max_tokens 0).
+    """
 
     prompt_ids: list[int]
     params: SamplingParams
     adapter: str | None
     index: int
+    logprobs: int | None = None
+    score_prompt: bool = False
+    generate: bool = True
+
+
+@dataclass
+class PromptScores:
+    """The event a `score_prompt` task sends before its chunks: log-probabilities of prompt tokens 2..n."""
+
+    scores: list
 
 
 class Job:
@@ -117,7 +131,13 @@ class Worker:
                 job.emit(GenerationFailed("generation failed"))
 
     def _generate(self, job: Job, task: Task) -> None:
-        stream = self.engine.stream(task.prompt_ids, task.params, adapter=task.adapter)
+        if task.score_prompt:
+            scores = self.engine.score([task.prompt_ids], task.adapter, top=task.logprobs or 0)[0]
+            job.emit((task.index, PromptScores(scores)))
+        if not task.generate:
+            job.emit((task.index, Chunk("", "length", len(task.prompt_ids), 0, [])))
+            return
+        stream = self.engine.stream(task.prompt_ids, task.params, adapter=task.adapter, logprobs=task.logprobs)
         try:
             for chunk in stream:
                 job.emit((task.index, chunk))

@@ -52,12 +52,16 @@ class ScriptedModel(torch.nn.Module):
         finally:
             self.active = previous
 
-    def forward(self, input_ids, use_cache=True, logits_to_keep=1, cache=None):
+    def forward(self, input_ids, use_cache=True, logits_to_keep=1, cache=None, **_scoring):
         if self.fail:
             raise RuntimeError("scripted failure /secret/path/model.py line 1")
         self.forwards += 1
         if self.delay:
             time.sleep(self.delay)
+        if not use_cache:  # Engine.score (echo logprobs): the reply's first token is likeliest everywhere
+            rows = torch.full((input_ids.shape[0], logits_to_keep, self.vocab), -100.0)
+            rows[..., self.scripts[self.active][0]] = 10.0
+            return SimpleNamespace(logits=rows)
         step = cache or 0
         if step == 0:
             self.last_prompt = input_ids[0].tolist()

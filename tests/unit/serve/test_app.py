@@ -126,7 +126,10 @@ def _assert_error(status, body, expected_status, param=None, code=None):
     ({"model": "base-model", "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
     ({"model": "base-model", "messages": "hi"}, "messages"),
     ({"messages": USER}, "model"),
-    ({"model": "base-model", "messages": USER, "logprobs": True}, None),
+    ({"model": "base-model", "messages": USER, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ({"model": "base-model", "messages": USER, "logprobs": 1}, "logprobs"),
+    ({"model": "base-model", "messages": USER, "top_logprobs": 2}, None),
+    ({"model": "base-model", "messages": USER, "max_tokens": 0}, None),
     ({"model": "base-model", "messages": USER, "chat_template_kwargs": {"enable_thinking": "no"}}, None),
 ])
 def test_bad_requests_are_400(base_url, body, param):
@@ -279,3 +282,32 @@ def test_client_disconnect_stops_generation(server, base_url):
     stopped_at = model.forwards
     time.sleep(0.6)
     assert model.forwards == stopped_at and stopped_at - start < len(model.scripts[None]) - 2
+
+
+def test_logprobs_shapes_and_limits(base_url, client, tokenizer):
+    """Legacy and chat logprob shapes (values are checked against transformers in
+    tests/integration/test_eval_tasks.py); the top_logprobs cap; max_tokens 0 only with echo."""
+    ids = tokenizer.encode("one two three", add_special_tokens=False)
+    r = client.completions.create(model="base-model", prompt=ids, max_tokens=0, echo=True, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(ids) and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(isinstance(v, float) for v in lp.token_logprobs[1:]) and r.usage.completion_tokens == 0
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+    r = client.completions.create(model="base-model", prompt=[ids, ids], max_tokens=1, echo=True, logprobs=1,
+                                  temperature=0)
+    for choice in r.choices:  # prompt tokens + the one generated (what lm-eval's local-completions reads)
+        assert len(choice.logprobs.token_logprobs) == len(ids) + 1
+        assert max(choice.logprobs.top_logprobs[-1].values()) == choice.logprobs.token_logprobs[-1]
+    r = client.chat.completions.create(model="base-model", messages=USER, logprobs=True, top_logprobs=3, max_tokens=4)
+    content = r.choices[0].logprobs.content
+    assert len(content) == 4 and all(len(e.top_logprobs) == 3 for e in content)
+    streamed = [e for c in client.chat.completions.create(model="base-model", messages=USER, logprobs=True,
+                                                          top_logprobs=1, max_tokens=4, stream=True)
+                for ch in c.choices if ch.logprobs for e in ch.logprobs.content]
+    assert [e.token for e in streamed] == [e.token for e in content]
+    for path, body, param in (
+            ("/v1/completions", {"model": "base-model", "prompt": "x", "logprobs": 21}, "logprobs"),
+            ("/v1/completions", {"model": "base-model", "prompt": "x", "max_tokens": 0}, None),
+            ("/v1/completions", {"model": "base-model", "prompt": "x", "logprobs": True}, "logprobs")):
+        status, reply, _ = http("POST", base_url + path, body)
+        _assert_error(status, reply, 400, param=param)
