@@ -133,8 +133,6 @@ def lorakit_training(case, mode: str = "auto", use_fused: bool = True):
 
 @pytest.mark.parametrize("attn_mode", ["loop", "mask"])  # per-sample calls (CPU) or one masked call (GPU)
 def test_training_loss_and_lora_gradients(case, reference, attn_mode, monkeypatch):
-    if case.name == REAL and attn_mode == "mask":
-        pytest.skip("the GPU layout is covered on the tiny llama3 row (the same architecture), at a fraction of the time")
     monkeypatch.setenv(PACKED_MODE_ENV, attn_mode)
     model, choice = lorakit_training(case)
     assert choice.packed, choice.line()  # every family of the matrix runs the fast path
@@ -149,8 +147,6 @@ def test_training_loss_and_lora_gradients(case, reference, attn_mode, monkeypatc
 
 def test_transformers_fallback_is_exact_too(case, reference, monkeypatch):
     """The path a model with unsupported attention takes: transformers' own attention over a padded batch."""
-    if case.name == REAL:
-        pytest.skip("the fallback is covered on the tiny llama3 row (the same architecture), at a fraction of the time")
     monkeypatch.setenv(paths.MODE_ENV, "fallback")
     model, choice = lorakit_training(case)
     assert not choice.packing and not choice.share_prefix and "fallback" in choice.line()
