@@ -33,7 +33,7 @@ def test_run_to_gguf_with_modelfile_and_card(tmp_path):
     assert "ollama create" in proc.stdout
     out = tmp_path / "out"
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["Modelfile", "README.md", "out-q8_0.gguf"], files
+    assert files == [".lorakit-output", "Modelfile", "README.md", "out-q8_0.gguf"], files  # the marker: lorakit wrote it
     reader = gguf.GGUFReader(out / "out-q8_0.gguf")
     assert reader.fields["general.architecture"].contents() == "qwen3"
     assert reader.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q8_0
