@@ -62,11 +62,14 @@ install-gpu: install
 demo: install
 	$(BIN)/lorakit demo
 
+# Two pytest-xdist workers, whole modules each (module fixtures are built once): the suite is mostly
+# single-threaded CLI subprocesses, so two workers on 2 cores halve it (docs/benchmarks.md, "Test suite").
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs outputs tests/.cache $(LLAMA_CPP)/node_modules

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lorakit.export import export_model
+from lorakit.exporting import export_model
 
 
 def main() -> None:

@@ -64,3 +64,58 @@ def load(model: str, adapter: str | Path | None = None, dtype: str = "auto", dev
 
     engine = Engine.load(model, {"adapter": str(adapter)} if adapter else None, dtype=dtype, device=device)
     return engine.model, engine.tokenizer
+
+
+def merge(run_or_adapter: "str | Path", out: "str | Path", *, dtype: str = "auto", overwrite: bool = False) -> Path:
+    """Fold a run's LoRA adapter (or a bare adapter folder) into its base and save a plain Hugging Face
+    model at `out` (atomically). `dtype`: auto (the base's), float32, bfloat16 or float16. Returns `out`.
+
+    Example:
+        >>> lorakit.merge("runs/demo", "runs/demo-merged")
+        >>> AutoModelForCausalLM.from_pretrained("runs/demo-merged")   # or vLLM, unchanged
+    """
+    from lorakit.exporting.merge import merge as run_merge
+
+    return run_merge(run_or_adapter, out, dtype=dtype, overwrite=overwrite)
+
+
+def evaluate(run: "str | Path", **options) -> dict:
+    """Compare a run's base and fine-tuned model: held-out loss, answers side by side, persona and
+    retention scores. Writes eval.json and report.html into the run and returns what eval.json holds.
+    `options` as `lorakit eval` (data, prompts, max_new_tokens, judge_url, judge_model, seed,
+    persona_keywords, retention, max_prompts, lang).
+
+    Example:
+        >>> result = lorakit.evaluate("runs/demo", max_prompts=4, lang="zh")
+        >>> result["retention"]["finetuned"], result["persona"]["finetuned"]
+    """
+    from lorakit.eval.compare import evaluate as run_eval
+
+    return run_eval(run, **options)
+
+
+def benchmark(run: "str | Path", tasks: "str | list[str]", *, limit: float | None = None,
+              num_fewshot: int | None = None, include_path: "str | Path | None" = None) -> dict:
+    """Standard benchmarks through lm-evaluation-harness on a run's base and fine-tuned model
+    (`lorakit eval --tasks`); adds them to eval.json and report.html and returns that section.
+
+    Example:
+        >>> lorakit.benchmark("runs/demo", "mmlu,cmmlu", limit=100)["rows"]
+    """
+    from lorakit.eval.benchmarks import run_benchmarks
+
+    return run_benchmarks(run, tasks, limit=limit, num_fewshot=num_fewshot, include_path=include_path)
+
+
+def export(source: "str | Path", out: "str | Path", *, format: str = "gguf", quant: str = "q8_0",
+           overwrite: bool = False) -> Path:
+    """Export a run (merged on the way), a merged folder or a model reference for llama.cpp, Ollama and
+    LM Studio: `out` gets the .gguf, an Ollama Modelfile and a model card. Returns `out`.
+
+    Example:
+        >>> lorakit.export("runs/demo", "runs/demo-gguf", quant="q8_0")
+        >>> # then: ollama create demo -f runs/demo-gguf/Modelfile
+    """
+    from lorakit.exporting import export_model
+
+    return export_model(source, out, fmt=format, quant=quant, overwrite=overwrite)

@@ -296,15 +296,28 @@ class Run:
     def eval(self, **kwargs) -> dict:
         """Compare base and fine-tuned model (loss, answers side by side, scores); writes eval.json and
         report.html into the run. kwargs as `lorakit.eval.compare.evaluate` (data, prompts, max_new_tokens, ...)."""
-        from lorakit.eval.compare import evaluate
+        from lorakit.api import evaluate
 
         return evaluate(self.path, **kwargs)
 
+    def benchmark(self, tasks: "str | list[str]", **kwargs) -> dict:
+        """lm-eval `tasks` on base and fine-tuned model (see `lorakit.benchmark`); kwargs: limit,
+        num_fewshot, include_path."""
+        from lorakit.api import benchmark
+
+        return benchmark(self.path, tasks, **kwargs)
+
     def merge(self, out: str | Path, dtype: str = "auto", overwrite: bool = False) -> Path:
         """Fold the adapter into the base and save a plain Hugging Face model at `out`."""
-        from lorakit.merge import merge
+        from lorakit.api import merge
 
         return merge(self.path, out, dtype=dtype, overwrite=overwrite)
+
+    def export(self, out: str | Path, *, quant: str = "q8_0", format: str = "gguf", overwrite: bool = False) -> Path:
+        """The fine-tune as GGUF (merged on the way) with an Ollama Modelfile and a model card at `out`."""
+        from lorakit.api import export
+
+        return export(self.path, out, format=format, quant=quant, overwrite=overwrite)
 
     def chat(self, prompt: str, *, system: str | None = None, max_new_tokens: int = 256, temperature: float = 0.7,
              top_p: float = 0.8, top_k: int = 20, seed: int | None = None, thinking: bool = False) -> str:

@@ -173,7 +173,7 @@ def test_eval_loss(case, reference):
 
 
 def test_merged_logits_equal_base_plus_adapter(case, tmp_path):
-    from lorakit.merge import merge
+    from lorakit.exporting.merge import merge
 
     out = merge(case.run_dir, tmp_path / "merged", dtype="float32")
     merged = load_model(out, dtype="float32", device="cpu")

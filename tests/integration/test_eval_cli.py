@@ -79,10 +79,11 @@ def test_eval_same_seed_same_sampled_answers(run_dir, evaluated, tmp_path):
     first = json.loads((run_dir / "eval.json").read_text())
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    done = _cli("eval", copy, "--max-new-tokens", 8, "--seed", 3)
-    assert done.returncode == 0, done.stderr[-3000:]
-    again = json.loads((copy / "eval.json").read_text())
-    assert again["answers"] == first["answers"]
+    import lorakit
+
+    # the public API in this process (what the CLI calls) against the CLI's own process
+    again = lorakit.evaluate(copy, max_new_tokens=8, seed=3)
+    assert again["answers"] == first["answers"] == json.loads((copy / "eval.json").read_text())["answers"]
 
 
 def test_eval_with_data_and_prompts_files(run_dir, tmp_path):
@@ -94,8 +95,9 @@ def test_eval_with_data_and_prompts_files(run_dir, tmp_path):
     prompts.write_text("<script>alert(1)</script> who are you?\nWhat is 2 + 3?\n")
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    done = _cli("eval", copy, "--data", held, "--prompts", prompts, "--max-new-tokens", 4)
-    assert done.returncode == 0, done.stderr[-3000:]
+    import lorakit
+
+    lorakit.Run(copy).eval(data=str(held), prompts=prompts, max_new_tokens=4)
     result = json.loads((copy / "eval.json").read_text())
     assert result["loss"]["samples"] == 3 and result["loss"]["data"] == str(held)
     assert [a["prompt"] for a in result["answers"]] == ["<script>alert(1)</script> who are you?", "What is 2 + 3?"]

@@ -38,7 +38,9 @@ def test_merged_model_equals_base_plus_adapter(tmp_path):
     assert not torch.allclose(bare, want, atol=1e-3), "the adapter changed nothing; the test would prove nothing"
 
 
-    lorakit("merge", tmp_path / "run", "--out", tmp_path / "merged-bf16", "--dtype", "bfloat16")
+    import lorakit as api
+
+    api.merge(tmp_path / "run", tmp_path / "merged-bf16", dtype="bfloat16")  # the public API the CLI calls
     assert json.loads((tmp_path / "merged-bf16" / "config.json").read_text())["dtype"] == "bfloat16"
     half = AutoModelForCausalLM.from_pretrained(tmp_path / "merged-bf16")
     assert half.dtype == torch.bfloat16

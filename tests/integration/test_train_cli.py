@@ -1,5 +1,7 @@
-"""`lorakit train` through the real CLI on qwen3-tiny-random: outputs, resume after SIGKILL,
-batch/accumulation invariance, seeds, data parallel, and one-line errors."""
+"""`lorakit train` on qwen3-tiny-random: outputs, resume after SIGKILL, data parallel and one-line errors
+through the real CLI; batch/accumulation, packing, fused-forward, dtype and seed invariance through the
+public API (`lorakit.train`, what the CLI calls) in this process, which saves each run the ~8 s of
+importing torch, transformers and peft anew."""
 
 from __future__ import annotations
 
@@ -38,6 +40,23 @@ def assert_same_adapter(a: dict, b: dict, atol: float) -> None:
 def losses(run: Path) -> list[float]:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if "loss" in r]
+
+
+def train(cfg: Path, *overrides: str, env: dict | None = None) -> Path:
+    """`lorakit train CFG OVERRIDES...` as `lorakit.train` in this process; `env` is set for the run only."""
+    import os
+
+    import lorakit
+    from lorakit.config import parse_override
+
+    threads, saved = torch.get_num_threads(), {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        return lorakit.train(cfg, **dict(parse_override(o) for o in overrides)).path
+    finally:  # the run sets train.threads for the process; the tests after it keep their own
+        torch.set_num_threads(threads)
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")
@@ -90,20 +109,20 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, data):
 
 def test_batch_times_accumulation_is_invariant(tmp_path, data):
     common = dict(max_steps=3, lr=1e-3, save_steps=100)
-    lorakit("train", tiny_config(tmp_path, "b1a8", data, batch_size=1, grad_accum=8, **common), "lora.dropout=0")
-    lorakit("train", tiny_config(tmp_path, "b8a1", data, batch_size=8, grad_accum=1, **common), "lora.dropout=0")
+    train(tiny_config(tmp_path, "b1a8", data, batch_size=1, grad_accum=8, **common), "lora.dropout=0")
+    train(tiny_config(tmp_path, "b8a1", data, batch_size=8, grad_accum=1, **common), "lora.dropout=0")
     assert losses(tmp_path / "b1a8") == pytest.approx(losses(tmp_path / "b8a1"), rel=1e-5)
     assert_same_adapter(adapter(tmp_path / "b1a8"), adapter(tmp_path / "b8a1"), atol=1e-5)
 
 
-def test_token_budget_packing_is_invariant(tmp_path, data):
+def test_token_budget_packing_is_invariant(tmp_path, data, capfd):
     """train.pack_tokens regroups a step's samples into fewer, larger forwards: same losses and adapter."""
     common = dict(max_steps=3, lr=1e-3, save_steps=100)
-    lorakit("train", tiny_config(tmp_path, "by4", data, batch_size=1, grad_accum=4, pack_tokens=None, **common),
-            "lora.dropout=0")
-    out = lorakit("train", tiny_config(tmp_path, "bytok", data, batch_size=1, grad_accum=4, pack_tokens=4096,
-                                       **common), "lora.dropout=0")
-    assert "packing up to 4,096 tokens per forward" in out.stdout + out.stderr
+    train(tiny_config(tmp_path, "by4", data, batch_size=1, grad_accum=4, pack_tokens=None, **common), "lora.dropout=0")
+    capfd.readouterr()
+    train(tiny_config(tmp_path, "bytok", data, batch_size=1, grad_accum=4, pack_tokens=4096, **common), "lora.dropout=0")
+    out = capfd.readouterr()
+    assert "packing up to 4,096 tokens per forward" in out.out + out.err
     assert losses(tmp_path / "by4") == pytest.approx(losses(tmp_path / "bytok"), rel=1e-5)
     assert_same_adapter(adapter(tmp_path / "by4"), adapter(tmp_path / "bytok"), atol=1e-5)
 
@@ -112,29 +131,31 @@ def test_fused_forwards_train_like_peft_s(tmp_path, data):
     """On CPU, LoRA projections, norms and MLPs run lorakit's fused forwards (lorakit/fused.py); peft's
     and transformers' own (LORAKIT_FUSED=off) must give the same run."""
     common = dict(max_steps=3, lr=1e-3, save_steps=100)
-    lorakit("train", tiny_config(tmp_path, "fused", data, **common), "lora.dropout=0")
-    lorakit("train", tiny_config(tmp_path, "plain", data, **common), "lora.dropout=0", env={"LORAKIT_FUSED": "off"})
+    train(tiny_config(tmp_path, "fused", data, **common), "lora.dropout=0")
+    train(tiny_config(tmp_path, "plain", data, **common), "lora.dropout=0", env={"LORAKIT_FUSED": "off"})
     assert losses(tmp_path / "fused") == pytest.approx(losses(tmp_path / "plain"), rel=1e-5)
     assert_same_adapter(adapter(tmp_path / "fused"), adapter(tmp_path / "plain"), atol=1e-5)
 
 
-def test_half_weights_train_on_any_cpu(tmp_path, data):
+def test_half_weights_train_on_any_cpu(tmp_path, data, capfd):
     """model.dtype=bfloat16, as the tutorial loads it: on a CPU without native bf16 the frozen projections
     stay bf16 and the matmuls run in fp32; either way the run trains like fp32 weights rounded to bf16."""
     from lorakit.models.precision import cpu_has_fast_bf16
 
     common = dict(max_steps=3, lr=1e-3, save_steps=100, precision="auto")
-    out = lorakit("train", tiny_config(tmp_path, "bf16", data, **common), "lora.dropout=0", "model.dtype=bfloat16")
+    capfd.readouterr()
+    train(tiny_config(tmp_path, "bf16", data, **common), "lora.dropout=0", "model.dtype=bfloat16")
+    out = capfd.readouterr()
     held = "the frozen projections are held in bfloat16 and every matmul runs in float32"
-    assert (held in out.stdout + out.stderr) is not cpu_has_fast_bf16()
-    lorakit("train", tiny_config(tmp_path, "fp32", data, **common), "lora.dropout=0", "model.dtype=float32")
+    assert (held in out.out + out.err) is not cpu_has_fast_bf16()
+    train(tiny_config(tmp_path, "fp32", data, **common), "lora.dropout=0", "model.dtype=float32")
     assert losses(tmp_path / "bf16") == pytest.approx(losses(tmp_path / "fp32"), rel=2e-2)
     assert {v.dtype for v in adapter(tmp_path / "bf16").values()} == {torch.float32}
 
 
 def test_same_seed_reproduces_and_other_seed_differs(tmp_path, data):
     for name, seed in [("s1", 1), ("s1b", 1), ("s2", 2)]:
-        lorakit("train", tiny_config(tmp_path, name, data, max_steps=2, seed=seed))
+        train(tiny_config(tmp_path, name, data, max_steps=2, seed=seed))
     assert_same_adapter(adapter(tmp_path / "s1"), adapter(tmp_path / "s1b"), atol=0)
     a, b = adapter(tmp_path / "s1"), adapter(tmp_path / "s2")
     assert any(not torch.equal(a[k], b[k]) for k in a)
@@ -142,8 +163,8 @@ def test_same_seed_reproduces_and_other_seed_differs(tmp_path, data):
 
 def test_padding_path_matches_packing(tmp_path, data):
     common = dict(max_steps=2, save_steps=100)
-    lorakit("train", tiny_config(tmp_path, "packed", data, packing=True, **common), "lora.dropout=0")
-    lorakit("train", tiny_config(tmp_path, "padded", data, packing=False, **common), "lora.dropout=0")
+    train(tiny_config(tmp_path, "packed", data, packing=True, **common), "lora.dropout=0")
+    train(tiny_config(tmp_path, "padded", data, packing=False, **common), "lora.dropout=0")
     assert losses(tmp_path / "packed") == pytest.approx(losses(tmp_path / "padded"), rel=1e-4)
 
 
@@ -167,7 +188,7 @@ def launch(launcher: list[str], *args, tmp: Path) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory, data) -> Path:
     tmp = tmp_path_factory.mktemp("single")
-    lorakit("train", tiny_config(tmp, "single", data, batch_size=1, grad_accum=4, **DP_STEPS), "lora.dropout=0")
+    train(tiny_config(tmp, "single", data, batch_size=1, grad_accum=4, **DP_STEPS), "lora.dropout=0")
     return tmp / "single"
 
 

@@ -15,6 +15,20 @@ def test_import_is_lazy_and_all_names_resolve():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_stage_functions_stay_functions_once_every_module_is_imported():
+    """A subpackage named like an API function would replace it on `lorakit` when imported (Python binds
+    submodules onto their parent): the stage packages are named apart (training/, exporting/, eval/)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    for mod in pkgutil.walk_packages(lorakit.__path__, "lorakit."):
+        if ".cli" not in mod.name and not mod.name.endswith("__main__"):
+            importlib.import_module(mod.name)
+    for name in ("train", "load", "merge", "evaluate", "benchmark", "export"):
+        assert inspect.isfunction(getattr(lorakit, name)), f"lorakit.{name} is {getattr(lorakit, name)!r}"
+
+
 def test_dotted_and_nested_overrides_agree():
     dotted = lorakit.load_config(None, {"train.lr": 3e-4, "lora.r": 4})
     nested = lorakit.load_config({"lora": {"r": 4}}, {"train": {"lr": 3e-4}})

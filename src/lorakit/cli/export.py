@@ -1,4 +1,4 @@
-"""`lorakit export`: flags only; the work is lorakit.export.export_model."""
+"""`lorakit export`: flags only; the work is lorakit.export (lorakit.exporting.export_model)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,6 @@ def export_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a non-empty --out folder")] = False,
 ) -> None:
     """Export for llama.cpp / Ollama / LM Studio. Example: lorakit export runs/demo/run --out runs/demo/gguf"""
-    from lorakit.export import export_model
+    from lorakit.api import export
 
-    export_model(source, out, fmt=format, quant=quant, overwrite=overwrite)
+    export(source, out, format=format, quant=quant, overwrite=overwrite)

@@ -59,7 +59,7 @@ def merge(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder"),
 ) -> None:
     """Merge a LoRA adapter into its base and save a plain Hugging Face model."""
-    from lorakit.merge import merge as run_merge  # what Run.merge calls; also takes a bare adapter folder
+    from lorakit.api import merge as run_merge
 
     run_merge(run_dir, out, dtype=dtype, overwrite=overwrite)
 
@@ -86,11 +86,11 @@ def evaluate(
     """Compare base and fine-tuned model: loss, answers side by side, persona and retention scores;
     or, with --tasks, standard benchmarks through lm-evaluation-harness."""
     if tasks is not None:
-        from lorakit.eval.benchmarks import run_benchmarks
+        from lorakit.api import benchmark
 
-        run_benchmarks(run_dir, tasks, limit=limit, num_fewshot=num_fewshot, include_path=include_path)
+        benchmark(run_dir, tasks, limit=limit, num_fewshot=num_fewshot, include_path=include_path)
         return
-    from lorakit.eval.compare import evaluate as run_eval
+    from lorakit.api import evaluate as run_eval
 
     run_eval(run_dir, data=data, prompts=prompts, max_new_tokens=max_new_tokens, judge_url=judge_url,
              judge_model=judge_model, seed=seed, persona_keywords=persona_keywords, retention=retention,

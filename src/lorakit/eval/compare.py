@@ -374,20 +374,20 @@ def _print_summary(result: dict, report: Path) -> None:
             colour = "" if delta == 0 else ("green" if (delta < 0) == lower else "red")
             change = f"[{colour}]{delta:+.4g}[/]" if colour else f"{delta:+.4g}"
         table.add_row(label, _fmt(base), _fmt(tuned), change)
-    console = Console()
+    console = Console()  # notes below are soft-wrapped: a narrow terminal must not split them mid-phrase
     console.print(table)
     for section in ("loss", "persona"):
         if (result.get(section) or {}).get("skipped"):
-            console.print(f"{section}: {result[section]['skipped']}", markup=False)
+            console.print(f"{section}: {result[section]['skipped']}", markup=False, soft_wrap=True)
     if result.get("persona", {}).get("rule"):
-        console.print(f"persona rule: {result['persona']['rule']}", markup=False)
+        console.print(f"persona rule: {result['persona']['rule']}", markup=False, soft_wrap=True)
     settings = result.get("settings") or {}
     if (result.get("retention") or {}).get("rule"):
         console.print(f"retention rule ({settings.get('retention_set')}, language {settings.get('language')}, "
-                      f"{settings.get('language_source')}): {result['retention']['rule']}", markup=False)
+                      f"{settings.get('language_source')}): {result['retention']['rule']}", markup=False, soft_wrap=True)
     if result.get("judge") and result["judge"].get("error"):
-        console.print(f"judge: {result['judge']['error']}", markup=False, style="red")
-    console.print(f"report: {report}", markup=False)
+        console.print(f"judge: {result['judge']['error']}", markup=False, style="red", soft_wrap=True)
+    console.print(f"report: {report}", markup=False, soft_wrap=True)
 
 
 def _fmt(x) -> str:

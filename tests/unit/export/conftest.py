@@ -37,7 +37,7 @@ class Exported:
     """One model's fake run, its float32 merge and its GGUF exports (by quant)."""
 
     def __init__(self, root: Path, base: str):
-        from lorakit.merge import merge
+        from lorakit.exporting.merge import merge
 
         self.base = base
         self.run = persona_run(root / "run", base)
@@ -47,7 +47,7 @@ class Exported:
 
     def folder(self, quant: str) -> Path:
         """OUT of `lorakit export MERGED --quant QUANT`, written on first use."""
-        from lorakit.export import export_model
+        from lorakit.exporting import export_model
 
         if quant not in self._folders:
             self._folders[quant] = export_model(self.merged, self.root / f"gguf-{quant}", quant=quant)

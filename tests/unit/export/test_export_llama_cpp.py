@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lorakit.export.modelfile import hf_prompt
+from lorakit.exporting.modelfile import hf_prompt
 
 HERE = Path(__file__).parent / "llama_cpp"
 MAX_TOKENS = 12

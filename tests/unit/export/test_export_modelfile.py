@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from lorakit.errors import LorakitError
-from lorakit.export.gotemplate import TemplateError, render
-from lorakit.export.modelfile import SAMPLING_DEFAULTS, build_modelfile, hf_prompt, ollama_messages
+from lorakit.exporting.gotemplate import TemplateError, render
+from lorakit.exporting.modelfile import SAMPLING_DEFAULTS, build_modelfile, hf_prompt, ollama_messages
 
 TWO_TURNS = [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Captain Tamsin."},
              {"role": "user", "content": "你住在哪里？\nTell me {{ twice }}."}]  # fmt: skip

@@ -3,7 +3,7 @@
 import pytest
 
 from lorakit.errors import LorakitError
-from lorakit.export.pipeline import export_model
+from lorakit.exporting.pipeline import export_model
 
 
 def test_overwrite_refuses_a_folder_lorakit_did_not_write(tmp_path):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lorakit.errors import LorakitError
-from lorakit.export.gguf_writer import check_exportable, interleave_rotary_rows
-from lorakit.export.vocab import _pre_tokenizer
+from lorakit.exporting.gguf_writer import check_exportable, interleave_rotary_rows
+from lorakit.exporting.vocab import _pre_tokenizer
 
 
 def _config_dir(tmp_path, **config):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lorakit.atomic import atomic_dir
 from lorakit.errors import LorakitError
-from lorakit.export.gguf_writer import QUANTS, check_exportable, write_gguf
+from lorakit.exporting.gguf_writer import QUANTS, check_exportable, write_gguf
 
 FORMATS = ("gguf",)
 
@@ -66,7 +66,7 @@ def _resolve_source(source: str, scratch: Path, quant: str):
     path = Path(source).expanduser()
     if source not in BUILTIN_MODELS and path.is_dir() and not (path / "config.json").is_file():
         run = open_run(path)  # a run directory or adapter folder; its errors are the precise ones
-        from lorakit.merge import merge
+        from lorakit.exporting.merge import merge
 
         source_hub = run.config.model.source if run.config else "hf"
         check_exportable(resolve_model(run.base_model, source_hub), quant)  # refuse before the merge
@@ -86,7 +86,7 @@ def _write_modelfile(model_dir: Path, out: Path, gguf_name: str, vocab, run) -> 
     from transformers import AutoTokenizer
 
     from lorakit.atomic import write_text
-    from lorakit.export.modelfile import build_modelfile
+    from lorakit.exporting.modelfile import build_modelfile
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     stops = vocab.stop_tokens() + _generation_stops(model_dir, vocab.tokens)
@@ -102,7 +102,7 @@ def _write_modelfile(model_dir: Path, out: Path, gguf_name: str, vocab, run) -> 
 
 def _write_card(out: Path, name: str, base_ref: str, model_dir: Path, run, gguf: dict | None) -> None:
     from lorakit.atomic import write_text
-    from lorakit.export.model_card import build_card, carried_sections
+    from lorakit.exporting.model_card import build_card, carried_sections
 
     card = build_card(name, base_ref, _base_dir(base_ref), run, gguf)
     if run is None:  # a merged folder: keep the training and eval record its card already holds

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import LorakitError
-from lorakit.export.vocab import GGUFVocab, read_vocab, write_vocab
+from lorakit.exporting.vocab import GGUFVocab, read_vocab, write_vocab
 
 QUANTS = ("f16", "bf16", "q8_0", "q4_k_m")
 LLAMA_QUANTIZE = "llama-quantize"

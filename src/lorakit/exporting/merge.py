@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lorakit.atomic import atomic_dir
 from lorakit.errors import LorakitError
-from lorakit.export.model_card import build_card
+from lorakit.exporting.model_card import build_card
 from lorakit.models.lora import peft_quietly
 from lorakit.run import check_adapter, check_output_dir, mark_output, open_run, overlapping
 

@@ -3,7 +3,7 @@ template renders, PARAMETER stop on every end-of-turn token, and lorakit chat's 
 
 A wrong TEMPLATE or a missing stop is the usual reason an exported fine-tune answers garbage or never
 stops in Ollama, so the TEMPLATE is built from what the HF template actually renders for probe
-conversations and checked against it (rendered with lorakit.export.gotemplate) before it is written.
+conversations and checked against it (rendered with lorakit.exporting.gotemplate) before it is written.
 ChatML templates (Qwen2, Qwen3, SmolLM2) are written; for other formats export says so and writes none.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lorakit.errors import LorakitError
-from lorakit.export.gotemplate import render
+from lorakit.exporting.gotemplate import render
 
 # lorakit chat's defaults with thinking off (lorakit.cli.chat.DEFAULTS["off"]; Qwen3's non-thinking
 # recommendation and the tutorial's temperature 0.7, top_p 0.8). A unit test keeps the two equal.
