@@ -108,6 +108,8 @@ class TrainConfig(Section):
     threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
     fsdp: bool = Field(False, description="with several processes, shard the base too (FSDP2), not only the data")
+    neftune_alpha: Optional[float] = Field(None, ge=0, description="NEFTune: uniform noise of alpha/sqrt(L*d) on "
+                                           "the input embeddings while training (the paper uses 5); null = off")
 
 
 class TrackingConfig(Section):

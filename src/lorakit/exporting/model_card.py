@@ -7,11 +7,12 @@ one, and how to run the folder with transformers, vLLM, llama.cpp and Ollama.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import yaml
+
+from lorakit.atomic import file_sha256
 
 # Built-ins carry no README of their own; these are the licences of what they are built from.
 BUILTIN_LICENCES = {"smollm2-135m-instruct": "apache-2.0", "qwen3-tiny-random": "apache-2.0",
@@ -70,7 +71,7 @@ def data_files(config) -> list[dict]:
     out = []
     for f in files:
         records = sum(1 for item in iter_records(f) if not isinstance(item, Problem))
-        out.append({"path": str(f), "records": records, "sha256": _sha256(f) if f.is_file() else None})
+        out.append({"path": str(f), "records": records, "sha256": file_sha256(f) if f.is_file() else None})
     return out
 
 
@@ -139,13 +140,6 @@ def _modules(target) -> str:
 def _num(v) -> str:
     return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_json(path: Path) -> dict:

@@ -9,7 +9,6 @@ intact checkpoint. Only tensors and plain data are ever loaded (safetensors, JSO
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import random
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lorakit.atomic import atomic_dir
+from lorakit.atomic import atomic_dir, file_sha256
 from lorakit.errors import LorakitError
 
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -96,7 +95,7 @@ def verify(path: Path) -> str | None:
             return f"{name} is missing"
         if f.stat().st_size != want["bytes"]:
             return f"{name} has {f.stat().st_size} bytes, {want['bytes']} when saved (truncated or replaced)"
-        if _sha256(f) != want["sha256"]:
+        if file_sha256(f) != want["sha256"]:
             return f"{name} does not match its checksum (corrupted)"
     for name in ("state.json", STATE, "adapter_model.safetensors"):
         if name not in expected:
@@ -192,16 +191,9 @@ def find_resume_point(run_dir: Path, resume: str, say=None) -> Path:
 
 
 def _digests(folder: Path) -> dict:
-    return {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size}
+    return {f.name: {"sha256": file_sha256(f), "bytes": f.stat().st_size}
             for f in sorted(folder.iterdir()) if f.is_file()}
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _rng_state() -> dict:

@@ -57,10 +57,10 @@ class Distributed:
         return cls(td.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")),
                    int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
 
-    def shard(self, model, fsdp: bool, device: str) -> LossModule:
+    def shard(self, model, fsdp: bool, device: str, neftune_alpha: float = 0.0) -> LossModule:
         """The module to compute losses with; under `fsdp` with several processes its parameters are
         sharded across ranks. Build the optimizer after this: sharding replaces the parameters."""
-        root = LossModule(model)
+        root = LossModule(model, neftune_alpha)
         if not fsdp or self.world == 1:
             return root
         from torch.distributed.device_mesh import init_device_mesh

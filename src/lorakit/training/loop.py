@@ -183,7 +183,7 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
         dist.print(f"packing up to {budget.tokens:,} tokens per forward (train.pack_tokens)" if budget.fill else
                    f"{t.batch_size} samples per forward, split where over {budget.tokens:,} tokens (train.pack_tokens)")
     model.train()
-    loss_of = dist.shard(model, t.fsdp, device)
+    loss_of = dist.shard(model, t.fsdp, device, t.neftune_alpha or 0.0)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(t.lr_scheduler, inputs.n_steps, t.warmup_ratio))

@@ -55,11 +55,15 @@ def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
     return F.cross_entropy(logits, targets, reduction="sum")
 
 
-def summed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """Sum of token losses over supervised positions of `batch` (divide by the token count yourself)."""
+def summed_loss(model: torch.nn.Module, batch: dict, neftune_alpha: float = 0.0) -> torch.Tensor:
+    """Sum of token losses over supervised positions of `batch` (divide by the token count yourself).
+    `neftune_alpha` > 0 adds NEFTune noise to the input embeddings (see `neftune_noise`)."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    if neftune_alpha:
+        embeds = decoder.get_input_embeddings()(inputs.pop("input_ids"))
+        inputs["inputs_embeds"] = embeds + neftune_noise(embeds, batch, neftune_alpha)
     if "shared_prefix" in batch:  # read by lorakit.training.attention.packed_attention
         inputs["shared_prefix_len"] = batch["shared_prefix"]
     if "segments" in batch:  # likewise: where each sample lies in the row, as Python ints
@@ -79,6 +83,23 @@ def summed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         else:
             total = total + _chunk_loss(head, h, t, scale, softcap)
     return total
+
+
+def neftune_noise(embeds: torch.Tensor, batch: dict, alpha: float) -> torch.Tensor:
+    """NEFTune (Jain et al., 2023): uniform noise in [-m, m], m = alpha / sqrt(L * d), on the input
+    embeddings of training forwards only. L is a sample's length: in a packed row, the mean length of its
+    samples (a shared prefix counted in each), in a padded batch the mean unpadded length, so packing does
+    not shrink the noise as a whole-row L would."""
+    if "segments" in batch:
+        n_shared = int(batch.get("shared_prefix") or 0)
+        own = [b - a for a, b in batch["segments"][1 if n_shared else 0:]]
+        length = n_shared + sum(own) / max(len(own), 1)
+    elif "attention_mask" in batch:
+        length = float(batch["attention_mask"].sum(-1).float().mean())
+    else:
+        length = embeds.shape[1]
+    magnitude = alpha / math.sqrt(max(length, 1.0) * embeds.shape[-1])
+    return torch.empty_like(embeds).uniform_(-magnitude, magnitude)
 
 
 def _fusable(head) -> bool:
@@ -127,12 +148,15 @@ class LossModule(torch.nn.Module):
     """The model and lorakit's loss as one forward. summed_loss reads the embeddings and the (often tied)
     LM head outside the model's own forward, so this module, not the model, must be FSDP's root."""
 
-    def __init__(self, model):
+    def __init__(self, model, neftune_alpha: float = 0.0):
         super().__init__()
         self.model = model
+        self.neftune_alpha = neftune_alpha
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return summed_loss(self.model, batch)
+        # noise only in training forwards: never in eval loss, whose model is in eval mode under no_grad
+        noisy = self.neftune_alpha and self.model.training and torch.is_grad_enabled()
+        return summed_loss(self.model, batch, self.neftune_alpha if noisy else 0.0)
 
 
 @torch.no_grad()
