@@ -29,15 +29,26 @@ def _row(label: str, feature: str, model, vllm: str) -> str:
         fused += f"; head loss with {', '.join(choice.head)}"
     fallback = f"transformers {paths.inference_attention(type(model))}"
     return (f"| {label} | {feature} | {packed} | {fused} | {fallback} | exact | exact "
-            f"({paths.inference_attention(type(model))}) | {'yes (' + vllm + ')' if vllm else 'no'} |")
+            f"({paths.inference_attention(type(model))}) | {'yes (' + vllm + ')' if vllm else 'no'} "
+            f"| {gguf_export(model.config)} |")
+
+
+def gguf_export(config) -> str:
+    """`lorakit export --format gguf` for this config: written (the GGUF architecture), or why not."""
+    from lorakit.exporting.gguf_writer import FAMILIES as GGUF_FAMILIES, export_refusal
+
+    if config.model_type not in GGUF_FAMILIES:
+        return "refused (not yet)"
+    refusal = export_refusal(config.to_dict())
+    return f"refused ({refusal.split(';')[0].split(':')[0]})" if refusal else f"yes ({GGUF_FAMILIES[config.model_type].arch})"
 
 
 def table() -> str:
     import torch
 
     lines = ["| family | what sets it apart | packed fast path | fused forwards (training, CPU) | fallback (tested) "
-             "| merge | generate (chat, serve, eval) | vLLM-servable |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| merge | generate (chat, serve, eval) | vLLM-servable | GGUF export |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for f in FAMILIES:
         lines.append(_row(f.name, f.feature, build(f), f.vllm))
     from lorakit.models import load_model, resolve_model

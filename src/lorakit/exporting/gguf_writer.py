@@ -52,13 +52,24 @@ def check_exportable(model_dir: Path, quant: str) -> dict:
         raise LorakitError("--quant q4_k_m needs llama.cpp's llama-quantize on PATH (the gguf package cannot "
                            "write K-quants); install llama.cpp, or export q8_0 (or f16 and quantize it yourself)")
     cfg = model_config(model_dir)
+    refusal = export_refusal(cfg)
+    if refusal:
+        raise LorakitError(f"{model_dir}: {refusal}")
+    return cfg
+
+
+def export_refusal(cfg: dict) -> str | None:
+    """Why a model with this config.json cannot be written as GGUF exactly, or None when it can. What
+    llama.cpp's graph for the architecture would compute differently is refused, never approximated."""
     kind = cfg.get("model_type")
     if kind not in FAMILIES:
-        raise LorakitError(f"{model_dir}: model type {kind!r} cannot be exported to GGUF yet "
-                           f"(supported: {', '.join(FAMILIES)})")  # fmt: skip
+        return f"model type {kind!r} cannot be exported to GGUF yet (supported: {', '.join(FAMILIES)})"
     if cfg.get("rope_scaling") or (cfg.get("rope_parameters") or {}).get("rope_type", "default") != "default":
-        raise LorakitError(f"{model_dir}: RoPE scaling is not exported yet; export a model with default RoPE")
-    return cfg
+        return "RoPE scaling is not exported yet; export a model with default RoPE"
+    if cfg.get("use_sliding_window") and cfg.get("sliding_window"):
+        # llama.cpp's qwen2/qwen3 graphs attend over the whole context: the file would answer differently
+        return "sliding-window attention (use_sliding_window) is not exported: llama.cpp's graph for it has none"
+    return None
 
 
 def find_llama_quantize() -> str | None:
