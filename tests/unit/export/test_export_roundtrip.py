@@ -16,10 +16,12 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 
-# The issue's target is 99%. Measured: qwen3-tiny-random 100%; SmolLM2 98.8% (6 of 512 tokens; the same
-# in memory with the embedding kept at f16, so it is the layers' Q8_0 rounding): the SmolLM2 floor is
-# 98% until that is understood. docs/benchmarks.md has the figures.
+# The issue's target is 99% top-1 agreement for q8_0. The real demo fine-tune of SmolLM2 measures 99.1%
+# over all 989 held-out tokens (benchmarks/export_agreement.py); this synthetic adapter of the same size
+# leaves SmolLM2 less sure of the persona text: 98.2% of 512 tokens. Either way every miss is a near-tie,
+# so the test also bounds the float32 top-2 margin at each miss (docs/benchmarks.md "Export to GGUF").
 Q8_0_TOP1 = {"qwen3-tiny-random": 0.99, "smollm2-135m-instruct": 0.98}
+NEAR_TIE = 0.5  # logits; the median top-2 margin over these tokens is ~2.3
 
 
 def _load_gguf(path, merged):
@@ -68,8 +70,12 @@ def test_q8_0_top1_agreement(exported, merged_logits):
     with torch.no_grad():
         got = model(ids).logits[0]
     agree = float((got.argmax(-1) == f32.argmax(-1)).float().mean())
-    print(f"\n{exported.base} q8_0 top-1 agreement: {agree:.4f} over {ids.shape[1]} held-out tokens")
+    top2 = f32.topk(2, dim=-1).values
+    margins = (top2[:, 0] - top2[:, 1])[got.argmax(-1) != f32.argmax(-1)]
+    print(f"\n{exported.base} q8_0 top-1 agreement: {agree:.4f} over {ids.shape[1]} held-out tokens; "
+          f"float32 margins at the misses: {[round(float(m), 3) for m in margins]}")
     assert agree >= Q8_0_TOP1[exported.base]
+    assert all(margins < NEAR_TIE), "a confident token changed: more than quantisation noise"
 
 
 def test_gguf_carries_tokenizer_and_shapes(exported):
