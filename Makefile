@@ -66,10 +66,10 @@ demo: install
 # single-threaded CLI subprocesses, so two workers on 2 cores halve it (docs/benchmarks.md, "Test suite").
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 test-fast: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs outputs tests/.cache $(LLAMA_CPP)/node_modules

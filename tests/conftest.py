@@ -48,7 +48,9 @@ def pytest_runtest_makereport(item, call):
 
 # The modules that take longest (pytest --durations, docs/benchmarks.md "Test suite"), longest first.
 # `make test` runs two pytest-xdist workers, each taking whole modules (--dist loadfile) in collection
-# order: starting with these keeps the last minutes from running on one worker while the other idles.
+# order (--no-loadscope-reorder: xdist would otherwise order modules by their number of tests), two at
+# first, then one more whenever a worker is done: starting with these keeps the last minutes from running
+# on one worker while the other idles.
 LONGEST_FIRST = (
     "integration/test_train_cli.py",
     "integration/test_demo_cli.py",
