@@ -87,7 +87,7 @@ def evaluate(run: "str | Path", **options) -> dict:
 
     Example:
         >>> result = lorakit.evaluate("runs/demo", max_prompts=4, lang="zh")
-        >>> result["retention"]["finetuned"], result["persona"]["finetuned"]
+        >>> result["retention"]["finetuned_right"], result["persona"]["finetuned_hits"]
     """
     from lorakit.eval.compare import evaluate as run_eval
 
@@ -100,7 +100,7 @@ def benchmark(run: "str | Path", tasks: "str | list[str]", *, limit: float | Non
     (`lorakit eval --tasks`); adds them to eval.json and report.html and returns that section.
 
     Example:
-        >>> lorakit.benchmark("runs/demo", "mmlu,cmmlu", limit=100)["rows"]
+        >>> lorakit.benchmark("runs/demo", "mmlu,cmmlu", limit=100)["results"]
     """
     from lorakit.eval.benchmarks import run_benchmarks
 
