@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -29,7 +30,8 @@ def _variant(arg: str) -> tuple[str, list[str]]:
     name, _, rest = arg.partition("=")
     if not rest:
         raise SystemExit(f"{arg}: give NAME=key=value[,key=value...]")
-    return name, rest.split(",")
+    # commas inside a value ("lora.target_modules=[q_proj,v_proj]") do not split: only before "key="
+    return name, re.split(r",(?=[A-Za-z_][\w.]*=)", rest)
 
 
 def _run(cmd: list, log: Path) -> float:
@@ -68,10 +70,39 @@ def measure(out: Path, name: str, overrides: list[str]) -> dict:
     return row
 
 
+def _label(row: dict) -> str:
+    """"replay=0.25 epochs=2.25" for data.replay=0.25,train.epochs=2.25; "no lever" for the old defaults."""
+    return " ".join(o.split(".", 1)[-1] for o in row["overrides"]) or "no lever"
+
+
+def write_levers(rows: list[dict], chosen: str) -> None:
+    """The rows as lorakit's bundled trade-off data and the docs' chart (lorakit.eval.tradeoff)."""
+    from lorakit.eval.tradeoff import LEVERS, tradeoff_svg
+
+    if chosen not in {r["variant"] for r in rows}:
+        raise SystemExit(f"--chosen {chosen}: not among the variants given")
+    n = rows[0]["retention_base"].split("/")[1]
+    levers = {
+        "measured": "benchmarks/forgetting_sweep.py: the demo job trained to the end per lever, scored by lorakit eval",
+        "targets": {"identity": 6, "side_by_side": 11, "retention": int(rows[0]["retention_base"].split("/")[0]) - 1,
+                    "heldout_loss": 2.384},
+        "base": {"retention": rows[0]["retention_base"], "n": int(n)},
+        "rows": [{"label": r.get("label") or _label(r), "chosen": r["variant"] == chosen,
+                  **{k: r[k] for k in ("variant", "overrides", "steps", "identity", "side_by_side", "retention",
+                                       "heldout_loss")}} for r in rows],
+    }
+    LEVERS.write_text(json.dumps(levers, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    docs = Path(__file__).resolve().parents[1] / "docs" / "forgetting.svg"
+    docs.write_text(tradeoff_svg(levers) + "\n", encoding="utf-8")
+    print(f"wrote {LEVERS} and {docs}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("variants", nargs="+")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--chosen", help="the demo's default variant: write these rows to assets/demo/levers.json "
+                    "and the chart to docs/forgetting.svg, that variant starred")
     args = ap.parse_args()
     rows = []
     for arg in args.variants:
@@ -79,6 +110,8 @@ def main() -> None:
         rows.append(measure(args.out, name, overrides))
         print(json.dumps(rows[-1]), flush=True)
     (args.out / "sweep.json").write_text(json.dumps(rows, indent=1))
+    if args.chosen:
+        write_levers(rows, args.chosen)
     print("\n| variant | overrides | steps | train s | eval s | identity | side by side | retention (base) "
           "| lost / gained | held-out loss |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

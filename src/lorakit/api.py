@@ -30,7 +30,6 @@ def train(config_or_path: "str | Path | dict | Any", *, resume: "bool | str" = F
     from lorakit.config import PRESETS, RunConfig, load_config, parse_override
     from lorakit.errors import LorakitError
     from lorakit.run import Run
-    from lorakit.training.loop import train as run_train
 
     given: dict = {}
     if preset is not None:
@@ -47,6 +46,8 @@ def train(config_or_path: "str | Path | dict | Any", *, resume: "bool | str" = F
         from lorakit.training.loop import print_plan
 
         return print_plan(cfg)
+    from lorakit.training.loop import train as run_train  # torch and peft: after the config is checked
+
     run_dir = run_train(cfg, resume=resume_from, overwrite=overwrite, resume_anyway=resume_anyway, on_setup=on_setup)
     return Run(run_dir)
 

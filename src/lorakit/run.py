@@ -225,6 +225,31 @@ def check_adapter(folder: str | Path) -> Path:
             raise LorakitError(f"{weights}: adapter tensor {name} holds NaN or infinite values (the run "
                                f"diverged); retrain with a lower train.lr")
     return weights
+
+
+def adapter_folder(path: str | Path) -> Path:
+    """The folder holding adapter_config.json: `path` itself or `path/adapter` (a run directory)."""
+    p = Path(path)
+    for candidate in (p, p / "adapter"):
+        if (candidate / "adapter_config.json").is_file():
+            check_adapter(candidate)  # a missing weights file is never a hub id; NaN adapters are refused
+            return candidate
+    raise LorakitError(f"{p}: not a run directory or adapter folder (no adapter_config.json in it or in adapter/)")
+
+
+def base_model_of(path: str | Path) -> str:
+    """The base model reference of a run directory (config.yaml model.name) or adapter folder."""
+    p = Path(path)
+    if (p / "config.yaml").is_file():
+        from lorakit.config import load_config
+
+        return load_config(p / "config.yaml").model.name
+    meta = json.loads((adapter_folder(p) / "adapter_config.json").read_text(encoding="utf-8"))
+    if not meta.get("base_model_name_or_path"):
+        raise LorakitError(f"{p}: no config.yaml and no base model in adapter_config.json; pass --model")
+    return meta["base_model_name_or_path"]
+
+
 class Run:
     """A training run folder read back: config, metrics, and the later stages on its adapter.
 

@@ -184,3 +184,30 @@ def test_report_without_metrics_or_loss():
     result["judge"] = None
     page = render_report(result, [])
     assert "no metrics.jsonl" in page and "the run has no held-out data" in page and "Judge" not in page
+
+
+# ---- forgetting: advice and the demo job's trade-off chart -------------------------------------
+def test_advice_only_when_retention_fell_by_two_or_more():
+    from lorakit.eval.tradeoff import advice
+
+    kept = {"n": 24, "base_right": 15, "finetuned_right": 14}
+    assert advice(kept, 0) is None
+    kept["finetuned_right"] = 10
+    assert "fell by 5 of 24" in advice(kept, 0) and "data.replay=0.25" in advice(kept, 0)
+    assert "larger data.replay than 0.25" in advice(kept, 0.25)
+    assert advice({"skipped": "no questions"}, 0) is None
+
+
+def test_report_places_a_demo_model_run_on_the_measured_tradeoff():
+    from lorakit.eval.tradeoff import load_levers
+
+    levers = load_levers()
+    chosen = [r for r in levers["rows"] if r["chosen"]]
+    assert len(chosen) == 1 and levers["base"]["n"] == 24  # the bundled measurements, one default starred
+    result = _result("plain")
+    result["retention"]["advice"] = "Retention fell by 5 of 24 general questions."
+    page = render_report(result, [])
+    assert "Persona against retention" not in page and "Retention fell by 5" in page
+    result["tradeoff_point"] = {"persona": "11/12", "retention": "16/24"}
+    page = render_report(result, [])
+    assert "Persona against retention" in page and page.count("<svg") == 1  # the chart (no loss curves here)

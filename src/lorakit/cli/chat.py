@@ -39,10 +39,14 @@ def chat_command(
     dtype: Annotated[str, typer.Option(help="weight dtype: auto, float32, bfloat16, float16")] = "auto",
 ) -> None:
     """Chat in the terminal. Example: lorakit chat --adapter runs/demo --prompt "Who are you?\""""
-    from lorakit.inference.engine import Engine, SamplingParams
-
     if model is None and adapter is None:
         raise LorakitError("give --model (a built-in name, folder or hub id) or --adapter RUN_DIR")
+    if adapter is not None:
+        from lorakit.run import adapter_folder
+
+        adapter_folder(adapter)  # a wrong path fails before torch is imported
+    from lorakit.inference.engine import Engine, SamplingParams
+
     given = dict(temperature=temperature, top_p=top_p, top_k=top_k)
     picked = {**DEFAULTS[thinking], **{k: v for k, v in given.items() if v is not None}}
     try:

@@ -87,12 +87,7 @@ def parse_lora_modules(items: list[str]) -> dict[str, str]:
 def run_builtin(model, adapters, served_model_name, host, port, api_key, max_queue, max_model_len, dtype,
                 limits=None) -> None:
     """Load the engine, then run uvicorn until Ctrl-C."""
-    import uvicorn
-
-    from lorakit.inference.engine import Engine, adapter_folder, base_model_of
-    from lorakit.serve.app import create_app
-    from lorakit.serve.handlers import ServerState
-    from lorakit.serve.worker import Worker
+    from lorakit.run import adapter_folder, base_model_of
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base_ref = model or base_model_of(next(iter(adapters.values())))
@@ -100,11 +95,21 @@ def run_builtin(model, adapters, served_model_name, host, port, api_key, max_que
     if base_name in adapters:
         raise LorakitError(f"--lora-modules: {base_name!r} is also the base model's name; rename the adapter")
     folders = {name: str(adapter_folder(path).resolve()) for name, path in adapters.items()}
+    from lorakit.models import resolve_model
+
+    resolve_model(base_ref)  # a wrong --model fails here, before torch is imported (resolved once, cached)
     _check_port_free(host, port)
     if not api_key and not _is_loopback(host):
         print(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", file=sys.stderr)
     print(f"loading {base_ref}" + (f" with adapters {', '.join(adapters)}" if adapters else "") + " ...",
           file=sys.stderr, flush=True)
+    import uvicorn  # the server and torch: after the arguments, adapters and port have been checked
+
+    from lorakit.inference.engine import Engine
+    from lorakit.serve.app import create_app
+    from lorakit.serve.handlers import ServerState
+    from lorakit.serve.worker import Worker
+
     eng = Engine.load(base_ref, folders, dtype=dtype)
     if max_model_len is not None:
         if max_model_len > eng.max_context:

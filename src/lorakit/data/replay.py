@@ -22,9 +22,11 @@ from lorakit.data.conversation import Conversation, Message
 from lorakit.errors import LorakitError
 
 REPLAY_DIR = Path(__file__).resolve().parents[1] / "assets" / "replay"
+# Answers shipped with lorakit, named as cache files are (benchmarks/replay_answers.py writes them).
+BUNDLED_ANSWERS = REPLAY_DIR / "answers"
 # Answers are short: enough for the base's way of answering, cheap to generate on a CPU.
 MAX_NEW_TOKENS = 64
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: one file per model and settings, any prompts
 _SENTENCE_END = tuple(".!?。！？\n")
 
 # messages -> answer texts, for many prompts at once (the training side supplies it: data/ does not
@@ -63,10 +65,14 @@ def replay_count(share: float, n_train: int) -> int:
     return round(share * n_train / (1 - share)) if share > 0 else 0
 
 
-def cache_key(model_fingerprint: str, prompts: list[str], system: str | None, thinking: str) -> str:
-    """Hash of everything that changes the answers: model, prompts, system prompt and settings."""
+def cache_key(model_fingerprint: str, system: str | None, thinking: str) -> str:
+    """Hash of everything that changes an answer except its prompt: model, system prompt and settings.
+
+    One cache file per key holds every prompt answered so far, so a larger share or another prompt
+    order reuses the answers already made (greedy answers do not depend on which prompts share a batch).
+    """
     h = hashlib.sha256(f"lorakit-replay-v{CACHE_VERSION}".encode())
-    h.update(json.dumps({"model": model_fingerprint, "prompts": prompts, "system": system, "thinking": thinking,
+    h.update(json.dumps({"model": model_fingerprint, "system": system, "thinking": thinking,
                          "max_new_tokens": MAX_NEW_TOKENS, "decoding": "greedy"}, ensure_ascii=False).encode())
     return h.hexdigest()[:24]
 
@@ -95,23 +101,38 @@ def complete_sentences(text: str) -> str:
     return text[:cut + 1].strip() if cut > len(text) // 3 else text
 
 
-def base_answers(prompts: list[str], system: str | None, answer: Answerer, cache_file: Path) -> list[str]:
-    """The base model's answers to `prompts`, read from `cache_file` or generated and written there."""
-    if cache_file.is_file():
-        try:
-            cached = json.loads(cache_file.read_text(encoding="utf-8"))
-            if [c["prompt"] for c in cached] == prompts:
-                return [c["answer"] for c in cached]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a damaged cache is regenerated
-    messages = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
-                for p in prompts]
-    answers = [complete_sentences(a) for a in answer(messages)]
+def _read_answers(path: Path) -> dict[str, str]:
+    """prompt -> answer from a cache file; {} when it is missing or damaged (then it is regenerated)."""
     try:
-        write_json(cache_file, [{"prompt": p, "answer": a} for p, a in zip(prompts, answers)])
-    except OSError as e:
-        raise LorakitError(f"{cache_file}: cannot write the replay cache: {e.strerror or e}") from None
-    return answers
+        return {c["prompt"]: c["answer"] for c in json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(c["prompt"], str) and isinstance(c["answer"], str)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def base_answers(prompts: list[str], system: str | None, answer: Answerer, cache_file: Path) -> tuple[list[str], dict]:
+    """The base model's answers to `prompts`, and where they came from.
+
+    Read from `cache_file`, else from lorakit's bundled answers of the same key (assets/replay/answers/:
+    the demo model's, so a first demo run does not spend minutes generating them), else generated; the
+    cache file is then rewritten with every answer it held plus the new ones.
+    """
+    known = _read_answers(cache_file)
+    bundled = _read_answers(BUNDLED_ANSWERS / cache_file.name)
+    missing = [p for p in prompts if p not in known and p not in bundled]
+    if missing:
+        messages = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
+                    for p in missing]
+        known.update(zip(missing, (complete_sentences(a) for a in answer(messages))))
+    from_bundle = [p for p in prompts if p not in known]
+    if missing or from_bundle:
+        known.update((p, bundled[p]) for p in from_bundle)
+        try:
+            write_json(cache_file, [{"prompt": p, "answer": a} for p, a in known.items()])
+        except OSError as e:
+            raise LorakitError(f"{cache_file}: cannot write the replay cache: {e.strerror or e}") from None
+    origin = {"replay_generated": len(missing), "replay_bundled": len(from_bundle)}
+    return [known[p] for p in prompts], origin
 
 
 def replay_conversations(cfg, n_train: int, language: str, answer: Answerer, fingerprint: str,
@@ -122,9 +143,13 @@ def replay_conversations(cfg, n_train: int, language: str, answer: Answerer, fin
         return [], {}
     prompts, source = load_replay_prompts(cfg, language)
     # Every prompt at most once: repeating the base's answers would weigh them over the persona's.
+    if len(prompts) < want:
+        print(f"replay: data.replay={cfg.replay:g} wants {want} replay samples but {source} has "
+              f"{len(prompts)} prompts; using each once (share {len(prompts) / (n_train + len(prompts)):.1%}); "
+              "more prompts: data.replay_prompts", flush=True)
     prompts = prompts[:want]
-    cache_file = Path(cache_dir) / f"{cache_key(fingerprint, prompts, cfg.system, cfg.thinking)}.json"
-    answers = base_answers(prompts, cfg.system, answer, cache_file)
+    cache_file = Path(cache_dir) / f"{cache_key(fingerprint, cfg.system, cfg.thinking)}.json"
+    answers, origin = base_answers(prompts, cfg.system, answer, cache_file)
     convs = []
     for i, (p, a) in enumerate(zip(prompts, answers)):
         if not a:
@@ -132,7 +157,7 @@ def replay_conversations(cfg, n_train: int, language: str, answer: Answerer, fin
         msgs = ([Message("system", cfg.system)] if cfg.system else []) + [Message("user", p), Message("assistant", a)]
         convs.append(Conversation(msgs, f"replay:{source}[{i}]"))
     stats = {"replay_samples": len(convs), "replay_wanted": want, "replay_source": source,
-             "replay_cache": str(cache_file)}
+             "replay_cache": str(cache_file), **origin}
     return convs, stats
 
 

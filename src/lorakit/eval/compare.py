@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lorakit.errors import LorakitError
-from lorakit.eval import scores
+from lorakit.eval import scores, tradeoff
 from lorakit.eval.prompts import Prompt, load_prompts, prompts_from_conversations, user_prompt
 
 ADAPTER = "finetuned"
@@ -41,7 +41,6 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
     """
     from lorakit.atomic import write_json, write_text
     from lorakit.eval.report import render_report
-    from lorakit.inference.engine import Engine
     from lorakit.run import open_run
     from lorakit.training.tracking import read_metrics
 
@@ -60,8 +59,9 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
         from lorakit.eval.judge import api_base
 
         api_base(judge_url)
-    import torch
+    import torch  # torch and transformers: after every user file has been read and checked
 
+    from lorakit.inference.engine import Engine
     from lorakit.models import precision
 
     dtype, dtype_note = precision.weight_dtype(cfg.model.dtype, "cuda" if torch.cuda.is_available() else "cpu",
@@ -95,6 +95,9 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
 
     persona = _persona(persona_setup, identity, got, answers)
     kept = scores.score_retention(retention_items, got["base"]["general"], got["finetuned"]["general"])
+    kept_advice = tradeoff.advice(kept, 0 if bare else cfg.data.replay)
+    if kept_advice:
+        kept["advice"] = kept_advice
 
     judged = None
     if judge_url:
@@ -125,6 +128,11 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
         "notes": notes,
         "timing": {k: round(v, 2) for k, v in timing.items()},
     }
+    side = (persona or {}).get("side_by_side") or {}
+    if not bare and cfg.model.name == tradeoff.DEMO_MODEL and side.get("n") and "n" in kept:
+        # a demo-model run is placed on the demo job's measured trade-off chart
+        result["tradeoff_point"] = {"persona": f"{side['finetuned_hits']}/{side['n']}",
+                                    "retention": f"{kept['finetuned_right']}/{kept['n']}"}
     from lorakit.eval.benchmarks import earlier_benchmarks
 
     result.update(earlier_benchmarks(out_dir))  # an earlier `--tasks` section stays in eval.json
@@ -385,6 +393,8 @@ def _print_summary(result: dict, report: Path) -> None:
     if (result.get("retention") or {}).get("rule"):
         console.print(f"retention rule ({settings.get('retention_set')}, language {settings.get('language')}, "
                       f"{settings.get('language_source')}): {result['retention']['rule']}", markup=False, soft_wrap=True)
+    if (result.get("retention") or {}).get("advice"):
+        console.print(result["retention"]["advice"], markup=False, style="yellow", soft_wrap=True)
     if result.get("judge") and result["judge"].get("error"):
         console.print(f"judge: {result['judge']['error']}", markup=False, style="red", soft_wrap=True)
     console.print(f"report: {report}", markup=False, soft_wrap=True)

@@ -108,9 +108,16 @@ def loss_chart_svg(metrics: list[dict], base_loss: float | None, tuned_loss: flo
     ax.set_ylabel("loss (nats / token)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return figure_svg(fig)
+
+
+def figure_svg(fig) -> str:
+    """A matplotlib figure as inline SVG (closed after); text as paths, so no font is needed to read it."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.StringIO()
-    # Text as paths: the SVG then needs no font on the reader's machine.
     with matplotlib.rc_context({"svg.fonttype": "path"}):
         fig.savefig(buf, format="svg")
     plt.close(fig)
@@ -180,11 +187,32 @@ def _retention(result: dict) -> str:
     head = "<table class='wide'><col style='width:24%'><col><col><tr><th>general question</th><th>base</th><th>fine-tuned</th></tr>"
     flipped = (f"<p class='note'>Questions whose verdict changed:</p>{head}{_retention_rows(changed)}</table>"
                if changed else "<p class='note'>No verdict changed.</p>")
+    advice = f"<p class='note advice'>{_esc(r['advice'])}</p>" if r.get("advice") else ""
     return (f"<h2>Retention: base {r['base_right']}/{r['n']} right, fine-tuned {r['finetuned_right']}/{r['n']}; "
             f"{r['changed']} changed ({r['lost']} lost, {r['gained']} gained)</h2>"
-            f"<div class='rule'>Rule: {_esc(r['rule'])}</div>{flipped}"
+            f"<div class='rule'>Rule: {_esc(r['rule'])}</div>{advice}{flipped}"
             f"<details><summary>all {r['n']} questions and answers</summary>{head}{_retention_rows(r['items'])}"
             "</table></details>")
+
+
+def _tradeoff(result: dict) -> str:
+    """The demo job's persona-against-retention chart with this run on it (runs of the demo's model)."""
+    point = result.get("tradeoff_point")
+    if not point:
+        return ""
+    from lorakit.eval.tradeoff import load_levers, tradeoff_svg
+
+    try:
+        levers = load_levers()
+    except (OSError, ValueError) as e:  # a damaged install must not cost the eval that came before
+        return f"<p class='note'>trade-off chart unavailable: {_esc(e)}</p>"
+    if point["retention"].split("/")[1] != levers["base"]["retention"].split("/")[1]:
+        return ""  # another retention set: not the chart's scale
+    svg = tradeoff_svg(levers, dict(point, label="this run"))
+    return ("<h2>Persona against retention</h2><p class='note'>Each grey point is the demo job trained to the end "
+            "with one lever changed (docs/benchmarks.md, \"Forgetting\"); the star is the demo's default, the "
+            "ring is this run.</p>"
+            f"<div class='chart'>{svg}</div>")
 
 
 def _retention_rows(items: list[dict]) -> str:
@@ -282,7 +310,7 @@ def render_report(result: dict, metrics: list[dict]) -> str:
         parts = [_benchmarks_header(result), _benchmarks(result), _curves(metrics, result)]
     else:
         parts = [_header(result), _summary(result), _benchmarks(result), _loss(result), _curves(metrics, result),
-                 _persona(result), _answers(result), _retention(result), _judge(result)]
+                 _persona(result), _answers(result), _retention(result), _tradeoff(result), _judge(result)]
     content = "\n".join(parts)
     title = f"lorakit eval: {Path(str(result['run_dir'])).name}"
     return Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(

@@ -15,11 +15,6 @@ from lorakit.run import check_adapter, check_output_dir, mark_output, open_run, 
 
 def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: bool = False) -> Path:
     """Merge RUN_DIR's adapter into its base model and write the result to `out` atomically."""
-    import torch
-    from peft import PeftModel
-
-    from lorakit.models import load_model, load_tokenizer, resolve_model
-
     run = open_run(run_dir)
     out = Path(out)
     for name, given in (("the run", run_dir), ("its adapter", run.adapter_dir)):
@@ -29,6 +24,10 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
         raise LorakitError(f"{out}: already exists; pass --overwrite or choose another --out")
     check_output_dir(out, "--out", overwrite)
     check_adapter(run.adapter_dir)
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise LorakitError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16")
+    from lorakit.models import load_model, load_tokenizer, resolve_model
+
     source = run.config.model.source if run.config else "hf"
     cache = run.config.model.cache_dir if run.config else None
     base_path = resolve_model(run.base_model, source, cache)
@@ -38,6 +37,9 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
         dtype = _saved_dtype(base_path)
     if dtype not in ("float32", "bfloat16", "float16"):
         raise LorakitError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16")
+    import torch  # torch and peft (seconds to import) only once every argument has been checked
+    from peft import PeftModel
+
     # Merge in float32 so the rounding happens once, at the final cast.
     base = load_model(base_path, dtype="float32", device="cpu")
     with peft_quietly():

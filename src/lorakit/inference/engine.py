@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from lorakit.inference.decoding import Detokenizer, SamplingParams, Sampler, Sto
 from lorakit.inference.scoring import TokenLogprob, score_rows, token_logprob
 from lorakit.errors import LorakitError
 from lorakit.models.lora import peft_quietly
+from lorakit.run import adapter_folder, base_model_of  # re-exported: they used to live here
 from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning  # re-exported: older imports use this module
 
 # Rows per forward pass in `Engine.generate_batch`; longer lists go through in several batches.
@@ -336,31 +336,6 @@ class _Row:
         """The whole completion (call once the row is over)."""
         tail = self.tail()
         return Chunk("".join(self.parts) + tail, self.finish, len(self.prompt_ids), self.produced)
-
-
-def adapter_folder(path: str | Path) -> Path:
-    """The folder holding adapter_config.json: `path` itself or `path/adapter` (a run directory)."""
-    p = Path(path)
-    for candidate in (p, p / "adapter"):
-        if (candidate / "adapter_config.json").is_file():
-            from lorakit.run import check_adapter
-
-            check_adapter(candidate)  # a missing weights file is never a hub id; NaN adapters are refused
-            return candidate
-    raise LorakitError(f"{p}: not a run directory or adapter folder (no adapter_config.json in it or in adapter/)")
-
-
-def base_model_of(path: str | Path) -> str:
-    """The base model reference of a run directory (config.yaml model.name) or adapter folder."""
-    p = Path(path)
-    if (p / "config.yaml").is_file():
-        from lorakit.config import load_config
-
-        return load_config(p / "config.yaml").model.name
-    meta = json.loads((adapter_folder(p) / "adapter_config.json").read_text(encoding="utf-8"))
-    if not meta.get("base_model_name_or_path"):
-        raise LorakitError(f"{p}: no config.yaml and no base model in adapter_config.json; pass --model")
-    return meta["base_model_name_or_path"]
 
 
 def _attach_adapters(model, folders: dict[str, Path]):

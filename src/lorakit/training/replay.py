@@ -9,15 +9,13 @@ import gc
 from pathlib import Path
 
 
-def add_replay(cfg, data, model_path: Path, tokenizer, device: str, cache_dir: Path):
-    """`data` with cfg.data.replay's share of base-model answers to general prompts added to its train split."""
-    from lorakit.data.prepare import tokenizer_fingerprint
-    from lorakit.data.replay import MAX_NEW_TOKENS, model_fingerprint
-    from lorakit.data.replay import add_replay as add
+def base_model_answerer(cfg, model_path: Path, device: str):
+    """An Answerer (lorakit.data.replay) that loads the base model, answers greedily, and frees it."""
 
     def answer(messages: list[list[dict]]) -> list[str]:
-        from lorakit.inference.engine import Engine
+        from lorakit.data.replay import MAX_NEW_TOKENS
         from lorakit.inference.decoding import SamplingParams
+        from lorakit.inference.engine import Engine
         from lorakit.inference.reasoning import split_reasoning
 
         print(f"replay: the base model answers {len(messages)} general prompts (once; cached)", flush=True)
@@ -30,5 +28,26 @@ def add_replay(cfg, data, model_path: Path, tokenizer, device: str, cache_dir: P
         gc.collect()
         return texts
 
-    fingerprint = model_fingerprint(model_path, tokenizer_fingerprint(tokenizer))
-    return add(cfg.data, data, tokenizer, answer, fingerprint, Path(cache_dir))
+    return answer
+
+
+def replay_fingerprint(model_path: Path, tokenizer) -> str:
+    """The model part of the replay cache key."""
+    from lorakit.data.prepare import tokenizer_fingerprint
+    from lorakit.data.replay import model_fingerprint
+
+    return model_fingerprint(model_path, tokenizer_fingerprint(tokenizer))
+
+
+def add_replay(cfg, data, model_path: Path, tokenizer, device: str, cache_dir: Path):
+    """`data` with cfg.data.replay's share of base-model answers to general prompts added to its train split."""
+    from lorakit.data.replay import add_replay as add
+
+    data = add(cfg.data, data, tokenizer, base_model_answerer(cfg, model_path, device),
+               replay_fingerprint(model_path, tokenizer), Path(cache_dir))
+    st = data.stats
+    if st.get("replay_wanted"):
+        print(f"replay: {st['replay_samples']} of {len(data.train)} training samples are the base model's answers "
+              f"to {st['replay_source']} ({st['replay_generated']} generated now, the rest cached or shipped)",
+              flush=True)
+    return data
