@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -33,42 +32,34 @@ def main() -> None:
     import torch
 
     from lorakit import load_config
-    from lorakit.data.replay import BUNDLED_ANSWERS, base_answers, bundled_prompts, cache_key
+    from lorakit.atomic import write_text
+    from lorakit.data import replay
     from lorakit.models import load_tokenizer, resolve_model
     from lorakit.training.replay import base_model_answerer, replay_fingerprint
 
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     model_path = resolve_model(cfg.model.name, cfg.model.source, cfg.model.cache_dir)
-    key = cache_key(replay_fingerprint(model_path, load_tokenizer(model_path)), cfg.data.system, cfg.data.thinking)
-    prompts = bundled_prompts(args.lang)
+    key = replay.cache_key(replay_fingerprint(model_path, load_tokenizer(model_path)), cfg.data.system,
+                           cfg.data.thinking)
+    prompts = replay.bundled_prompts(args.lang)
+    bundled = replay.BUNDLED_ANSWERS / f"{key}.json"
     with tempfile.TemporaryDirectory() as tmp:
-        cache_file = Path(tmp) / f"{key}.json"
-        # a fresh cache and no bundled file of this key: every answer is generated here
-        bundled = BUNDLED_ANSWERS / cache_file.name
-        kept = bundled.read_bytes() if bundled.is_file() else None
-        bundled.unlink(missing_ok=True)
-        try:
-            started = time.perf_counter()
-            answers, origin = base_answers(prompts, cfg.data.system, base_model_answerer(cfg, model_path, "cpu"),
-                                           cache_file)
-            seconds = time.perf_counter() - started
-        except BaseException:
-            if kept is not None:
-                bundled.write_bytes(kept)
-            raise
-        # keep answers of other languages already bundled under this key
-        old = json.loads(kept) if kept else []
-        entries = [e for e in old if e["prompt"] not in set(prompts)] + json.loads(cache_file.read_text("utf-8"))
-        bundled.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = Path(tmp) / "out.json"
-        tmp_out.write_text(json.dumps(entries, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        shutil.move(str(tmp_out), bundled)
-    tokens = sum(len(a) for a in answers)
+        # an empty cache and no shipped answers: every answer is generated here
+        replay.BUNDLED_ANSWERS = Path(tmp) / "none"
+        started = time.perf_counter()
+        answers, origin = replay.base_answers(prompts, cfg.data.system, base_model_answerer(cfg, model_path, "cpu"),
+                                              Path(tmp) / bundled.name)
+        seconds = time.perf_counter() - started
+    # answers of the other language shipped under this key stay
+    old = json.loads(bundled.read_text(encoding="utf-8")) if bundled.is_file() else []
+    entries = [e for e in old if e["prompt"] not in set(prompts)] + [
+        {"prompt": p, "answer": a} for p, a in zip(prompts, answers)]
+    write_text(bundled, json.dumps(entries, ensure_ascii=False, indent=1) + "\n")
     print(json.dumps({"model": cfg.model.name, "language": args.lang, "prompts": len(prompts),
                       "generated": origin["replay_generated"], "seconds": round(seconds, 1),
-                      "answer_chars": tokens, "threads": args.threads, "file": str(bundled.relative_to(ROOT))}))
-
+                      "answer_chars": sum(len(a) for a in answers), "threads": args.threads,
+                      "file": str(bundled.relative_to(ROOT))}))
 
 if __name__ == "__main__":
     main()
