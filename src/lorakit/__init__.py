@@ -29,7 +29,7 @@ _LAZY = {
     "evaluate": "lorakit.api",
     "benchmark": "lorakit.api",
     "export": "lorakit.api",
-    "Run": "lorakit.run",
+    "Run": "lorakit.api",
     "load_config": "lorakit.config",
     "plan_run": "lorakit.training.plan",
     "LorakitError": "lorakit.errors",

@@ -1,12 +1,17 @@
-"""The public API behind `import lorakit`: train a run, load a model for your own code.
+"""The public API behind `import lorakit`: one function per stage, and `Run`, a finished run read back.
 
-The CLI's `lorakit train` is a thin call of `train` below; `Run` (lorakit.run) reads a run back.
+The CLI's commands are thin calls of these functions; the notebook (examples/huanhuan.ipynb) uses them
+directly. Everything heavy (torch, transformers, peft) is imported inside the functions, after the
+arguments are checked.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
+
+from lorakit.errors import LorakitError
 
 
 def train(config_or_path: "str | Path | dict | Any", *, resume: "bool | str" = False, overwrite: bool = False,
@@ -28,8 +33,6 @@ def train(config_or_path: "str | Path | dict | Any", *, resume: "bool | str" = F
         >>> run.metrics.tail()
     """
     from lorakit.config import PRESETS, RunConfig, load_config, parse_override
-    from lorakit.errors import LorakitError
-    from lorakit.run import Run
 
     given: dict = {}
     if preset is not None:
@@ -46,9 +49,9 @@ def train(config_or_path: "str | Path | dict | Any", *, resume: "bool | str" = F
         from lorakit.training.loop import print_plan
 
         return print_plan(cfg)
-    from lorakit.training.loop import train as run_train  # torch and peft: after the config is checked
+    from lorakit.training.loop import train as train_run  # torch and peft: after the config is checked
 
-    run_dir = run_train(cfg, resume=resume_from, overwrite=overwrite, resume_anyway=resume_anyway, on_setup=on_setup)
+    run_dir = train_run(cfg, resume=resume_from, overwrite=overwrite, resume_anyway=resume_anyway, on_setup=on_setup)
     return Run(run_dir)
 
 
@@ -75,9 +78,9 @@ def merge(run_or_adapter: "str | Path", out: "str | Path", *, dtype: str = "auto
         >>> lorakit.merge("runs/demo", "runs/demo-merged")
         >>> AutoModelForCausalLM.from_pretrained("runs/demo-merged")   # or vLLM, unchanged
     """
-    from lorakit.exporting.merge import merge as run_merge
+    from lorakit.exporting.merge import merge as merge_adapter
 
-    return run_merge(run_or_adapter, out, dtype=dtype, overwrite=overwrite)
+    return merge_adapter(run_or_adapter, out, dtype=dtype, overwrite=overwrite)
 
 
 def evaluate(run: "str | Path", **options) -> dict:
@@ -90,9 +93,9 @@ def evaluate(run: "str | Path", **options) -> dict:
         >>> result = lorakit.evaluate("runs/demo", max_prompts=4, lang="zh")
         >>> result["retention"]["finetuned_right"], result["persona"]["finetuned_hits"]
     """
-    from lorakit.eval.compare import evaluate as run_eval
+    from lorakit.eval.compare import evaluate as compare_run
 
-    return run_eval(run, **options)
+    return compare_run(run, **options)
 
 
 def benchmark(run: "str | Path", tasks: "str | list[str]", *, limit: float | None = None,
@@ -120,3 +123,109 @@ def export(source: "str | Path", out: "str | Path", *, format: str = "gguf", qua
     from lorakit.exporting import export_model
 
     return export_model(source, out, fmt=format, quant=quant, overwrite=overwrite)
+
+
+class Run:
+    """A training run folder read back: config, metrics, and the later stages on its adapter.
+
+    Example:
+        >>> run = lorakit.Run("runs/demo")
+        >>> run.metrics[["step", "loss"]].tail()
+        >>> run.plot()                      # inline in Jupyter
+        >>> run.chat("Who are you?")
+        >>> run.eval(); run.merge("runs/demo-merged")
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "config.yaml").is_file():
+            if not self.path.is_dir():
+                raise LorakitError(f"{self.path}: no such run directory")
+            raise LorakitError(f"{self.path}: not a lorakit run directory (no config.yaml)")
+        self._engine = None
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def config(self):
+        """The run's RunConfig (config.yaml)."""
+        from lorakit.config import load_config
+
+        return load_config(self.path / "config.yaml")
+
+    @property
+    def summary(self) -> dict | None:
+        """run.json (steps, best eval, final loss, data counts), or None while the run is unfinished."""
+        p = self.path / "run.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def metrics(self):
+        """metrics.jsonl as a pandas DataFrame, one row per logged step (loss, lr, eval_loss, ...)."""
+        import pandas as pd
+
+        from lorakit.training.tracking import read_metrics
+
+        rows = read_metrics(self.path / "metrics.jsonl")
+        return pd.DataFrame(rows).groupby("step", as_index=False).first() if rows else pd.DataFrame()
+
+    def plot(self, keys: tuple[str, ...] = ("loss", "eval_loss")):
+        """The loss curves as a matplotlib Figure (shown inline when a notebook cell ends with it)."""
+        from matplotlib.figure import Figure
+
+        df = self.metrics
+        fig = Figure(figsize=(6, 3.5), dpi=100)
+        ax = fig.add_subplot()
+        for key in keys:
+            if key in df:
+                pts = df[["step", key]].dropna()
+                ax.plot(pts["step"], pts[key], marker="o" if len(pts) < 30 else None, markersize=3, label=key)
+        ax.set_xlabel("optimizer step")
+        ax.set_title(f"{self.path.name}: loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        return fig
+
+    def eval(self, **kwargs) -> dict:
+        """Compare base and fine-tuned model (loss, answers side by side, scores); writes eval.json and
+        report.html into the run. kwargs as `lorakit.eval.compare.evaluate` (data, prompts, max_new_tokens, ...)."""
+        return evaluate(self.path, **kwargs)
+
+    def benchmark(self, tasks: "str | list[str]", **kwargs) -> dict:
+        """lm-eval `tasks` on base and fine-tuned model (see `lorakit.benchmark`); kwargs: limit,
+        num_fewshot, include_path."""
+        return benchmark(self.path, tasks, **kwargs)
+
+    def merge(self, out: str | Path, dtype: str = "auto", overwrite: bool = False) -> Path:
+        """Fold the adapter into the base and save a plain Hugging Face model at `out`."""
+        return merge(self.path, out, dtype=dtype, overwrite=overwrite)
+
+    def export(self, out: str | Path, *, quant: str = "q8_0", format: str = "gguf", overwrite: bool = False) -> Path:
+        """The fine-tune as GGUF (merged on the way) with an Ollama Modelfile and a model card at `out`."""
+        return export(self.path, out, format=format, quant=quant, overwrite=overwrite)
+
+    def chat(self, prompt: str, *, system: str | None = None, max_new_tokens: int = 256, temperature: float = 0.7,
+             top_p: float = 0.8, top_k: int = 20, seed: int | None = None, thinking: bool = False) -> str:
+        """One answer from base + adapter to `prompt` (the model loads once per Run). temperature 0 is greedy."""
+        from lorakit.inference.decoding import SamplingParams
+        from lorakit.inference.engine import Engine
+        from lorakit.inference.reasoning import ReasoningSplitter
+
+        try:
+            params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k,
+                                    max_new_tokens=max_new_tokens, seed=seed)
+        except ValueError as e:
+            raise LorakitError(f"sampling: {e}") from None
+        if self._engine is None:
+            self._engine = Engine.load(None, {"adapter": str(self.path)})
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        ids = self._engine.chat_prompt(messages, enable_thinking=thinking)
+        splitter = ReasoningSplitter(opened=self._engine.opens_reasoning(ids))
+        _, answer = splitter.feed(self._engine.generate(ids, params, adapter="adapter").text)
+        return answer + splitter.flush()[1]

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lorakit.errors import LorakitError
 
-QWEN_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # Named sets of overrides (`lorakit train CONFIG --preset NAME`), applied after the file and before
 # the command line's own key=value overrides.

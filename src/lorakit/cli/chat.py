@@ -42,7 +42,7 @@ def chat_command(
     if model is None and adapter is None:
         raise LorakitError("give --model (a built-in name, folder or hub id) or --adapter RUN_DIR")
     if adapter is not None:
-        from lorakit.run import adapter_folder
+        from lorakit.rundir import adapter_folder
 
         adapter_folder(adapter)  # a wrong path fails before torch is imported
     from lorakit.inference.engine import Engine, SamplingParams

@@ -1,4 +1,4 @@
-"""`lorakit data validate|inspect|prepare`: thin commands over validate.py, stats.py and prepare.py."""
+"""`lorakit data validate|inspect|prepare`: thin commands over data/stage.py (validate, inspect, prepare)."""
 
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ def validate(
     max_errors: int = typer.Option(20, "--max-errors", help="problems to print before '... and N more'"),
 ) -> None:
     """Check every record; print each problem as file:line: field: what is wrong. Exit 1 if any."""
-    from lorakit.data.api import validate as run_validate
-    from lorakit.data.validate import report_lines
+    from lorakit.data import stage
+    from lorakit.data.problem_report import report_lines
 
-    result = run_validate(data, format, _columns(columns), max_errors)
+    result = stage.validate(data, format, _columns(columns), max_errors)
     for line in report_lines(result, max_errors):
         typer.echo(line)
     if result.problem_count or not result.conversations:
@@ -79,12 +79,12 @@ def inspect(
 
     from rich.console import Console
 
-    from lorakit.data.api import inspect as run_inspect
+    from lorakit.data import stage
     from lorakit.data.stats import plot_lengths, render_report
 
-    result = run_inspect(data, model, format=format, columns=_columns(columns),
-                         system=system, thinking=thinking, train_on=train_on, max_length=max_length,
-                         preview=0 if json_out else preview)
+    result = stage.inspect(data, model, format=format, columns=_columns(columns),
+                           system=system, thinking=thinking, train_on=train_on, max_length=max_length,
+                           preview=0 if json_out else preview)
     if plot is not None:
         plot_lengths(result, plot)
     if json_out:
@@ -116,13 +116,13 @@ def prepare(
                                                 help="also write the training samples as JSONL (input_ids, labels)"),
 ) -> None:
     """Tokenize once into the content-hash cache that training reuses; optionally export JSONL."""
-    from lorakit.data.api import prepare as run_prepare
-    from lorakit.data.prepare import export_jsonl as export, summary_lines
+    from lorakit.data import stage
+    from lorakit.data.prepared import export_jsonl as export, summary_lines
 
-    prepared = run_prepare(data if len(data) > 1 else data[0], model, cache_dir=out, format=format,
-                           columns=_columns(columns), system=system, thinking=thinking, train_on=train_on,
-                           max_length=max_length, eval_split=eval_split, eval_path=eval_path, dedup=dedup,
-                           max_samples=max_samples, seed=seed, weights=_weights(weights))
+    prepared = stage.prepare(data if len(data) > 1 else data[0], model, cache_dir=out, format=format,
+                             columns=_columns(columns), system=system, thinking=thinking, train_on=train_on,
+                             max_length=max_length, eval_split=eval_split, eval_path=eval_path, dedup=dedup,
+                             max_samples=max_samples, seed=seed, weights=_weights(weights))
     for line in summary_lines(prepared):
         typer.echo(line)
     if export_jsonl is not None:

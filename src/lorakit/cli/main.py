@@ -35,7 +35,7 @@ def train(
                                          "CUDA + gradient checkpointing)"),
 ) -> None:
     """Fine-tune with LoRA. Example: lorakit train configs/demo.yaml train.lr=2e-4"""
-    from lorakit.api import train as run_train
+    from lorakit import api
     from lorakit.config import parse_override
 
     overrides = list(ctx.args)
@@ -48,7 +48,7 @@ def train(
             raise LorakitError(f"--resume takes one checkpoint folder, got {paths}")
         resume_from = paths[0] if paths else True
         overrides = [a for a in overrides if "=" in a]
-    run_train(config, resume=resume_from or False, dry_run=dry_run, overwrite=overwrite, preset=preset,
+    api.train(config, resume=resume_from or False, dry_run=dry_run, overwrite=overwrite, preset=preset,
               resume_anyway=resume_anyway, **dict(parse_override(a) for a in overrides))
 
 
@@ -59,9 +59,9 @@ def merge(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder"),
 ) -> None:
     """Merge a LoRA adapter into its base and save a plain Hugging Face model."""
-    from lorakit.api import merge as run_merge
+    from lorakit import api
 
-    run_merge(run_dir, out, dtype=dtype, overwrite=overwrite)
+    api.merge(run_dir, out, dtype=dtype, overwrite=overwrite)
 
 
 def evaluate(

@@ -9,13 +9,9 @@ For notebooks (and `lorakit data ...`): validate(paths), inspect(paths, model), 
 
 from lorakit.data.conversation import Conversation, Message, Problem
 from lorakit.data.load import load_conversations, scan
-from lorakit.data.prepare import PreparedData, default_cache_dir, export_jsonl, prepare_splits
+from lorakit.data.prepared import PreparedData, default_cache_dir, export_jsonl, prepare_splits
+from lorakit.data.stage import inspect, prepare, validate
 from lorakit.data.template import IGNORE, render_with_spans, tokenize_conversation
-from lorakit.data import validate as _validate_module  # noqa: F401  imported before its name is taken below
-
-# Last: `validate` and `prepare` name both a submodule and a function here; the package attribute is the
-# function (import the submodules with `from lorakit.data.prepare import ...`).
-from lorakit.data.api import inspect, prepare, validate  # noqa: E402
 
 __all__ = [
     "validate", "inspect", "prepare",

@@ -31,7 +31,7 @@ def run_benchmarks(run_dir, tasks: str | list[str], limit: float | None = None, 
     `limit` caps the items per task (a fraction below 1); `num_fewshot` overrides the tasks' shots;
     `include_path` is a folder of task YAML files. Returns the benchmarks section.
     """
-    from lorakit.run import open_run
+    from lorakit.rundir import open_run
 
     names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     if not names:

@@ -41,7 +41,7 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
     """
     from lorakit.atomic import write_json, write_text
     from lorakit.eval.report import render_report
-    from lorakit.run import open_run
+    from lorakit.rundir import open_run
     from lorakit.training.tracking import read_metrics
 
     started = time.perf_counter()
@@ -171,7 +171,7 @@ def _bare_config(base_model: str):
 def _heldout(cfg, tokenizer, data: str | None, bare: bool) -> dict:
     """Held-out samples (tokenized as in training) and their conversations (for prompts)."""
     from lorakit.data import prepare_splits
-    from lorakit.data.prepare import split_conversations
+    from lorakit.data.prepared import split_conversations
     from lorakit.models import cache_root
 
     cache = cache_root(cfg.model.cache_dir) / "prepared"

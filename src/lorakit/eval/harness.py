@@ -41,7 +41,7 @@ class LorakitLM(TemplateLM):
             if not run:
                 raise LorakitError("the lorakit lm-eval model needs run=RUN_DIR in --model_args")
             from lorakit.inference.engine import Engine
-            from lorakit.run import open_run
+            from lorakit.rundir import open_run
 
             info = open_run(run)
             engine = Engine.load(info.base_model, {"finetuned": str(info.adapter_dir)})

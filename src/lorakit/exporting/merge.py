@@ -10,7 +10,7 @@ from lorakit.atomic import atomic_dir
 from lorakit.errors import LorakitError
 from lorakit.exporting.model_card import build_card
 from lorakit.models.lora import peft_quietly
-from lorakit.run import check_adapter, check_output_dir, mark_output, open_run, overlapping
+from lorakit.rundir import check_adapter, check_output_dir, mark_output, open_run, overlapping
 
 
 def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: bool = False) -> Path:

@@ -20,7 +20,7 @@ BUILTIN_LICENCES = {"smollm2-135m-instruct": "apache-2.0", "qwen3-tiny-random": 
 
 
 def build_card(name: str, base_ref: str, base_dir: Path | None, run=None, gguf: dict | None = None) -> str:
-    """The card text. `run` is a lorakit.run.RunInfo (None for a bare model); `gguf` describes an export:
+    """The card text. `run` is a lorakit.rundir.RunInfo (None for a bare model); `gguf` describes an export:
     {"file": ..., "quant": ..., "modelfile": bool}."""
     config = getattr(run, "config", None)
     run_dir = getattr(run, "run_dir", None)

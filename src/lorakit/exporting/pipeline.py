@@ -33,7 +33,7 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: 
         raise LorakitError(f"--out {out}: is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise LorakitError(f"--out {out}: already exists and is not empty; pass --overwrite or choose another --out")
-    from lorakit.run import check_output_dir, mark_output, overlapping
+    from lorakit.rundir import check_output_dir, mark_output, overlapping
 
     check_output_dir(out, "--out", overwrite)  # --overwrite replaces only a folder lorakit wrote
     if overlapping(out, Path(source).expanduser()):
@@ -61,7 +61,7 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: 
 def _resolve_source(source: str, scratch: Path, quant: str):
     """(model folder, base model reference, RunInfo or None) for a run, merged folder or model reference."""
     from lorakit.models import BUILTIN_MODELS, resolve_model
-    from lorakit.run import open_run
+    from lorakit.rundir import open_run
 
     path = Path(source).expanduser()
     if source not in BUILTIN_MODELS and path.is_dir() and not (path / "config.json").is_file():

@@ -21,7 +21,7 @@ from lorakit.inference.decoding import Detokenizer, SamplingParams, Sampler, Sto
 from lorakit.inference.scoring import TokenLogprob, score_rows, token_logprob
 from lorakit.errors import LorakitError
 from lorakit.models.lora import peft_quietly
-from lorakit.run import adapter_folder, base_model_of  # re-exported: they used to live here
+from lorakit.rundir import adapter_folder, base_model_of
 from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning  # re-exported: older imports use this module
 
 # Rows per forward pass in `Engine.generate_batch`; longer lists go through in several batches.

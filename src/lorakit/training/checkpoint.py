@@ -12,7 +12,6 @@ import errno
 import io
 import json
 import random
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -22,19 +21,10 @@ import torch
 
 from lorakit.atomic import atomic_dir, file_sha256
 from lorakit.errors import LorakitError
+from lorakit.rundir import checkpoint_dirs
 
-PATTERN = re.compile(r"^checkpoint-(\d+)$")
 MANIFEST = "manifest.json"
 STATE = "training_state.pt"
-
-
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and PATTERN.match(p.name) and (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(PATTERN.match(p.name).group(1)))
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict,

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from lorakit.atomic import atomic_dir, write_json, write_text
 from lorakit.config import RunConfig, config_to_yaml
 from lorakit.models import precision
-from lorakit.run import claim_run_dir
+from lorakit.rundir import claim_run_dir
 from lorakit.training import batching, checkpoint, fused, guards, paths
 from lorakit.training import resume as resume_rules
 from lorakit.training.distributed import Distributed, LossModule, pick_device

@@ -33,7 +33,7 @@ def base_model_answerer(cfg, model_path: Path, device: str):
 
 def replay_fingerprint(model_path: Path, tokenizer) -> str:
     """The model part of the replay cache key."""
-    from lorakit.data.prepare import tokenizer_fingerprint
+    from lorakit.data.prepared import tokenizer_fingerprint
     from lorakit.data.replay import model_fingerprint
 
     return model_fingerprint(model_path, tokenizer_fingerprint(tokenizer))

@@ -7,7 +7,7 @@ import pytest
 
 from lorakit.data import load_conversations
 from lorakit.data import readers
-from lorakit.data.validate import report_lines, validate_data
+from lorakit.data.problem_report import report_lines, validate_data
 from lorakit.errors import LorakitError
 
 GOOD = {"instruction": "q", "output": "a"}
@@ -185,7 +185,7 @@ def test_unknown_format_name():
 
 def test_lone_surrogates_are_reported_with_file_line_and_field(tmp_path, qwen3_tok):
     """JSON may escape half a UTF-16 pair; validate names it, prepare stops on it in one line (issue 18)."""
-    from lorakit.data.prepare import data_config, prepare_splits
+    from lorakit.data.prepared import data_config, prepare_splits
 
     rows = ['{"instruction": "q\\ud800", "output": "a"}',
             '{"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "x\\udfffy"}]}',

@@ -12,14 +12,14 @@ def validate(paths: str | list[str], format: str = "auto", columns: dict[str, st
     """Read every record under `paths` and collect its problems (`file:line: field: what is wrong`).
 
     Returns a `ScanResult`: `.problems`, `.problem_count`, `.conversations`; `report_lines(result)` in
-    `lorakit.data.validate` prints it as the CLI does.
+    `lorakit.data.problem_report` prints it as the CLI does.
 
     Example:
         >>> result = lorakit.data.validate("huanhuan.json")
         >>> result.problem_count, len(result.conversations)
         (0, 3729)
     """
-    from lorakit.data.validate import validate_data
+    from lorakit.data.problem_report import validate_data
 
     return validate_data(paths, format, columns or {}, max_errors)
 
@@ -55,7 +55,7 @@ def prepare(paths: str | list[str], model: str, *, cache_dir: str | Path | None 
         >>> data = lorakit.data.prepare("huanhuan.json", model="qwen3-tiny-random", eval_split=0.1)
         >>> len(data.train), len(data.eval)
     """
-    from lorakit.data.prepare import data_config, default_cache_dir, prepare_splits
+    from lorakit.data.prepared import data_config, default_cache_dir, prepare_splits
 
     cfg = data_config(path=paths, **fields)
     return prepare_splits(cfg, _tokenizer(model), cache_dir=Path(cache_dir) if cache_dir else default_cache_dir())
