@@ -24,7 +24,7 @@ from pathlib import Path
 from lorakit import models
 from lorakit.config import DataConfig
 from lorakit.data import prepare_splits
-from lorakit.data.prepare import tokenizer_fingerprint
+from lorakit.data.prepared import tokenizer_fingerprint
 
 data, cache = sys.argv[1], Path(sys.argv[2])
 tok = models.load_tokenizer(models.resolve_model("qwen3-tiny-random"))
