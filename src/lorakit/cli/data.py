@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -12,14 +12,19 @@ from lorakit.errors import LorakitError
 app = typer.Typer(help="Check, inspect and tokenize training data.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 
-DATA = typer.Argument(..., help="data files, folders or globs (JSON, JSONL, CSV, Parquet, datasets folders)")
-FORMAT = typer.Option("auto", "--format", help="record schema: auto, alpaca, sharegpt, messages, prompt_completion")
-COLUMNS = typer.Option(None, "--columns", help="rename source columns, e.g. question=instruction,answer=output")
-MODEL = typer.Option(..., "--model", "-m", help="model whose tokenizer and chat template to use (name or folder)")
-SYSTEM = typer.Option(None, "--system", help="system prompt added where a record has none")
-THINKING = typer.Option("off", "--thinking", help="off, on, or auto (per sample: on when it has reasoning)")
-TRAIN_ON = typer.Option("all", "--train-on", help="assistant turns that carry loss: all or last")
-MAX_LENGTH = typer.Option(1024, "--max-length", help="tokens per sample; longer samples are truncated")
+# One Annotated type per option the three commands share (typer's own style, as every lorakit command).
+Data = Annotated[List[str], typer.Argument(
+    help="data files, folders or globs (JSON, JSONL, CSV, Parquet, datasets folders)")]
+Format = Annotated[str, typer.Option(
+    "--format", help="record schema: auto, alpaca, sharegpt, messages, prompt_completion")]
+Columns = Annotated[Optional[str], typer.Option(
+    "--columns", help="rename source columns, e.g. question=instruction,answer=output")]
+Model = Annotated[str, typer.Option(
+    "--model", "-m", help="model whose tokenizer and chat template to use (name or folder)")]
+System = Annotated[Optional[str], typer.Option("--system", help="system prompt added where a record has none")]
+Thinking = Annotated[str, typer.Option("--thinking", help="off, on, or auto (per sample: on when it has reasoning)")]
+TrainOn = Annotated[str, typer.Option("--train-on", help="assistant turns that carry loss: all or last")]
+MaxLength = Annotated[int, typer.Option("--max-length", help="tokens per sample; longer samples are truncated")]
 
 
 def _columns(text: Optional[str]) -> dict[str, str]:
@@ -43,10 +48,10 @@ def _weights(text: Optional[str]) -> list[float]:
 
 @app.command()
 def validate(
-    data: List[str] = DATA,
-    format: str = FORMAT,
-    columns: Optional[str] = COLUMNS,
-    max_errors: int = typer.Option(20, "--max-errors", help="problems to print before '... and N more'"),
+    data: Data,
+    format: Format = "auto",
+    columns: Columns = None,
+    max_errors: Annotated[int, typer.Option("--max-errors", help="problems to print before '... and N more'")] = 20,
 ) -> None:
     """Check every record; print each problem as file:line: field: what is wrong. Exit 1 if any."""
     from lorakit.data import stage
@@ -62,17 +67,17 @@ def validate(
 
 @app.command()
 def inspect(
-    data: List[str] = DATA,
-    model: str = MODEL,
-    format: str = FORMAT,
-    columns: Optional[str] = COLUMNS,
-    system: Optional[str] = SYSTEM,
-    thinking: str = THINKING,
-    train_on: str = TRAIN_ON,
-    max_length: int = MAX_LENGTH,
-    plot: Optional[Path] = typer.Option(None, "--plot", help="write a token-length histogram PNG here"),
-    preview: int = typer.Option(2, "--preview", help="samples to show with their trained tokens coloured"),
-    json_out: bool = typer.Option(False, "--json", help="print the statistics as JSON instead"),
+    data: Data,
+    model: Model,
+    format: Format = "auto",
+    columns: Columns = None,
+    system: System = None,
+    thinking: Thinking = "off",
+    train_on: TrainOn = "all",
+    max_length: MaxLength = 1024,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="write a token-length histogram PNG here")] = None,
+    preview: Annotated[int, typer.Option("--preview", help="samples to show with their trained tokens coloured")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="print the statistics as JSON instead")] = False,
 ) -> None:
     """Token counts, length percentiles, truncation, duplicates and a coloured preview of the loss mask."""
     import json
@@ -97,23 +102,26 @@ def inspect(
 
 @app.command()
 def prepare(
-    data: List[str] = DATA,
-    model: str = MODEL,
-    format: str = FORMAT,
-    columns: Optional[str] = COLUMNS,
-    system: Optional[str] = SYSTEM,
-    thinking: str = THINKING,
-    train_on: str = TRAIN_ON,
-    max_length: int = MAX_LENGTH,
-    eval_split: float = typer.Option(0.0, "--eval-split", help="held-out share (<1) or count (>=1)"),
-    eval_path: Optional[str] = typer.Option(None, "--eval-path", help="separate held-out data"),
-    weights: Optional[str] = typer.Option(None, "--weights", help="mixing weight per DATA path, e.g. 3,1"),
-    dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="drop exact duplicate conversations"),
-    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="use at most this many training records"),
-    seed: int = typer.Option(42, "--seed", help="seed for splitting and mixing"),
-    out: Optional[Path] = typer.Option(None, "--out", help="cache folder (default: the one `train` reads)"),
-    export_jsonl: Optional[Path] = typer.Option(None, "--export-jsonl",
-                                                help="also write the training samples as JSONL (input_ids, labels)"),
+    data: Data,
+    model: Model,
+    format: Format = "auto",
+    columns: Columns = None,
+    system: System = None,
+    thinking: Thinking = "off",
+    train_on: TrainOn = "all",
+    max_length: MaxLength = 1024,
+    eval_split: Annotated[float, typer.Option("--eval-split", help="held-out share (<1) or count (>=1)")] = 0.0,
+    eval_path: Annotated[Optional[str], typer.Option("--eval-path", help="separate held-out data")] = None,
+    weights: Annotated[Optional[str], typer.Option(
+        "--weights", help="mixing weight per DATA path, e.g. 3,1")] = None,
+    dedup: Annotated[bool, typer.Option("--dedup/--no-dedup", help="drop exact duplicate conversations")] = True,
+    max_samples: Annotated[Optional[int], typer.Option(
+        "--max-samples", help="use at most this many training records")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed for splitting and mixing")] = 42,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="cache folder (default: the one `train` reads)")] = None,
+    export_jsonl: Annotated[Optional[Path], typer.Option(
+        "--export-jsonl", help="also write the training samples as JSONL (input_ids, labels)")] = None,
 ) -> None:
     """Tokenize once into the content-hash cache that training reuses; optionally export JSONL."""
     from lorakit.data import stage

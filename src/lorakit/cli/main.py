@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -24,15 +24,16 @@ app = typer.Typer(
 
 def train(
     ctx: typer.Context,
-    config: Path = typer.Argument(..., help="run config YAML; key=value overrides may follow"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in train.output_dir from its latest "
-                                "checkpoint, or from the checkpoint folder given right after --resume"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (config, data, steps, memory) and exit"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing finished run directory"),
-    resume_anyway: bool = typer.Option(False, "--resume-anyway", help="with --resume, continue even though "
-                                       "settings that change training (data, model, lora, lr...) differ"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="named overrides: low-memory (4-bit base on "
-                                         "CUDA + gradient checkpointing)"),
+    config: Annotated[Path, typer.Argument(help="run config YAML; key=value overrides may follow")],
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in train.output_dir from its latest "
+                                         "checkpoint, or from the checkpoint folder given right after --resume")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="print the plan (config, data, steps, memory) and exit")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing finished run directory")] = False,
+    resume_anyway: Annotated[bool, typer.Option("--resume-anyway", help="with --resume, continue even though "
+                                                "settings that change training (data, model, lora, lr...) differ")] = False,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="named overrides: low-memory (4-bit base on "
+                                                  "CUDA + gradient checkpointing)")] = None,
 ) -> None:
     """Fine-tune with LoRA. Example: lorakit train configs/demo.yaml train.lr=2e-4"""
     from lorakit import api
@@ -53,10 +54,11 @@ def train(
 
 
 def merge(
-    run_dir: Path = typer.Argument(..., help="training run directory (or adapter folder)"),
-    out: Path = typer.Option(..., "--out", help="where to write the merged model"),
-    dtype: str = typer.Option("auto", help="dtype of the merged weights: auto (the base's), float32, bfloat16, float16"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder"),
+    run_dir: Annotated[Path, typer.Argument(help="training run directory (or adapter folder)")],
+    out: Annotated[Path, typer.Option("--out", help="where to write the merged model")],
+    dtype: Annotated[str, typer.Option(
+        "--dtype", help="dtype of the merged weights: auto (the base's), float32, bfloat16, float16")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output folder")] = False,
 ) -> None:
     """Merge a LoRA adapter into its base and save a plain Hugging Face model."""
     from lorakit import api
@@ -98,9 +100,10 @@ def evaluate(
 
 
 def download(
-    model_id: str = typer.Argument(..., help="hub id, e.g. Qwen/Qwen3-4B"),
-    source: str = typer.Option("hf", help="hf or modelscope"),
-    cache_dir: Optional[str] = typer.Option(None, help="cache folder (default $LORAKIT_CACHE or ~/.cache/lorakit)"),
+    model_id: Annotated[str, typer.Argument(help="hub id, e.g. Qwen/Qwen3-4B")],
+    source: Annotated[str, typer.Option("--source", help="hf or modelscope")] = "hf",
+    cache_dir: Annotated[Optional[str], typer.Option(
+        "--cache-dir", help="cache folder (default $LORAKIT_CACHE or ~/.cache/lorakit)")] = None,
 ) -> None:
     """Download a model into the cache (built-in names are materialised offline instead)."""
     from lorakit.models import BUILTIN_MODELS, download as run_download, resolve_model
@@ -111,8 +114,8 @@ def download(
 
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="where the demo run goes"),
-    max_steps: Optional[int] = typer.Option(None, help="override the number of training steps"),
+    out: Annotated[Path, typer.Option("--out", help="where the demo run goes")] = Path("runs/demo"),
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="override the number of training steps")] = None,
 ) -> None:
     """The whole pipeline on the bundled persona dataset and SmolLM2-135M-Instruct, on CPU."""
     from lorakit.demo import run_demo
