@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +19,8 @@ def doctor_command(
                                                help="plan for a GPU of this many GiB (e.g. 24) instead of "
                                                "this machine's device"),
 ) -> None:
-    """Report torch, GPUs, CPU bf16/AMX and optional engines; with CONFIG, will its training fit."""
+    """Report torch, GPUs, CPU bf16/AMX and optional engines; with CONFIG, will its training fit (before the
+    download too, where the model's shapes are known)."""
     from lorakit import doctor
 
     machine = doctor.inspect_machine()
@@ -38,6 +40,9 @@ def doctor_command(
     cfg = load_config(config, overrides)
     target = doctor.pick_target(cfg, machine, gpu_memory)
     typer.echo(f"lorakit train {config} trains on {target.label}")
-    found = doctor.estimates(cfg, target, doctor.Planner())
+    with tempfile.TemporaryDirectory(prefix="lorakit-doctor-") as work:  # shapes of a model not downloaded
+        cfg, source = doctor.model_for_estimate(cfg, Path(work))
+        typer.echo(source)
+        found = doctor.estimates(cfg, target, doctor.Planner())
     for line in doctor.fit_lines(found, target, machine.engines.get("bitsandbytes") is not None):
         typer.echo(line)
