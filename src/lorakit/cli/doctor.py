@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,11 +13,12 @@ from lorakit.errors import LorakitError
 
 def doctor_command(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Argument(None, help="run config YAML to check for fit; key=value overrides may follow"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="named overrides, as for train: low-memory"),
-    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", metavar="GIB", min=1,
-                                               help="plan for a GPU of this many GiB (e.g. 24) instead of "
-                                               "this machine's device"),
+    config: Annotated[Optional[Path], typer.Argument(
+        help="run config YAML to check for fit; key=value overrides may follow")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="named overrides, as for train: low-memory")] = None,
+    gpu_memory: Annotated[Optional[float], typer.Option(
+        "--gpu-memory", metavar="GIB", min=1,
+        help="plan for a GPU of this many GiB (e.g. 24) instead of this machine's device")] = None,
 ) -> None:
     """Report torch, GPUs, CPU bf16/AMX and optional engines; with CONFIG, will its training fit (before the
     download too, where the model's shapes are known)."""
