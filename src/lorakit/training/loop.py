@@ -149,7 +149,7 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
     if dist.rank == 0:
         checkpoint.remove_stale(run_dir)  # temp folders of saves that were killed; the caller holds the lock
     inputs = resolve_inputs(cfg, dist, device, replay=True)
-    dist.print(account_line(inputs.data.stats, cfg.data.max_length))  # as `lorakit data prepare` accounts for it
+    dist.print(account_line(inputs.data.stats, cfg.data))  # as `lorakit data prepare` accounts for it
     if inputs.dtype_note:
         dist.print(inputs.dtype_note)
     # before loading the model: a resume that changes the mathematics is refused here
