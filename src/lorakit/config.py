@@ -7,10 +7,10 @@ name the file, line and key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from lorakit.errors import LorakitError
 
@@ -174,16 +174,48 @@ def _load_with_lines(text: str, source: str) -> tuple[dict, dict[str, int]]:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """`train.lr=2e-4` -> ("train.lr", 0.0002); the value is read as a YAML scalar or list."""
+    """`train.lr=2e-4` -> ("train.lr", 0.0002): the value as the field's type takes it, as typed.
+
+    The text is read as a YAML scalar or list, but YAML 1.1 also turns `off`, `on`, `yes`, `no` into
+    booleans and `null` into None: where the field refuses what YAML made of the text and takes the text
+    itself (`data.thinking=off`, `data.system=yes`, `model.name=2024`), the text is kept as typed.
+    """
     if "=" not in item:
         raise LorakitError(f"override {item!r}: expected key=value, e.g. train.lr=2e-4")
     key, raw = item.split("=", 1)
     key = key.strip().lstrip("-")
+    if raw == "":
+        return key, ""
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
-        value = raw
-    return key, value
+        return key, raw
+    field = _field(key)
+    if field is None or (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        return key, value  # an unknown key (build_config names it) or a whole section
+    # the field's type with its bounds, so that a value out of range stays as typed for the error
+    checker = TypeAdapter(Annotated[field.annotation, field], config=ConfigDict(allow_inf_nan=False))
+    for candidate in (value, raw):
+        try:
+            return key, checker.validate_python(candidate)
+        except ValidationError:
+            pass
+    # neither fits: the error shows the text as typed, unless YAML read a list or mapping from it
+    return key, value if isinstance(value, (list, dict)) else raw
+
+
+def _field(key: str):
+    """The FieldInfo of config field `key` (dotted), or None for a key that names no field."""
+    model: Any = RunConfig
+    field = None
+    for part in key.split("."):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    return field
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
@@ -197,26 +229,35 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def build_config(data: dict, source: str = "<config>", lines: dict[str, int] | None = None) -> RunConfig:
-    """Validate a plain dict into a RunConfig; errors name source:line and the dotted key."""
+def build_config(data: dict, source: str = "<config>", lines: dict[str, int] | None = None,
+                 overrides: dict[str, str] | None = None) -> RunConfig:
+    """Validate a plain dict into a RunConfig; errors name source:line and the dotted key, or the
+    override argument (`overrides`: dotted key -> `key=value` as given) that set the key."""
     lines = lines or {}
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        line = _nearest_line(lines, key)
-        where = f"{source}:{line}" if line else source
+        extra = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        argument = _nearest(overrides or {}, key, lines)
         if err["type"] == "extra_forbidden":
             msg = f"unknown key {key!r}" + _suggest(key)
+        elif isinstance(argument, str):  # the argument shows the key and the value
+            msg = err["msg"]
         else:
             msg = f"{key}: {err['msg']} (got {err.get('input')!r})" if key else err["msg"]
-        extra = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        if isinstance(argument, str):
+            raise LorakitError(f"{argument}: {msg}{extra}") from None
+        where = f"{source}:{argument}" if argument else source
         raise LorakitError(f"{where}: {msg}{extra}") from None
 
 
-def _nearest_line(lines: dict[str, int], key: str) -> int | None:
+def _nearest(overrides: dict[str, str], key: str, lines: dict[str, int]) -> str | int | None:
+    """What set `key` or its nearest enclosing key: an override argument (str) or a file line (int)."""
     while key:
+        if key in overrides:
+            return overrides[key]
         if key in lines:
             return lines[key]
         key = key.rpartition(".")[0]
@@ -271,12 +312,34 @@ def load_config(path: str | Path | dict | None, overrides: list[str] | dict | No
         except UnicodeDecodeError:
             raise LorakitError(f"{p}: config is not UTF-8 text") from None
         data, lines = _load_with_lines(text, source)
-    pairs = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    given: dict[str, str] = {}  # dotted key -> the override that set it, for errors
+    if isinstance(overrides, dict):
+        pairs = list(overrides.items())
+        for key, value in pairs:
+            given.update((k, f"{k}={_shown(v)}") for k, v in _leaves(key, value))
+    else:
+        pairs = [parse_override(item) for item in overrides or []]
+        for item, (key, value) in zip(overrides or [], pairs):
+            given.update((k, item if k == key else f"{k}={_shown(v)}") for k, v in _leaves(key, value))
     for key, value in pairs:
         set_dotted(data, key, value)
-        lines[key] = 0  # overrides have no line; errors then name the file only
-    cfg = build_config(data, source, {k: v for k, v in lines.items() if v})
-    return cfg
+    return build_config(data, source, lines, given)
+
+
+def _leaves(key: str, value: Any):
+    """The dotted keys `set_dotted(data, key, value)` sets, with their values."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from _leaves(f"{key}.{k}", v)
+    else:
+        yield key, value
+
+
+def _shown(value: Any) -> str:
+    """A value as it would be typed after `key=` (strings as they are, the rest in JSON/YAML flow style)."""
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

@@ -222,6 +222,30 @@ def estimates(cfg, target: Target, plan_bytes) -> list[Estimate]:
             for name, overrides in variants(cfg, target)]
 
 
+def model_for_estimate(cfg, workdir: Path, hf_cache: str | None = None):
+    """`cfg` as the estimate plans it, and one line saying where the model's shapes come from: the model's
+    folder, or for a hub id not downloaded yet, a folder in `workdir` with its shapes and no weights
+    (models/shapes.py), so "will it fit" is answered before fetching gigabytes."""
+    from lorakit.errors import LorakitError
+    from lorakit.models import cache_root, resolve_model
+    from lorakit.models.hub import is_hub_id
+    from lorakit.models.shapes import shapes_before_download
+
+    ref = cfg.model.name
+    try:
+        return cfg, f"model shapes: from the model folder {resolve_model(ref, cfg.model.source, cfg.model.cache_dir)}"
+    except LorakitError:
+        if not is_hub_id(ref):
+            raise
+    found = shapes_before_download(ref, cfg.model.source, cache_root(cfg.model.cache_dir), workdir / "shapes",
+                                   hf_cache)
+    if found is None:
+        raise LorakitError(f"model {ref} is not downloaded and lorakit does not know its shapes: run `lorakit "
+                           f"download {ref}`, or fetch its config.json alone (`hf download {ref} config.json`) "
+                           "for an estimate before the download")
+    return with_overrides(cfg, [f"model.name={found.folder}"]), f"model shapes: {found.source}"
+
+
 def with_overrides(cfg, overrides: list[str]):
     """`cfg` with `key=value` overrides applied, validated as load_config would."""
     from lorakit.config import _set_dotted, build_config, parse_override
@@ -233,12 +257,15 @@ def with_overrides(cfg, overrides: list[str]):
 
 
 def fit_lines(estimates_: list[Estimate], target: Target, bitsandbytes: bool) -> list[str]:
+    from lorakit.install import install_command
+
     first, rest = estimates_[0], estimates_[1:]
     verdict = "fits" if first.fits(target) else "does NOT fit"
     out = [f"memory estimate: ~{first.peak_bytes / GIB:.1f} GiB peak on {target.label}: {verdict}"
            + (f", {(target.free_bytes - first.peak_bytes) / GIB:.1f} GiB to spare" if first.fits(target) else "")]
     for e in rest:
-        note = "" if bitsandbytes or "low-memory" not in e.settings else f" (needs {engine_hint('bitsandbytes')})"
+        note = "" if bitsandbytes or "low-memory" not in e.settings else \
+            f" (needs bitsandbytes: {install_command('bitsandbytes', 'install-gpu')})"
         out.append(f"  with {e.settings}: ~{e.peak_bytes / GIB:.1f} GiB{' (fits)' if e.fits(target) else ''}{note}")
     if not first.fits(target):
         fitting = [e for e in rest if e.fits(target)]

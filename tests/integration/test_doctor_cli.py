@@ -65,3 +65,34 @@ def test_doctor_on_a_faked_gpu_plans_for_its_free_memory(tiny_cfg, monkeypatch, 
     assert "GPU 0: NVIDIA GeForce RTX 4090, 24.0 GiB (20.0 free), compute 8.9, bf16 yes" in out
     assert "trains on GPU 0 (NVIDIA GeForce RTX 4090, 20.0 GiB free)" in out
     assert re.search(r"memory estimate: ~[\d.]+ GiB peak on GPU 0 .*: fits", out)
+
+
+def test_doctor_answers_before_the_download(tmp_path, monkeypatch, capsys):
+    """The issue's case: `lorakit doctor configs/qwen3-4b-huanhuan.yaml` before `lorakit download` (in
+    this process, as above). The estimate from the Qwen3-4B shapes lorakit knows is the one for a folder
+    of the same shapes (the benchmark's way: qwen3-4b-random's config.json and the Qwen3 tokenizer)."""
+    import huggingface_hub.constants
+
+    from lorakit import doctor
+    from lorakit.cli.main import main
+    from lorakit.config import load_config
+    from lorakit.models import cache_root
+    from lorakit.models.builtin import qwen3_config, qwen3_tokenizer_dir
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # not this machine's
+    data = f"data.path={REPO / 'tests/fixtures/data/huanhuan.json'}"
+    with pytest.raises(SystemExit) as done:
+        main(["doctor", str(REPO / "configs/qwen3-4b-huanhuan.yaml"), data, "--gpu-memory", "24"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0, out
+    assert ("model shapes: Qwen/Qwen3-4B is not downloaded; estimated from the Qwen3-4B shapes lorakit knows, "
+            "tokens counted with the Qwen3 tokenizer") in out.splitlines()
+    folder = tmp_path / "qwen3-4b-shape"
+    qwen3_config("qwen3-4b-random").save_pretrained(str(folder))
+    for f in qwen3_tokenizer_dir(cache_root()).iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    cfg = load_config(REPO / "configs/qwen3-4b-huanhuan.yaml", [data, f"model.name={folder}"])
+    target = doctor.pick_target(cfg, None, gpu_memory_gib=24)
+    planned = doctor.Estimate("as configured", [], doctor.Planner()(cfg, target))
+    expected = doctor.fit_lines([planned], target, bitsandbytes=True)[0]
+    assert expected.startswith("memory estimate: ~") and expected in out.splitlines(), out

@@ -83,6 +83,23 @@ def test_train_writes_a_complete_run_directory(tmp_path, data):
     assert "Traceback" not in again.stderr
 
 
+def test_train_accounts_for_what_the_data_stage_dropped(tmp_path, capfd):
+    """A reader counts the file's records: train says how many it read, dropped as exact duplicates and
+    truncated (as `data prepare` does), and run.json keeps the counts. In this process, as `train` above."""
+    records = json.loads(alpaca_file(tmp_path / "unique.json", n=10).read_text(encoding="utf-8"))
+    long = {"instruction": "讲一个很长的故事。", "input": "", "output": "从前有一座山，山里有一座庙。" * 20}
+    data = tmp_path / "with_duplicates.json"
+    data.write_text(json.dumps(records + records[:3] + [long], ensure_ascii=False), encoding="utf-8")
+    train(tiny_config(tmp_path, "run", data, max_steps=1), "data.max_length=96")
+    out = capfd.readouterr().out
+    assert ("data: 14 records read, 3 exact duplicates dropped, 1 truncated at data.max_length=96; "
+            "7 train / 4 eval samples") in out.splitlines(), out
+    counts = json.loads((tmp_path / "run" / "run.json").read_text())["data"]
+    assert (counts["records"], counts["duplicates_dropped"], counts["train_samples"], counts["eval_samples"]) \
+        == (14, 3, 7, 4)
+    assert counts["train_truncated"] + counts["eval_truncated"] == 1
+
+
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path, data):
     steps = dict(max_steps=40, save_steps=4, batch_size=1, grad_accum=2)
     lorakit("train", tiny_config(tmp_path, "straight", data, **steps))

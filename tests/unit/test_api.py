@@ -38,7 +38,7 @@ def test_dotted_and_nested_overrides_agree():
 
 @pytest.mark.parametrize("call, message", [
     (lambda tmp: lorakit.train(tmp / "missing.yaml"), "missing.yaml: config file not found"),
-    (lambda tmp: lorakit.train(None, **{"train.lr": "fast"}), "train.lr: Input should be a valid number"),
+    (lambda tmp: lorakit.train(None, **{"train.lr": "fast"}), "train.lr=fast: Input should be a valid number"),
     (lambda tmp: lorakit.train(None, train={"lrr": 1}), "unknown key 'train.lrr'; did you mean train.lr?"),
     (lambda tmp: lorakit.train(None, preset="huge"), "--preset huge: unknown preset"),
     (lambda tmp: lorakit.Run(tmp), "not a lorakit run directory (no config.yaml)"),

@@ -34,6 +34,76 @@ def test_overrides_are_typed_and_dotted():
         parse_override("train.lr")
 
 
+@pytest.mark.parametrize("item, key, expected", [
+    ("data.thinking=off", "data.thinking", "off"),  # YAML 1.1 alone reads off/on as booleans
+    ("data.thinking=on", "data.thinking", "on"),
+    ("data.thinking=auto", "data.thinking", "auto"),
+    ("data.system=yes", "data.system", "yes"),  # a str field keeps the text
+    ("data.system=Answer: briefly", "data.system", "Answer: briefly"),  # not a one-key mapping
+    ("model.name=2024", "model.name", "2024"),
+    ("tracking.experiment=007", "tracking.experiment", "007"),
+    ("data.system=null", "data.system", None),  # Optional: null clears it
+    ("train.gradient_checkpointing=off", "train.gradient_checkpointing", False),  # a bool field: off is false
+    ("train.gradient_checkpointing=auto", "train.gradient_checkpointing", "auto"),
+    ("train.pack_tokens=512", "train.pack_tokens", 512),
+    ("train.pack_tokens=null", "train.pack_tokens", None),
+    ("train.lr=2e-4", "train.lr", 2e-4),  # YAML 1.1 reads 2e-4 as text; the float field takes the number
+    ("data.dedup=false", "data.dedup", False),
+    ("data.path=[a.json, b.json]", "data.path", ["a.json", "b.json"]),
+])
+def test_overrides_take_each_fields_values_as_typed(item, key, expected):
+    assert parse_override(item) == (key, expected)
+    section, name = key.split(".")
+    extra = ["data.path=[a.json, b.json]", "data.weights=[1, 2]"] if key == "data.path" else []
+    value = getattr(getattr(load_config(None, [item, *extra]), section), name)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_an_override_error_names_the_argument_not_the_file(tmp_path):
+    """The file is fine; the command line is wrong: the error quotes the argument as typed."""
+    import lorakit
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  thinking: 'on'\ntrain:\n  lr: 1.0e-4\n")
+    cases = {"data.thinking=maybe": "data.thinking=maybe: Input should be 'off', 'on' or 'auto'",
+             "data.thinking=no": "data.thinking=no: Input should be 'off', 'on' or 'auto'",
+             "train.lr=fast": "train.lr=fast: Input should be a valid number, unable to parse string as a number",
+             "train.epochs=-1": "train.epochs=-1: Input should be greater than 0",
+             "train.lrr=1": "train.lrr=1: unknown key 'train.lrr'; did you mean train.lr?"}
+    for item, message in cases.items():
+        with pytest.raises(LorakitError) as e:
+            load_config(p, [item])
+        assert str(e.value) == message
+        with pytest.raises(LorakitError) as e:  # the CLI's path: parsed, then handed to the Python API
+            lorakit.train(p, **dict([parse_override(item)]))
+        assert str(e.value) == message
+    with pytest.raises(LorakitError) as e:  # the Python API's own overrides, flat or nested
+        lorakit.train(p, **{"data.thinking": "maybe"})
+    assert str(e.value) == "data.thinking=maybe: Input should be 'off', 'on' or 'auto'"
+    with pytest.raises(LorakitError) as e:
+        lorakit.train(p, train={"lr": 0, "epochs": 1})
+    assert str(e.value) == "train.lr=0: Input should be greater than 0"
+    assert load_config(p, {"data.thinking": "off"}).data.thinking == "off"
+    p.write_text("data:\n  thinking: maybe\n")  # the file's own mistake still names the file and line
+    with pytest.raises(LorakitError) as e:
+        load_config(p, ["train.lr=2e-4"])
+    assert str(e.value) == f"{p}:2: data.thinking: Input should be 'off', 'on' or 'auto' (got 'maybe')"
+
+
+def test_data_thinking_off_on_the_command_line(tmp_path, capsys):
+    """The issue's report: `lorakit train CONFIG data.thinking=off` on a config that says on."""
+    from lorakit.cli.main import main
+
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  name: qwen3-tiny-random\ndata:\n  thinking: 'on'\n")
+    for item, error in [("data.thinking=off", "data.path: no training data given"),  # the config passed
+                        ("data.thinking=maybe", "data.thinking=maybe: Input should be 'off', 'on' or 'auto'")]:
+        with pytest.raises(SystemExit) as done:
+            main(["train", str(p), item, "--dry-run"])
+        assert done.value.code == 2
+        assert capsys.readouterr().err.startswith(f"error: {error}")
+
+
 def test_unknown_key_names_file_line_and_suggests(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("model:\n  name: x\ntrain:\n  lrr: 1\n")

@@ -3,6 +3,7 @@ choice of torch build, and the fit verdict."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -220,3 +221,90 @@ def test_the_tutorial_config_on_a_24_gib_card(estimate_bench):
     small, h200 = rows[("24 GiB", "as configured")], rows[(f"{bench.H200_GIB:g} GiB", "as configured")]
     assert small[1] and small[0] <= h200[0]
     assert rows[("24 GiB", "train.gradient_checkpointing=true")][0] * GIB < 13e9
+
+
+# --- will it fit, before the download -----------------------------------------------------------------
+
+def _tiny_planner_config(name: str, **model):
+    return build_config({"model": {"name": name, **model},
+                         "data": {"path": str(REPO / "tests/fixtures/data/huanhuan.json"), "system": "你是甄嬛"},
+                         "train": {"max_steps": 2}})
+
+
+@pytest.mark.parametrize("ref, size, params", [("Qwen/Qwen3-4B", "Qwen3-4B", 4_022_468_096),
+                                               ("qwen/qwen3-8b", "Qwen3-8B", 8_190_735_360)])  # hub ids ignore case
+def test_known_qwen3_shapes_count_the_published_parameters(tmp_path, lorakit_cache, ref, size, params):
+    """The parameter counts of the published checkpoints (their safetensors hold 2 bytes per parameter:
+    8,044,936,192 and 16,381,470,720 bytes); the 8B's embeddings are not tied, the 4B's are."""
+    from lorakit.models.shapes import shapes_before_download
+    from lorakit.training.plan import count_params
+
+    found = shapes_before_download(ref, "modelscope", lorakit_cache, tmp_path / "shapes", str(tmp_path / "hf"))
+    assert found.source == (f"{ref} is not downloaded; estimated from the {size} shapes lorakit knows, "
+                            "tokens counted with the Qwen3 tokenizer")
+    assert count_params(found.folder) == params
+    assert (found.folder / "tokenizer.json").is_file() and not list(found.folder.glob("*.safetensors"))
+
+
+def test_known_shapes_agree_with_the_random_built_ins(tmp_path, lorakit_cache):
+    """Two tables of the same facts: the doctor's Qwen3 sizes and the random built-ins' (models/builtin.py)."""
+    from lorakit.models.builtin import qwen3_config
+    from lorakit.models.shapes import shapes_before_download
+
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "head_dim", "vocab_size", "tie_word_embeddings", "rms_norm_eps", "max_position_embeddings")
+    for ref, builtin in (("Qwen/Qwen3-0.6B", "qwen3-0.6b-random"), ("Qwen/Qwen3-4B", "qwen3-4b-random")):
+        found = shapes_before_download(ref, "hf", lorakit_cache, tmp_path / builtin, str(tmp_path / "hf"))
+        ours = json.loads((found.folder / "config.json").read_text())
+        assert {k: ours[k] for k in keys} == {k: getattr(qwen3_config(builtin), k) for k in keys}
+
+
+def test_a_config_json_in_the_hugging_face_cache_is_enough(tmp_path, lorakit_cache):
+    """`hf download ORG/NAME config.json` alone: the estimate equals the one of a downloaded model of the
+    same shapes (qwen3-tiny-random), the Qwen3 tokenizer counting the tokens."""
+    from lorakit.models import resolve_model
+
+    hf = tmp_path / "hf"
+    snapshot = hf / "models--someorg--tiny-chat" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (hf / "models--someorg--tiny-chat" / "refs").mkdir()
+    (hf / "models--someorg--tiny-chat" / "refs" / "main").write_text("0123abcd")
+    shutil.copyfile(resolve_model("qwen3-tiny-random") / "config.json", snapshot / "config.json")
+    cfg, source = doctor.model_for_estimate(_tiny_planner_config("someorg/tiny-chat"), tmp_path / "work", str(hf))
+    assert source == ("model shapes: someorg/tiny-chat is not downloaded; estimated from its config.json alone "
+                      f"(the Hugging Face cache, {snapshot / 'config.json'}), tokens counted with the Qwen3 "
+                      "tokenizer standing in for its own (not in the cache)")
+    target = doctor.Target("cpu", 8 * GIB, "the CPU")
+    downloaded, line = doctor.model_for_estimate(_tiny_planner_config("qwen3-tiny-random"), tmp_path, str(hf))
+    assert line == f"model shapes: from the model folder {resolve_model('qwen3-tiny-random')}"
+    assert doctor.Planner()(cfg, target) == doctor.Planner()(downloaded, target)
+
+
+def test_an_unfinished_download_gives_its_config_and_tokenizer(tmp_path, lorakit_cache):
+    from lorakit.models import resolve_model
+    from lorakit.models.hub import hub_dir
+
+    cache = tmp_path / "cache"
+    folder = hub_dir("someorg/tiny-chat", "modelscope", cache)
+    folder.mkdir(parents=True)  # config and tokenizer arrived, the weights and the finished marker did not
+    for f in resolve_model("qwen3-tiny-random").iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copyfile(f, folder / f.name)
+    cfg = _tiny_planner_config("someorg/tiny-chat", source="modelscope", cache_dir=str(cache))
+    planned, source = doctor.model_for_estimate(cfg, tmp_path / "work", str(tmp_path / "hf"))
+    assert source == ("model shapes: someorg/tiny-chat is not downloaded; estimated from its config.json alone "
+                      f"(an unfinished `lorakit download` in {folder}), tokens counted with its tokenizer")
+    assert (Path(planned.model.name) / "tokenizer.json").read_bytes() == (folder / "tokenizer.json").read_bytes()
+
+
+def test_a_model_without_known_shapes_says_how_to_get_them(tmp_path):
+    from lorakit.errors import LorakitError
+
+    with pytest.raises(LorakitError) as e:
+        doctor.model_for_estimate(_tiny_planner_config("someorg/unknown", cache_dir=str(tmp_path)), tmp_path,
+                                  str(tmp_path / "hf"))
+    assert str(e.value) == ("model someorg/unknown is not downloaded and lorakit does not know its shapes: run "
+                            "`lorakit download someorg/unknown`, or fetch its config.json alone (`hf download "
+                            "someorg/unknown config.json`) for an estimate before the download")
+    with pytest.raises(LorakitError, match="does not exist"):  # a missing local folder: the usual error
+        doctor.model_for_estimate(_tiny_planner_config(str(tmp_path / "nope")), tmp_path)

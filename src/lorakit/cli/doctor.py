@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -12,13 +13,15 @@ from lorakit.errors import LorakitError
 
 def doctor_command(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Argument(None, help="run config YAML to check for fit; key=value overrides may follow"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="named overrides, as for train: low-memory"),
-    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", metavar="GIB", min=1,
-                                               help="plan for a GPU of this many GiB (e.g. 24) instead of "
-                                               "this machine's device"),
+    config: Annotated[Optional[Path], typer.Argument(
+        help="run config YAML to check for fit; key=value overrides may follow")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="named overrides, as for train: low-memory")] = None,
+    gpu_memory: Annotated[Optional[float], typer.Option(
+        "--gpu-memory", metavar="GIB", min=1,
+        help="plan for a GPU of this many GiB (e.g. 24) instead of this machine's device")] = None,
 ) -> None:
-    """Report torch, GPUs, CPU bf16/AMX and optional engines; with CONFIG, will its training fit."""
+    """Report torch, GPUs, CPU bf16/AMX and optional engines; with CONFIG, will its training fit (before the
+    download too, where the model's shapes are known)."""
     from lorakit import doctor
 
     machine = doctor.inspect_machine()
@@ -38,6 +41,9 @@ def doctor_command(
     cfg = load_config(config, overrides)
     target = doctor.pick_target(cfg, machine, gpu_memory)
     typer.echo(f"lorakit train {config} trains on {target.label}")
-    found = doctor.estimates(cfg, target, doctor.Planner())
+    with tempfile.TemporaryDirectory(prefix="lorakit-doctor-") as work:  # shapes of a model not downloaded
+        cfg, source = doctor.model_for_estimate(cfg, Path(work))
+        typer.echo(source)
+        found = doctor.estimates(cfg, target, doctor.Planner())
     for line in doctor.fit_lines(found, target, machine.engines.get("bitsandbytes") is not None):
         typer.echo(line)

@@ -312,6 +312,20 @@ def export_jsonl(samples: list[dict], path: str | Path) -> None:
     write_text(path, "".join(json.dumps({"input_ids": s["input_ids"], "labels": s["labels"]}) + "\n" for s in samples))
 
 
+def account_line(stats: dict, cfg) -> str:
+    """What the data stage (`cfg`: the DataConfig) kept and dropped, in one line, printed by `lorakit train`:
+    a tutorial's reader counts the records of the file, so the line starts from them."""
+    truncated = stats.get("train_truncated", 0) + stats.get("eval_truncated", 0)
+    no_loss = stats.get("train_dropped_no_loss", 0) + stats.get("eval_dropped_no_loss", 0)
+    duplicates = f"{stats['duplicates_dropped']} exact duplicates dropped" if cfg.dedup else \
+        "duplicates kept (data.dedup false)"
+    cut = f"{truncated} truncated at data.max_length={cfg.max_length}"
+    if no_loss:
+        cut += f" ({no_loss} of them dropped: no answer token left)"
+    return (f"data: {stats['records']} records read, {duplicates}, {cut}; "
+            f"{stats.get('train_samples', 0)} train / {stats.get('eval_samples', 0)} eval samples")
+
+
 def summary_lines(data: PreparedData) -> list[str]:
     """A few human lines about a prepared dataset (printed by `lorakit data prepare`)."""
     st = data.stats

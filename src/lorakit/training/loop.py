@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from lorakit.atomic import atomic_dir, write_json, write_text
 from lorakit.config import RunConfig, config_to_yaml
+from lorakit.data.prepare import account_line
 from lorakit.models import precision
 from lorakit.rundir import claim_run_dir
 from lorakit.training import batching, checkpoint, fused, guards, paths
@@ -148,6 +149,7 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
     if dist.rank == 0:
         checkpoint.remove_stale(run_dir)  # temp folders of saves that were killed; the caller holds the lock
     inputs = resolve_inputs(cfg, dist, device, replay=True)
+    dist.print(account_line(inputs.data.stats, cfg.data))  # as `lorakit data prepare` accounts for it
     if inputs.dtype_note:
         dist.print(inputs.dtype_note)
     # before loading the model: a resume that changes the mathematics is refused here

@@ -8,6 +8,7 @@ import pytest
 
 from lorakit.config import DataConfig
 from lorakit.data import IGNORE, export_jsonl, prepare_splits, tokenize_conversation, load_conversations
+from lorakit.data.prepare import account_line
 from lorakit.errors import LorakitError
 
 
@@ -83,6 +84,12 @@ def test_samples_with_no_answer_left_after_truncation_are_dropped(qwen3_tok, tmp
     data = prepare_splits(DataConfig(path=str(path), max_length=40), qwen3_tok)
     assert len(data.train) == 1
     assert data.stats["train_dropped_no_loss"] == 1 and data.stats["train_truncated"] == 1
+    # the line `lorakit train` prints for it, and with data.dedup off, where nothing was checked
+    assert account_line(data.stats, DataConfig(max_length=40)) == (
+        "data: 2 records read, 0 exact duplicates dropped, 1 truncated at data.max_length=40 "
+        "(1 of them dropped: no answer token left); 1 train / 0 eval samples")
+    assert account_line(data.stats, DataConfig(max_length=40, dedup=False)).startswith(
+        "data: 2 records read, duplicates kept (data.dedup false), 1 truncated")
 
 
 def test_cache_hit_is_instant_and_invalidated_by_content_and_settings(qwen3_tok, tmp_path):

@@ -106,7 +106,12 @@ def test_web_chat_streams_picks_models_and_toggles_thinking(tokenizer, tmp_path)
             browser.open(url + "/")
             options = browser.wait_for("[...document.querySelectorAll('#model option')].map(o => o.value)")
             assert options == ["base-model", "shouty", "thinker"]
+            # the page opens on the first adapter (the fine-tune), and a request goes to it
+            assert browser.js("document.getElementById('model').value") == "shouty"
             browser.js("document.getElementById('max_tokens').value = 30")  # the scripted model's context is 64
+            assert send(browser, "hi") == {"content": "HELLO WORLD", "reasoning": "", "error": ""}
+            browser.js("document.getElementById('reset').click();"
+                       "document.getElementById('model').value = 'base-model'")
             assert send(browser, "hello") == {"content": "Hello 你好 🫠 world. END more words", "reasoning": "",
                                               "error": ""}
             assert tokenizer.decode(model.last_prompt).endswith("<think>\n\n</think>\n\n")  # thinking off
@@ -116,6 +121,8 @@ def test_web_chat_streams_picks_models_and_toggles_thinking(tokenizer, tmp_path)
             assert (reply["content"], reply["reasoning"]) == ("Answer.", "plan the answer")
             prompt = tokenizer.decode(model.last_prompt)
             assert prompt.endswith("<|im_start|>assistant\n") and "hello" in prompt  # history is sent along
+            # listing the models again (as a new API key does) keeps the model chosen
+            assert browser.js("loadModels().then(() => document.getElementById('model').value)") == "thinker"
             browser.js("document.getElementById('max_tokens').value = 9999")
             assert "maximum context length" in send(browser, "too long")["error"]
         finally:
