@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from lorakit.atomic import atomic_dir, write_json, write_text
 from lorakit.config import RunConfig, config_to_yaml
-from lorakit.data.prepare import account_line
+from lorakit.data.prepared import account_line
 from lorakit.models import precision
 from lorakit.rundir import claim_run_dir
 from lorakit.training import batching, checkpoint, fused, guards, paths

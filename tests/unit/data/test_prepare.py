@@ -8,7 +8,7 @@ import pytest
 
 from lorakit.config import DataConfig
 from lorakit.data import IGNORE, export_jsonl, prepare_splits, tokenize_conversation, load_conversations
-from lorakit.data.prepare import account_line
+from lorakit.data.prepared import account_line
 from lorakit.errors import LorakitError
 
 
