@@ -201,9 +201,17 @@ def _json_objects(text: str, path: Path) -> Iterator[Item]:
         return
     for key in ("data", "train", "records", "examples"):
         if isinstance(obj.get(key), list):  # {"data": [...]}: the records live under one key
-            yield from _json_array(text, path, inner=obj[key])
+            yield from _with_file_tools(_json_array(text, path, inner=obj[key]), obj.get("tools"))
             return
     yield f"{path}:1", obj
+
+
+def _with_file_tools(items: Iterator[Item], tools) -> Iterator[Item]:
+    """`{"tools": [...], "data": [...]}`: the file's tools belong to every record that lists none of its own."""
+    for item in items:
+        if tools is not None and not isinstance(item, Problem) and "tools" not in item[1]:
+            item = item[0], {**item[1], "tools": tools}
+        yield item
 
 
 def _json_array(text: str, path: Path, inner: list | None = None) -> Iterator[Item]:
