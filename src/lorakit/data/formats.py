@@ -245,6 +245,7 @@ def _register(items: list, fields: list[str], source: str, problems: list[Proble
     for obj, where in zip(items, fields):
         call = toolkit.read_call(obj, where, source, problems)
         if call is None:
+            tracker.unreadable_call(obj)
             continue
         fwhere = f"{where}.function" if isinstance(obj, dict) and "function" in obj else where
         toolkit.check_call(call[1], call[2], tools, fwhere, source, problems)

@@ -110,11 +110,12 @@ def check_tool_support(tokenizer) -> None:
     Checked once per tokenizer on a probe conversation: the template must read `tools`, render
     differently with them than without, and write the call's function name besides the tool list.
     """
-    if getattr(tokenizer, "_lorakit_tools_ok", False):
+    source = template_source(tokenizer)
+    if getattr(tokenizer, "_lorakit_tools_ok", None) == source:  # the template may be swapped after a check
         return
     name = getattr(tokenizer, "name_or_path", "") or "the model"
     why = None
-    if "tools" not in template_source(tokenizer):
+    if "tools" not in source:
         why = "the template never reads `tools`"
     else:
         try:
@@ -131,7 +132,7 @@ def check_tool_support(tokenizer) -> None:
         raise LorakitError(f"{name}: cannot train on tool conversations: {why}; use a model whose chat "
                            "template renders tools and tool calls (Qwen2.5, Qwen3, Llama 3.1, ...)")
     try:
-        tokenizer._lorakit_tools_ok = True
+        tokenizer._lorakit_tools_ok = source
     except AttributeError:
         pass
 

@@ -211,6 +211,12 @@ class CallTracker:
         self.calls: dict[str, ToolCall] = {}
         self.pending: list[ToolCall] = []
         self.count = 0
+        self.unreadable: set[str] = set()  # ids of calls already reported as bad: their results are not
+
+    def unreadable_call(self, obj: Any) -> None:
+        """A call that could not be read: a result naming its id is not a second problem."""
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            self.unreadable.add(obj["id"])
 
     def add(self, found: list[tuple[str | None, str, dict]], where: list[str], source: str,
             problems: list[Problem]) -> list[ToolCall]:
@@ -235,6 +241,8 @@ class CallTracker:
         """The call a tool result answers (None when the conversation made no call to answer)."""
         if tool_call_id is None:
             return self.pending.pop(0) if self.pending else None
+        if isinstance(tool_call_id, str) and tool_call_id in self.unreadable:
+            return None
         if not isinstance(tool_call_id, str) or tool_call_id not in self.calls:
             known = ", ".join(self.calls) or "none"
             problems.append(Problem(source, f"{where}.tool_call_id",
