@@ -22,6 +22,8 @@ from pathlib import Path
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "tools"
 # test.jsonl is the held-out split; its name makes `--data assets/tools/` read train.jsonl only.
 TRAIN_FILE, TEST_FILE = ASSET_DIR / "train.jsonl", ASSET_DIR / "test.jsonl"
+# SmolLM2's own template cannot render tools; this one adds the Hermes form to it (see the file's header).
+SMOLLM2_TOOLS_TEMPLATE_FILE = ASSET_DIR / "smollm2_tools.jinja"
 
 # Units per kind, as (symbol, singular name, plural name, factor to the kind's base unit).
 UNITS: dict[str, list[tuple[str, str, str, float]]] = {

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from lorakit.data import Conversation, Message, tokenize_conversation
+from lorakit.data.example_tools import SMOLLM2_TOOLS_TEMPLATE_FILE
 from lorakit.data.formats import to_conversation
 from lorakit.data.template import IGNORE, render_with_spans
 from lorakit.data.tools import parse_hermes
@@ -177,3 +178,21 @@ def test_a_template_that_drops_tool_calls_is_refused(qwen3_tok):
                          "'<|im_end|>\\n' }}{%- endfor %}")
     with pytest.raises(LorakitError, match="renders the tool list but not the assistant's tool_calls"):
         tokenize_conversation(tok, read(SINGLE))
+
+
+def test_smollm2_tools_template_keeps_smollm2_format_and_renders_tools(smol_tok):
+    """lorakit's proposed tool template for SmolLM2: SmolLM2's own text without tools, Hermes calls with them."""
+    tok = copy.deepcopy(smol_tok)
+    tok.chat_template = SMOLLM2_TOOLS_TEMPLATE_FILE.read_text(encoding="utf-8")
+    for messages in (NO_CALL, [{"role": "system", "content": "Be brief."}, *NO_CALL]):
+        for prompt in (False, True):
+            assert (tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+                    == smol_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt))
+    conv = read(MULTI)
+    out = tokenize_conversation(tok, conv)
+    assert out["input_ids"] == reference_ids(tok, MULTI)
+    text, spans = render_with_spans(tok, conv)
+    assert [text[a:b] for a, b in spans] == [
+        hermes("lookup_element", {"element": "iron"}) + "\n" + hermes("lookup_element", {"element": "copper"})
+        + "<|im_end|>", "Now the sum.\n" + hermes("calculate", {"expression": "55.845 + 63.546"}) + "<|im_end|>",
+        "Together 119.391.<|im_end|>"]
