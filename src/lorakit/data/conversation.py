@@ -28,7 +28,8 @@ class Message:
     """One turn: `role` is one of ROLES; `reasoning` is the assistant's thinking, kept apart from `content`.
 
     An assistant turn may carry `tool_calls` (its `content` may then be empty); a tool turn carries the
-    result in `content` and, when known, the `tool_call_id` and function `name` of the call it answers.
+    result in `content`, the `tool_call_id` of the call it answers (when the conversation made one) and
+    the function `name` when the record gives it.
     """
 
     role: str

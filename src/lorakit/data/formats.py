@@ -72,7 +72,7 @@ def to_conversation(record: dict, source: str, fmt: str, system: str | None = No
     """Convert one record of schema `fmt` into a Conversation, or raise RecordError listing every problem."""
     problems: list[Problem] = []
     tools: list[dict] | None = []
-    if record.get("tools") not in (None, "", [], "[]"):
+    if not _absent(record.get("tools")):
         tools = toolkit.read_tools(record["tools"], "tools", source, problems)
     convert = {"alpaca": _alpaca, "sharegpt": _sharegpt, "messages": _messages,
                "prompt_completion": _prompt_completion}[fmt]
@@ -86,6 +86,15 @@ def to_conversation(record: dict, source: str, fmt: str, system: str | None = No
     if system and messages[0].role != "system":
         messages.insert(0, Message("system", system))
     return Conversation(messages, source, tools or [])
+
+
+def _absent(value: Any) -> bool:
+    """No value: missing, null, an empty list, or (in a table cell) empty text or `[]`."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip() in ("", "[]")
+    return isinstance(value, (list, tuple)) and not value
 
 
 def _as_list(value: Any, field: str, source: str, problems: list[Problem]) -> list | None:
@@ -229,7 +238,7 @@ def _turns(items: list, field: str, role_key: str, content_key: str, source: str
 def _calls_of(turn: dict, where: str, source: str, problems: list[Problem], tools: list[dict] | None,
               tracker: toolkit.CallTracker) -> list | None:
     """An OpenAI assistant turn's `tool_calls` (or legacy `function_call`); None when it makes no call."""
-    if turn.get("tool_calls") not in (None, []):
+    if not _absent(turn.get("tool_calls")):
         items = _as_list(turn["tool_calls"], f"{where}.tool_calls", source, problems)
         fields = [f"{where}.tool_calls[{k}]" for k in range(len(items or []))]
     elif isinstance(turn.get("function_call"), dict):
@@ -297,9 +306,9 @@ def _result(tool_call_id, name, content: str, where: str, source: str, problems:
     if name is not None and not isinstance(name, str):
         problems.append(Problem(source, f"{where}.name", f"expected a string, found {_type(name)}"))
         name = None
-    if call is None:
-        return Message("tool", content, name=name)
-    return Message("tool", content, tool_call_id=call.id, name=name or call.name)
+    # `name` stays as the record wrote it (OpenAI's tool turns have none): a template that renders it
+    # must get what the data says; the call it answers is known through tool_call_id anyway.
+    return Message("tool", content, tool_call_id=call.id if call else None, name=name)
 
 
 def _sharegpt(record: dict, source: str, problems: list[Problem], tools: list[dict] | None) -> list[Message]:

@@ -362,5 +362,19 @@ def _rows(ds, name: str) -> Iterator[Item]:
 
 
 def _drop_nulls(rec: dict) -> dict:
-    # Tables pad absent values with null; treat them as missing keys, as in JSON.
-    return {k: v for k, v in rec.items() if v is not None}
+    """Tables pad absent values with null; treat them as missing keys, as in JSON.
+
+    Nested too: Arrow gives every struct in a column the union of all their keys, so a `lookup` call's
+    arguments would come back as {"element": "iron", "expression": null, ...} and a tool schema with
+    every other tool's properties as nulls. (An argument that really is null is lost with them; tables
+    that keep arguments and tools as JSON text, as most do, keep it.)
+    """
+    return {k: _without_nulls(v) for k, v in rec.items() if v is not None}
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
