@@ -94,7 +94,7 @@ LOOKUP_FIELDS = {
     "atomic_number": ("What is the atomic number of {n}?", "The atomic number of {n} is {x}."),
     "atomic_mass": ("What is the atomic mass of {n}?", "The atomic mass of {n} is {x}."),
     "symbol": ("What is the chemical symbol for {n}?", "The chemical symbol for {n} is {x}."),
-    "category": ("What kind of element is {n}?", "{N} is a {x}."),
+    "category": ("What kind of element is {n}?", "{N} is {a} {x}."),
 }
 
 
@@ -169,7 +169,8 @@ def _single(rng: random.Random) -> list[dict]:
     question, answer = LOOKUP_FIELDS[field]
     b = _Builder(question.format(n=name))
     (r,) = b.calls(("lookup_element", {"element": name}))
-    return b.answer(answer.format(n=name, N=name.capitalize(), x=r[field]))
+    article = "an" if str(r[field])[0] in "aeiou" else "a"
+    return b.answer(answer.format(n=name, N=name.capitalize(), x=r[field], a=article))
 
 
 def _parallel(rng: random.Random) -> list[dict]:
