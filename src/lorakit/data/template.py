@@ -111,6 +111,9 @@ def check_tool_support(tokenizer) -> None:
     differently with them than without, and write the call's function name besides the tool list.
     """
     source = template_source(tokenizer)
+    named = getattr(tokenizer, "chat_template", None)
+    if isinstance(named, dict) and named.get("tool_use"):
+        source = named["tool_use"]  # transformers renders with this one whenever tools are passed
     if getattr(tokenizer, "_lorakit_tools_ok", None) == source:  # the template may be swapped after a check
         return
     name = getattr(tokenizer, "name_or_path", "") or "the model"
