@@ -76,10 +76,14 @@ def reference_ids(tok, messages, tools=TOOLS, **kw):
     return list(out["input_ids"] if hasattr(out, "keys") else out)
 
 
-@pytest.mark.parametrize("messages", [SINGLE, MULTI, NO_CALL], ids=["single", "parallel+multi-step", "no-call"])
+@pytest.mark.parametrize("messages", [SINGLE, MULTI, NO_CALL, SINGLE[:2]],
+                         ids=["single", "parallel+multi-step", "no-call", "ends-with-a-call"])
 def test_tokens_equal_apply_chat_template_with_tools(tok, messages):
     out = tokenize_conversation(tok, read(messages))
     assert out["input_ids"] == reference_ids(tok, messages)
+    if messages[-1] is SINGLE[1]:  # ends with the call: only it is trained
+        trained = tok.decode([i for i, l in zip(out["input_ids"], out["labels"]) if l != IGNORE])
+        assert trained == hermes("lookup_element", {"element": "iron"}) + "<|im_end|>"
 
 
 def test_arguments_given_as_json_text_render_as_the_object(qwen25_tok):
