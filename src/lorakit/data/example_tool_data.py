@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from lorakit.atomic import write_text
 from lorakit.data.example_tools import ASSET_DIR, TOOLS, UNIT_NAMES, UNITS, call_tool, elements
@@ -141,7 +141,7 @@ def _convert(rng: random.Random, kind: str | None = None) -> tuple[str, tuple[st
     """(question, call, answer given the result) of one conversion."""
     v, f, t = _quantity(rng, kind)
     q = rng.choice(CONVERT_QUESTIONS).format(v=v, f=f, t=t, F=_unit(f, v), T=_unit(t, 2))
-    say = lambda r: f"{v} {_unit(f, v)} is {r['value']} {_unit(t, r['value'])}"  # noqa: E731
+    say = lambda r: f"{v} {_unit(f, v)} is {r['value']} {_unit(t, r['value'])}"
     return q, ("convert_units", {"value": v, "from_unit": f, "to_unit": t}), say
 
 

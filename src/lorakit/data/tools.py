@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lorakit.data.conversation import Problem, ToolCall
 
@@ -278,7 +279,7 @@ def parse_hermes(text: str, make_id: Callable[[int], str] = call_id) -> tuple[st
     if first < 0:
         return text, []
     content = text[:first]
-    content = content[:-1] if content.endswith("\n") else content  # the template's separator, not content
+    content = content.removesuffix("\n")  # the template's separator, not content
     calls, pos = [], first
     for match in _HERMES_BLOCK.finditer(text, first):
         if text[pos:match.start()].strip():

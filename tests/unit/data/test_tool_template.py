@@ -10,6 +10,7 @@ import copy
 import json
 
 import pytest
+from qwen25_template import QWEN25_STYLE_TEMPLATE
 
 from lorakit.data import Conversation, Message, tokenize_conversation
 from lorakit.data.example_tools import SMOLLM2_TOOLS_TEMPLATE_FILE
@@ -17,8 +18,6 @@ from lorakit.data.formats import to_conversation
 from lorakit.data.template import IGNORE, render_with_spans
 from lorakit.data.tools import parse_hermes
 from lorakit.errors import LorakitError
-
-from qwen25_template import QWEN25_STYLE_TEMPLATE
 
 TOOLS = [
     {"type": "function", "function": {"name": "lookup_element", "description": "Look up an element.",
