@@ -1,9 +1,10 @@
 // Run GGUFs in llama.cpp (node-llama-cpp's prebuilt libllama) for lorakit's export tests.
-// stdin: {"model": path, "prompt": text, "max_tokens": n, "messages": [...]}, or a list of them (one node
-//        start, one llama.cpp load, for many models)
+// stdin: {"model": path, "prompt": text, "max_tokens": n, "messages": [...], "top_probs": k (optional)}, or a
+//        list of them (one node start, one llama.cpp load, for many models)
 // stdout: per request {"prompt_tokens": llama.cpp's tokenization of prompt, "tokens": greedy continuation
 //          (stops at end-of-generation), "template": the chat template llama.cpp read, "rendered": it
-//          rendered}; a list when the request was a list
+//          rendered, with top_probs: "top_probs": per generated step, the k likeliest [token, probability]
+//          of llama.cpp's full softmax}; a list when the request was a list
 import {readFileSync} from "node:fs";
 import {getLlama, LlamaLogLevel} from "node-llama-cpp";
 import {Template} from "@huggingface/jinja";
@@ -14,9 +15,13 @@ async function run(llama, req) {
   const sequence = context.getSequence();
 
   const promptTokens = Array.from(model.tokenize(req.prompt, true));
-  const tokens = [];
+  const tokens = [], topProbs = [];
+  const k = req.top_probs ?? 0;
   if (req.max_tokens > 0) {
-    for await (const token of sequence.evaluate(promptTokens, {temperature: 0})) {
+    // greedy; with temperature 0 the probabilities reported are the plain softmax of the logits
+    const steps = sequence.evaluateWithMetadata(promptTokens, {probabilities: k > 0}, {temperature: 0});
+    for await (const {token, probabilities} of steps) {
+      if (k > 0) topProbs.push([...probabilities.entries()].sort((a, b) => b[1] - a[1]).slice(0, k));
       if (model.isEogToken(token)) break;
       tokens.push(token);
       if (tokens.length >= req.max_tokens) break;
@@ -29,7 +34,7 @@ async function run(llama, req) {
   });
   await context.dispose();
   await model.dispose();
-  return {prompt_tokens: promptTokens, tokens, template, rendered};
+  return {prompt_tokens: promptTokens, tokens, template, rendered, ...(k > 0 ? {top_probs: topProbs} : {})};
 }
 
 const req = JSON.parse(readFileSync(0, "utf8"));
