@@ -120,7 +120,7 @@ def runs(tmp_path_factory, lorakit_cache):
 def _probabilities(model, ids: list[int], path: list[int]) -> torch.Tensor:
     """lorakit's next-token distribution at each step of llama.cpp's own continuation (one forward)."""
     with torch.no_grad():
-        logits = model(torch.tensor([ids + path])).logits[0, len(ids) - 1:]
+        logits = model(torch.tensor([ids + path]), logits_to_keep=len(path) + 1).logits[0]
     return logits.double().softmax(-1)
 
 
@@ -131,7 +131,7 @@ def _greedy(model, ids: list[int], stops: set[int]) -> tuple[list[int], list[flo
     hook = model.get_output_embeddings().register_forward_hook(lambda m, i, out: head.update(logits=out))
     with torch.no_grad():
         for _ in range(MAX_TOKENS):
-            logits = model(torch.tensor([ids + tokens])).logits[0, -1]
+            logits = model(torch.tensor([ids + tokens]), logits_to_keep=1).logits[0, -1]
             top2 = head["logits"][0, -1].topk(2).values
             margins.append(float(top2[0] - top2[1]))
             token = int(logits.argmax())
