@@ -102,6 +102,16 @@ class TrainConfig(Section):
         "instead of batch_size samples (same gradient, fewer launches); auto = sized to free GPU memory on "
         "CUDA; on CPU batch_size samples per forward, split where the row would pass 128 tokens per sample "
         "(bounds peak memory); null = batch_size samples, no cap")
+    attention: Literal["auto", "packed", "fallback"] = Field(
+        "auto", description="training attention: packed = lorakit's, over packed rows (refused for a model whose "
+        "attention it does not compute); fallback = transformers' own over padded batches; auto = packed where "
+        "the model allows and train.packing is on, else fallback")
+    packed_attention: Literal["auto", "per_sample", "whole_row"] = Field(
+        "auto", description="how packed attention runs a row: one causal call per sample, or one masked call for "
+        "the whole row; auto = per_sample on CPU, whole_row on GPU; same results either way")
+    fused: Literal["auto", "on", "off"] = Field(
+        "auto", description="lorakit's fused LoRA, SwiGLU and RMSNorm training forwards (which also let frozen "
+        "weights stay in bf16 where bf16 is emulated); auto = on for CPU; off = peft's and transformers' own")
     gradient_checkpointing: Union[bool, Literal["auto"]] = Field(False, description="recompute activations to save memory")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast dtype; auto = bf16 where supported")
     threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
@@ -125,6 +135,14 @@ class TrainConfig(Section):
     precompute_ref_logps: bool = Field(False, description="dpo: compute the reference log-probs of every pair once "
                                        "before training (cached in the run folder; resume reuses them) instead "
                                        "of a reference forward per step")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fused_on_off(cls, data: Any) -> Any:
+        # YAML 1.1 reads an unquoted `fused: on` / `off` in a config file as a boolean
+        if isinstance(data, dict) and isinstance(data.get("fused"), bool):
+            data = {**data, "fused": "on" if data["fused"] else "off"}
+        return data
 
 
 class TrackingConfig(Section):

@@ -26,7 +26,7 @@ from lorakit.config import RunConfig, config_to_yaml
 from lorakit.data.prepared import account_line
 from lorakit.models import precision
 from lorakit.rundir import claim_run_dir
-from lorakit.training import batching, checkpoint, fused, guards, paths
+from lorakit.training import batching, checkpoint, fastpaths, fused, guards
 from lorakit.training import resume as resume_rules
 from lorakit.training.distributed import Distributed, LossModule, pick_device
 from lorakit.training.loss import evaluate_loss, perplexity
@@ -88,6 +88,7 @@ class Setup:
     state: TrainState
     start_step: int
     last_good: str | None = None  # the newest checkpoint this run resumed from or saved
+    paths: fastpaths.Paths | None = None  # the attention and fused forwards this run takes
 
     @property
     def data(self):
@@ -167,10 +168,11 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = attach_lora(model, cfg.lora)
-    chosen = paths.choose(model, t.packing)  # fast paths by what the model computes, else transformers' own
-    frozen = paths.apply(model, chosen, inputs.use_fused)
+    # fast paths by the config and what the model computes, else transformers' own; chosen once, here
+    chosen = fastpaths.choose(model, t.packing, t.attention, t.packed_attention)
+    frozen = fastpaths.apply(model, chosen, inputs.use_fused)
     dist.print(chosen.line())
-    run_cfg = cfg  # as the steps run it: transformers' attention takes padded batches (paths.py says why)
+    run_cfg = cfg  # as the steps run it: transformers' attention takes padded batches (fastpaths.py says why)
     if t.packing and not chosen.packing:
         t = t.model_copy(update={"packing": False, "share_prefix": False})
         run_cfg = cfg.model_copy(update={"train": t})
@@ -203,7 +205,7 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
                f"{len(inputs.data.train)} samples, {inputs.n_steps} steps")
     return Setup(run_cfg, dist, inputs, run_dir, model, loss_of, params, optimizer, scheduler,
                  precision.autocast(t.precision, device), budget, batching.pad_token_id(inputs.tokenizer), state,
-                 state.step, str(ckpt) if ckpt else None)
+                 state.step, str(ckpt) if ckpt else None, chosen)
 
 
 def run_steps(s: Setup) -> None:
@@ -359,6 +361,8 @@ def _write_outputs(s: Setup, full: dict | None) -> None:
         "best_checkpoint": checkpoint.existing_best(s.state.as_dict(), s.state.step, s.run_dir),
         "data": s.data.stats,
         "trained_with": {k: v for k, v in (s.state.trained_with or {}).items() if k != "config"},
+        "fast_paths": {**s.paths.record(s.device), "weight_dtype": s.inputs.weight_dtype,
+                       "compute_dtype": s.inputs.compute_dtype} if s.paths else None,
         "resumes": s.state.resumes,
         "final_train_loss": losses[-1] if losses else None,
     })

@@ -248,7 +248,7 @@ def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast,
     model = model if isinstance(model, LossModule) else LossModule(model)
     if not _runs_packed_attention(model.model):
         # transformers' own attention masks packed rows correctly only in some models (see
-        # lorakit.training.paths): padded batches are exact in all of them
+        # lorakit.training.fastpaths): padded batches are exact in all of them
         packing, share_prefix = False, False
     was_training = model.training
     model.eval()

@@ -179,11 +179,16 @@ def resolve_inputs(cfg, dist, device: str, replay: bool = False) -> Inputs:
     With `replay`, data.replay's base-model answers are added (generated on first use): training
     needs them; a plan does not generate.
     """
+    from lorakit import settings
     from lorakit.data import prepare_splits
     from lorakit.models import cache_root, load_tokenizer, precision, resolve_model
     from lorakit.training import fused
     from lorakit.training.tracking import check_backends
 
+    settings.refuse_retired()
+    t = cfg.train
+    sharded = t.fsdp and dist.world > 1
+    _check_fast_paths(t, sharded)
     check_backends(cfg.tracking)
     if cfg.model.quantize != "none" and not device.startswith("cuda"):
         raise LorakitError(f"model.quantize: {cfg.model.quantize} (QLoRA) needs a CUDA GPU; "
@@ -201,13 +206,23 @@ def resolve_inputs(cfg, dist, device: str, replay: bool = False) -> Inputs:
 
         data = add_replay(cfg, data, model_path, tokenizer, device, cache_root(cfg.model.cache_dir) / "replay")
 
-    t = cfg.train
     samples_per_step = t.batch_size * t.grad_accum * dist.world
     n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)
-    use_fused = fused.enabled(device) and not (t.fsdp and dist.world > 1)  # sharded: one dtype, peft's forwards
+    use_fused = fused.enabled(t.fused, device) and not sharded  # sharded: one dtype, peft's forwards
     weight_dtype, upcast, dtype_note = precision.training_weights(cfg.model.dtype, device, t.precision, use_fused)
     return Inputs(device, model_path, tokenizer, data, samples_per_step, n_steps, use_fused, weight_dtype,
                   upcast, dtype_note)
+
+
+def _check_fast_paths(t, sharded: bool) -> None:
+    """Fast-path settings that cannot run as asked, refused before anything loads (a model whose attention
+    packed attention does not compute is refused once loaded: fastpaths.choose)."""
+    if t.attention == "packed" and not t.packing:
+        raise LorakitError("train.attention: packed needs train.packing=true (packed attention runs over packed "
+                           "rows); set train.attention=auto or fallback")
+    if t.fused == "on" and sharded:
+        raise LorakitError("train.fused: on cannot run sharded (train.fsdp with several processes keeps one "
+                           "dtype and peft's forwards); set train.fused=auto or off")
 
 
 def plan_run(cfg, dist=None) -> Plan:
