@@ -47,7 +47,7 @@ class Unpaired:
 
 def record_kind(record: dict) -> str | None:
     """"pair" or "unpaired" when a record is in a preference form, else None (an SFT record)."""
-    if "chosen" in record and "rejected" in record:
+    if "chosen" in record or "rejected" in record:  # one side missing is a broken pair, named as such
         return "pair"
     if "completion" in record and "label" in record:
         return "unpaired"
@@ -69,7 +69,7 @@ def _side(record: dict, key: str, source: str, problems: list[Problem]) -> list[
     if isinstance(value, dict):
         value = [value]
     if _is_messages(value):
-        return formats._turns(list(value), key, "role", "content", source, problems)
+        return formats._turns(list(value), key, "role", "content", source, problems, None)
     text = formats._text(record, key, key, source, problems, required=True)
     return None if text is None else [Message(role, text)]
 
@@ -79,7 +79,7 @@ def to_preference(record: dict, source: str, system: str | None = None) -> Prefe
     problems: list[Problem] = []
     prompt: list[Message] | None = []
     if "conversations" in record:  # LLaMA-Factory's ShareGPT pairs
-        prompt = formats._sharegpt(record, source, problems)
+        prompt = formats._sharegpt(record, source, problems, None)
     elif "prompt" in record:
         prompt = _side(record, "prompt", source, problems)
         sys_text = formats._text(record, "system", "system", source, problems, required=False)
@@ -90,6 +90,8 @@ def to_preference(record: dict, source: str, system: str | None = None) -> Prefe
         raise RecordError(problems or [Problem(source, "", "unreadable pair")])
     if not prompt:  # UltraFeedback: both sides are whole conversations; the prompt is what they share
         prompt, chosen, rejected = _split_shared(chosen, rejected, source, problems)
+        if problems:
+            raise RecordError(problems)
     pair = Preference(prompt, chosen, rejected, source)
     _check_pair(pair, problems)
     if problems:

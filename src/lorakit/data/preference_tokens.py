@@ -21,7 +21,7 @@ from lorakit.atomic import atomic_dir, write_json
 from lorakit.data.conversation import Conversation
 from lorakit.data.preference import Preference, load_preferences
 from lorakit.data.prepared import PreparedData, _check_weights, _paths, _plan, tokenizer_fingerprint
-from lorakit.data.template import _render, encode_with_offsets, template_messages, uses_thinking
+from lorakit.data.template import encode_with_offsets, render_messages, template_messages, uses_thinking
 from lorakit.errors import LorakitError
 
 TRUNCATION_RULE = ("prompt kept whole, each completion cut from the right to fit data.max_length (TRL's "
@@ -30,7 +30,7 @@ CACHE_VERSION = 1
 
 
 def _ids(tokenizer, conv: Conversation, think: bool, generation_prompt: bool) -> list[int]:
-    text = _render(tokenizer, template_messages(tokenizer, conv, think), think, generation_prompt, conv.source)
+    text = render_messages(tokenizer, template_messages(tokenizer, conv, think), think, generation_prompt, conv.source)
     return encode_with_offsets(tokenizer, text)[0]
 
 

@@ -33,6 +33,7 @@ class Objective:
 
     name: str = ""
     data_kind: str = "conversations"  # what the data stage reads: conversations | pairs | unpaired | prompts
+    unit: str = "samples"  # what one unit is called in messages ("pairs", ...)
 
     def __init__(self, cfg):
         self.cfg = cfg  # the RunConfig as the steps run it
@@ -45,6 +46,10 @@ class Objective:
     def unit_tokens(self, unit: dict) -> int:
         """Tokens one unit puts through the model (the plan's memory estimate sizes forwards with it)."""
         return len(unit["input_ids"])
+
+    def unit_supervised(self, unit: dict) -> int:
+        """Tokens of one unit that carry loss (the plan reports them)."""
+        return sum(1 for x in unit["labels"] if x != -100)
 
     # -- a step ----------------------------------------------------------------------------------------
     def micro_batches(self, units: Sequence[dict], pad_id: int, budget, world: int) -> list[dict]:

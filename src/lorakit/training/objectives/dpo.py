@@ -64,6 +64,7 @@ def sequence_logps(logp: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch
 class DPO(Objective):
     name = "dpo"
     data_kind = "pairs"
+    unit = "pairs"
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -77,6 +78,9 @@ class DPO(Objective):
 
     def unit_tokens(self, unit: dict) -> int:
         return len(unit["prompt"]) * 2 + len(unit["chosen"]) + len(unit["rejected"])
+
+    def unit_supervised(self, unit: dict) -> int:
+        return len(unit["chosen"]) + len(unit["rejected"])
 
     def micro_batches(self, units: Sequence[dict], pad_id: int, budget, world: int) -> list[dict]:
         t = self.cfg.train
