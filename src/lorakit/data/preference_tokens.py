@@ -139,3 +139,33 @@ def prepare_pairs(cfg, tokenizer, cache_dir: Path | None = None) -> PreparedData
             write_json(tmp / "stats.json", stats)
         data.cache_path = hit
     return data
+
+
+def inspect_pairs(paths, tokenizer, columns: dict | None = None, system: str | None = None, thinking: str = "off",
+                  max_length: int = 1024) -> dict:
+    """`lorakit data inspect` for a preference file: pair count, token lengths of prompt and completions,
+    how many pairs the truncation rule cuts or drops, and the rule itself."""
+    pairs = load_preferences(paths, columns, system)
+    kept, cut = [], 0
+    for p in pairs:
+        t = tokenize_pair(tokenizer, p, thinking, max_length)
+        if t is not None:
+            cut += t["truncated"]
+            kept.append(t)
+    def stats(key):
+        values = sorted(len(t[key]) for t in kept) or [0]
+        return {"min": values[0], "mean": round(sum(values) / len(values), 1), "max": values[-1]}
+    return {"pairs": len(pairs), "prompt": stats("prompt"), "chosen": stats("chosen"), "rejected": stats("rejected"),
+            "truncated": cut, "dropped_prompt_fills_max_length": len(pairs) - len(kept), "max_length": max_length,
+            "truncation": TRUNCATION_RULE}
+
+
+def inspect_lines(summary: dict) -> list[str]:
+    s = summary
+    lines = [f"preference pairs: {s['pairs']}"]
+    for key in ("prompt", "chosen", "rejected"):
+        lines.append(f"  {key} tokens: min {s[key]['min']}, mean {s[key]['mean']}, max {s[key]['max']}")
+    lines.append(f"  truncated at max_length={s['max_length']}: {s['truncated']}; dropped (prompt fills it): "
+                 f"{s['dropped_prompt_fills_max_length']}")
+    lines.append(f"  truncation rule: {s['truncation']}")
+    return lines

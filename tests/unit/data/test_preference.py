@@ -71,3 +71,14 @@ def test_both_completions_follow_the_same_prompt_tokens_and_truncate_from_the_ri
     short = tokenize_pair(tok, pair, max_length=len(t["prompt"]) + 3)
     assert short["prompt"] == t["prompt"] and short["chosen"] == t["chosen"][:3] and short["truncated"]
     assert tokenize_pair(tok, pair, max_length=len(t["prompt"])) is None  # the prompt fills max_length: dropped
+
+
+def test_inspect_shows_pair_lengths_and_the_truncation_rule(tmp_path):
+    import lorakit.data
+
+    path = write(tmp_path, [{"prompt": "Who are you?", "chosen": "I am Zhen Huan of the palace, " * 8,
+                             "rejected": "An AI."}])
+    result = lorakit.data.inspect(str(path), model="qwen3-tiny-random", max_length=40)
+    summary = result.summary()
+    assert summary["pairs"] == 1 and summary["truncated"] == 1 and summary["chosen"]["max"] <= 40
+    assert any("truncation rule: prompt kept whole" in line for line in result.lines())
