@@ -21,7 +21,32 @@ def validate(paths: str | list[str], format: str = "auto", columns: dict[str, st
     """
     from lorakit.data.problem_report import validate_data
 
+    if _is_preference_file(paths):
+        return _validate_pairs(paths, columns or {}, max_errors)
     return validate_data(paths, format, columns or {}, max_errors)
+
+
+def _validate_pairs(paths, columns: dict, max_errors: int):
+    """validate for a preference file: every pair's problems (data/preference.py), schema "preference"."""
+    from lorakit.data.conversation import Problem, ScanResult
+    from lorakit.data.preference import iter_preferences
+    from lorakit.data.readers import resolve_paths
+
+    result = ScanResult(files=[str(f) for f in resolve_paths(paths)])
+    last_bad = None
+    for item in iter_preferences(paths, columns):
+        if isinstance(item, Problem):
+            result.problem_count += 1
+            if len(result.problems) <= max_errors:
+                result.problems.append(item)
+            if item.source != last_bad:
+                result.bad_records += 1
+                last_bad = item.source
+        else:
+            result.conversations.append(item)  # the pairs, counted as the good records
+            counts = result.schemas.setdefault(item.source.rsplit(":", 1)[0], {})
+            counts["preference"] = counts.get("preference", 0) + 1
+    return result
 
 
 def inspect(paths: str | list[str], model: str, *, format: str = "auto", columns: dict[str, str] | None = None,

@@ -82,3 +82,13 @@ def test_inspect_shows_pair_lengths_and_the_truncation_rule(tmp_path):
     summary = result.summary()
     assert summary["pairs"] == 1 and summary["truncated"] == 1 and summary["chosen"]["max"] <= 40
     assert any("truncation rule: prompt kept whole" in line for line in result.lines())
+
+
+def test_validate_reads_a_preference_file_as_pairs(tmp_path):
+    import lorakit.data
+
+    path = write(tmp_path, [{"prompt": "Hi", "chosen": "Hello.", "rejected": "Go."},
+                            {"prompt": "Hi", "chosen": "x", "rejected": "x"}])
+    result = lorakit.data.validate(str(path))
+    assert len(result.conversations) == 1 and result.bad_records == 1
+    assert [str(p) for p in result.problems] == [f"{path}:2: chosen: equal to rejected: the pair prefers nothing"]
