@@ -10,7 +10,8 @@ Model: SmolLM2-135M-Instruct (lorakit's built-in `smollm2-135m-instruct`), fp32 
 both sides, LoRA r 8 / alpha 16 on the seven projections, lr 5e-6, beta 0.1, sigmoid loss, 4 pairs per
 optimizer step, one epoch, seed 42. Reference = the base with the adapter off on both sides.
 
-Methods, each in its own subprocess (so peak memory is its own):
+Methods, each in its own subprocess (so peak memory is its own), one after the other, or with
+--parallel all at once (on a machine others are using, so that every method sees the same load):
   trl       DPOTrainer, per_device_train_batch_size 4, gradient checkpointing off (faster on CPU),
             reference forward per step. padding_free is switched off by TRL 1.16 itself (it says the
             feature is "temporarily unavailable"), so batches are padded.
@@ -152,18 +153,29 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--child", choices=METHODS)
+    ap.add_argument("--parallel", action="store_true", help="run the methods at the same time (a shared machine)")
     args = ap.parse_args()
     if args.child:
         child(args.child, args)
         return
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOKENIZERS_PARALLELISM": "false"}
+    methods = args.methods.split(",")
+    cmds = {m: [sys.executable, __file__, "--child", m, "--pairs", str(args.pairs), "--threads", str(args.threads)]
+            for m in methods}
+    if args.parallel:  # all at once: on a shared machine every method then sees the same load
+        procs = {m: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for m, c in cmds.items()}
+        outputs = {m: p.communicate() for m, p in procs.items()}
     results = []
-    for method in args.methods.split(","):
-        cmd = [sys.executable, __file__, "--child", method, "--pairs", str(args.pairs), "--threads", str(args.threads)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    for method in methods:
+        if args.parallel:
+            stdout, stderr = outputs[method]
+        else:
+            proc = subprocess.run(cmds[method], capture_output=True, text=True, env=env)
+            stdout, stderr = proc.stdout, proc.stderr
+        line = next((x for x in stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
-            sys.exit(f"{method} failed:\n{proc.stderr[-3000:]}")
+            sys.exit(f"{method} failed:\n{stderr[-3000:]}")
         results.append(json.loads(line[7:]))
         r = results[-1]
         print(f"{method:12s} {r['tokens_per_s']:8.1f} tokens/s  {r['seconds']:7.1f} s  peak {r['peak_mb']:7.0f} MB  "

@@ -140,3 +140,19 @@ def test_bad_pairs_and_mismatched_methods_are_refused_in_one_line(tmp_path, data
     proc = lorakit("train", dpo_config(tmp_path, "r9", second), check=False)  # and through the CLI: one line
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert f"{second}:1: chosen: empty" in proc.stderr and not (tmp_path / "r9").exists()
+
+
+@pytest.mark.parametrize("overrides", [pytest.param([], id="data-parallel"),
+                                       pytest.param(["train.fsdp=true"], id="fsdp", marks=pytest.mark.slow)])
+def test_two_processes_match_one(tmp_path, data, overrides):
+    """The reference pass (adapter off) and the pair-mean loss under torchrun: data parallel and FSDP."""
+    steps = dict(max_steps=2, save_steps=100, batch_size=1)
+    train(dpo_config(tmp_path, "single", data, grad_accum=4, **steps))
+    cfg = dpo_config(tmp_path, "ddp", data, grad_accum=2, **steps)
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "lorakit", "train", str(cfg),
+                           *overrides], capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_file(str(tmp_path / "single" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
