@@ -102,6 +102,11 @@ def _tokenized(pairs: list[Preference], tokenizer, cfg, stats: dict, prefix: str
 def prepare_pairs(cfg, tokenizer, cache_dir: Path | None = None) -> PreparedData:
     """As prepare_splits for preference pairs: read, deduplicate, split (data.eval_split / eval_path, seed,
     max_samples, weights), tokenize; cached by content like SFT data. train/eval hold pair dicts."""
+    if cfg.format != "auto":
+        raise LorakitError(f"data.format: {cfg.format} names an SFT schema; preference pairs are read in any of "
+                           "their forms with data.format auto")
+    if cfg.train_on != "all":
+        raise LorakitError("data.train_on: a pair trains on its completions only; leave data.train_on all")
     key = pair_cache_key(cfg, tokenizer) if cache_dir is not None else None
     hit = Path(cache_dir) / key if key else None
     if hit is not None and (hit / "stats.json").is_file():
