@@ -67,6 +67,7 @@ def sequence_sums(loss_of, batch: dict, n: int) -> torch.Tensor:
 class KTO(Objective):
     name = "kto"
     data_kind = "unpaired"
+    unit = "answers"
 
     def prepare(self, data_cfg, tokenizer, cache_dir):
         from lorakit.training.objectives.kto_data import prepare_unpaired
@@ -75,6 +76,9 @@ class KTO(Objective):
 
     def unit_tokens(self, unit: dict) -> int:
         return 2 * (len(unit["prompt"]) + len(unit["completion"]))  # the answer and its KL sequence
+
+    def unit_supervised(self, unit: dict) -> int:
+        return len(unit["completion"])
 
     def micro_batches(self, units: Sequence[dict], pad_id: int, budget, world: int) -> list[dict]:
         # one micro-batch = one KL group of train.batch_size answers (never split: z is a mean over it)
