@@ -58,3 +58,18 @@ def test_batch_times_accumulation_invariance(tmp_path, method="orpo"):
     wa, wb = (load_file(str(r / "adapter" / "adapter_model.safetensors")) for r in (a, b))
     worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
     assert worst <= 1e-6, worst
+
+
+def test_eval_of_a_preference_run_scores_its_held_out_pairs(tmp_path):
+    """`lorakit eval` of a DPO run: held-out loss on the chosen answers of its held-out pairs, preference
+    accuracy and margins of base and tuned, side-by-side prompts from those pairs."""
+    import lorakit
+
+    run = train(config(tmp_path, "dpo", method="dpo", max_steps=2, eval_steps=None))
+    result = lorakit.evaluate(run, max_new_tokens=4, max_prompts=2)
+    pref = result["preference"]
+    assert pref["pairs"] == 4 and {"accuracy", "margin"} <= pref["finetuned"].keys()
+    assert pref["rewards"]["margin"] != 0  # two DPO steps moved the answers' log-probs
+    assert result["loss"]["samples"] == 4 and "eval split" in result["loss"]["data"]
+    assert [a["prompt"] for a in result["answers"]][0].startswith("Question")
+    assert json.loads((run / "eval.json").read_text())["preference"] == pref

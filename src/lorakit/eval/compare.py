@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lorakit.errors import LorakitError
-from lorakit.eval import scores, tradeoff
+from lorakit.eval import preference, scores, tradeoff
 from lorakit.eval.prompts import Prompt, load_prompts, prompts_from_conversations, user_prompt
 
 ADAPTER = "finetuned"
@@ -71,8 +71,10 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
     engine = Engine.load(info.base_model, {ADAPTER: str(info.adapter_dir)}, dtype=dtype)
     timing["load_s"] = time.perf_counter() - started
 
-    held = _heldout(cfg, engine.tokenizer, data, bare)
+    held, pairs = preference.heldout(cfg, engine.tokenizer, data, bare,
+                                     lambda: _heldout(cfg, engine.tokenizer, data, bare))
     loss = _losses(engine, held, cfg)
+    pref = preference.preference_scores(engine, pairs, cfg, ADAPTER)  # held-out pairs: base vs tuned
     timing["loss_s"] = time.perf_counter() - started - sum(timing.values())
 
     asked, prompts_source, notes = _choose_prompts(asked, prompts, held, cfg, bare, max_prompts)
@@ -121,6 +123,7 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
                      "language": language, "language_source": language_source,
                      "retention_set": str(retention or scores.retention_file(language))},
         "loss": loss,
+        "preference": pref,
         "answers": answers,
         "persona": persona,
         "retention": kept,
@@ -149,7 +152,7 @@ def _choose_prompts(asked, prompts, held: dict, cfg, bare: bool, cap: int) -> tu
     source = str(prompts)
     if asked is None:
         asked, source = prompts_from_conversations(held["conversations"], cap), held["source"]
-    if not asked and not bare and cfg.data.path:
+    if not asked and not bare and cfg.data.path and not preference.is_preference_run(cfg):
         from lorakit.data import load_conversations
 
         convs = load_conversations(cfg.data.path, cfg.data.format, cfg.data.columns or None, cfg.data.system)
@@ -384,6 +387,9 @@ def _print_summary(result: dict, report: Path) -> None:
         table.add_row(label, _fmt(base), _fmt(tuned), change)
     console = Console()  # notes below are soft-wrapped: a narrow terminal must not split them mid-phrase
     console.print(table)
+    if "base" in (result.get("preference") or {}):
+        for line in preference.summary_lines(result["preference"]):
+            console.print(line, markup=False, soft_wrap=True)
     for section in ("loss", "persona"):
         if (result.get(section) or {}).get("skipped"):
             console.print(f"{section}: {result[section]['skipped']}", markup=False, soft_wrap=True)

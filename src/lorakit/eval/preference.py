@@ -66,6 +66,20 @@ def heldout_pairs(cfg, tokenizer, data: str | None, bare: bool) -> dict:
     return {"units": units, "preferences": prefs, "source": str(where)}
 
 
+def heldout(cfg, tokenizer, data: str | None, bare: bool, sft_heldout) -> tuple[dict, dict]:
+    """(the held-out samples of the loss phase, the held-out pairs of this phase).
+
+    With pairs (a preference run's eval split, or a --data pairs file) the loss phase scores their chosen
+    answers and the side-by-side prompts are theirs; otherwise `sft_heldout()` gives the SFT held-out."""
+    pairs = heldout_pairs(cfg, tokenizer, data, bare)
+    if pairs["units"] and (not data or is_pairs_file(data)):
+        return {"samples": chosen_samples(pairs["units"]),
+                "conversations": chosen_conversations(pairs["preferences"]), "source": pairs["source"]}, pairs
+    if data or not is_preference_run(cfg):
+        return sft_heldout(), pairs
+    return {"samples": [], "conversations": [], "source": "none", "skipped": pairs["skipped"]}, pairs
+
+
 def chosen_samples(units: list[dict]) -> list[dict]:
     """The pairs' chosen answers as SFT samples: the held-out loss of a preference run."""
     return [{"input_ids": u["prompt"] + u["chosen"], "labels": [IGNORE] * len(u["prompt"]) + u["chosen"]}
