@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lorakit.config import LoraConfig, RunConfig
-from lorakit.eval.preference import heldout_pairs, is_pairs_file, preference_scores, summary_lines
+from lorakit.eval.preference import heldout_pairs, is_pairs_file, preference_scores
+from lorakit.eval.summary import summary_rows
 
 PAIRS = [{"prompt": "Who keeps the light?", "chosen": "I do, love. Fair winds!", "rejected": "As an AI, I cannot."},
          {"prompt": "Tea?", "chosen": "Strong, with heather honey.", "rejected": "Tea is a drink."},
@@ -68,7 +69,9 @@ def test_scores_equal_transformers_and_rewards_are_beta_times_the_shift(engine, 
     shift = [[0.5 * (t - b) for t, b in zip(tu, ba)] for tu, ba in zip(expect["finetuned"], expect["base"])]
     assert pref["rewards"]["margin"] == pytest.approx(sum(c - r for c, r in shift) / 3, rel=1e-4, abs=1e-5)
     assert pref["rewards"]["margin"] != 0  # the adapter changes the answers' log-probs
-    assert "held-out pairs" in summary_lines(pref)[0]
+    rows = {label: (base, tuned) for label, base, tuned, _ in summary_rows({"preference": pref})}
+    assert rows["held-out pairs, chosen answer more likely (of 3)"] == (round(pref["base"]["accuracy"] * 3),
+                                                                       round(pref["finetuned"]["accuracy"] * 3))
 
 
 def test_an_sft_file_gives_no_pairs_and_says_what_to_pass(engine, tmp_path):
@@ -77,4 +80,5 @@ def test_an_sft_file_gives_no_pairs_and_says_what_to_pass(engine, tmp_path):
     assert not is_pairs_file(path)
     held = heldout_pairs(RunConfig(), engine.tokenizer, str(path), bare=False)
     assert not held["units"] and "--data PAIRS_FILE" in held["skipped"]
-    assert "skipped" in summary_lines(preference_scores(engine, held, RunConfig(), "finetuned"))[0]
+    skipped = preference_scores(engine, held, RunConfig(), "finetuned")
+    assert "skipped" in skipped and not summary_rows({"preference": skipped})

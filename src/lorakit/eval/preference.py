@@ -152,15 +152,3 @@ def _beta(cfg) -> float:
     method = getattr(t, "method", "sft")
     return float(getattr(t, {"orpo": "orpo_beta", "simpo": "simpo_beta", "kto": "kto_beta"}.get(method, "dpo_beta"),
                          0.1))
-
-
-def summary_lines(pref: dict) -> list[str]:
-    """The phase's lines for the terminal summary."""
-    if "skipped" in pref:
-        return [f"preference: skipped ({pref['skipped']})"]
-    b, f, r = pref["base"], pref["finetuned"], pref["rewards"]
-    return [f"preference on {pref['pairs']} held-out pairs ({pref['data']}): chosen more likely than rejected "
-            f"{b['accuracy']:.0%} base -> {f['accuracy']:.0%} fine-tuned (per token {b['accuracy_per_token']:.0%} "
-            f"-> {f['accuracy_per_token']:.0%}); log-prob margin {b['margin']:+.2f} -> {f['margin']:+.2f}",
-            f"  implicit rewards (beta {pref['beta']:g}, reference = base): accuracy {r['accuracy']:.0%}, "
-            f"margin {r['margin']:+.3f}"]
