@@ -15,7 +15,7 @@ import json
 from lorakit.data.conversation import Conversation
 from lorakit.data.preference import Unpaired, load_preferences, record_kind
 from lorakit.data.prepared import PreparedData, _check_weights, _paths, _plan
-from lorakit.data.preference_tokens import _ids, common_prefix
+from lorakit.data.preference_tokens import _ids, common_prefix, pair_cache_key
 from lorakit.data.readers import iter_records
 from lorakit.data.template import uses_thinking
 from lorakit.errors import LorakitError
@@ -101,6 +101,8 @@ def prepare_unpaired(cfg, tokenizer) -> PreparedData:
     if not data.train:
         raise LorakitError(f"{cfg.path}: no training answers left (every prompt fills max_length={cfg.max_length}); "
                            "raise data.max_length")
+    # the data's identity (files, settings, tokenizer): resume refuses a run whose data changed
+    stats["cache_key"] = pair_cache_key(cfg, tokenizer)
     labels = {u["label"] for u in data.train}
     if len(labels) < 2:
         kind = "desirable" if labels == {True} else "undesirable"
