@@ -120,9 +120,9 @@ class TrainConfig(Section):
     neftune_alpha: Optional[float] = Field(None, ge=0, description="NEFTune: uniform noise of alpha/sqrt(L*d) on "
                                            "the input embeddings while training (the paper uses 5); null = off")
     # -- the objective (lorakit.training.objectives): sft, or preference tuning on pairs --------------------
-    method: Literal["sft", "dpo"] = Field(
-        "sft", description="training objective: sft (answers from conversations) or dpo (preference pairs: "
-        "prompt, chosen, rejected)")
+    method: Literal["sft", "dpo", "orpo", "simpo", "kto"] = Field(
+        "sft", description="training objective: sft (answers from conversations); dpo, orpo or simpo (preference "
+        "pairs: prompt, chosen, rejected); kto (prompt, completion and a boolean label, or pairs)")
     dpo_beta: float = Field(0.1, gt=0, description="dpo: beta, how far the tuned model may move from the reference "
                             "(the base with the adapter off); higher keeps it closer")
     dpo_loss: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
@@ -135,6 +135,18 @@ class TrainConfig(Section):
     precompute_ref_logps: bool = Field(False, description="dpo: compute the reference log-probs of every pair once "
                                        "before training (cached in the run folder; resume reuses them) instead "
                                        "of a reference forward per step")
+    orpo_beta: float = Field(0.1, gt=0, description="orpo: weight of the odds-ratio term (the chosen answer's odds "
+                             "over the rejected one's) against the NLL of the chosen sequence (TRL's beta, the "
+                             "paper's lambda)")
+    simpo_beta: float = Field(2.0, gt=0, description="simpo: beta, the scale of the length-normalised log-prob "
+                              "margin (the SimPO paper uses 2 to 2.5)")
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: gamma, the target reward margin subtracted inside the "
+                               "sigmoid (TRL's simpo_gamma)")
+    kto_beta: float = Field(0.1, gt=0, description="kto: beta, how far the tuned model may move from the reference "
+                            "(the base with the adapter off)")
+    kto_desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the desirable answers' losses (raise "
+                                        "it when they are fewer than the undesirable ones)")
+    kto_undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable answers' losses")
 
     @model_validator(mode="before")
     @classmethod
@@ -143,6 +155,12 @@ class TrainConfig(Section):
         if isinstance(data, dict) and isinstance(data.get("fused"), bool):
             data = {**data, "fused": "on" if data["fused"] else "off"}
         return data
+
+
+# train.* settings read by one method only (lorakit.training.objectives)
+METHOD_KEYS = {"dpo_beta": "dpo", "dpo_loss": "dpo", "label_smoothing": "dpo", "rpo_alpha": "dpo",
+               "precompute_ref_logps": "dpo", "orpo_beta": "orpo", "simpo_beta": "simpo", "simpo_gamma": "simpo",
+               "kto_beta": "kto", "kto_desirable_weight": "kto", "kto_undesirable_weight": "kto"}
 
 
 class TrackingConfig(Section):
@@ -173,12 +191,14 @@ class RunConfig(Section):
         if t.label_smoothing and t.dpo_loss != "robust":
             raise ValueError(f"train.label_smoothing: only the robust DPO loss uses it (train.dpo_loss is "
                              f"{t.dpo_loss}); set train.dpo_loss=robust or train.label_smoothing=0")
-        if t.method == "sft":
-            dpo_keys = ("dpo_beta", "dpo_loss", "label_smoothing", "rpo_alpha", "precompute_ref_logps")
-            changed = [k for k in dpo_keys if getattr(t, k) != TrainConfig.model_fields[k].default]
-            if changed:
-                raise ValueError(f"train.{changed[0]}: a preference-tuning setting, but train.method is sft; "
-                                 f"set train.method=dpo or remove it")
+        # a method's own setting under another method would be silently ignored: refused
+        changed = [k for k, method in METHOD_KEYS.items()
+                   if method != t.method and getattr(t, k) != TrainConfig.model_fields[k].default]
+        if changed:
+            k = changed[0]
+            kind = "a preference-tuning setting" if t.method == "sft" else f"a {METHOD_KEYS[k]} setting"
+            raise ValueError(f"train.{k}: {kind}, but train.method is {t.method}; "
+                             f"set train.method={METHOD_KEYS[k]} or remove it")
         if self.train.fsdp and self.model.quantize != "none":
             raise ValueError("train.fsdp: cannot shard a quantized (QLoRA) base; "
                              "set model.quantize=none or train.fsdp=false")

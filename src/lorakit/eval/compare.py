@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from lorakit.eval import scores, tradeoff
+from lorakit.eval import preference, scores, tradeoff
 from lorakit.eval.answers import SAMPLED, answer_all, retention_budget, side_by_side
 from lorakit.eval.heldout import heldout_data, heldout_loss
 from lorakit.eval.inputs import EvalInputs, read_inputs
@@ -40,8 +40,10 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
     run = read_inputs(run_dir, data, prompts, persona_keywords, retention, lang, judge_url)
     engine = load_engine(run)
     clock.lap("load_s")
-    held = heldout_data(run.cfg, engine.tokenizer, data, run.bare)
+    held, pairs = preference.heldout(run.cfg, engine.tokenizer, data, run.bare,
+                                     lambda: heldout_data(run.cfg, engine.tokenizer, data, run.bare))
     loss = heldout_loss(engine, held, run.cfg, ADAPTER)
+    pref = preference.preference_scores(engine, pairs, run.cfg, ADAPTER)  # held-out pairs: base vs tuned
     clock.lap("loss_s")
     asked, prompts_source, notes = choose_prompts(run, prompts, held, max_prompts)
     identity = [user_prompt(q, run.cfg.data.system) for q in scores.identity_questions(run.language)
@@ -68,6 +70,7 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
                      "language": run.language, "language_source": run.language_source,
                      "retention_set": run.retention_set},
         "loss": loss,
+        "preference": pref,
         "answers": answers,
         "persona": persona,
         "retention": kept,
@@ -115,7 +118,7 @@ def choose_prompts(run: EvalInputs, prompts, held: dict, cap: int) -> tuple[list
     asked, source = run.asked, str(prompts)
     if asked is None:
         asked, source = prompts_from_conversations(held["conversations"], cap), held["source"]
-    if not asked and not run.bare and run.cfg.data.path:
+    if not asked and not run.bare and run.cfg.data.path and not preference.is_preference_run(run.cfg):
         from lorakit.data import load_conversations
 
         cfg = run.cfg.data

@@ -30,6 +30,15 @@ def summary_rows(result: dict) -> list[tuple[str, object, object, bool]]:
     if "n" in retention:
         rows.append((f"retention right (of {retention['n']})", retention["base_right"],
                      retention["finetuned_right"], False))
+    pref = result.get("preference") or {}
+    if "base" in pref:  # held-out preference pairs (lorakit.eval.preference)
+        n = pref["pairs"]
+        rows.append((f"held-out pairs, chosen answer more likely (of {n})", round(pref["base"]["accuracy"] * n),
+                     round(pref["finetuned"]["accuracy"] * n), False))
+        rows.append(("held-out pairs, log-prob margin chosen - rejected", pref["base"]["margin"],
+                     pref["finetuned"]["margin"], False))
+        rows.append((f"held-out pairs, implicit reward margin (beta {pref['beta']:g}, reference = base)", 0.0,
+                     pref["rewards"]["margin"], False))
     judge = result.get("judge") or {}
     if judge.get("base_mean") is not None or judge.get("finetuned_mean") is not None:
         rows.append(("judge score (1-10)", judge.get("base_mean"), judge.get("finetuned_mean"), False))

@@ -12,6 +12,9 @@ import importlib
 REGISTRY = {
     "sft": "lorakit.training.objectives.sft:SFT",
     "dpo": "lorakit.training.objectives.dpo:DPO",
+    "orpo": "lorakit.training.objectives.orpo:ORPO",
+    "simpo": "lorakit.training.objectives.simpo:SimPO",
+    "kto": "lorakit.training.objectives.kto:KTO",
 }
 
 

@@ -131,8 +131,8 @@ class DPO(Objective):
             with autocast:
                 out = self.loss(loss_of, mb)
             total += float(out.loss)
-            for k, v in out.metrics.items():
-                sums[k] += float(v)
+            for k, v in out.metrics.items():  # subclasses (ORPO) log metrics of their own too
+                sums[k] = sums.get(k, 0.0) + float(v)
         loss_of.train(was_training)
         return {"eval_loss": total / max(1, n), **{f"eval_{k}": v / max(1, n) for k, v in sums.items()}}
 
