@@ -56,13 +56,15 @@ class TokenTerms:
 
 
 def token_terms(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch.Tensor | None,
-                advantages: torch.Tensor, beta: float, epsilon: float, epsilon_high: float | None = None
-                ) -> TokenTerms:
+                advantages: torch.Tensor, beta: float, epsilon: float, epsilon_high: float | None = None,
+                kl_ratio_correction: bool = True) -> TokenTerms:
     """-min(r * A, clip(r, 1 - eps, 1 + eps_high) * A) + beta * KL per token, with r = exp(logp - old_logp).
 
     `advantages` holds one value per token (its completion's advantage). Without `old_logp` (one
     iteration per generation batch) the old policy is the current one, detached: r = 1 in value, its
-    gradient the plain policy gradient. KL is k3: exp(ref - logp) - (ref - logp) - 1.
+    gradient the plain policy gradient. KL is k3: exp(ref - logp) - (ref - logp) - 1, times the ratio
+    r when `kl_ratio_correction` (TRL's use_bias_correction_kl, on by default: the completions were
+    sampled from the old policy, so the KL estimate is importance-weighted too).
     """
     old_logp = logp.detach() if old_logp is None else old_logp
     high = epsilon if epsilon_high is None else epsilon_high
@@ -75,6 +77,8 @@ def token_terms(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: tor
             raise ValueError("beta > 0 needs the reference log-probabilities")
         delta = ref_logp - logp
         kl = torch.exp(delta) - delta - 1
+        if kl_ratio_correction:
+            kl = kl * ratio
         loss = loss + beta * kl
     return TokenTerms(loss, ratio, kl)
 

@@ -34,7 +34,7 @@ def test_clipped_objective_kl_and_normalisations_by_hand():
     ref = torch.tensor([-1.0, -1.0, -1.0])
     sample = torch.tensor([0, 0, 1])
     adv = torch.tensor([1.0, 1.0, -1.0])
-    terms = G.token_terms(logp, old, ref, adv, beta=0.1, epsilon=0.2)
+    terms = G.token_terms(logp, old, ref, adv, beta=0.1, epsilon=0.2, kl_ratio_correction=False)
     r = [math.exp(0.5), 1.0, math.exp(-0.4)]
     kl = [math.exp(d) - d - 1 for d in (0.0, 1.0, -0.5)]
     expected = [-min(r[0], 1.2) + 0.1 * kl[0], -1.0 + 0.1 * kl[1], -min(-r[2], -0.8) + 0.1 * kl[2]]
@@ -44,6 +44,8 @@ def test_clipped_objective_kl_and_normalisations_by_hand():
     for kind, denom in (("bnpo", 3), ("dapo", 3), ("dr_grpo", 16)):
         value = G.summed_loss(terms.loss, sample, 2, kind) / G.denominator(kind, 2, 3, 8)
         assert float(value) == pytest.approx(sum(expected) / denom, rel=1e-6)
+    corrected = G.token_terms(logp, old, ref, adv, beta=0.1, epsilon=0.2)  # TRL's default: KL times the ratio
+    assert float(corrected.kl[0]) == pytest.approx(kl[0] * r[0]) and float(corrected.kl[2]) == pytest.approx(kl[2] * r[2])
     stats = G.clip_stats(terms.ratio, adv, 0.2)
     assert stats["clip_ratio/high"] == pytest.approx(1 / 3) and stats["clip_ratio/low"] == pytest.approx(1 / 3)
     # Clipped tokens carry no policy gradient, only the KL's.
