@@ -144,23 +144,27 @@ def check(model, tok, base, loss_type, beta, iterations, tmp_path):
     scores, advantages, _ = S.score_completions(completions, records, [Reward("length_reward", length_reward),
                                                                        Reward("answer_reward", answer_reward)], settings)
     torch.testing.assert_close(advantages, trl_inputs["advantages"], rtol=1e-5, atol=1e-6)
-    gen = S.GenerationBatch(S.make_samples(completions), advantages)
+    units = S.completion_units(completions, advantages)
+    pack = S.pack_completions
     if iterations > 1:
-        gen.old_logps = S.fixed_logprobs(model, gen, len(completions), temperature, reference=False)
+        S.attach_fixed_logprobs(units, lambda b: S.completion_logprobs(model, b, temperature), "old_logps", 4, pack)
     if beta:
-        gen.ref_logps = S.fixed_logprobs(model, gen, len(completions), temperature, reference=True)
+        def reference(batch):
+            with model.disable_adapter():
+                return S.completion_logprobs(model, batch, temperature)
+        S.attach_fixed_logprobs(units, reference, "ref_logps", 4, pack)
 
-    def padded(per_sample):
+    def padded(key):
         mask = trl_inputs["completion_mask"].bool()
         out = torch.zeros(mask.shape)
-        out[mask] = torch.cat(per_sample)
+        out[mask] = torch.tensor([x for u in units for x in u[key]])
         return out
 
     if iterations > 1:
-        torch.testing.assert_close(padded(gen.old_logps), trl_inputs["old_per_token_logps"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(padded("old_logps"), trl_inputs["old_per_token_logps"], rtol=1e-5, atol=1e-6)
     if beta:
-        torch.testing.assert_close(padded(gen.ref_logps), trl_inputs["ref_per_token_logps"], rtol=1e-5, atol=1e-6)
-    micro = S.pack_micro(gen, list(range(len(completions))))
+        torch.testing.assert_close(padded("ref_logps"), trl_inputs["ref_per_token_logps"], rtol=1e-5, atol=1e-6)
+    micro = pack(units)
     if iterations > 1:
         step_since_rollout(model, micro, temperature)
 
@@ -172,8 +176,8 @@ def check(model, tok, base, loss_type, beta, iterations, tmp_path):
         assert trainer._metrics["train"]["clip_ratio/region_mean"][-1] > 0  # clipping really is active
 
     use_packed_attention(base)
-    summed, _ = S.micro_loss(model, micro, settings)
-    loss = summed / S.step_denominator(settings, gen, int(micro["sample"].numel()), 1)
+    summed, _ = S.micro_loss(S.completion_logprobs(model, micro, temperature), micro, settings)
+    loss = summed / S.step_denominator(settings, micro["n_samples"], micro["completion_tokens"], 1)
     loss.backward()
     got = lora_grads(model)
 
