@@ -17,7 +17,6 @@ prefix once per sample, as training's tokens/s does).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ def model_for(name: str, fallback: bool):
     from families import BY_NAME
     from lorakit.config import LoraConfig
     from lorakit.models.lora import attach_lora
-    from lorakit.training import paths
+    from lorakit.training import fastpaths
 
     family = BY_NAME[name]
     cfg = dict(SIZE, **KINDS[name][1])
@@ -54,9 +53,8 @@ def model_for(name: str, fallback: bool):
     config = getattr(transformers, family.config)(**cfg)
     torch.manual_seed(0)
     model = attach_lora(transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32), LoraConfig())
-    os.environ[paths.MODE_ENV] = "fallback" if fallback else "auto"
-    choice = paths.choose(model)
-    paths.apply(model, choice, use_fused=True)
+    choice = fastpaths.choose(model, mode="fallback" if fallback else "auto")  # train.attention
+    fastpaths.apply(model, choice, use_fused=True)
     return model.train(), choice
 
 

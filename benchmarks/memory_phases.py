@@ -8,7 +8,7 @@ use, bytes free but still resident in the heap, and bytes in separately mmapped 
 column is fragmentation: memory the heap holds but could not reuse.
 
     .venv/bin/python benchmarks/memory_phases.py                                  # lorakit's defaults
-    LORAKIT_FUSED=off .venv/bin/python benchmarks/memory_phases.py                # peft's own forwards
+    .venv/bin/python benchmarks/memory_phases.py --set train.fused=off            # peft's own forwards
     MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_ARENA_MAX=1 .venv/bin/python benchmarks/memory_phases.py
     .venv/bin/python benchmarks/memory_phases.py --set train.pack_tokens=512      # any config override
     .venv/bin/python benchmarks/memory_phases.py --trim                           # malloc_trim after each step

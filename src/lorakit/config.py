@@ -102,6 +102,16 @@ class TrainConfig(Section):
         "instead of batch_size samples (same gradient, fewer launches); auto = sized to free GPU memory on "
         "CUDA; on CPU batch_size samples per forward, split where the row would pass 128 tokens per sample "
         "(bounds peak memory); null = batch_size samples, no cap")
+    attention: Literal["auto", "packed", "fallback"] = Field(
+        "auto", description="training attention: packed = lorakit's, over packed rows (refused for a model whose "
+        "attention it does not compute); fallback = transformers' own over padded batches; auto = packed where "
+        "the model allows and train.packing is on, else fallback")
+    packed_attention: Literal["auto", "per_sample", "whole_row"] = Field(
+        "auto", description="how packed attention runs a row: one causal call per sample, or one masked call for "
+        "the whole row; auto = per_sample on CPU, whole_row on GPU; same results either way")
+    fused: Literal["auto", "on", "off"] = Field(
+        "auto", description="lorakit's fused LoRA, SwiGLU and RMSNorm training forwards (which also let frozen "
+        "weights stay in bf16 where bf16 is emulated); auto = on for CPU; off = peft's and transformers' own")
     gradient_checkpointing: Union[bool, Literal["auto"]] = Field(False, description="recompute activations to save memory")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast dtype; auto = bf16 where supported")
     threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
@@ -109,6 +119,30 @@ class TrainConfig(Section):
     fsdp: bool = Field(False, description="with several processes, shard the base too (FSDP2), not only the data")
     neftune_alpha: Optional[float] = Field(None, ge=0, description="NEFTune: uniform noise of alpha/sqrt(L*d) on "
                                            "the input embeddings while training (the paper uses 5); null = off")
+    # -- the objective (lorakit.training.objectives): sft, or preference tuning on pairs --------------------
+    method: Literal["sft", "dpo"] = Field(
+        "sft", description="training objective: sft (answers from conversations) or dpo (preference pairs: "
+        "prompt, chosen, rejected)")
+    dpo_beta: float = Field(0.1, gt=0, description="dpo: beta, how far the tuned model may move from the reference "
+                            "(the base with the adapter off); higher keeps it closer")
+    dpo_loss: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
+        "sigmoid", description="dpo: loss type, as TRL names them: sigmoid (the DPO paper), ipo (length-normalised "
+        "squared), hinge (SLiC), robust (noise-robust with train.label_smoothing)")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo with dpo_loss robust: assumed share of "
+                                   "pairs whose labels are flipped; 0 = off")
+    rpo_alpha: Optional[float] = Field(None, ge=0, description="dpo: weight of an SFT term on the chosen answers "
+                                       "(token-mean NLL, TRL's loss_type sft); null = off")
+    precompute_ref_logps: bool = Field(False, description="dpo: compute the reference log-probs of every pair once "
+                                       "before training (cached in the run folder; resume reuses them) instead "
+                                       "of a reference forward per step")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fused_on_off(cls, data: Any) -> Any:
+        # YAML 1.1 reads an unquoted `fused: on` / `off` in a config file as a boolean
+        if isinstance(data, dict) and isinstance(data.get("fused"), bool):
+            data = {**data, "fused": "on" if data["fused"] else "off"}
+        return data
 
 
 class TrackingConfig(Section):
@@ -135,6 +169,16 @@ class RunConfig(Section):
         if isinstance(self.train.pack_tokens, int) and self.train.pack_tokens < 1:
             raise ValueError(f"train.pack_tokens: must be a positive token count, auto or null "
                              f"(got {self.train.pack_tokens})")
+        t = self.train
+        if t.label_smoothing and t.dpo_loss != "robust":
+            raise ValueError(f"train.label_smoothing: only the robust DPO loss uses it (train.dpo_loss is "
+                             f"{t.dpo_loss}); set train.dpo_loss=robust or train.label_smoothing=0")
+        if t.method == "sft":
+            dpo_keys = ("dpo_beta", "dpo_loss", "label_smoothing", "rpo_alpha", "precompute_ref_logps")
+            changed = [k for k in dpo_keys if getattr(t, k) != TrainConfig.model_fields[k].default]
+            if changed:
+                raise ValueError(f"train.{changed[0]}: a preference-tuning setting, but train.method is sft; "
+                                 f"set train.method=dpo or remove it")
         if self.train.fsdp and self.model.quantize != "none":
             raise ValueError("train.fsdp: cannot shard a quantized (QLoRA) base; "
                              "set model.quantize=none or train.fsdp=false")

@@ -66,7 +66,7 @@ BY_NAME = {f.name: f for f in FAMILIES}
 
 def build(family: Family, seed: int = 0):
     """The family's tiny random causal LM in fp32, eval mode, with the attention lorakit loads it with."""
-    from lorakit.training.paths import inference_attention
+    from lorakit.training.fastpaths import inference_attention
 
     config = getattr(transformers, family.config)(**family.kwargs)
     torch.manual_seed(seed)

@@ -18,18 +18,18 @@ SMOLLM2 = ("smollm2 (real weights)", "SmolLM2-135M-Instruct, built-in `smollm2-1
 def _row(label: str, feature: str, model, vllm: str) -> str:
     from lorakit.config import LoraConfig
     from lorakit.models.lora import attach_lora
-    from lorakit.training import paths
+    from lorakit.training import fastpaths
 
     lora = attach_lora(model, LoraConfig())
-    choice = paths.choose(lora)
-    paths.apply(lora, choice, use_fused=True)
+    choice = fastpaths.choose(lora)
+    fastpaths.apply(lora, choice, use_fused=True)
     packed = "yes" + (f" ({', '.join(choice.features)})" if choice.features else "")
     fused = ", ".join(f"{k} x{n}" for k, n in sorted(choice.fused.items()))
     if choice.head:
         fused += f"; head loss with {', '.join(choice.head)}"
-    fallback = f"transformers {paths.inference_attention(type(model))}"
+    fallback = f"transformers {fastpaths.inference_attention(type(model))}"
     return (f"| {label} | {feature} | {packed} | {fused} | {fallback} | exact | exact "
-            f"({paths.inference_attention(type(model))}) | {'yes (' + vllm + ')' if vllm else 'no'} "
+            f"({fastpaths.inference_attention(type(model))}) | {'yes (' + vllm + ')' if vllm else 'no'} "
             f"| {gguf_export(model.config)} |")
 
 

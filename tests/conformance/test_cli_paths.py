@@ -39,4 +39,8 @@ def test_gemma2_trains_and_the_run_says_which_paths_run(tmp_path):
     assert len(lines) == 1, out[-2000:]
     assert lines[0].startswith("attention: lorakit packed (sliding window 16, softcap 2)"), lines[0]
     assert "final softcap 3" in lines[0]
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "completed"
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["status"] == "completed"
+    # what the config's autos resolved to on this CPU, recorded with the run
+    assert run["fast_paths"]["attention"] == "lorakit_packed" and run["fast_paths"]["packed_attention"] == "per_sample"
+    assert run["fast_paths"]["fused"]["lora"] > 0 and run["fast_paths"]["fallback_reason"] is None

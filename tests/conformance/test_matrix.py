@@ -18,8 +18,7 @@ from lorakit.config import LoraConfig, ModelConfig, RunConfig, config_to_yaml
 from lorakit.inference.engine import Engine, SamplingParams
 from lorakit.models import load_model, load_tokenizer, resolve_model
 from lorakit.models.lora import attach_lora
-from lorakit.training import batching, loss, paths
-from lorakit.training.attention import MODE_ENV as PACKED_MODE_ENV
+from lorakit.training import batching, fastpaths, loss
 
 REAL = "smollm2-135m-instruct"
 NAMES = [f.name for f in FAMILIES] + [REAL]
@@ -122,19 +121,20 @@ def assert_grads_equal(model, expected: dict, real: bool) -> None:
                                    msg=lambda m: f"{name}: {m}")
 
 
-def lorakit_training(case, mode: str = "auto", use_fused: bool = True):
-    """A copy of the case's model switched to the paths lorakit's training chooses."""
+def lorakit_training(case, mode: str = "auto", use_fused: bool = True, calls: str = "auto"):
+    """A copy of the case's model switched to the paths lorakit's training chooses (train.attention `mode`,
+    train.packed_attention `calls`)."""
     model = copy.deepcopy(case.model)
-    choice = paths.choose(model, packing=True)
-    paths.apply(model, choice, use_fused=use_fused)
+    choice = fastpaths.choose(model, packing=True, mode=mode, calls=calls)
+    fastpaths.apply(model, choice, use_fused=use_fused)
     model.train()
     return model, choice
 
 
-@pytest.mark.parametrize("attn_mode", ["loop", "mask"])  # per-sample calls (CPU) or one masked call (GPU)
-def test_training_loss_and_lora_gradients(case, reference, attn_mode, monkeypatch):
-    monkeypatch.setenv(PACKED_MODE_ENV, attn_mode)
-    model, choice = lorakit_training(case)
+# train.packed_attention: per-sample calls (the CPU's default) or one masked call per row (the GPU's)
+@pytest.mark.parametrize("calls", ["per_sample", "whole_row"])
+def test_training_loss_and_lora_gradients(case, reference, calls):
+    model, choice = lorakit_training(case, calls=calls)
     assert choice.packed, choice.line()  # every family of the matrix runs the fast path
     batch = batching.pack(case.samples, share_prefix=choice.share_prefix)
     assert batch.get("shared_prefix", 0) >= 8
@@ -145,10 +145,9 @@ def test_training_loss_and_lora_gradients(case, reference, attn_mode, monkeypatc
     assert_grads_equal(model, grads, case.name == REAL)
 
 
-def test_transformers_fallback_is_exact_too(case, reference, monkeypatch):
+def test_transformers_fallback_is_exact_too(case, reference):
     """The path a model with unsupported attention takes: transformers' own attention over a padded batch."""
-    monkeypatch.setenv(paths.MODE_ENV, "fallback")
-    model, choice = lorakit_training(case)
+    model, choice = lorakit_training(case, mode="fallback")
     assert not choice.packing and not choice.share_prefix and "fallback" in choice.line()
     batch = batching.pad(case.samples, pad_id=0)
     value = loss.summed_loss(model, batch)

@@ -12,17 +12,17 @@ from lorakit.config import LoraConfig
 from lorakit.errors import LorakitError
 from lorakit.models import load_model
 from lorakit.models.lora import attach_lora
-from lorakit.training import paths
+from lorakit.training import fastpaths
 from lorakit.training.attention import NAME
 
 
-def chosen(name: str, **config_changes):
+def chosen(name: str, mode: str = "auto", **config_changes):
     model = build(BY_NAME[name])
     for k, v in config_changes.items():
         setattr(model.config, k, v)
     lora = attach_lora(model, LoraConfig())
-    choice = paths.choose(lora)
-    paths.apply(lora, choice, use_fused=True)
+    choice = fastpaths.choose(lora, mode=mode)
+    fastpaths.apply(lora, choice, use_fused=True)
     return lora, choice
 
 
@@ -53,11 +53,20 @@ def test_attention_packed_attention_does_not_compute_falls_back(attr, value, wha
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_a_model_refusing_sdpa_falls_back_to_eager(monkeypatch):
-    monkeypatch.setenv(paths.MODE_ENV, "fallback")
-    model, choice = chosen("gemma2")
-    assert choice.line().startswith("attention: transformers eager fallback: LORAKIT_ATTENTION=fallback")
+def test_a_model_refusing_sdpa_falls_back_to_eager():
+    model, choice = chosen("gemma2", mode="fallback")
+    assert choice.line().startswith("attention: transformers eager fallback: train.attention=fallback")
     assert model.config._attn_implementation == "eager"
+
+
+def test_attention_packed_refuses_a_model_packed_attention_does_not_compute():
+    """train.attention=packed never falls back silently: a model it cannot run, or padded batches, stop."""
+    with pytest.raises(LorakitError, match="train.attention: packed: chunked attention; set train.attention=auto"):
+        chosen("llama3", mode="packed", attention_chunk_size=8)
+    lora = attach_lora(build(BY_NAME["qwen3"]), LoraConfig())
+    with pytest.raises(LorakitError, match="train.packing is off"):
+        fastpaths.choose(lora, packing=False, mode="packed")
+    assert chosen("qwen3", mode="packed")[1].packed
 
 
 def test_gemma2_loads_with_eager_attention_instead_of_failing(tmp_path):

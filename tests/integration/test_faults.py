@@ -208,12 +208,14 @@ def test_resume_refuses_changed_training(tmp_path, stopped, data):
     rows[0]["output"] = "a different answer"
     changed_data.write_text(json.dumps(rows, ensure_ascii=False))
     changes = {"lora.alpha": "32", "lora.r": "4", "train.batch_size": "2", "train.seed": "7", "train.lr": "3e-4",
+               "train.attention": "fallback", "train.fused": "off",
                "data.path": str(changed_data), "model.name": str(_other_base(tmp_path))}
     before = sorted(p.name for p in copy.rglob("*"))
     line = one_line_error(finish(start("train", cfg, "--resume", f"train.output_dir={copy}",
                                        *(f"{k}={v}" for k, v in changes.items()))), 2, "--resume-anyway")
     for key in ["lora.alpha: 16.0 -> 32.0", "lora.r: 8 -> 4", "train.batch_size: 1 -> 2", "train.seed: 42 -> 7",
-                "train.lr", "data content", "base model: weights_fingerprint"]:
+                "train.lr", 'train.attention: "auto" -> "fallback"', 'train.fused: "auto" -> "off"',
+                "data content", "base model: weights_fingerprint"]:
         assert key in line, line
     assert sorted(p.name for p in copy.rglob("*")) == before  # nothing rewritten
 

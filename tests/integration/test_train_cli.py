@@ -42,21 +42,16 @@ def losses(run: Path) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
-def train(cfg: Path, *overrides: str, env: dict | None = None) -> Path:
-    """`lorakit train CFG OVERRIDES...` as `lorakit.train` in this process; `env` is set for the run only."""
-    import os
-
+def train(cfg: Path, *overrides: str) -> Path:
+    """`lorakit train CFG OVERRIDES...` as `lorakit.train` in this process."""
     import lorakit
     from lorakit.config import parse_override
 
-    threads, saved = torch.get_num_threads(), {k: os.environ.get(k) for k in env or {}}
-    os.environ.update(env or {})
+    threads = torch.get_num_threads()
     try:
         return lorakit.train(cfg, **dict(parse_override(o) for o in overrides)).path
     finally:  # the run sets train.threads for the process; the tests after it keep their own
         torch.set_num_threads(threads)
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +141,10 @@ def test_token_budget_packing_is_invariant(tmp_path, data, capfd):
 
 def test_fused_forwards_train_like_peft_s(tmp_path, data):
     """On CPU, LoRA projections, norms and MLPs run lorakit's fused forwards (lorakit/fused.py); peft's
-    and transformers' own (LORAKIT_FUSED=off) must give the same run."""
+    and transformers' own (train.fused=off) must give the same run."""
     common = dict(max_steps=3, lr=1e-3, save_steps=100)
     train(tiny_config(tmp_path, "fused", data, **common), "lora.dropout=0")
-    train(tiny_config(tmp_path, "plain", data, **common), "lora.dropout=0", env={"LORAKIT_FUSED": "off"})
+    train(tiny_config(tmp_path, "plain", data, **common), "lora.dropout=0", "train.fused=off")
     assert losses(tmp_path / "fused") == pytest.approx(losses(tmp_path / "plain"), rel=1e-5)
     assert_same_adapter(adapter(tmp_path / "fused"), adapter(tmp_path / "plain"), atol=1e-5)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lorakit.training import batching, loss
-from lorakit.training.attention import MODE_ENV, _segments, row_mask, use_packed_attention
+from lorakit.training.attention import _segments, row_mask, use_packed_attention
 from tiny_models import tiny_qwen3
 
 
@@ -46,16 +46,16 @@ def test_pack_with_a_shared_prefix_stores_it_once():
     assert batching.supervised_tokens(b) == batching.supervised_tokens(batching.pack(SAMPLES))
 
 
-@pytest.mark.parametrize("mode", ["loop", "mask"])  # per-sample calls (CPU default) or one masked call (GPU)
+# train.packed_attention: per-sample calls (CPU default) or one masked call (GPU default)
+@pytest.mark.parametrize("mode", ["per_sample", "whole_row"])
 @pytest.mark.parametrize("share", [False, True])
-def test_packed_attention_matches_transformers_masking(share, mode, monkeypatch):
-    monkeypatch.setenv(MODE_ENV, mode)
+def test_packed_attention_matches_transformers_masking(share, mode):
     reference = tiny_qwen3()
     plain = batching.pack(SAMPLES)
     del plain["segments"]  # transformers' own block-diagonal mask from the position ids
     expected, expected_grads = loss_and_grads(reference, plain)
     model = tiny_qwen3()
-    use_packed_attention(model)
+    use_packed_attention(model, mode)
     got, grads = loss_and_grads(model, batching.pack(SAMPLES, share_prefix=share))
     assert torch.allclose(got, expected, rtol=1e-5), (got, expected)
     for name, g in expected_grads.items():
@@ -95,3 +95,23 @@ def test_row_mask_window_counts_positions_within_the_sample():
                  [0, 0, 1, 1, 0, 0],
                  [0, 0, 0, 1, 1, 0],
                  [0, 1, 0, 0, 0, 1]]
+
+
+@pytest.mark.parametrize("calls, per_layer", [("per_sample", len(SAMPLES)), ("whole_row", 1), ("auto", len(SAMPLES))])
+def test_the_setup_choice_of_calls_reaches_every_layer(calls, per_layer, monkeypatch):
+    """train.packed_attention, handed to use_packed_attention once, decides each layer's SDPA calls (auto on
+    this CPU: per sample). Counted on the real function, wrapped."""
+    import torch.nn.functional as F
+
+    real, seen = F.scaled_dot_product_attention, []
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: seen.append(1) or real(*a, **k))
+    model = tiny_qwen3()
+    use_packed_attention(model, calls)
+    with torch.no_grad():
+        loss.summed_loss(model, batching.pack(SAMPLES))
+    assert len(seen) == per_layer * model.config.num_hidden_layers
+
+
+def test_unknown_calls_are_refused():
+    with pytest.raises(ValueError, match="'mask' is not one of auto, per_sample, whole_row"):
+        use_packed_attention(tiny_qwen3(), "mask")

@@ -90,6 +90,9 @@ def inspect(
     result = stage.inspect(data, model, format=format, columns=_columns(columns),
                            system=system, thinking=thinking, train_on=train_on, max_length=max_length,
                            preview=0 if json_out else preview)
+    if isinstance(result, stage.PairInspection):  # a preference file
+        typer.echo(json.dumps(result.summary(), indent=2) if json_out else "\n".join(result.lines()))
+        return
     if plot is not None:
         plot_lengths(result, plot)
     if json_out:

@@ -12,6 +12,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from lorakit import settings
 from lorakit.errors import LorakitError
 
 app = typer.Typer(
@@ -176,7 +177,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             sys.exit(e.exit_code)
         if type(e).__name__ == "Abort":
             sys.exit(130)
-        if os.environ.get("LORAKIT_DEBUG"):
+        if settings.debug():
             raise
         typer.secho(f"error: {type(e).__name__}: {e} (set LORAKIT_DEBUG=1 for the traceback)",
                     fg=typer.colors.RED, err=True)

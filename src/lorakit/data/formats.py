@@ -2,6 +2,9 @@
 
 Every converter collects all problems of a record (field + what is wrong) before giving up, so
 `lorakit data validate` can list them all; the order rules are checked once, on the converted turns.
+Tool use is read from OpenAI messages (`tools`, assistant `tool_calls`, `tool` turns with
+`tool_call_id`) and from ShareGPT's function-call form (`function_call` / `observation` turns and a
+`tools` column); tools.py checks the calls against the tools.
 """
 
 from __future__ import annotations
@@ -9,16 +12,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lorakit.data import tools as toolkit
 from lorakit.data.conversation import ROLES, Conversation, Message, Problem, RecordError
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion")
 CANONICAL = {"instruction", "input", "output", "system", "history", "conversations", "messages", "prompt",
-             "completion", "reasoning_content"}
+             "completion", "reasoning_content", "tools"}
 # ShareGPT and other datasets spell roles many ways; these are the spellings we accept.
 ROLE_ALIASES = {
     "system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
     "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant", "bot": "assistant",
     "tool": "tool", "observation": "tool", "function": "tool", "ipython": "tool",
+    "function_call": "assistant",  # ShareGPT (LLaMA-Factory): the value is the call(s) as JSON
 }
 
 
@@ -66,9 +71,12 @@ def detect(record: dict) -> str | None:
 def to_conversation(record: dict, source: str, fmt: str, system: str | None = None) -> Conversation:
     """Convert one record of schema `fmt` into a Conversation, or raise RecordError listing every problem."""
     problems: list[Problem] = []
+    tools: list[dict] | None = []
+    if not _absent(record.get("tools")):
+        tools = toolkit.read_tools(record["tools"], "tools", source, problems)
     convert = {"alpaca": _alpaca, "sharegpt": _sharegpt, "messages": _messages,
                "prompt_completion": _prompt_completion}[fmt]
-    messages = convert(record, source, problems)
+    messages = convert(record, source, problems) if fmt == "alpaca" else convert(record, source, problems, tools)
     if not problems:
         messages = [_split_think(m, source, f"turn {i + 1}", problems) for i, m in enumerate(messages)]
     if not problems:
@@ -77,7 +85,16 @@ def to_conversation(record: dict, source: str, fmt: str, system: str | None = No
         raise RecordError(problems)
     if system and messages[0].role != "system":
         messages.insert(0, Message("system", system))
-    return Conversation(messages, source)
+    return Conversation(messages, source, tools or [])
+
+
+def _absent(value: Any) -> bool:
+    """No value: missing, null, an empty list, or (in a table cell) empty text or `[]`."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip() in ("", "[]")
+    return isinstance(value, (list, tuple)) and not value
 
 
 def _as_list(value: Any, field: str, source: str, problems: list[Problem]) -> list | None:
@@ -175,8 +192,9 @@ def _alpaca(record: dict, source: str, problems: list[Problem]) -> list[Message]
 
 
 def _turns(items: list, field: str, role_key: str, content_key: str, source: str,
-           problems: list[Problem]) -> list[Message]:
-    messages = []
+           problems: list[Problem], tools: list[dict] | None) -> list[Message]:
+    messages: list[Message] = []
+    tracker = toolkit.CallTracker()
     for i, turn in enumerate(items):
         where = f"{field}[{i}]"
         if not isinstance(turn, dict):
@@ -195,37 +213,123 @@ def _turns(items: list, field: str, role_key: str, content_key: str, source: str
             problems.append(Problem(source, f"{where}.{rk}", f"unknown role {raw_role!r} (expected one of "
                                     f"{', '.join(ROLES)} or human/gpt)"))
             continue
-        content = _text(turn, ck, f"{where}.{ck}", source, problems, required=role in ("user", "assistant"))
+        if raw_role.strip().lower() == "function_call":
+            messages.append(_function_call_turn(turn.get(ck), f"{where}.{ck}", source, problems, tools, tracker))
+            continue
+        calls = _calls_of(turn, where, source, problems, tools, tracker) if role == "assistant" else None
+        content = _text(turn, ck, f"{where}.{ck}", source, problems,
+                        required=role == "user" or (role == "assistant" and calls is None))
         reasoning = None
         for rkey in ("reasoning_content", "reasoning", "thinking"):
             if turn.get(rkey) is not None:
                 reasoning = _text(turn, rkey, f"{where}.{rkey}", source, problems, required=False)
                 break
-        if content is None and role in ("user", "assistant"):
+        if content is None and (role == "user" or (role == "assistant" and calls is None)):
             continue
-        messages.append(Message(role, content or "", reasoning.strip("\n") if reasoning else None))
+        if role == "tool":
+            messages += _tool_results(turn, content or "", where, source, problems, tracker)
+            continue
+        if not calls:
+            tracker.other_turn()
+        messages.append(Message(role, content or "", reasoning.strip("\n") if reasoning else None, calls or []))
     return messages
 
 
-def _sharegpt(record: dict, source: str, problems: list[Problem]) -> list[Message]:
+def _calls_of(turn: dict, where: str, source: str, problems: list[Problem], tools: list[dict] | None,
+              tracker: toolkit.CallTracker) -> list | None:
+    """An OpenAI assistant turn's `tool_calls` (or legacy `function_call`); None when it makes no call."""
+    if not _absent(turn.get("tool_calls")):
+        items = _as_list(turn["tool_calls"], f"{where}.tool_calls", source, problems)
+        fields = [f"{where}.tool_calls[{k}]" for k in range(len(items or []))]
+    elif isinstance(turn.get("function_call"), dict):
+        items, fields = [turn["function_call"]], [f"{where}.function_call"]
+    else:
+        return None
+    return _register(items or [], fields, source, problems, tools, tracker)
+
+
+def _register(items: list, fields: list[str], source: str, problems: list[Problem], tools: list[dict] | None,
+              tracker: toolkit.CallTracker) -> list:
+    found, good_fields = [], []
+    for obj, where in zip(items, fields):
+        call = toolkit.read_call(obj, where, source, problems)
+        if call is None:
+            tracker.unreadable_call(obj)
+            continue
+        fwhere = f"{where}.function" if isinstance(obj, dict) and "function" in obj else where
+        toolkit.check_call(call[1], call[2], tools, fwhere, source, problems)
+        found.append(call)
+        good_fields.append(where)
+    return tracker.add(found, good_fields, source, problems)
+
+
+def _function_call_turn(value, where: str, source: str, problems: list[Problem], tools: list[dict] | None,
+                        tracker: toolkit.CallTracker) -> Message:
+    """ShareGPT's `function_call` turn: its value is one call, or a list of parallel calls, as JSON."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            problems.append(Problem(source, where, f"not JSON: {e.msg} at character {e.pos + 1}"))
+            return Message("assistant", "")
+    items = value if isinstance(value, list) else [value]
+    fields = [f"{where}[{k}]" for k in range(len(items))] if isinstance(value, list) else [where]
+    before = len(problems)
+    calls = _register(items, fields, source, problems, tools, tracker)
+    if not calls and len(problems) == before:
+        problems.append(Problem(source, where, "a function_call turn without a call"))
+    return Message("assistant", "", tool_calls=calls)
+
+
+def _tool_results(turn: dict, content: str, where: str, source: str, problems: list[Problem],
+                  tracker: toolkit.CallTracker) -> list[Message]:
+    """One tool turn's result(s), each matched to the call it answers.
+
+    ShareGPT (LLaMA-Factory) keeps turns alternating, so the results of n parallel calls come as one
+    observation holding a JSON list of n results; those become n tool turns.
+    """
+    pending = len(tracker.pending)
+    if turn.get("tool_call_id") is None and pending > 1 and content.lstrip().startswith("["):
+        try:
+            parts = json.loads(content)
+        except json.JSONDecodeError:
+            parts = None
+        if isinstance(parts, list) and len(parts) == pending:
+            texts = [p if isinstance(p, str) else json.dumps(p, ensure_ascii=False) for p in parts]
+            return [_result(None, None, t, where, source, problems, tracker) for t in texts]
+    return [_result(turn.get("tool_call_id"), turn.get("name"), content, where, source, problems, tracker)]
+
+
+def _result(tool_call_id, name, content: str, where: str, source: str, problems: list[Problem],
+            tracker: toolkit.CallTracker) -> Message:
+    call = tracker.answer(tool_call_id, where, source, problems)
+    if name is not None and not isinstance(name, str):
+        problems.append(Problem(source, f"{where}.name", f"expected a string, found {_type(name)}"))
+        name = None
+    # `name` stays as the record wrote it (OpenAI's tool turns have none): a template that renders it
+    # must get what the data says; the call it answers is known through tool_call_id anyway.
+    return Message("tool", content, tool_call_id=call.id if call else None, name=name)
+
+
+def _sharegpt(record: dict, source: str, problems: list[Problem], tools: list[dict] | None) -> list[Message]:
     items = _as_list(record["conversations"], "conversations", source, problems)
     if items is None:
         return []
-    messages = _turns(items, "conversations", "from", "value", source, problems)
+    messages = _turns(items, "conversations", "from", "value", source, problems, tools)
     system = _text(record, "system", "system", source, problems, required=False)
     if system and system.strip() and not (messages and messages[0].role == "system"):
         messages.insert(0, Message("system", system))
     return messages
 
 
-def _messages(record: dict, source: str, problems: list[Problem]) -> list[Message]:
+def _messages(record: dict, source: str, problems: list[Problem], tools: list[dict] | None) -> list[Message]:
     items = _as_list(record["messages"], "messages", source, problems)
     if items is None:
         return []
-    return _turns(items, "messages", "role", "content", source, problems)
+    return _turns(items, "messages", "role", "content", source, problems, tools)
 
 
-def _prompt_completion(record: dict, source: str, problems: list[Problem]) -> list[Message]:
+def _prompt_completion(record: dict, source: str, problems: list[Problem], tools: list[dict] | None) -> list[Message]:
     messages: list[Message] = []
     system = _text(record, "system", "system", source, problems, required=False)
     if system and system.strip():
@@ -235,7 +339,7 @@ def _prompt_completion(record: dict, source: str, problems: list[Problem]) -> li
         # TRL's conversational form: prompt and completion are themselves lists of messages.
         if isinstance(value, (list, tuple)) and value and isinstance(value[0], dict) and (
                 "role" in value[0] or "from" in value[0]):
-            messages += _turns(list(value), key, "role", "content", source, problems)
+            messages += _turns(list(value), key, "role", "content", source, problems, tools)
         else:
             text = _text(record, key, key, source, problems, required=True)
             messages.append(Message(role, text or ""))
@@ -254,7 +358,7 @@ def _split_think(m: Message, source: str, where: str, problems: list[Problem]) -
             return m
         reasoning = head.split("<think>", 1)[-1].strip("\n")
         # An explicit reasoning field wins over an inline block; the block is removed from the answer either way.
-        return Message("assistant", tail.lstrip("\n"), m.reasoning or (reasoning or None))
+        return Message("assistant", tail.lstrip("\n"), m.reasoning or (reasoning or None), m.tool_calls)
     if "<think>" in content:
         problems.append(Problem(source, where, "'<think>' is never closed with '</think>'"))
     return m
@@ -276,7 +380,7 @@ def _check_order(messages: list[Message], source: str, problems: list[Problem]) 
             if prev not in ("user", "tool"):
                 problems.append(Problem(source, f"turn {i + 1}", "turns out of order: an assistant turn must follow "
                                         "a user (or tool) turn"))
-            elif not m.content.strip() and not (m.reasoning or "").strip():
+            elif not m.content.strip() and not (m.reasoning or "").strip() and not m.tool_calls:
                 problems.append(Problem(source, f"turn {i + 1}", "empty assistant answer"))
         elif m.role == "tool" and prev not in ("assistant", "tool"):
             problems.append(Problem(source, f"turn {i + 1}", "turns out of order: a tool turn must follow an assistant turn"))

@@ -8,6 +8,7 @@ from typing import Iterator
 
 from lorakit.data import formats
 from lorakit.data.conversation import Conversation, Problem, RecordError, ScanResult
+from lorakit.data.preference import refusal_for_sft
 from lorakit.data.readers import iter_records, resolve_paths
 from lorakit.errors import LorakitError
 
@@ -34,6 +35,10 @@ def iter_conversations(files: list[Path], format: str = "auto", columns: dict[st
                 continue
             source, record = item
             record = formats.rename(record, rename)
+            refusal = refusal_for_sft(record)  # pairs are read by data/preference.py, for train.method dpo
+            if refusal:
+                yield Problem(source, "", refusal)
+                continue
             fmt = format if format != "auto" else formats.detect(record)
             if fmt is None:
                 keys = ", ".join(sorted(map(_printable, record))[:8]) or "none"

@@ -20,7 +20,7 @@ from lorakit.data.template import tokenize_conversation
 from lorakit.errors import LorakitError
 
 # Bump when tokenization or the cache layout changes, so old caches are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: records with tools render their tool list and calls
 
 
 @dataclass

@@ -201,9 +201,17 @@ def _json_objects(text: str, path: Path) -> Iterator[Item]:
         return
     for key in ("data", "train", "records", "examples"):
         if isinstance(obj.get(key), list):  # {"data": [...]}: the records live under one key
-            yield from _json_array(text, path, inner=obj[key])
+            yield from _with_file_tools(_json_array(text, path, inner=obj[key]), obj.get("tools"))
             return
     yield f"{path}:1", obj
+
+
+def _with_file_tools(items: Iterator[Item], tools) -> Iterator[Item]:
+    """`{"tools": [...], "data": [...]}`: the file's tools belong to every record that lists none of its own."""
+    for item in items:
+        if tools is not None and not isinstance(item, Problem) and "tools" not in item[1]:
+            item = item[0], {**item[1], "tools": tools}
+        yield item
 
 
 def _json_array(text: str, path: Path, inner: list | None = None) -> Iterator[Item]:
@@ -354,5 +362,19 @@ def _rows(ds, name: str) -> Iterator[Item]:
 
 
 def _drop_nulls(rec: dict) -> dict:
-    # Tables pad absent values with null; treat them as missing keys, as in JSON.
-    return {k: v for k, v in rec.items() if v is not None}
+    """Tables pad absent values with null; treat them as missing keys, as in JSON.
+
+    Nested too: Arrow gives every struct in a column the union of all their keys, so a `lookup` call's
+    arguments would come back as {"element": "iron", "expression": null, ...} and a tool schema with
+    every other tool's properties as nulls. (An argument that really is null is lost with them; tables
+    that keep arguments and tools as JSON text, as most do, keep it.)
+    """
+    return {k: _without_nulls(v) for k, v in rec.items() if v is not None}
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value

@@ -37,6 +37,10 @@ def inspect(paths: str | list[str], model: str, *, format: str = "auto", columns
     """
     from lorakit.data.stats import inspect_data
 
+    if _is_preference_file(paths):  # pairs: lengths per side and the truncation rule (data/preference_tokens.py)
+        from lorakit.data.preference_tokens import inspect_pairs
+
+        return PairInspection(inspect_pairs(paths, _tokenizer(model), columns, system, thinking, max_length))
     result = inspect_data(paths, _tokenizer(model), format=format, columns=columns or {}, system=system,
                           thinking=thinking, train_on=train_on, max_length=max_length, preview=preview)
     if not result.lengths:
@@ -65,3 +69,30 @@ def _tokenizer(model: str):
     from lorakit.models import load_tokenizer, resolve_model
 
     return load_tokenizer(resolve_model(model))
+
+
+class PairInspection:
+    """`inspect` of a preference file: `.summary()` as a dict, `.lines()` as the CLI prints it."""
+
+    def __init__(self, summary: dict):
+        self._summary = summary
+
+    def summary(self) -> dict:
+        return self._summary
+
+    def lines(self) -> list[str]:
+        from lorakit.data.preference_tokens import inspect_lines
+
+        return inspect_lines(self._summary)
+
+
+def _is_preference_file(paths) -> bool:
+    """Whether the first record under `paths` is in a preference form (chosen/rejected or KTO's label)."""
+    from lorakit.data.conversation import Problem
+    from lorakit.data.preference import record_kind
+    from lorakit.data.readers import iter_records, resolve_paths
+
+    for path in resolve_paths(paths):
+        for item in iter_records(path):
+            return not isinstance(item, Problem) and record_kind(item[1]) is not None
+    return False

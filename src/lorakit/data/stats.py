@@ -1,5 +1,5 @@
 """`lorakit data inspect`: counts, token-length percentiles, truncation, duplicates, a histogram and a
-coloured preview showing which tokens carry loss."""
+coloured preview showing which tokens carry loss; for tool data, the tools and how often each is called."""
 
 from __future__ import annotations
 
@@ -17,6 +17,36 @@ PERCENTILES = (50, 90, 95, 99)
 
 
 @dataclass
+class ToolUse:
+    """How the records use tools: per tool name, the records listing it and the calls made to it."""
+
+    records: int = 0  # records with tools or tool calls
+    listed: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    parallel_turns: int = 0  # assistant turns with more than one call
+    results: int = 0  # tool turns
+
+    def add(self, conv) -> None:
+        if not conv.has_tools:
+            return
+        self.records += 1
+        for t in conv.tools:
+            name = t["function"]["name"]
+            self.listed[name] = self.listed.get(name, 0) + 1
+        for m in conv.messages:
+            for c in m.tool_calls:
+                self.calls[c.name] = self.calls.get(c.name, 0) + 1
+            self.parallel_turns += len(m.tool_calls) > 1
+            self.results += m.role == "tool"
+
+    def summary(self) -> dict:
+        names = list(self.listed) + [n for n in self.calls if n not in self.listed]
+        return {"records": self.records, "calls": sum(self.calls.values()), "parallel_turns": self.parallel_turns,
+                "results": self.results,
+                "tools": {n: {"listed_in": self.listed.get(n, 0), "calls": self.calls.get(n, 0)} for n in names}}
+
+
+@dataclass
 class Inspection:
     """Everything `inspect` reports; `lengths` are untruncated token counts per good record."""
 
@@ -29,6 +59,7 @@ class Inspection:
     duplicates: int
     files: list[str] = field(default_factory=list)
     previews: list[tuple[str, list[tuple[str, bool]]]] = field(default_factory=list)
+    tool_use: ToolUse = field(default_factory=lambda: ToolUse())
 
     def summary(self) -> dict:
         """Plain numbers for printing or JSON."""
@@ -44,6 +75,7 @@ class Inspection:
             "max_length": self.max_length, "truncated": int(over.size),
             "truncated_tokens": {"total": int(over.sum()), "max": int(over.max()) if over.size else 0},
             "duplicates": self.duplicates,
+            **({"tool_use": self.tool_use.summary()} if self.tool_use.records else {}),
         }
 
 
@@ -52,7 +84,7 @@ def inspect_data(paths: str | list[str], tokenizer, *, format: str = "auto", col
                  preview: int = 2) -> Inspection:
     """Tokenize every good record (without truncating, so the cut can be measured) and collect statistics."""
     result = ScanResult()
-    lengths, supervised, previews, seen = [], [], [], set()
+    lengths, supervised, previews, seen, tool_use = [], [], [], set(), ToolUse()
     with progress([paths] if isinstance(paths, str) else list(paths), "inspect") as bar:
         # one conversation at a time: only two numbers and a 32-byte digest stay per record
         for i, conv in enumerate(scan_iter(paths, result, format, columns, system, keep_problems=0)):
@@ -63,11 +95,12 @@ def inspect_data(paths: str | list[str], tokenizer, *, format: str = "auto", col
             lengths.append(len(ids))
             supervised.append(sum(1 for l in labels[:max_length] if l != IGNORE))
             seen.add(hashlib.sha256(conv.key().encode("utf-8")).digest())
+            tool_use.add(conv)
             if i < preview:
                 previews.append((conv.source, _pieces(text, offsets, labels)))
     records = len(lengths) + result.bad_records
     return Inspection(records, result.bad_records, result.problem_count, lengths, supervised, max_length,
-                      len(lengths) - len(seen), result.files, previews)
+                      len(lengths) - len(seen), result.files, previews, tool_use)
 
 
 def _pieces(text: str, offsets: list[tuple[int, int]], labels: list[int]) -> list[tuple[str, bool]]:
@@ -140,6 +173,12 @@ def render_report(inspection: Inspection, console) -> None:
     table.add_row(f"over max_length {s['max_length']}",
                   f"{s['truncated']} samples would be cut ({cut['total']} tokens, at most {cut['max']} from one)")
     table.add_row("duplicates", str(s["duplicates"]))
+    if "tool_use" in s:
+        tu = s["tool_use"]
+        table.add_row("tool use", f"{tu['records']} records: {tu['calls']} calls ({tu['parallel_turns']} turns with "
+                                  f"parallel calls), {tu['results']} results")
+        for name, n in tu["tools"].items():
+            table.add_row(f"  tool {name}", f"listed in {n['listed_in']} records, called {n['calls']} times")
     console.print(table)
     if s["with_problems"]:
         console.print(f"[yellow]{s['with_problems']} records have problems and were skipped; "

@@ -7,8 +7,13 @@ The mask is computed on text, not on template markers (Qwen3's template has no `
    (with thinking off it starts at the content itself, so the empty `<think>` block stays prompt);
    where the prefix property fails we find the turn's content in the render instead;
 3. the answer ends after its content plus the end-of-turn token right after it (`<|im_end|>`), not
-   the newline that follows;
+   the newline that follows; a turn with tool calls ends at the first end-of-turn token after its
+   content, so the call text the template writes there (Hermes `<tool_call>` blocks, Llama's JSON, ...)
+   carries loss too;
 4. tokenize the full text once with offsets and label the tokens that lie (mostly) inside an answer span.
+
+Tools reach the template as `tools=` (it decides where the list goes: Qwen puts it in the system turn);
+a template that cannot render them is refused once per tokenizer (check_tool_support), never ignored.
 """
 
 from __future__ import annotations
@@ -19,6 +24,20 @@ from lorakit.errors import LorakitError
 IGNORE = -100
 THINKING = ("off", "on", "auto")
 TRAIN_ON = ("all", "last")
+# Tokens that close a turn in the common chat formats (ChatML, Llama 3, Gemma, Phi, Mistral).
+TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>", "</s>")
+# A one-call conversation every tool-capable template renders; its function name is unlikely in any template.
+_PROBE_NAME = "lorakit_probe_fn"
+_PROBE_TOOLS = [{"type": "function", "function": {
+    "name": _PROBE_NAME, "description": "Probe.",
+    "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}]
+_PROBE_MESSAGES = [
+    {"role": "user", "content": "Probe?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_0", "type": "function", "function": {"name": _PROBE_NAME, "arguments": {"x": 1}}}]},
+    {"role": "tool", "content": "1", "tool_call_id": "call_0", "name": _PROBE_NAME},
+    {"role": "assistant", "content": "One."},
+]
 
 
 def uses_thinking(conv: Conversation, thinking: str) -> bool:
@@ -28,7 +47,8 @@ def uses_thinking(conv: Conversation, thinking: str) -> bool:
     return thinking == "on" or (thinking == "auto" and conv.has_reasoning)
 
 
-def _template_source(tokenizer) -> str:
+def template_source(tokenizer) -> str:
+    """The tokenizer's chat template text; a LorakitError when it has none."""
     tpl = getattr(tokenizer, "chat_template", None)
     if isinstance(tpl, dict):
         tpl = tpl.get("default") or next(iter(tpl.values()), None)
@@ -44,7 +64,7 @@ def template_messages(tokenizer, conv: Conversation, think: bool) -> list[dict]:
     Templates that know `reasoning_content` (Qwen3) get it as a field; for others the reasoning is
     written into the content as a `<think>` block, the convention those models' users follow.
     """
-    knows_reasoning = "reasoning_content" in _template_source(tokenizer)
+    knows_reasoning = "reasoning_content" in template_source(tokenizer)
     out = []
     for m in conv.messages:
         d = {"role": m.role, "content": m.content}
@@ -53,14 +73,22 @@ def template_messages(tokenizer, conv: Conversation, think: bool) -> list[dict]:
                 d["reasoning_content"] = m.reasoning
             else:
                 d["content"] = f"<think>\n{m.reasoning}\n</think>\n\n{m.content}"
+        if m.tool_calls:
+            d["tool_calls"] = [c.to_openai() for c in m.tool_calls]
+        if m.tool_call_id is not None:
+            d["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            d["name"] = m.name
         out.append(d)
     return out
 
 
-def _render(tokenizer, messages: list[dict], think: bool, generation_prompt: bool, source: str = "") -> str:
+def render_messages(tokenizer, messages: list[dict], think: bool, generation_prompt: bool, source: str = "",
+                    tools: list[dict] | None = None) -> str:
+    """The chat template's text for `messages` (and `tools`); a LorakitError naming `source` if it refuses."""
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
-                                             enable_thinking=think)
+        return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                             add_generation_prompt=generation_prompt, enable_thinking=think)
     except Exception as e:  # jinja raises TemplateError (e.g. raise_exception("roles must alternate"))
         where = f"{source}: " if source else ""
         raise LorakitError(f"{where}the model's chat template rejected the conversation: {e}") from None
@@ -74,6 +102,42 @@ def _find(full: str, text: str, start: int) -> tuple[int, int] | None:
             if pos >= 0:
                 return pos, pos + len(candidate)
     return None
+
+
+def check_tool_support(tokenizer) -> None:
+    """Refuse, in one line naming the model, a chat template that would drop tools or tool calls.
+
+    Checked once per tokenizer on a probe conversation: the template must read `tools`, render
+    differently with them than without, and write the call's function name besides the tool list.
+    """
+    source = template_source(tokenizer)
+    named = getattr(tokenizer, "chat_template", None)
+    if isinstance(named, dict) and named.get("tool_use"):
+        source = named["tool_use"]  # transformers renders with this one whenever tools are passed
+    if getattr(tokenizer, "_lorakit_tools_ok", None) == source:  # the template may be swapped after a check
+        return
+    name = getattr(tokenizer, "name_or_path", "") or "the model"
+    why = None
+    if "tools" not in source:
+        why = "the template never reads `tools`"
+    else:
+        try:
+            with_tools = render_messages(tokenizer, _PROBE_MESSAGES, False, False, tools=_PROBE_TOOLS)
+            without = render_messages(tokenizer, _PROBE_MESSAGES, False, False)
+        except LorakitError as e:
+            why = f"the template rejects a one-call tool conversation ({str(e).split(': ', 1)[-1]})"
+        else:
+            if with_tools == without:
+                why = "the template renders the same text with tools as without"
+            elif with_tools.count(_PROBE_NAME) < 2:
+                why = "the template renders the tool list but not the assistant's tool_calls"
+    if why:
+        raise LorakitError(f"{name}: cannot train on tool conversations: {why}; use a model whose chat "
+                           "template renders tools and tool calls (Qwen2.5, Qwen3, Llama 3.1, ...)")
+    try:
+        tokenizer._lorakit_tools_ok = source
+    except AttributeError:
+        pass
 
 
 def end_markers(tokenizer) -> list[str]:
@@ -108,8 +172,11 @@ def render_with_spans(tokenizer, conv: Conversation, *, thinking: str = "off",
     if train_on not in TRAIN_ON:
         raise LorakitError(f"data.train_on: expected all or last, got {train_on!r}")
     think = uses_thinking(conv, thinking)
+    if conv.has_tools:
+        check_tool_support(tokenizer)
     messages = template_messages(tokenizer, conv, think)
-    full = _render(tokenizer, messages, think, generation_prompt=False, source=conv.source)
+    tools = conv.tools or None
+    full = render_messages(tokenizer, messages, think, generation_prompt=False, source=conv.source, tools=tools)
     markers = end_markers(tokenizer)
     spans: list[tuple[int, int]] = []
     cursor = 0
@@ -120,7 +187,10 @@ def render_with_spans(tokenizer, conv: Conversation, *, thinking: str = "off",
             if found:
                 cursor = found[1]
             continue
-        start = _prompt_end(tokenizer, full, messages[:i], think, cursor)
+        start = _prompt_end(tokenizer, full, messages[:i], think, cursor, tools)
+        if start is None and m.tool_calls and not content.strip():
+            raise LorakitError(f"{conv.source}: turn {i + 1}: cannot locate this tool-call turn in the rendered "
+                               "conversation (the chat template's generation prompt is not a prefix of it)")
         found = _find(full, content, start if start is not None else cursor)
         if found is None:
             raise LorakitError(f"{conv.source}: turn {i + 1}: the chat template changed the assistant text so it "
@@ -133,10 +203,13 @@ def render_with_spans(tokenizer, conv: Conversation, *, thinking: str = "off",
         else:
             a_start = _reasoning_start(full, m, cursor, c_start)
         a_end = c_end
-        for marker in markers:
-            if full.startswith(marker, c_end):
-                a_end = c_end + len(marker)
-                break
+        if m.tool_calls:
+            a_end = _calls_end(full, m, markers, c_end, conv.source, i)
+        else:
+            for marker in markers:
+                if full.startswith(marker, c_end):
+                    a_end = c_end + len(marker)
+                    break
         spans.append((a_start, a_end))
         cursor = a_end
     if not spans:
@@ -144,13 +217,38 @@ def render_with_spans(tokenizer, conv: Conversation, *, thinking: str = "off",
     return full, spans[-1:] if train_on == "last" else spans
 
 
-def _prompt_end(tokenizer, full: str, before: list[dict], think: bool, cursor: int) -> int | None:
+def _calls_end(full: str, m: Message, markers: list[str], c_end: int, source: str, i: int) -> int:
+    """End of a tool-call turn: the first end-of-turn marker after its content, included.
+
+    The call text between content and marker is the template's own (Hermes blocks, Llama's JSON, ...);
+    each called function's name must be in it, or the template dropped the calls.
+    """
+    best = None
+    # end-of-turn tokens first: a template may write another special token inside the call (<|python_tag|>)
+    for group in ([k for k in markers if k == markers[0] or k in TURN_ENDS], markers):
+        for marker in group:
+            pos = full.find(marker, c_end)
+            if pos >= 0 and (best is None or pos < best[0]):
+                best = (pos, pos + len(marker))
+        if best is not None:
+            break
+    if best is None:
+        raise LorakitError(f"{source}: turn {i + 1}: no end-of-turn token after the tool calls in the rendered text")
+    written = full[c_end:best[0]]
+    missing = [c.name for c in m.tool_calls if c.name not in written]
+    if missing:
+        raise LorakitError(f"{source}: turn {i + 1}: the chat template did not write the call to {missing[0]!r}")
+    return best[1]
+
+
+def _prompt_end(tokenizer, full: str, before: list[dict], think: bool, cursor: int,
+                tools: list[dict] | None = None) -> int | None:
     """End of the generation prompt for the next turn, if its render is a prefix of the full render."""
     # Qwen3 adds an empty think block to the generation prompt only with thinking off, and earlier turns
     # render without one; so try both settings and keep the one that is a true prefix.
     for variant in (think, not think):
         try:
-            prompt = _render(tokenizer, before, variant, generation_prompt=True)
+            prompt = render_messages(tokenizer, before, variant, generation_prompt=True, tools=tools)
         except LorakitError:
             return None  # some templates refuse partial conversations; find the content instead
         if len(prompt) >= cursor and full.startswith(prompt):

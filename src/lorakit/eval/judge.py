@@ -6,10 +6,10 @@ two are shown cannot sway the judge. The prompt is fixed and printed in the repo
 
 from __future__ import annotations
 
-import os
 import re
 from urllib.parse import urlparse
 
+from lorakit import settings
 from lorakit.errors import LorakitError
 
 JUDGE_PROMPT = """You are grading one answer of an AI assistant.
@@ -56,7 +56,7 @@ def _client(url: str):
 
         raise LorakitError(f"--judge-url needs the openai client: {install_command('openai', 'install')}") from None
     # Local servers (lorakit serve, vLLM) accept any key; a hosted judge reads the usual variable.
-    key = os.environ.get("LORAKIT_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
+    key = settings.judge_api_key() or "none"
     return openai.OpenAI(base_url=api_base(url), api_key=key, max_retries=1, timeout=120)
 
 

@@ -6,9 +6,9 @@ A reference is a local folder, a built-in name (built offline into the cache on 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from lorakit import settings
 from lorakit.errors import LorakitError
 from lorakit.models.builtin import BUILTIN_MODELS, materialise
 from lorakit.models.hub import SOURCES, cached_hub_model, download_hub_model, hub_dir, is_hub_id
@@ -19,7 +19,7 @@ __all__ = ["BUILTIN_MODELS", "cache_root", "resolve_model", "download", "load_to
 
 def cache_root(cache_dir: str | None = None) -> Path:
     """lorakit's cache folder: `cache_dir`, else $LORAKIT_CACHE, else ~/.cache/lorakit."""
-    root = cache_dir or os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit"
+    root = cache_dir or settings.cache_dir() or Path.home() / ".cache" / "lorakit"
     return Path(root).expanduser()
 
 

@@ -3,7 +3,6 @@ engine, OpenAI-compatible), after the checks llama-server would otherwise fail o
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from lorakit import settings
 from lorakit.errors import LorakitError
 
 LLAMA_SERVER = "llama-server"
@@ -60,7 +60,7 @@ def find_gguf(path: Path) -> Path:
 def build_llama_server_command(gguf: Path, served_name: str, host: str, port: int, api_key: str | None = None,
                                max_model_len: int | None = None) -> list[str]:
     """The llama-server argument list. --jinja renders the chat template embedded in the GGUF."""
-    binary = os.environ.get("LORAKIT_LLAMA_SERVER") or LLAMA_SERVER
+    binary = settings.llama_server() or LLAMA_SERVER
     cmd = [binary, "-m", str(gguf), "--alias", served_name, "--host", host, "--port", str(port), "--jinja"]
     if max_model_len:
         cmd += ["--ctx-size", str(max_model_len)]

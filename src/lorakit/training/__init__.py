@@ -2,6 +2,7 @@
 
     loop         setup -> run_steps -> finish, state in TrainState (the only module that drives a run)
     batching     samples -> packed rows or padded batches; step order
+    fastpaths    which attention and fused forwards a run takes, from the config and the model
     attention    per-sample attention over packed rows
     loss         supervised-only loss, LM head in chunks; held-out loss (also the eval stage's)
     fused        fused LoRA / SwiGLU / RMSNorm forwards (CPU)

@@ -6,7 +6,8 @@ every query against every key of the row: for 4 samples of 100 tokens that is a 
 matrix, four times the 4 x 100 x 100 the samples need, plus the mask itself. On a CPU each sample
 gets its own causal SDPA call on a slice of the row (no mask, and grouped-query heads stay
 un-repeated). On a GPU, where every kernel launch costs more than these small products, the row
-runs as one masked SDPA call whose mask is built once per forward and shared by all layers.
+runs as one masked SDPA call whose mask is built once per forward and shared by all layers
+(`train.packed_attention` picks either on any device).
 It also serves rows whose samples share a prefix stored once (batching.pack with share_prefix).
 
 What the model's own attention computes besides causal softmax attention arrives as keyword arguments
@@ -15,7 +16,7 @@ does: `sliding_window` (query i sees key j when i - j < window, positions counte
 `softcap` (scores -> softcap * tanh(scores / softcap), Gemma2) and `s_aux` (one learned sink logit per
 head that takes part in the softmax and attends to nothing, GPT-OSS). A window is a mask; softcap and
 sinks need the scores themselves, so those layers run the product in eager form, sample by sample. Anything else a model
-does to its attention is outside this function: lorakit.training.paths sends such models to
+does to its attention is outside this function: lorakit.training.fastpaths sends such models to
 transformers' own attention instead.
 
 The row's segments come from batching.pack as Python ints (`sample_segments`), so no layer has to
@@ -24,15 +25,16 @@ read position ids back from the device: on a GPU that read would stall the launc
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
 NAME = "lorakit_packed"
-# "auto": per-sample calls on CPU, one masked call elsewhere; "loop" or "mask" force one (benchmarks)
-MODE_ENV = "LORAKIT_PACKED_ATTENTION"
-# what packed_attention computes beyond causal softmax attention (lorakit.training.paths reads this)
+# train.packed_attention: "per_sample" calls, one "whole_row" masked call, or "auto" (per_sample on CPU)
+CALLS = ("auto", "per_sample", "whole_row")
+# where use_packed_attention leaves that choice: on each module, since the attention function is handed
+# its layer; no global, so two models in one process may differ
+CALLS_ATTR = "_lorakit_packed_calls"
+# what packed_attention computes beyond causal softmax attention (lorakit.training.fastpaths reads this)
 SUPPORTS = frozenset({"sliding_window", "softcap", "sinks", "grouped_query"})
 _mask_cache: dict = {}
 
@@ -57,7 +59,7 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     groups = getattr(module, "num_key_value_groups", 1)
     # eager layers always go sample by sample: their explicit scores over a whole row (16k tokens on a
     # GPU) would cost heads x row^2 floats, where the samples' own cost the sum of their squares
-    if len(segments) > 1 and _one_call(query.device) and not eager:
+    if len(segments) > 1 and _one_call(module, query.device) and not eager:
         mask = _row_mask(tuple(segments), n_shared, length, query.device, window)
         if groups > 1:  # repeated explicitly: not every masked SDPA kernel takes grouped-query heads
             key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
@@ -113,9 +115,13 @@ def _sample_mask(n: int, prefix: int, window: int, device) -> torch.Tensor:
     return mask
 
 
-def _one_call(device: torch.device) -> bool:
-    mode = os.environ.get(MODE_ENV, "auto")
-    return mode == "mask" or (mode == "auto" and device.type != "cpu")
+def _one_call(module, device: torch.device) -> bool:
+    return row_calls(getattr(module, CALLS_ATTR, "auto"), device.type) == "whole_row"
+
+
+def row_calls(calls: str, device_type: str) -> str:
+    """What `calls` (CALLS) runs on a device: auto is per_sample on CPU, whole_row elsewhere."""
+    return calls if calls != "auto" else ("per_sample" if device_type == "cpu" else "whole_row")
 
 
 def _segments(position_ids, length: int, n_shared: int = 0) -> list[tuple[int, int]]:
@@ -171,10 +177,15 @@ def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x[:, :, None].expand(b, h, groups, n, d).reshape(b, h * groups, n, d)
 
 
-def use_packed_attention(model) -> None:
+def use_packed_attention(model, calls: str = "auto") -> None:
     """Switch a loaded transformers model to per-sample attention over packed rows (training only: it
-    assumes rows come from batching.pack, with no padding mask and no KV cache)."""
+    assumes rows come from batching.pack, with no padding mask and no KV cache); `calls` is how each row
+    runs (CALLS, train.packed_attention)."""
     from transformers import AttentionInterface
 
+    if calls not in CALLS:
+        raise ValueError(f"packed attention calls: {calls!r} is not one of {', '.join(CALLS)}")
     AttentionInterface.register(NAME, packed_attention)
+    for module in model.modules():  # every module: cheap, and whichever layers call attention are among them
+        setattr(module, CALLS_ATTR, calls)
     model.set_attn_implementation(NAME)

@@ -14,7 +14,7 @@ bf16 can hold the base in bf16 (half the memory) and still compute in fp32 (prec
 Measured on a 2-core AVX2 EPYC, SmolLM2-135M, `benchmarks/train_speed.py --methods c` (docs/benchmarks.md):
 peak RSS 2.73-2.99 -> 1.94-1.97 GiB with both, 251-256 -> 256-276 tokens/s (two runs each).
 
-Applied where measured: on CPU by default (LORAKIT_FUSED=auto); `on` forces it elsewhere, `off` keeps
+Applied where measured: on CPU by default (`train.fused: auto`); `on` forces it elsewhere, `off` keeps
 peft's and transformers' own forwards. Anything unusual (DoRA, LoRA dropout, several adapters, bias on
 B, another MLP or norm shape) keeps the original forward; a disabled or merged adapter runs the
 base alone, as peft's forward does.
@@ -22,16 +22,12 @@ base alone, as peft's forward does.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
-MODE_ENV = "LORAKIT_FUSED"
 
-
-def enabled(device: str) -> bool:
-    mode = os.environ.get(MODE_ENV, "auto")
+def enabled(mode: str, device: str) -> bool:
+    """train.fused on `device`: auto runs the fused forwards on CPU only, where they were measured."""
     return mode == "on" or (mode == "auto" and device == "cpu")
 
 

@@ -1,4 +1,7 @@
-"""The training stage: LoRA SFT with packing, supervised-only loss, checkpoints, resume and tracking.
+"""The training stage: one loop for every objective (train.method: SFT, DPO, ...), with packing,
+checkpoints, exact resume and tracking. What differs between methods (how a step's units become
+forwards, the loss, its metrics, the held-out figures) is asked of the objective
+(lorakit.training.objectives); nothing here is method-specific.
 
 `train()` reads top to bottom: `setup()` (device, data, model, optimizer) -> `run_steps()` (the optimizer
 steps, with eval, logging and checkpoints at their intervals) -> `finish()` (final adapter, run.json,
@@ -26,10 +29,11 @@ from lorakit.config import RunConfig, config_to_yaml
 from lorakit.data.prepared import account_line
 from lorakit.models import precision
 from lorakit.rundir import claim_run_dir
-from lorakit.training import batching, checkpoint, fused, guards, paths
+from lorakit.training import batching, checkpoint, fastpaths, fused, guards
 from lorakit.training import resume as resume_rules
 from lorakit.training.distributed import Distributed, LossModule, pick_device
-from lorakit.training.loss import evaluate_loss, perplexity
+from lorakit.training.objectives import objective_for
+from lorakit.training.objectives.base import Objective
 from lorakit.training.plan import Inputs, Plan, pack_budget, plan_run, resolve_inputs, use_checkpointing
 
 @dataclass
@@ -42,6 +46,7 @@ class TrainState:
     evals_without_improvement: int = 0
     trained_with: dict | None = None  # config, data hash, base model identity (training/resume.py)
     resumes: list = field(default_factory=list)  # every resume of this run, written to run.json
+    objective: dict = field(default_factory=dict)  # the objective's own state (objectives/base.py)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":
@@ -63,10 +68,12 @@ class TrainState:
 
 @dataclass
 class Window:
-    """Loss and token sums since the last logged step."""
+    """Loss, metric and token sums since the last logged step; `denominator` is what the objective divides
+    a step's sums by (SFT: supervised tokens, DPO: pairs)."""
     loss: float = 0.0
-    supervised: int = 0
+    denominator: int = 0
     tokens: int = 0
+    metrics: dict = field(default_factory=dict)
     t0: float = field(default_factory=time.perf_counter)
 
 
@@ -88,6 +95,8 @@ class Setup:
     state: TrainState
     start_step: int
     last_good: str | None = None  # the newest checkpoint this run resumed from or saved
+    paths: fastpaths.Paths | None = None  # the attention and fused forwards this run takes
+    objective: Objective | None = None  # train.method: the batch layout, the loss and its metrics
 
     @property
     def data(self):
@@ -114,6 +123,7 @@ def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, over
     lock = claim_run_dir(cfg.train.output_dir, resume, overwrite) if Distributed.from_env().rank == 0 else None
     try:
         s = setup(cfg, resume, overwrite, resume_anyway)
+        s.objective.begin_run(s)
         if on_setup is not None:
             on_setup(s)
         run_steps(s)
@@ -167,10 +177,11 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = attach_lora(model, cfg.lora)
-    chosen = paths.choose(model, t.packing)  # fast paths by what the model computes, else transformers' own
-    frozen = paths.apply(model, chosen, inputs.use_fused)
+    # fast paths by the config and what the model computes, else transformers' own; chosen once, here
+    chosen = fastpaths.choose(model, t.packing, t.attention, t.packed_attention)
+    frozen = fastpaths.apply(model, chosen, inputs.use_fused)
     dist.print(chosen.line())
-    run_cfg = cfg  # as the steps run it: transformers' attention takes padded batches (paths.py says why)
+    run_cfg = cfg  # as the steps run it: transformers' attention takes padded batches (fastpaths.py says why)
     if t.packing and not chosen.packing:
         t = t.model_copy(update={"packing": False, "share_prefix": False})
         run_cfg = cfg.model_copy(update={"train": t})
@@ -195,15 +206,17 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
         state = TrainState.from_dict(checkpoint.load_checkpoint(ckpt, model, optimizer, scheduler, sharded=dist.fsdp))
         dist.print(f"resuming from {ckpt} (step {state.step})")
     state.trained_with, state.resumes = now, resumes
+    objective = objective_for(run_cfg)
+    objective.load_state_dict(state.objective)
     if dist.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     trainable, total = trainable_parameters(model)
     dist.print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%); "
-               f"{len(inputs.data.train)} samples, {inputs.n_steps} steps")
+               f"{len(inputs.data.train)} {objective.unit}, {inputs.n_steps} steps")
     return Setup(run_cfg, dist, inputs, run_dir, model, loss_of, params, optimizer, scheduler,
                  precision.autocast(t.precision, device), budget, batching.pad_token_id(inputs.tokenizer), state,
-                 state.step, str(ckpt) if ckpt else None)
+                 state.step, str(ckpt) if ckpt else None, chosen, objective)
 
 
 def run_steps(s: Setup) -> None:
@@ -268,27 +281,31 @@ def finish(s: Setup) -> None:
     s.dist.barrier()
 
 
-def _optimizer_step(s: Setup, samples: list[dict], window: Window) -> torch.Tensor:
+def _optimizer_step(s: Setup, units: list[dict], window: Window) -> torch.Tensor:
     """Forward and backward over this rank's micro-batches, then one optimizer step; the loss is
-    normalised by the supervised tokens of the whole optimizer step, so 1 x 8 and 8 x 1 give the same
-    gradient. Returns the gradient norm before clipping."""
-    t, dist = s.cfg.train, s.dist
-    micro = batching.micro_batches(samples, t.batch_size, t.packing, s.pad_id, t.share_prefix, s.budget, dist.world)
-    n_sup = sum(batching.supervised_tokens(mb) for mb in micro)
-    loss_sum, real = None, 0
+    normalised by the objective's denominator of the whole optimizer step (SFT: its supervised tokens),
+    so 1 x 8 and 8 x 1 give the same gradient. Returns the gradient norm before clipping."""
+    t, dist, objective = s.cfg.train, s.dist, s.objective
+    micro = objective.micro_batches(objective.rollout(s, units), s.pad_id, s.budget, dist.world)
+    denominator = objective.begin_step(micro)
+    loss_sum, metric_sums, real = None, {}, 0
     for mb, weight in dist.share(micro):
         mb = batching.to_device(mb, s.device)
         with s.autocast:
-            loss = s.loss_of(mb)
-        (loss * (weight * dist.world / max(1, n_sup))).backward()
+            out = objective.loss(s.loss_of, mb)
+        (out.loss * (weight * dist.world / max(1, denominator))).backward()
         # summed on the device and read once per step: a read per micro-batch would stall a GPU's queue
-        part = loss.detach().float() * weight
+        part = out.loss.detach().float() * weight
         loss_sum = part if loss_sum is None else loss_sum + part
+        for k, v in out.metrics.items():
+            metric_sums[k] = metric_sums.get(k, 0) + v.float() * weight
         real += weight * batching.real_tokens(mb)
     step_loss = dist.sum(float(loss_sum) if loss_sum is not None else 0.0)
     window.loss += step_loss
-    window.supervised += n_sup
+    window.denominator += denominator
     window.tokens += real
+    for k, v in metric_sums.items():
+        window.metrics[k] = window.metrics.get(k, 0.0) + dist.sum(float(v))
     dist.all_reduce_grads(s.params)
     grad_norm = torch.nn.utils.clip_grad_norm_(s.params, t.max_grad_norm if t.max_grad_norm > 0 else 1e9)
     _stop_if_diverged(s, step_loss, float(grad_norm))
@@ -300,20 +317,21 @@ def _optimizer_step(s: Setup, samples: list[dict], window: Window) -> torch.Tens
 
 def _log_row(s: Setup, window: Window, grad_norm) -> dict:
     elapsed = time.perf_counter() - window.t0
-    return {"loss": window.loss / max(1, window.supervised), "lr": s.scheduler.get_last_lr()[0],
+    per = max(1, window.denominator)
+    return {"loss": window.loss / per, "lr": s.scheduler.get_last_lr()[0],
             "grad_norm": float(grad_norm),
             "epoch": round(s.state.step * s.inputs.samples_per_step / len(s.data.train), 3),
-            "tokens_per_s": window.tokens * s.dist.world / max(elapsed, 1e-9)}
+            "tokens_per_s": window.tokens * s.dist.world / max(elapsed, 1e-9),
+            **{k: v / per for k, v in window.metrics.items()}}
 
 
 def _evaluate(s: Setup, tracker) -> tuple[bool, bool]:
-    """Held-out loss at this step: (the best so far, patience used up)."""
+    """The objective's held-out figures at this step: (the best eval_loss so far, patience used up)."""
     t = s.cfg.train
-    eval_loss = evaluate_loss(s.loss_of, s.data.eval, t.batch_size, t.packing, s.pad_id, s.device, s.autocast,
-                              t.share_prefix, s.budget)
-    improved = s.state.track_best(eval_loss, s.run_dir)
+    figures = s.objective.evaluate(s.loss_of, s.data.eval, s.pad_id, s.device, s.autocast, s.budget)
+    improved = s.state.track_best(figures["eval_loss"], s.run_dir)
     if tracker:
-        tracker.log(s.state.step, {"eval_loss": eval_loss, "eval_ppl": perplexity(eval_loss)})
+        tracker.log(s.state.step, figures)
     patience = t.early_stopping_patience
     if patience and s.state.evals_without_improvement >= patience:
         s.dist.print(f"early stopping at step {s.state.step}: no eval improvement in {patience} evaluations")
@@ -322,6 +340,7 @@ def _evaluate(s: Setup, tracker) -> tuple[bool, bool]:
 
 
 def _save_checkpoint(s: Setup) -> None:
+    s.state.objective = s.objective.state_dict()
     full = s.dist.full_state(s.model, s.optimizer)  # collective under FSDP: every rank calls it
     if s.dist.rank == 0:
         s.last_good = str(checkpoint.save_checkpoint(s.run_dir, s.state.step, s.model, s.optimizer, s.scheduler,
@@ -359,6 +378,8 @@ def _write_outputs(s: Setup, full: dict | None) -> None:
         "best_checkpoint": checkpoint.existing_best(s.state.as_dict(), s.state.step, s.run_dir),
         "data": s.data.stats,
         "trained_with": {k: v for k, v in (s.state.trained_with or {}).items() if k != "config"},
+        "fast_paths": {**s.paths.record(s.device), "weight_dtype": s.inputs.weight_dtype,
+                       "compute_dtype": s.inputs.compute_dtype} if s.paths else None,
         "resumes": s.state.resumes,
         "final_train_loss": losses[-1] if losses else None,
     })

@@ -58,6 +58,52 @@ def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
 def summed_loss(model: torch.nn.Module, batch: dict, neftune_alpha: float = 0.0) -> torch.Tensor:
     """Sum of token losses over supervised positions of `batch` (divide by the token count yourself).
     `neftune_alpha` > 0 adds NEFTune noise to the input embeddings (see `neftune_noise`)."""
+    head, hidden, targets, scale, softcap = _supervised_hidden(model, batch, neftune_alpha)
+    if _fusable(head) and torch.is_grad_enabled():
+        return _FusedHeadLoss.apply(hidden, head.weight, targets, scale, softcap)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, targets.numel(), CHUNK):
+        h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_chunk_loss, head, h, t, scale, softcap, use_reentrant=False)
+        else:
+            total = total + _chunk_loss(head, h, t, scale, softcap)
+    return total
+
+
+def token_logprobs(model: torch.nn.Module, batch: dict, neftune_alpha: float = 0.0) -> torch.Tensor:
+    """log p(target) of every supervised position of `batch`, in row order (float32, one per position).
+    The head runs only on those positions, a chunk at a time: no full-vocabulary logits. Preference and
+    RL objectives sum them per sample (`sample_index` says which position belongs to which sample)."""
+    head, hidden, targets, scale, softcap = _supervised_hidden(model, batch, neftune_alpha)
+    if _fusable(head) and torch.is_grad_enabled():
+        return _FusedHeadLogprobs.apply(hidden, head.weight, targets, scale, softcap)
+    parts = []
+    for start in range(0, targets.numel(), CHUNK):
+        h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(_chunk_logprobs, head, h, t, scale, softcap, use_reentrant=False))
+        else:
+            parts.append(_chunk_logprobs(head, h, t, scale, softcap))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def sample_index(batch: dict) -> torch.Tensor:
+    """For each supervised position of `batch` (the order of token_logprobs), the sample it belongs to:
+    the row of a padded batch, or the sample's place in a packed row (a shared prefix is no sample)."""
+    labels = batch["shift_labels"]
+    keep = labels != IGNORE
+    if "segments" not in batch:
+        return keep.nonzero()[:, 0]
+    owner = torch.full((labels.shape[-1],), -1, dtype=torch.long, device=labels.device)
+    segments = batch["segments"][1:] if batch.get("shared_prefix") else batch["segments"]
+    for k, (a, b) in enumerate(segments):
+        owner[a:b] = k
+    return owner[keep[0]]
+
+
+def _supervised_hidden(model, batch: dict, neftune_alpha: float):
+    """(head, hidden states at the supervised positions, their targets, logit scale, softcap)."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
@@ -71,18 +117,14 @@ def summed_loss(model: torch.nn.Module, batch: dict, neftune_alpha: float = 0.0)
     hidden = decoder(**inputs, use_cache=False).last_hidden_state
     labels = batch["shift_labels"]
     keep = labels != IGNORE
-    hidden, targets = hidden[keep], labels[keep]
     scale, softcap = logit_transform(causal_lm.config)
-    if _fusable(head) and torch.is_grad_enabled():
-        return _FusedHeadLoss.apply(hidden, head.weight, targets, scale, softcap)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, targets.numel(), CHUNK):
-        h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
-        if torch.is_grad_enabled():
-            total = total + checkpoint(_chunk_loss, head, h, t, scale, softcap, use_reentrant=False)
-        else:
-            total = total + _chunk_loss(head, h, t, scale, softcap)
-    return total
+    return head, hidden[keep], labels[keep], scale, softcap
+
+
+def _chunk_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
+                    softcap: float = 0.0) -> torch.Tensor:
+    logits = _transform(head(hidden).float(), scale, softcap)
+    return -F.cross_entropy(logits, targets, reduction="none")
 
 
 def neftune_noise(embeds: torch.Tensor, batch: dict, alpha: float) -> torch.Tensor:
@@ -144,6 +186,43 @@ class _FusedHeadLoss(torch.autograd.Function):
         return (grad_hidden * grad_total).to(ctx.hidden_dtype), None, None, None, None
 
 
+class _FusedHeadLogprobs(torch.autograd.Function):
+    """Per-token log p(target) of the logits `hidden @ weight.T` (scaled, softcapped as in _FusedHeadLoss),
+    with d(logp_i)/d(hidden_i) = (onehot - softmax) @ W computed chunk by chunk in forward; backward
+    scales each row by its token's incoming gradient. Same memory and matmuls as _FusedHeadLoss."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, scale=1.0, softcap=0.0):
+        grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
+        logp = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
+        for start in range(0, targets.numel(), CHUNK):
+            h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
+            logits = F.linear(h, weight).float()
+            if scale != 1.0:
+                logits.mul_(scale)
+            capped = None
+            if softcap:
+                capped = logits.div_(softcap).tanh_()
+                logits = capped * softcap
+            lse = torch.logsumexp(logits, dim=-1)
+            logp[start:start + CHUNK] = logits.gather(1, t[:, None]).squeeze(1) - lse
+            probs = logits.sub_(lse[:, None]).exp_()
+            probs[torch.arange(t.numel(), device=t.device), t] -= 1.0  # softmax - onehot = -d(logp)/d(logits)
+            if capped is not None:
+                probs.mul_(capped.square_().neg_().add_(1.0))
+            if scale != 1.0:
+                probs.mul_(scale)
+            grad_hidden[start:start + CHUNK] = (probs.neg_()).to(weight.dtype) @ weight
+        ctx.save_for_backward(grad_hidden)
+        ctx.hidden_dtype = hidden.dtype
+        return logp
+
+    @staticmethod
+    def backward(ctx, grad_logp):
+        (grad_hidden,) = ctx.saved_tensors
+        return (grad_hidden * grad_logp[:, None]).to(ctx.hidden_dtype), None, None, None, None
+
+
 class LossModule(torch.nn.Module):
     """The model and lorakit's loss as one forward. summed_loss reads the embeddings and the (often tied)
     LM head outside the model's own forward, so this module, not the model, must be FSDP's root."""
@@ -153,10 +232,12 @@ class LossModule(torch.nn.Module):
         self.model = model
         self.neftune_alpha = neftune_alpha
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict, kind: str = "summed_loss") -> torch.Tensor:
+        """kind "summed_loss": summed_loss's sum; "token_logprobs": token_logprobs's per-token values."""
         # noise only in training forwards: never in eval loss, whose model is in eval mode under no_grad
         noisy = self.neftune_alpha and self.model.training and torch.is_grad_enabled()
-        return summed_loss(self.model, batch, self.neftune_alpha if noisy else 0.0)
+        compute = token_logprobs if kind == "token_logprobs" else summed_loss
+        return compute(self.model, batch, self.neftune_alpha if noisy else 0.0)
 
 
 @torch.no_grad()
@@ -167,7 +248,7 @@ def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast,
     model = model if isinstance(model, LossModule) else LossModule(model)
     if not _runs_packed_attention(model.model):
         # transformers' own attention masks packed rows correctly only in some models (see
-        # lorakit.training.paths): padded batches are exact in all of them
+        # lorakit.training.fastpaths): padded batches are exact in all of them
         packing, share_prefix = False, False
     was_training = model.training
     model.eval()

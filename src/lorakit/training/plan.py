@@ -13,6 +13,7 @@ from typing import Any
 
 from lorakit.errors import LorakitError
 from lorakit.training import batching
+from lorakit.training.objectives import objective_for
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # train.pack_tokens=auto on CUDA: the budget it picks stays within these bounds
@@ -35,12 +36,13 @@ class Plan:
     device: str
     memory_gb: float
     notes: list[str] = field(default_factory=list)  # e.g. why the weights train in another dtype
+    unit: str = "samples"  # what the objective trains on: samples, pairs, ...
 
     def lines(self) -> list[str]:
         return [
-            f"data: {self.train_samples} train / {self.eval_samples} eval samples, "
+            f"data: {self.train_samples} train / {self.eval_samples} eval {self.unit}, "
             f"{self.train_tokens:,} tokens ({self.supervised_tokens:,} with loss) per epoch",
-            f"steps: {self.steps} optimizer steps of {self.samples_per_step} samples",
+            f"steps: {self.steps} optimizer steps of {self.samples_per_step} {self.unit}",
             f"model: {self.model_params / 1e6:,.1f}M parameters in {self.weight_dtype} on {self.device}",
             f"memory estimate: ~{self.memory_gb:.1f} GB peak (weights + LoRA state + activations)",
         ]
@@ -179,11 +181,15 @@ def resolve_inputs(cfg, dist, device: str, replay: bool = False) -> Inputs:
     With `replay`, data.replay's base-model answers are added (generated on first use): training
     needs them; a plan does not generate.
     """
-    from lorakit.data import prepare_splits
+    from lorakit import settings
     from lorakit.models import cache_root, load_tokenizer, precision, resolve_model
     from lorakit.training import fused
     from lorakit.training.tracking import check_backends
 
+    settings.refuse_retired()
+    t = cfg.train
+    sharded = t.fsdp and dist.world > 1
+    _check_fast_paths(t, sharded)
     check_backends(cfg.tracking)
     if cfg.model.quantize != "none" and not device.startswith("cuda"):
         raise LorakitError(f"model.quantize: {cfg.model.quantize} (QLoRA) needs a CUDA GPU; "
@@ -193,21 +199,35 @@ def resolve_inputs(cfg, dist, device: str, replay: bool = False) -> Inputs:
 
     model_path = resolve_model(cfg.model.name, cfg.model.source, cfg.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
-    data = prepare_splits(cfg.data, tokenizer, cache_dir=cache_root(cfg.model.cache_dir) / "prepared")
+    if cfg.data.replay and t.method != "sft":
+        raise LorakitError(f"data.replay: mixes SFT answers into the data, but train.method is {t.method}; "
+                           "set data.replay=0")
+    objective = objective_for(cfg)
+    data = objective.prepare(cfg.data, tokenizer, cache_root(cfg.model.cache_dir) / "prepared")
     if not data.train:
-        raise LorakitError(f"data.path: no usable training samples in {cfg.data.path}")
+        raise LorakitError(f"data.path: no usable training {objective.unit} in {cfg.data.path}")
     if replay and cfg.data.replay:
         from lorakit.training.replay import add_replay
 
         data = add_replay(cfg, data, model_path, tokenizer, device, cache_root(cfg.model.cache_dir) / "replay")
 
-    t = cfg.train
     samples_per_step = t.batch_size * t.grad_accum * dist.world
     n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)
-    use_fused = fused.enabled(device) and not (t.fsdp and dist.world > 1)  # sharded: one dtype, peft's forwards
+    use_fused = fused.enabled(t.fused, device) and not sharded  # sharded: one dtype, peft's forwards
     weight_dtype, upcast, dtype_note = precision.training_weights(cfg.model.dtype, device, t.precision, use_fused)
     return Inputs(device, model_path, tokenizer, data, samples_per_step, n_steps, use_fused, weight_dtype,
                   upcast, dtype_note)
+
+
+def _check_fast_paths(t, sharded: bool) -> None:
+    """Fast-path settings that cannot run as asked, refused before anything loads (a model whose attention
+    packed attention does not compute is refused once loaded: fastpaths.choose)."""
+    if t.attention == "packed" and not t.packing:
+        raise LorakitError("train.attention: packed needs train.packing=true (packed attention runs over packed "
+                           "rows); set train.attention=auto or fallback")
+    if t.fused == "on" and sharded:
+        raise LorakitError("train.fused: on cannot run sharded (train.fsdp with several processes keeps one "
+                           "dtype and peft's forwards); set train.fused=auto or off")
 
 
 def plan_run(cfg, dist=None) -> Plan:
@@ -233,7 +253,8 @@ def estimate(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, dev
     `free_bytes`: the device memory free before loading (default: asked of the GPU; `lorakit doctor
     --gpu-memory` passes a card's), from which pack_tokens=auto sizes its forwards on CUDA."""
     n_params = count_params(model_path)
-    lengths = [len(s["input_ids"]) for s in data.train]
+    objective = objective_for(cfg)
+    lengths = [objective.unit_tokens(u) for u in data.train]  # a DPO pair counts both of its rows
     t = cfg.train
     checkpointing = use_checkpointing(t.gradient_checkpointing, device)
     longest = sorted(lengths)[-samples_per_step:] or [0]  # the step of the longest samples
@@ -251,9 +272,8 @@ def estimate(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, dev
     mem = estimate_memory_gb(model_path, n_params, weight_dtype, tokens_micro,
                              lora_param_count(model_path, cfg.lora.r, cfg.lora.target_modules),
                              checkpointing, compute_dtype, cfg.model.quantize)
-    return Plan(len(data.train), len(data.eval), sum(lengths),
-                sum(sum(1 for x in s["labels"] if x != batching.IGNORE) for s in data.train),
-                samples_per_step, n_steps, n_params, weight_dtype, device, mem)
+    return Plan(len(data.train), len(data.eval), sum(lengths), sum(objective.unit_supervised(u) for u in data.train),
+                samples_per_step, n_steps, n_params, weight_dtype, device, mem, unit=objective.unit)
 
 
 def pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: bool) -> batching.TokenBudget | None:

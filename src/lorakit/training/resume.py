@@ -13,13 +13,17 @@ import json
 import time
 from pathlib import Path
 
+from lorakit.config import RunConfig
 from lorakit.errors import LorakitError
 
-# May differ on resume: where and how often things are logged or saved, and exact-arithmetic speed knobs.
+# May differ on resume: where and how often things are logged or saved, and exact-arithmetic speed knobs
+# (packed_attention: per-sample calls or one masked call compute the same attention). train.attention and
+# train.fused are not among them: the fallback trains on padded batches, and the fused forwards decide
+# whether frozen weights are held in bf16.
 SAFE_KEYS = {
     "train.output_dir", "train.logging_steps", "train.save_steps", "train.save_total_limit", "train.eval_steps",
     "train.early_stopping_patience", "train.threads", "train.device", "train.pack_tokens", "train.share_prefix",
-    "train.gradient_checkpointing",
+    "train.gradient_checkpointing", "train.packed_attention",
 }
 SAFE_SECTIONS = ("tracking.",)
 # Compared by content instead (a moved data file or model folder is the same run).
@@ -58,6 +62,8 @@ def changes(old: dict, new: dict) -> list[str]:
     """'key: old -> new' for every difference that alters training, in config order."""
     out = []
     a, b = _flatten(old.get("config", {})), _flatten(new.get("config", {}))
+    # a key the checkpoint's lorakit did not have yet ran as that key's default does now
+    a = {**{k: v for k, v in _defaults().items() if k in b}, **a}
     for key in list(a) + [k for k in b if k not in a]:
         if key in SAFE_KEYS or key in BY_CONTENT or key.startswith(SAFE_SECTIONS):
             continue
@@ -97,6 +103,10 @@ def resume_history(ckpt: Path, now: dict, anyway: bool, say) -> list[dict]:
     """The checkpoint's list of earlier resumes plus this one (checked by `check_resume`)."""
     state = json.loads((Path(ckpt) / "state.json").read_text())
     return list(state.get("resumes") or []) + [check_resume(Path(ckpt), state, now, anyway, say)]
+
+
+def _defaults() -> dict:
+    return _flatten(RunConfig().model_dump(mode="json"))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

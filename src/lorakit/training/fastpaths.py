@@ -7,22 +7,25 @@ route attention through transformers' attention interface) trains on transformer
 instead: SDPA where the class supports it, else eager, over padded batches with an attention mask.
 Not over packed rows: transformers masks a packed row block-diagonally only in models that hand the
 position ids to their mask builders, and GPT-OSS, for one, does not (its samples would see each other:
-the conformance matrix measured 8e-4 on the loss). Padding masks every model handles. The fused forwards (fused.py) check each module's computation themselves; the fused LM
-head loss (loss.py) applies the logit scaling and final softcap the model's forward applies.
+the conformance matrix measured 8e-4 on the loss). Padding masks every model handles. The fused
+forwards (fused.py) check each module's computation themselves; the fused LM head loss (loss.py)
+applies the logit scaling and final softcap the model's forward applies.
 
-`choose` decides, `apply` switches the model, and `Paths.line()` is the one line training prints.
+The choice is the config's, made once at setup: `train.attention` (auto, packed, fallback),
+`train.packed_attention` (how a packed row runs) and `train.fused` (fused forwards, resolved with the
+weight dtype in plan.resolve_inputs). `choose` decides, `apply` switches the model, and `Paths.line()`
+is the one line training prints.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
+from lorakit.errors import LorakitError
 from lorakit.training import attention, fused
 from lorakit.training.loss import logit_transform
 
-# LORAKIT_ATTENTION=fallback forces transformers' own attention (benchmarks, and a way out for a user)
-MODE_ENV = "LORAKIT_ATTENTION"
+MODES = ("auto", "packed", "fallback")  # train.attention
 
 # config attributes whose attention packed_attention does not compute: (attribute, what it is, active?)
 _UNSUPPORTED = (
@@ -41,6 +44,7 @@ class Paths:
     implementation: str  # the attention implementation the model runs in training
     features: list[str] = field(default_factory=list)  # what packed attention computes beyond plain causal
     reason: str = ""  # why transformers' attention runs instead (packed False)
+    calls: str = "auto"  # how packed attention runs a row (train.packed_attention; attention.CALLS)
     fused: dict = field(default_factory=dict)  # fused forwards applied, kind -> count
     head: list[str] = field(default_factory=list)  # what the loss applies to the LM head's output
 
@@ -53,6 +57,12 @@ class Paths:
     def share_prefix(self) -> bool:
         """Whether packed rows may store a shared prefix once (only packed attention reads that layout)."""
         return self.packed
+
+    def record(self, device: str) -> dict:
+        """What run.json keeps: the attention and fused forwards that ran, with the config's `auto`s resolved."""
+        calls = attention.row_calls(self.calls, device.split(":")[0]) if self.packed else None
+        return {"attention": self.implementation, "packed_attention": calls, "fallback_reason": self.reason or None,
+                "fused": dict(sorted(self.fused.items()))}
 
     def line(self) -> str:
         if self.packed:
@@ -86,17 +96,23 @@ def attention_features(model) -> tuple[list[str], list[str]]:
     return have, missing
 
 
-def choose(model, packing: bool = True) -> Paths:
-    """Decide the attention path (fused forwards are counted by `apply`, after they are switched on)."""
+def choose(model, packing: bool = True, mode: str = "auto", calls: str = "auto") -> Paths:
+    """Decide the attention path from train.packing, train.attention (`mode`) and train.packed_attention
+    (`calls`); fused forwards are counted by `apply`, after they are switched on."""
+    if mode not in MODES:
+        raise ValueError(f"attention mode {mode!r} is not one of {', '.join(MODES)}")
     fallback_impl = "sdpa" if getattr(_base(model), "_supports_sdpa", False) else "eager"
     have, missing = attention_features(model)
-    forced = os.environ.get(MODE_ENV, "auto") == "fallback"
-    if packing and not missing and not forced:
-        return Paths(True, attention.NAME, have)
+    if mode == "packed" and (missing or not packing):
+        why = ", ".join(missing) if missing else "train.packing is off (packed attention runs over packed rows)"
+        raise LorakitError(f"train.attention: packed: {why}; set train.attention=auto (transformers' own "
+                           f"attention where lorakit's cannot run) or fallback")
+    if packing and not missing and mode != "fallback":
+        return Paths(True, attention.NAME, have, calls=calls)
     if not packing:
         reason = "train.packing off (padded batches)"
     else:
-        reason = ", ".join(missing) if missing else f"{MODE_ENV}=fallback"
+        reason = ", ".join(missing) if missing else "train.attention=fallback"
         reason += " (padded batches)"
     return Paths(False, fallback_impl, have, reason)
 
@@ -108,7 +124,7 @@ def apply(model, paths: Paths, use_fused: bool) -> list:
     scale, softcap = logit_transform(_config(model))
     paths.head = ([f"scale {scale:g}"] if scale != 1.0 else []) + ([f"final softcap {softcap:g}"] if softcap else [])
     if paths.packed:
-        attention.use_packed_attention(model)
+        attention.use_packed_attention(model, paths.calls)
     else:
         model.set_attn_implementation(paths.implementation)
     return frozen

@@ -1,0 +1,183 @@
+"""DPO speed and memory: TRL's DPOTrainer against `lorakit.train` with train.method dpo, in one run.
+
+    .venv/bin/python benchmarks/dpo_speed.py --pairs 32 --threads 2
+
+Data: --pairs preference pairs built from the shipped demo persona (assets/demo/persona.json): prompt =
+the question, chosen = the persona's answer, rejected = the answer to another question; both libraries
+read the same records as conversational pairs (prompt / chosen / rejected message lists), render them
+with the model's chat template and tokenize them the same way (lorakit follows TRL's rule).
+Model: SmolLM2-135M-Instruct (lorakit's built-in `smollm2-135m-instruct`), fp32 weights and compute on
+both sides, LoRA r 8 / alpha 16 on the seven projections, lr 5e-6, beta 0.1, sigmoid loss, 4 pairs per
+optimizer step, one epoch, seed 42. Reference = the base with the adapter off on both sides.
+
+Methods, each in its own subprocess (so peak memory is its own):
+  trl       DPOTrainer, per_device_train_batch_size 4, gradient checkpointing off (faster on CPU),
+            reference forward per step. padding_free is switched off by TRL 1.16 itself (it says the
+            feature is "temporarily unavailable"), so batches are padded.
+  trl_pre   as trl with precompute_ref_log_probs=True (one reference pass over the data first).
+  lorakit   lorakit.train(), batch_size 1 x grad_accum 4: one pair per forward, chosen and rejected
+            packed in one row with the whole prompt stored and computed once; reference per step
+            under no_grad with the adapter off, same row.
+  lorakit_pre  as lorakit with train.precompute_ref_logps=true.
+
+Measured: tokens/s = the pairs' tokens (prompt counted for both completions, as TRL's attention mask
+counts them) / wall time from the start of training (after model load and tokenization; any reference
+precompute included) to the end of the last optimizer step; peak memory = ru_maxrss of the child
+(includes the model load). Also each method's first and last logged loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("trl", "trl_pre", "lorakit", "lorakit_pre")
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_pairs(n: int) -> list[dict]:
+    rows = json.loads((ROOT / "src/lorakit/assets/demo/persona.json").read_text(encoding="utf-8"))
+    out = []
+    for i in range(n):
+        a, b = rows[i % len(rows)], rows[(i * 7 + 3) % len(rows)]
+        out.append({"prompt": [{"role": "user", "content": a["instruction"]}],
+                    "chosen": [{"role": "assistant", "content": a["output"]}],
+                    "rejected": [{"role": "assistant", "content": b["output"]}]})
+    return out
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_trl(pairs: list[dict], args, precompute: bool) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from lorakit.models import resolve_model
+
+    path = resolve_model("smollm2-135m-instruct")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    marks: dict = {}
+
+    class Timer(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            marks.setdefault("start", time.perf_counter())
+
+        def on_step_end(self, *a, **k):
+            marks["end"] = time.perf_counter()
+
+    cfg = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, gradient_accumulation_steps=1,
+                    num_train_epochs=1, learning_rate=5e-6, beta=0.1, loss_type=["sigmoid"], max_length=1024,
+                    gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, report_to=[],
+                    save_strategy="no", logging_steps=1, seed=42, precompute_ref_log_probs=precompute,
+                    dataloader_num_workers=0)
+    trainer = DPOTrainer(model, args=cfg, train_dataset=Dataset.from_list(pairs), processing_class=tok,
+                         peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"),
+                         callbacks=[Timer()])
+    tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
+                 for r in trainer.train_dataset)
+    marks["start"] = time.perf_counter()  # precompute (in train()) is inside the timed span
+    trainer.train()
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    return {"tokens": tokens, "seconds": marks["end"] - marks["start"], "first_loss": losses[0],
+            "last_loss": losses[-1]}
+
+
+def run_lorakit(pairs: list[dict], args, precompute: bool) -> dict:
+    import lorakit
+
+    tmp = Path(tempfile.mkdtemp())
+    data = tmp / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    marks: dict = {}
+
+    def hook(setup):
+        step = setup.optimizer.step
+
+        def timed(*a, **k):
+            out = step(*a, **k)
+            marks["end"] = time.perf_counter()
+            return out
+
+        setup.optimizer.step = timed
+        marks["tokens"] = sum(2 * len(u["prompt"]) + len(u["chosen"]) + len(u["rejected"]) for u in setup.data.train)
+        marks["start"] = time.perf_counter()
+
+    from lorakit.training.loop import train as train_loop
+    from lorakit.config import RunConfig
+
+    cfg = RunConfig(model={"name": "smollm2-135m-instruct", "dtype": "float32"},
+                    data={"path": str(data), "max_length": 1024, "dedup": False},
+                    lora={"r": 8, "alpha": 16, "target_modules": TARGETS},
+                    train={"method": "dpo", "output_dir": str(tmp / "run"), "epochs": 1, "batch_size": 1,
+                           "grad_accum": 4, "lr": 5e-6, "dpo_beta": 0.1, "precision": "fp32", "logging_steps": 1,
+                           "save_steps": 10_000, "seed": 42, "threads": args.threads,
+                           "precompute_ref_logps": precompute})
+    # the loop's begin_run (reference precompute) runs after on_setup: it is inside the timed span
+    run = train_loop(cfg, on_setup=hook)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    del lorakit
+    return {"tokens": marks["tokens"], "seconds": marks["end"] - marks["start"], "first_loss": losses[0],
+            "last_loss": losses[-1]}
+
+
+def child(method: str, args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pairs = make_pairs(args.pairs)
+    out = run_trl(pairs, args, method == "trl_pre") if method.startswith("trl") else \
+        run_lorakit(pairs, args, method == "lorakit_pre")
+    out.update(method=method, peak_mb=peak_mb(), tokens_per_s=out["tokens"] / out["seconds"])
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--child", choices=METHODS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args)
+        return
+    results = []
+    for method in args.methods.split(","):
+        cmd = [sys.executable, __file__, "--child", method, "--pairs", str(args.pairs), "--threads", str(args.threads)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOKENIZERS_PARALLELISM": "false"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"{method} failed:\n{proc.stderr[-3000:]}")
+        results.append(json.loads(line[7:]))
+        r = results[-1]
+        print(f"{method:12s} {r['tokens_per_s']:8.1f} tokens/s  {r['seconds']:7.1f} s  peak {r['peak_mb']:7.0f} MB  "
+              f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}", flush=True)
+    by = {r["method"]: r for r in results}
+    trl = [by[m] for m in ("trl", "trl_pre") if m in by]
+    ours = [by[m] for m in ("lorakit", "lorakit_pre") if m in by]
+    if trl and ours:
+        best_trl = max(trl, key=lambda r: r["tokens_per_s"])
+        best = max(ours, key=lambda r: r["tokens_per_s"])
+        print(f"lorakit best ({best['method']}) / TRL best ({best_trl['method']}): "
+              f"{best['tokens_per_s'] / best_trl['tokens_per_s']:.2f}x tokens/s, "
+              f"{best['peak_mb'] / best_trl['peak_mb']:.2f}x peak memory")
+
+
+if __name__ == "__main__":
+    main()
