@@ -21,6 +21,7 @@ from lorakit.config import LoraConfig
 from lorakit.models.lora import attach_lora
 from lorakit.training import grpo_step as S
 from lorakit.training.attention import use_packed_attention
+from lorakit.training.loss import LossModule
 from lorakit.training.rewards import Reward
 from lorakit.training.rollout import Completion
 
@@ -181,6 +182,18 @@ def check(model, tok, base, loss_type, beta, iterations, tmp_path):
     loss.backward()
     got = lora_grads(model)
 
+    runs = [(loss, got)]
+    if temperature == 1.0:  # what training runs: the fused head through the LossModule (no temperature)
+        fused_logp = LossModule(model)(micro, "token_logprobs")
+        summed, _ = S.micro_loss(fused_logp, micro, settings)
+        fused = summed / S.step_denominator(settings, micro["n_samples"], micro["completion_tokens"], 1)
+        fused.backward()
+        runs.append((fused, lora_grads(model)))
+    for loss, got in runs:
+        assert_equal(loss, got, trl_loss, expected)
+
+
+def assert_equal(loss, got, trl_loss, expected):
     torch.testing.assert_close(loss, trl_loss, rtol=1e-5, atol=1e-7)
     assert expected.keys() == got.keys() and expected
     for name in expected:

@@ -12,6 +12,7 @@ import importlib
 REGISTRY = {
     "sft": "lorakit.training.objectives.sft:SFT",
     "dpo": "lorakit.training.objectives.dpo:DPO",
+    "grpo": "lorakit.training.objectives.grpo:GRPO",
 }
 
 

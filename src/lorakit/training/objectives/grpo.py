@@ -65,6 +65,12 @@ class GRPO(Objective):
         from lorakit.data.prompts import load_prompt_records
 
         records = load_prompt_records(data_cfg.path, data_cfg.columns, data_cfg.system)
+        read = len(records)
+        if data_cfg.dedup:
+            seen: set[str] = set()
+            keys = [json.dumps(r, sort_keys=True, ensure_ascii=False, default=str) for r in records]
+            records = [r for r, k in zip(records, keys) if not (k in seen or seen.add(k))]
+        dropped = read - len(records)
         if data_cfg.max_samples:
             records = records[:data_cfg.max_samples]
         if data_cfg.eval_path:
@@ -78,7 +84,9 @@ class GRPO(Objective):
         for r in records + held_out:
             r["prompt_ids"] = _chat_ids(tokenizer, r["prompt"], thinking)
         key = hashlib.sha256(json.dumps([r["prompt_ids"] for r in records + held_out]).encode()).hexdigest()
-        return PreparedData(records, held_out, {"cache_key": key, "prompts": len(records)})
+        stats = {"records": read, "duplicates_dropped": dropped,
+                 "train_samples": len(records), "eval_samples": len(held_out), "cache_key": key}
+        return PreparedData(records, held_out, stats)
 
     def unit_tokens(self, unit: dict) -> int:
         return self.settings.num_generations * (len(unit["prompt_ids"]) + self.settings.max_completion_length)
@@ -156,8 +164,9 @@ class GRPO(Objective):
                                         per_forward, pack)
         self.batch_metrics = {**metrics, "time/generation_s": generation_s,
                               "time/scoring_s": time.perf_counter() - start - generation_s}
-        every = self.cfg.train.log_completions_steps
-        if every and step % every == 0 and setup.dist.rank == 0:
+        every = self.cfg.train.log_completions_steps or self.cfg.train.logging_steps
+        serves = range(step, step + self.settings.num_iterations)  # the steps this batch trains
+        if any(k % every == 0 for k in serves) and setup.dist.rank == 0:
             with open(setup.run_dir / COMPLETIONS_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"step": step, "completions": S.completion_table(completions, units, scores)},
                                    ensure_ascii=False) + "\n")
