@@ -53,3 +53,20 @@ def test_tutorial_rewards():
     assert M.format_approximate(completions) == [1.5, 1.5, -1.5, -3.0]
     assert M.answer_check(None, completions, answer) == [5.0, 2.0, -2.0, -2.0]
     assert M.number_check(None, completions, answer) == [3.5, -1.5, -2.5, -2.5]
+
+
+def test_grpo_keys_in_the_config(tmp_path):
+    from lorakit.config import load_config
+
+    with pytest.raises(LorakitError, match="train.beta: a GRPO setting, but train.method is sft"):
+        load_config({"train": {"beta": 0.1}})
+    with pytest.raises(LorakitError, match="train.rewards: GRPO needs at least one reward function"):
+        load_config({"train": {"method": "grpo"}})
+    cfg_file = tmp_path / "sub" / "run.yaml"
+    cfg_file.parent.mkdir()
+    cfg_file.write_text("train:\n  method: grpo\n  rewards: [mine.py:score, {function: 'other.py:f', weight: 2}, "
+                        "'lorakit.training.rewards_math:format_exact']\n")
+    rewards = load_config(cfg_file).train.rewards  # files beside the config, made absolute for the run folder
+    assert rewards[0] == f"{cfg_file.parent.resolve() / 'mine.py'}:score"
+    assert rewards[1]["function"] == f"{cfg_file.parent.resolve() / 'other.py'}:f"
+    assert rewards[2] == "lorakit.training.rewards_math:format_exact"
