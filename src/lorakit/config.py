@@ -214,7 +214,8 @@ class RunConfig(Section):
                      "epsilon", "epsilon_high", "num_iterations", "loss_type", "scale_rewards",
                      "mask_truncated_completions", "kl_ratio_correction", "log_completions_steps")
         if t.method != "grpo":
-            changed = [k for k in grpo_keys if getattr(t, k) != TrainConfig.model_fields[k].get_default(call_default_factory=True)]
+            fields_ = TrainConfig.model_fields
+            changed = [k for k in grpo_keys if getattr(t, k) != fields_[k].get_default(call_default_factory=True)]
             if changed:
                 raise ValueError(f"train.{changed[0]}: a GRPO setting, but train.method is {t.method}; "
                                  f"set train.method=grpo or remove it")
@@ -437,8 +438,9 @@ def _anchor_reward_files(data: dict, folder: Path) -> None:
     for i, entry in enumerate(rewards):
         key = "function" if isinstance(entry, dict) else None
         spec = entry.get(key) if key else entry
-        if isinstance(spec, str) and spec.rpartition(":")[0].endswith(".py") and not Path(spec.rpartition(":")[0]).is_absolute():
-            anchored = f"{(folder / spec.rpartition(':')[0]).resolve()}:{spec.rpartition(':')[2]}"
+        file, _, function = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
+        if file.endswith(".py") and not Path(file).is_absolute():
+            anchored = f"{(folder / file).resolve()}:{function}"
             if key:
                 entry[key] = anchored
             else:

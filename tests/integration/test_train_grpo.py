@@ -48,13 +48,15 @@ def test_grpo_run_logs_resumes_exactly(tmp_path, data):
         assert all(key in r for r in steps), key
     assert any("eval_reward" in r for r in rows)
     table = [json.loads(x) for x in (run / "completions.jsonl").read_text().splitlines()]
-    assert [t["step"] for t in table] == [1, 3]  # generation steps: each batch serves 2 and table[0]["completions"][0]["prompt"].startswith("What is")
+    assert [t["step"] for t in table] == [1, 3]  # the generation steps: each batch serves two
+    assert table[0]["completions"][0]["prompt"].startswith("What is")
 
     # "killed" after step 3 (mid-way through the second generation batch): its checkpoint, nothing after
     killed = tmp_path / "killed"
     shutil.copytree(run, killed)
     for later in ("run.json", "adapter", "checkpoints/checkpoint-4", "plots"):
-        shutil.rmtree(killed / later, ignore_errors=True) if (killed / later).is_dir() else (killed / later).unlink(missing_ok=True)
+        path = killed / later
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     assert (killed / "checkpoints" / "checkpoint-3").is_dir()
     _resume(grpo_config(tmp_path, "killed", data))
     assert_same_adapter(adapter(run), adapter(killed), atol=0.0)

@@ -39,7 +39,8 @@ def prompt_record(record: dict, source: str, system: str | None = None) -> dict:
             prompt = [{"role": "user", "content": prompt}]
     elif "messages" in record:
         prompt = list(record["messages"]) if isinstance(record["messages"], list) else record["messages"]
-        while isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict) and prompt[-1].get("role") == "assistant":
+        while isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict) \
+                and prompt[-1].get("role") == "assistant":
             prompt = prompt[:-1]
     else:
         raise LorakitError(f"{source}: a GRPO record needs a `prompt` (text or messages) or `messages` column; "

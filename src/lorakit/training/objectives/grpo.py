@@ -154,11 +154,15 @@ class GRPO(Objective):
         scores, advantages, metrics = S.score_completions(completions, units, self.rewards, self.settings)
         batch = S.completion_units(completions, advantages, self.settings.mask_truncated_completions)
         per_forward = self.cfg.train.batch_size * self.settings.num_generations
-        pack = lambda part: batching.to_device(S.pack_completions(part, self.cfg.train.packing,  # noqa: E731
-                                                                  self.cfg.train.share_prefix, setup.pad_id), setup.device)
+        t = self.cfg.train
+
+        def pack(part: list[dict]) -> dict:
+            return batching.to_device(S.pack_completions(part, t.packing, t.share_prefix, setup.pad_id), setup.device)
+
         with setup.autocast:
             if self.settings.num_iterations > 1:
-                S.attach_fixed_logprobs(batch, lambda b: self._logprobs(setup.loss_of, b), "old_logps", per_forward, pack)
+                S.attach_fixed_logprobs(batch, lambda b: self._logprobs(setup.loss_of, b), "old_logps",
+                                        per_forward, pack)
             if self.settings.beta:
                 S.attach_fixed_logprobs(batch, lambda b: self._reference(setup.loss_of, b), "ref_logps",
                                         per_forward, pack)
