@@ -120,9 +120,10 @@ class TrainConfig(Section):
     neftune_alpha: Optional[float] = Field(None, ge=0, description="NEFTune: uniform noise of alpha/sqrt(L*d) on "
                                            "the input embeddings while training (the paper uses 5); null = off")
     # -- the objective (lorakit.training.objectives): sft, or preference tuning on pairs --------------------
-    method: Literal["sft", "dpo", "orpo", "simpo", "kto"] = Field(
+    method: Literal["sft", "dpo", "orpo", "simpo", "kto", "grpo"] = Field(
         "sft", description="training objective: sft (answers from conversations); dpo, orpo or simpo (preference "
-        "pairs: prompt, chosen, rejected); kto (prompt, completion and a boolean label, or pairs)")
+        "pairs: prompt, chosen, rejected); kto (prompt, completion and a boolean label, or pairs); grpo (prompts "
+        "and reward functions; docs/grpo.md)")
     dpo_beta: float = Field(0.1, gt=0, description="dpo: beta, how far the tuned model may move from the reference "
                             "(the base with the adapter off); higher keeps it closer")
     dpo_loss: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
@@ -148,6 +149,37 @@ class TrainConfig(Section):
                                         "it when they are fewer than the undesirable ones)")
     kto_undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable answers' losses")
 
+    # -- GRPO (train.method grpo): completions sampled from the model, scored by reward functions ----------
+    rewards: list[Union[str, dict]] = Field(
+        default_factory=list, description="grpo: reward functions with TRL's signature: \"module:function\", "
+        "\"file.py:function\" (beside the config) or {function, weight, args} (args: a factory's settings, as the "
+        "built-ins in lorakit.training.rewards_builtin take them)")
+    num_generations: int = Field(4, ge=2, description="grpo: completions sampled per prompt (a group)")
+    max_completion_length: int = Field(256, gt=0, description="grpo: new tokens per completion at most")
+    temperature: float = Field(1.0, gt=0, description="grpo: sampling temperature; the loss scores the logits "
+                               "divided by it too, as TRL")
+    top_p: float = Field(1.0, gt=0, le=1, description="grpo: nucleus sampling (1 = off)")
+    top_k: int = Field(0, ge=0, description="grpo: sample among the k likeliest tokens (0 = off)")
+    beta: float = Field(0.0, ge=0, description="grpo: weight of the KL to the base model (the adapter off); "
+                        "0 = no reference forward (TRL's default)")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="grpo: clip the probability ratio to 1 - epsilon ...")
+    epsilon_high: Optional[float] = Field(None, gt=0, description="grpo: ... 1 + epsilon_high (DAPO uses 0.28); "
+                                          "null = epsilon")
+    num_iterations: int = Field(1, gt=0, description="grpo: optimizer steps per generation batch (TRL's mu); "
+                                "> 1 keeps the rollout-time log-probs as the old policy and clips against them")
+    loss_type: Literal["dapo", "grpo", "bnpo", "dr_grpo"] = Field(
+        "dapo", description="grpo: loss normalisation, as TRL names them: dapo = token sum / the step's completion "
+        "tokens, grpo = mean of per-completion token means, bnpo = token mean per forward, dr_grpo = token sum / "
+        "(completions x max_completion_length)")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="grpo: advantages divided by the group's reward std, the batch's, or not (Dr. GRPO)")
+    mask_truncated_completions: bool = Field(False, description="grpo: completions cut by max_completion_length "
+                                             "carry no loss")
+    kl_ratio_correction: bool = Field(True, description="grpo with beta > 0: the KL estimate times the "
+                                      "probability ratio (TRL's use_bias_correction_kl)")
+    log_completions_steps: Optional[int] = Field(None, gt=0, description="grpo: every N steps, a few completions "
+                                                 "with their rewards go to completions.jsonl; null = logging_steps")
+
     @model_validator(mode="before")
     @classmethod
     def _fused_on_off(cls, data: Any) -> Any:
@@ -160,7 +192,11 @@ class TrainConfig(Section):
 # train.* settings read by one method only (lorakit.training.objectives)
 METHOD_KEYS = {"dpo_beta": "dpo", "dpo_loss": "dpo", "label_smoothing": "dpo", "rpo_alpha": "dpo",
                "precompute_ref_logps": "dpo", "orpo_beta": "orpo", "simpo_beta": "simpo", "simpo_gamma": "simpo",
-               "kto_beta": "kto", "kto_desirable_weight": "kto", "kto_undesirable_weight": "kto"}
+               "kto_beta": "kto", "kto_desirable_weight": "kto", "kto_undesirable_weight": "kto",
+               **dict.fromkeys(("rewards", "num_generations", "max_completion_length", "temperature", "top_p",
+                                "top_k", "beta", "epsilon", "epsilon_high", "num_iterations", "loss_type",
+                                "scale_rewards", "mask_truncated_completions", "kl_ratio_correction",
+                                "log_completions_steps"), "grpo")}
 
 
 class TrackingConfig(Section):
@@ -192,13 +228,17 @@ class RunConfig(Section):
             raise ValueError(f"train.label_smoothing: only the robust DPO loss uses it (train.dpo_loss is "
                              f"{t.dpo_loss}); set train.dpo_loss=robust or train.label_smoothing=0")
         # a method's own setting under another method would be silently ignored: refused
-        changed = [k for k, method in METHOD_KEYS.items()
-                   if method != t.method and getattr(t, k) != TrainConfig.model_fields[k].default]
+        changed = [k for k, method in METHOD_KEYS.items() if method != t.method
+                   and getattr(t, k) != TrainConfig.model_fields[k].get_default(call_default_factory=True)]
         if changed:
             k = changed[0]
-            kind = "a preference-tuning setting" if t.method == "sft" else f"a {METHOD_KEYS[k]} setting"
+            owner = METHOD_KEYS[k]
+            kind = ("a GRPO setting" if owner == "grpo" else "a preference-tuning setting" if t.method == "sft"
+                    else f"a {owner} setting")
             raise ValueError(f"train.{k}: {kind}, but train.method is {t.method}; "
-                             f"set train.method={METHOD_KEYS[k]} or remove it")
+                             f"set train.method={owner} or remove it")
+        if t.method == "grpo" and not t.rewards:
+            raise ValueError("train.rewards: GRPO needs at least one reward function (module:function)")
         if self.train.fsdp and self.model.quantize != "none":
             raise ValueError("train.fsdp: cannot shard a quantized (QLoRA) base; "
                              "set model.quantize=none or train.fsdp=false")
@@ -376,6 +416,7 @@ def load_config(path: str | Path | dict | None, overrides: list[str] | dict | No
         except UnicodeDecodeError:
             raise LorakitError(f"{p}: config is not UTF-8 text") from None
         data, lines = _load_with_lines(text, source)
+        _anchor_reward_files(data, p.parent)
     given: dict[str, str] = {}  # dotted key -> the override that set it, for errors
     if isinstance(overrides, dict):
         pairs = list(overrides.items())
@@ -404,6 +445,24 @@ def _shown(value: Any) -> str:
     import json
 
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _anchor_reward_files(data: dict, folder: Path) -> None:
+    """train.rewards entries "file.py:function" name a file beside the config: make them absolute, so the
+    run folder's config.yaml (and a resume from another directory) finds the same file."""
+    rewards = (data.get("train") or {}).get("rewards") if isinstance(data.get("train"), dict) else None
+    if not isinstance(rewards, list):
+        return
+    for i, entry in enumerate(rewards):
+        key = "function" if isinstance(entry, dict) else None
+        spec = entry.get(key) if key else entry
+        file, _, function = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
+        if file.endswith(".py") and not Path(file).is_absolute():
+            anchored = f"{(folder / file).resolve()}:{function}"
+            if key:
+                entry[key] = anchored
+            else:
+                rewards[i] = anchored
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

@@ -15,6 +15,7 @@ REGISTRY = {
     "orpo": "lorakit.training.objectives.orpo:ORPO",
     "simpo": "lorakit.training.objectives.simpo:SimPO",
     "kto": "lorakit.training.objectives.kto:KTO",
+    "grpo": "lorakit.training.objectives.grpo:GRPO",
 }
 
 
