@@ -1,5 +1,5 @@
 // Run a GGUF in llama.cpp (node-llama-cpp's prebuilt libllama) for lorakit's export tests.
-// stdin: {"model": path, "prompt": text, "max_tokens": n, "messages": [...]}
+// stdin: {"model": path, "prompt": text, "max_tokens": n, "messages": [...], "lora": [adapter GGUF paths]?}
 // stdout: {"prompt_tokens": llama.cpp's tokenization of prompt, "tokens": greedy continuation (stops at
 //          end-of-generation), "template": the chat template llama.cpp read, "rendered": it rendered}
 import {readFileSync} from "node:fs";
@@ -9,7 +9,8 @@ import {Template} from "@huggingface/jinja";
 const req = JSON.parse(readFileSync(0, "utf8"));
 const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error});
 const model = await llama.loadModel({modelPath: req.model});
-const context = await model.createContext({contextSize: 512, threads: 2});
+const lora = req.lora ? {adapters: req.lora.map((filePath) => ({filePath}))} : undefined;
+const context = await model.createContext({contextSize: 512, threads: 2, lora});
 const sequence = context.getSequence();
 
 const promptTokens = Array.from(model.tokenize(req.prompt, true));
