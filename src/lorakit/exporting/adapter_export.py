@@ -44,9 +44,9 @@ def export_adapter(source: str, out: Path, quant: str, quantizer, base_gguf, qua
         info = write_adapter_gguf(run.adapter_dir, base_config, tmp / adapter_name, name)
         vocab, base_file, base_label = _base(base_dir, base_config, run, tmp, quant, quantizer, base_gguf)
         written = time.perf_counter() - started
-        quality = measure_quality(base_dir, run, base_file, base_label, quality_tokens, run.adapter_dir)
         from_ref = str(base_file) if base_gguf is not None else base_file.name
         has_modelfile = _write_modelfile(base_dir, tmp, from_ref, vocab, run, adapter=adapter_name)
+        quality = measure_quality(base_dir, run, base_file, base_label, quality_tokens, run.adapter_dir)
         _write_card(tmp, name, run.base_model, base_dir, run,
                     {"file": adapter_name, "quant": "f32 LoRA", "modelfile": has_modelfile, "quality": quality,
                      "adapter": {**info, "base_file": from_ref, "base_quant": base_label}})  # fmt: skip

@@ -68,8 +68,8 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: 
         with atomic_dir(out, overwrite=True) as tmp:  # an existing folder here is empty or --overwrite
             vocab = write_model_gguf(model_dir, tmp / gguf_name, quant, name, quantizer)
             written = time.perf_counter() - started
+            has_modelfile = _write_modelfile(model_dir, tmp, gguf_name, vocab, run)  # may refuse: before measuring
             quality = measure_quality(model_dir, run, tmp / gguf_name, quant, quality_tokens)
-            has_modelfile = _write_modelfile(model_dir, tmp, gguf_name, vocab, run)
             _write_card(tmp, name, base_ref, model_dir, run, {"file": gguf_name, "quant": quant,
                                                               "modelfile": has_modelfile, "quality": quality})
             mark_output(tmp, "export")

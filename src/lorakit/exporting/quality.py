@@ -13,7 +13,9 @@ loss counts them, up to a token budget so that measuring stays a few seconds on 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -107,7 +109,8 @@ def reference(model_dir: Path, run, budget: int = DEFAULT_TOKENS, adapter_dir: P
     from transformers import AutoModelForCausalLM
 
     samples, source = heldout(model_dir, run, budget)
-    model = _with_adapter(AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32), adapter_dir)
+    with _quiet():
+        model = _with_adapter(AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32), adapter_dir)
     ref = Reference(samples, [], [], [], [], source)
     for ids, scored in samples:
         logits = _logits(model, ids, scored)
@@ -130,14 +133,9 @@ def measure(gguf_file: Path, model_dir: Path, ref: Reference, quant: str, adapte
         raise LorakitError(f"{model_dir}: no held-out answer tokens to measure the quant on")
     # transformers' GGUF loader reads the weights; the architecture comes from the float32 folder's config
     # (its GGUF config reader misses Qwen3's head_dim)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # its per-tensor dequantization bar is noise in export's output
-    try:
+    with _quiet():
         model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name,
                                                      dtype=torch.float32, config=AutoConfig.from_pretrained(str(model_dir)))
-    finally:
-        hf_logging.enable_progress_bar()
     model = _with_adapter(model, adapter_dir)
     top1, nll = [], []
     for ids, scored in ref.samples:
@@ -147,6 +145,20 @@ def measure(gguf_file: Path, model_dir: Path, ref: Reference, quant: str, adapte
     misses = [m for a, b, m in zip(top1, ref.top1, ref.margins) if a != b]
     n = len(ref.targets)
     return Quality(quant, 1 - len(misses) / n, n, sum(ref.nll) / n, sum(nll) / n, misses, ref.source)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """transformers' loading bars and deprecation warnings are noise in export's output (one line per stage)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def _with_adapter(model, adapter_dir: Path | None):
