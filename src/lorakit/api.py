@@ -112,17 +112,23 @@ def benchmark(run: "str | Path", tasks: "str | list[str]", *, limit: float | Non
 
 
 def export(source: "str | Path", out: "str | Path", *, format: str = "gguf", quant: str = "q8_0",
-           overwrite: bool = False) -> Path:
+           overwrite: bool = False, base_gguf: "str | Path | None" = None, quality_tokens: int = 256) -> Path:
     """Export a run (merged on the way), a merged folder or a model reference for llama.cpp, Ollama and
     LM Studio: `out` gets the .gguf, an Ollama Modelfile and a model card. Returns `out`.
 
+    quant: f16, bf16, q8_0, or a K-quant (q6_k, q5_k_m, q4_k_m: llama.cpp's own quantizer from npm's
+    @node-llama-cpp/linux-x64 3.22.1). format "gguf-lora" writes a run's adapter alone as a llama.cpp LoRA
+    GGUF, for `base_gguf` (a lorakit export of the base) or beside the base exported at `quant`.
+    quality_tokens: held-out answer tokens on which the quant is measured against float32 (0: skip).
+
     Example:
-        >>> lorakit.export("runs/demo", "runs/demo-gguf", quant="q8_0")
+        >>> lorakit.export("runs/demo", "runs/demo-gguf", quant="q4_k_m")
         >>> # then: ollama create demo -f runs/demo-gguf/Modelfile
     """
     from lorakit.exporting import export_model
 
-    return export_model(source, out, fmt=format, quant=quant, overwrite=overwrite)
+    return export_model(source, out, fmt=format, quant=quant, overwrite=overwrite, base_gguf=base_gguf,
+                        quality_tokens=quality_tokens)
 
 
 class Run:

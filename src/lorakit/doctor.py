@@ -77,7 +77,8 @@ def engine_hint(name: str) -> str:
         "bitsandbytes": f"--preset low-memory needs it: {install_command('bitsandbytes', 'install-gpu')}",
         "vllm": "serve --engine vllm needs it, in an environment of its own since it pins another torch: "
                 + install_command("vllm", "install-gpu"),
-        "llama.cpp": "optional, for GGUF K-quants: llama-quantize on PATH, or " + install_command("llama-cpp-python"),
+        "llama.cpp": "optional: export's K-quants (q4_k_m, q5_k_m, q6_k) call llama.cpp's own quantizer: "
+                     + _quantizer_install(),
     }[name]
 
 
@@ -140,10 +141,27 @@ def engines() -> dict[str, str | None]:
         exe = vllm_executable()
         vllm = f"`{exe}` (its own environment)" if exe else None
     found["vllm"] = vllm
-    llama = _dist_version("llama-cpp-python")
-    tools = [t for t in ("llama-quantize", "llama-server") if shutil.which(t)]
-    found["llama.cpp"] = ", ".join(filter(None, [f"llama-cpp-python {llama}" if llama else None, *tools])) or None
+    quantizer = _quantizer_found()
+    tools = [t for t in ("llama-server",) if shutil.which(t)]
+    found["llama.cpp"] = ", ".join(filter(None, [quantizer, *tools])) or None
     return found
+
+
+def _quantizer_found() -> str | None:
+X
+    from lorakit.errors import LorakitError
+    from lorakit.exporting.quantize import PACKAGE, PACKAGE_VERSION, find_quantizer
+
+    try:
+        return f"{PACKAGE} {PACKAGE_VERSION} quantizer ({find_quantizer().where})"
+    except LorakitError:
+        return None
+
+
+def _quantizer_install() -> str:
+    from lorakit.exporting.quantize import INSTALL
+
+    return INSTALL
 
 
 def _dist_version(name: str) -> str | None:

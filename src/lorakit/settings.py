@@ -20,6 +20,7 @@ CACHE = "LORAKIT_CACHE"
 LLAMA_SERVER = "LORAKIT_LLAMA_SERVER"
 JUDGE_API_KEY = "LORAKIT_JUDGE_API_KEY"
 DEBUG = "LORAKIT_DEBUG"
+LLAMA_CPP_LIB = "LORAKIT_LLAMA_CPP_LIB"
 
 # Variables that once chose training's fast paths; they changed the mathematics outside the config, so
 # the config holds them now. Still set, they would be ignored silently: training refuses instead.
@@ -41,6 +42,13 @@ def llama_server() -> str | None:
     """LORAKIT_LLAMA_SERVER: the llama-server binary `lorakit serve --engine llama.cpp` runs, where it is not
     on PATH; None when unset."""
     return _get(LLAMA_SERVER)
+
+
+def llama_cpp_lib() -> Path | None:
+    """LORAKIT_LLAMA_CPP_LIB: the folder holding the pinned libllama that `lorakit export --quant q4_k_m`
+    (and the other K-quants) calls; when set, the only place looked at. None when unset."""
+    value = _get(LLAMA_CPP_LIB)
+    return Path(value).expanduser() if value else None
 
 
 def judge_api_key() -> str | None:

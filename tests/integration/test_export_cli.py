@@ -64,8 +64,8 @@ def test_run_to_gguf_with_modelfile_and_card(tmp_path):
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
-    def refused(*args, says):
-        proc = lorakit("export", *args, check=False)
+    def refused(*args, says, env=None):
+        proc = lorakit("export", *args, check=False, env=env)
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], proc.stderr
@@ -73,7 +73,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
 
     refused(tmp_path / "no-run", "--out", tmp_path / "out", says="no such run directory")
     refused("qwen3-tiny-random", "--out", tmp_path / "out", "--quant", "q3_k", says="--quant q3_k")
-    refused("qwen3-tiny-random", "--out", tmp_path / "out", "--quant", "q4_k_m", says="llama-quantize")
+    (tmp_path / "nolib").mkdir()  # llama.cpp's quantizer looked for where there is none
+    refused("qwen3-tiny-random", "--out", tmp_path / "out", "--quant", "q4_k_m",
+            says="npm install -g @node-llama-cpp/linux-x64@3.22.1", env={"LORAKIT_LLAMA_CPP_LIB": str(tmp_path / "nolib")})
     refused("qwen3-tiny-random", "--out", tmp_path / "out", "--format", "onnx", says="--format onnx")
 
     gpt2 = tmp_path / "gpt2"

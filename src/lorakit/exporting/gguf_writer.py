@@ -3,17 +3,14 @@
 Generic: hparams every graph reads, the tokenizer, tensor names and encoding. What differs per family
 (architecture, extra keys, weight transforms, refusals) lives in architectures.py. Norms and biases stay
 float32 (llama.cpp's own rule); 2-D and 3-D (stacked expert) weights take the quant type.
-K-quants (q4_k_m) are not in the gguf package: they go through llama.cpp's `llama-quantize` when it is
-installed, and are refused otherwise rather than written wrong.
+K-quants are not in the gguf package: the pipeline writes f16 here and quantizes it with llama.cpp's own
+quantizer (lorakit.exporting.quantize).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import LorakitError
@@ -30,8 +27,7 @@ from lorakit.exporting.architectures import (
 )
 from lorakit.exporting.vocab import GGUFVocab, read_vocab, write_vocab
 
-QUANTS = ("f16", "bf16", "q8_0", "q4_k_m")
-LLAMA_QUANTIZE = "llama-quantize"
+QUANTS = ("f16", "bf16", "q8_0")  # what the gguf package writes; K-quants: lorakit.exporting.quantize
 
 
 def model_config(model_dir: Path) -> dict:
@@ -45,9 +41,6 @@ def check_exportable(model_dir: Path, quant: str) -> dict:
     """Refuse, in one line, what cannot be written correctly; returns the model's config."""
     if quant not in QUANTS:
         raise LorakitError(f"--quant {quant}: choose one of {', '.join(QUANTS)}")
-    if quant == "q4_k_m" and find_llama_quantize() is None:
-        raise LorakitError("--quant q4_k_m needs llama.cpp's llama-quantize on PATH (the gguf package cannot "
-                           "write K-quants); install llama.cpp, or export q8_0 (or f16 and quantize it yourself)")
     cfg = model_config(model_dir)
     refusal = export_refusal(cfg)
     if refusal:
@@ -61,19 +54,9 @@ def export_refusal(cfg: dict) -> str | None:
     return family_refusal(cfg)
 
 
-def find_llama_quantize() -> str | None:
-    return os.environ.get("LORAKIT_LLAMA_QUANTIZE") or shutil.which(LLAMA_QUANTIZE)
-
-
 def write_gguf(model_dir: Path, out_file: Path, quant: str, name: str) -> GGUFVocab:
     """Write `model_dir` as GGUF to `out_file` (the caller makes that atomic); returns the vocabulary written."""
     cfg = check_exportable(model_dir, quant)
-    if quant == "q4_k_m":
-        with tempfile.TemporaryDirectory(dir=out_file.parent) as tmp:
-            f16 = Path(tmp) / "f16.gguf"
-            vocab = _write(model_dir, cfg, f16, "f16", name)
-            _llama_quantize(f16, out_file, "Q4_K_M")
-        return vocab
     return _write(model_dir, cfg, out_file, quant, name)
 
 
@@ -194,10 +177,3 @@ def _read_weights(model_dir: Path) -> dict:
         weights.update(load_file(str(f)))
     return weights
 
-
-def _llama_quantize(src: Path, dst: Path, kind: str) -> None:
-    tool = find_llama_quantize()
-    proc = subprocess.run([tool, str(src), str(dst), kind], capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise LorakitError(f"{tool} failed ({proc.returncode}): {tail[0]}")

@@ -21,7 +21,8 @@ BUILTIN_LICENCES = {"smollm2-135m-instruct": "apache-2.0", "qwen3-tiny-random": 
 
 def build_card(name: str, base_ref: str, base_dir: Path | None, run=None, gguf: dict | None = None) -> str:
     """The card text. `run` is a lorakit.rundir.RunInfo (None for a bare model); `gguf` describes an export:
-    {"file": ..., "quant": ..., "modelfile": bool}."""
+    {"file": ..., "quant": ..., "modelfile": bool, "quality": Quality or None, and for an adapter export
+    "adapter": {"alpha", "pairs", "targets", "base_file", "base_quant"}}."""
     config = getattr(run, "config", None)
     run_dir = getattr(run, "run_dir", None)
     summary = _read_json(run_dir / "run.json") if run_dir else {}
@@ -30,8 +31,16 @@ def build_card(name: str, base_ref: str, base_dir: Path | None, run=None, gguf: 
             "tags": ["lorakit", "lora", "sft"] + (["gguf"] if gguf else [])}  # fmt: skip
     parts = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip(), "---", "", f"# {name}", ""]
     parts.append(f"A LoRA fine-tune of `{base_ref}` made with lorakit" if config else f"`{base_ref}`, packaged by lorakit")
-    parts[-1] += (f", exported to GGUF ({gguf['quant']})." if gguf else ", merged into the base weights.")
+    adapter = (gguf or {}).get("adapter")
+    if adapter:
+        parts[-1] += ", exported as a llama.cpp LoRA adapter GGUF (float32) to apply over the base's GGUF."
+    else:
+        parts[-1] += (f", exported to GGUF ({gguf['quant']})." if gguf else ", merged into the base weights.")
     parts.append("")
+    if adapter:
+        parts += _base_needed_section(base_ref, adapter)
+    if gguf and gguf.get("quality") is not None:
+        parts += _quality_section(gguf["quality"])
     if config is not None:
         parts += _training_section(config, summary)
         parts += _eval_section(run_dir)
@@ -108,7 +117,38 @@ def _eval_section(run_dir: Path) -> list[str]:
     return lines + [""]
 
 
+def _base_needed_section(base_ref: str, adapter: dict) -> list[str]:
+    base = adapter["base_file"]
+    return ["## Base model needed", "",
+            f"This file holds only the LoRA adapter ({adapter['pairs']} weight pairs on "
+            f"{', '.join(adapter['targets'])}; alpha {adapter['alpha']:g}). It runs over a GGUF of `{base_ref}`:",
+            f"`{base}`{' (in this folder)' if not base.startswith('/') else ''}, {adapter['base_quant']}.",
+            "Its tensor names are those `lorakit export` writes for that model; another base fails to load",
+            f"(llama.cpp: \"does not exist in base model\"). To make one: `lorakit export {base_ref} --quant q4_k_m "
+            "--out BASE_DIR`.", ""]  # fmt: skip
+
+
+def _quality_section(quality) -> list[str]:
+    import math
+
+    return ["## Quantization quality", "",
+            f"Measured at export on {quality.tokens} held-out answer tokens from {quality.source}, against the",
+            "float32 model (the exported weights dequantized, computed in float32):", "",
+            "| top-1 agreement | held-out loss (float32 -> this file) | perplexity |", "|---|---|---|",
+            f"| {quality.agreement:.1%} | {quality.loss_fp32:.4f} -> {quality.loss:.4f} ({quality.loss_change:+.4f}) "
+            f"| {math.exp(quality.loss_fp32):.3f} -> {math.exp(quality.loss):.3f} |", ""]  # fmt: skip
+
+
 def _usage_section(name: str, gguf: dict | None) -> list[str]:
+    if gguf and gguf.get("adapter"):
+        base, file = gguf["adapter"]["base_file"], gguf["file"]
+        lines = ["## Run it", "", "llama.cpp (the adapter over its base):", "", "```bash",
+                 f"llama-server -m {base} --lora {file} --jinja   # OpenAI-compatible API on :8080",
+                 f"llama-cli -m {base} --lora {file} --jinja -cnv", "```", ""]  # fmt: skip
+        if gguf.get("modelfile"):
+            lines += ["Ollama (the Modelfile's FROM is the base, ADAPTER this file):", "", "```bash",
+                      f"ollama create {name} -f Modelfile", f"ollama run {name}", "```", ""]  # fmt: skip
+        return lines
     if gguf:
         file = gguf["file"]
         lines = ["## Run it", "", "llama.cpp:", "", "```bash",

@@ -78,14 +78,18 @@ def ollama_messages(messages: list[dict]) -> dict:
     return {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages]}
 
 
-def build_modelfile(tokenizer, gguf_name: str, stop_tokens: list[str], system: str | None = None) -> str | None:
-    """The Modelfile text, or None when the chat template is not one lorakit can mirror exactly."""
+def build_modelfile(tokenizer, gguf_name: str, stop_tokens: list[str], system: str | None = None,
+                    adapter: str | None = None) -> str | None:
+    """The Modelfile text, or None when the chat template is not one lorakit can mirror exactly.
+    `gguf_name` is a file beside the Modelfile or an absolute path (a shared base); `adapter` a LoRA GGUF
+    beside it, applied over that base (Ollama's ADAPTER)."""
     fmt = chatml_format(tokenizer)
     if fmt is None:
         return None
     template = go_template(fmt)
     _check_same_prompt(tokenizer, template)
-    lines = [f"FROM ./{gguf_name}", "", f'TEMPLATE """{template}"""', ""]
+    lines = [f"FROM {_local(gguf_name)}"] + ([f"ADAPTER {_local(adapter)}"] if adapter else [])
+    lines += ["", f'TEMPLATE """{template}"""', ""]
     if system:  # the fixed system prompt the run trained with (data.system)
         lines += [f'SYSTEM """{system}"""', ""]
     lines += [f'PARAMETER stop "{_quoted(t)}"' for t in stop_tokens]
@@ -101,6 +105,11 @@ def _check_same_prompt(tokenizer, template: str) -> None:
         if want != got:
             raise LorakitError(f"the Ollama TEMPLATE would render {got!r} where the chat template renders "
                                f"{want!r}; please report this model's chat template")  # fmt: skip
+
+
+def _local(file: str) -> str:
+    """Ollama resolves a relative FROM/ADAPTER against the Modelfile's folder."""
+    return file if file.startswith("/") else f"./{file}"
 
 
 def _go_text(text: str) -> str:

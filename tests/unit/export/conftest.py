@@ -50,12 +50,23 @@ class Exported:
         self._folders: dict[str, Path] = {}
 
     def folder(self, quant: str) -> Path:
-        """OUT of `lorakit export MERGED --quant QUANT`, written on first use."""
+        """OUT of `lorakit export MERGED --quant QUANT`, written on first use (the quality measurement is
+        skipped here: test_export_quality.py checks it once)."""
         from lorakit.exporting import export_model
 
         if quant not in self._folders:
-            self._folders[quant] = export_model(self.merged, self.root / f"gguf-{quant}", quant=quant)
+            self._folders[quant] = export_model(self.merged, self.root / f"gguf-{quant}", quant=quant,
+                                                quality_tokens=0)
         return self._folders[quant]
+
+    def adapter_folder(self) -> Path:
+        """OUT of `lorakit export RUN --format gguf-lora --quant f16`: the adapter GGUF beside the f16 base."""
+        from lorakit.exporting import export_model
+
+        if "lora" not in self._folders:
+            self._folders["lora"] = export_model(self.run, self.root / "gguf-lora", fmt="gguf-lora", quant="f16",
+                                                 quality_tokens=0)
+        return self._folders["lora"]
 
     def gguf(self, quant: str) -> Path:
         return next(self.folder(quant).glob("*.gguf"))

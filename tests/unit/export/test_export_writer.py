@@ -39,13 +39,6 @@ def test_refusals_name_the_problem(tmp_path, config, quant, says):
         check_exportable(_config_dir(tmp_path, **config), quant)
 
 
-def test_q4_k_m_needs_llama_quantize(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no llama-quantize anywhere
-    monkeypatch.delenv("LORAKIT_LLAMA_QUANTIZE", raising=False)
-    with pytest.raises(LorakitError, match="llama-quantize"):
-        check_exportable(_config_dir(tmp_path, model_type="qwen3"), "q4_k_m")
-
-
 def test_pre_tokenizer_names(tmp_path):
     from lorakit.models import resolve_model
 

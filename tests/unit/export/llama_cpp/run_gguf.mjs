@@ -1,5 +1,6 @@
 // Run GGUFs in llama.cpp (node-llama-cpp's prebuilt libllama) for lorakit's export tests.
-// stdin: {"model": path, "prompt": text, "max_tokens": n, "messages": [...], "top_probs": k (optional)}, or a
+// stdin: {"model": path, "prompt": text, "max_tokens": n, "messages": [...], "top_probs": k (optional),
+//         "lora": [adapter GGUF paths] (optional)}, or a
 //        list of them (one node start, one llama.cpp load, for many models)
 // stdout: per request {"prompt_tokens": llama.cpp's tokenization of prompt, "tokens": greedy continuation
 //          (stops at end-of-generation), "template": the chat template llama.cpp read, "rendered": it
@@ -11,7 +12,8 @@ import {Template} from "@huggingface/jinja";
 
 async function run(llama, req) {
   const model = await llama.loadModel({modelPath: req.model});
-  const context = await model.createContext({contextSize: 512, threads: 2});
+  const lora = req.lora ? {adapters: req.lora.map((filePath) => ({filePath}))} : undefined;
+  const context = await model.createContext({contextSize: 512, threads: 2, lora});
   const sequence = context.getSequence();
 
   const promptTokens = Array.from(model.tokenize(req.prompt, true));
