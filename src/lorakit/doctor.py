@@ -148,7 +148,7 @@ def engines() -> dict[str, str | None]:
 
 
 def _quantizer_found() -> str | None:
-X
+    """Where the pinned libllama that export's K-quants call is found (loaded once to check its build)."""
     from lorakit.errors import LorakitError
     from lorakit.exporting.quantize import PACKAGE, PACKAGE_VERSION, find_quantizer
 

@@ -20,7 +20,7 @@ from lorakit.errors import LorakitError
 def export_adapter(source: str, out: Path, quant: str, quantizer, base_gguf, quality_tokens: int) -> Path:
     from lorakit.exporting.adapter_gguf import check_adapter, check_base_gguf, write_adapter_gguf
     from lorakit.exporting.gguf_writer import check_exportable
-    from lorakit.exporting.pipeline import _slug, _write_card, _write_modelfile, _written_quant, measure_quality
+    from lorakit.exporting.outputs import measure_quality, slug, write_card, write_modelfile, written_quant
     from lorakit.models import resolve_model
     from lorakit.run import check_adapter as check_weights
     from lorakit.run import mark_output, open_run
@@ -34,20 +34,20 @@ def export_adapter(source: str, out: Path, quant: str, quantizer, base_gguf, qua
     check_adapter(run.adapter_dir)  # what llama.cpp's adapter GGUF can hold
     check_weights(run.adapter_dir)  # present and finite
     base_dir = resolve_model(run.base_model, run.config.model.source if run.config else "hf")
-    base_config = check_exportable(base_dir, _written_quant(quant))
+    base_config = check_exportable(base_dir, written_quant(quant))
     if base_gguf is not None:
         base_gguf = Path(base_gguf).expanduser().resolve()
         check_base_gguf(base_gguf, base_config, run.adapter_dir)
-    name = _slug(out.name)
+    name = slug(out.name)
     adapter_name = f"{name}-lora.gguf"
     with atomic_dir(out, overwrite=True) as tmp:
         info = write_adapter_gguf(run.adapter_dir, base_config, tmp / adapter_name, name)
         vocab, base_file, base_label = _base(base_dir, base_config, run, tmp, quant, quantizer, base_gguf)
         written = time.perf_counter() - started
         from_ref = str(base_file) if base_gguf is not None else base_file.name
-        has_modelfile = _write_modelfile(base_dir, tmp, from_ref, vocab, run, adapter=adapter_name)
+        has_modelfile = write_modelfile(base_dir, tmp, from_ref, vocab, run, adapter=adapter_name)
         quality = measure_quality(base_dir, run, base_file, base_label, quality_tokens, run.adapter_dir)
-        _write_card(tmp, name, run.base_model, base_dir, run,
+        write_card(tmp, name, run.base_model, base_dir, run,
                     {"file": adapter_name, "quant": "f32 LoRA", "modelfile": has_modelfile, "quality": quality,
                      "adapter": {**info, "base_file": from_ref, "base_quant": base_label}})  # fmt: skip
         mark_output(tmp, "export")
@@ -65,12 +65,12 @@ def export_adapter(source: str, out: Path, quant: str, quantizer, base_gguf, qua
 
 def _base(base_dir: Path, base_config: dict, run, tmp: Path, quant: str, quantizer, base_gguf: Path | None):
     """(vocabulary, base GGUF path, its label): the given --base-gguf, or the base exported into OUT."""
-    from lorakit.exporting.pipeline import _slug, write_model_gguf
+    from lorakit.exporting.outputs import slug, write_model_gguf
     from lorakit.exporting.vocab import read_vocab
 
     if base_gguf is not None:
         return read_vocab(base_dir, _vocab_rows(base_dir)), base_gguf, f"base {base_gguf.name}"
-    base_name = _slug(Path(str(run.base_model)).name)
+    base_name = slug(Path(str(run.base_model)).name)
     file = tmp / f"{base_name}-{quant}.gguf"
     print(f"exporting the base {run.base_model} ({quant}) beside the adapter ...", flush=True)
     return write_model_gguf(base_dir, file, quant, base_name, quantizer), file, quant

@@ -10,7 +10,6 @@ quantizer (lorakit.exporting.quantize).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import LorakitError

@@ -45,7 +45,7 @@ def build_card(name: str, base_ref: str, base_dir: Path | None, run=None, gguf: 
         parts += _training_section(config, summary)
         parts += _eval_section(run_dir)
     parts += _usage_section(name, gguf)
-    parts += [f"## Licence", "", f"The base model's licence applies: `{meta['license']}`.", ""]
+    parts += ["## Licence", "", f"The base model's licence applies: `{meta['license']}`.", ""]
     return "\n".join(parts)
 
 
