@@ -53,7 +53,7 @@ def main() -> None:
     import lorakit
     from lorakit.exporting.quality import measure, reference
     from lorakit.models import resolve_model
-    from lorakit.run import open_run
+    from lorakit.rundir import open_run
 
     hf_logging.disable_progress_bar()
     source = Path(args.source)

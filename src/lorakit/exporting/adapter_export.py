@@ -22,8 +22,8 @@ def export_adapter(source: str, out: Path, quant: str, quantizer, base_gguf, qua
     from lorakit.exporting.gguf_writer import check_exportable
     from lorakit.exporting.outputs import measure_quality, slug, write_card, write_modelfile, written_quant
     from lorakit.models import resolve_model
-    from lorakit.run import check_adapter as check_weights
-    from lorakit.run import mark_output, open_run
+    from lorakit.rundir import check_adapter as check_weights
+    from lorakit.rundir import mark_output, open_run
 
     path = Path(source).expanduser()
     if not path.is_dir() or (path / "config.json").is_file():
