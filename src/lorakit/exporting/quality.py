@@ -73,7 +73,7 @@ def heldout(model_dir: Path, run, budget: int) -> tuple[list[tuple[list[int], li
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     convs, source, data = [], BUILTIN_TEXT.rsplit("/", 1)[-1] + " (lorakit's built-in held-out set)", None
     if run is not None and run.config is not None:
-        from lorakit.data.prepare import split_conversations
+        from lorakit.data.prepared import split_conversations
 
         data = run.config.data
         try:
