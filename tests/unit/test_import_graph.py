@@ -100,3 +100,23 @@ def test_the_run_folder_module_is_a_leaf():
     """rundir is what training, merge, export and the engine share: it may use only config, errors and
     atomic writes, so depending on it can never tie those stages to one another."""
     assert import_graph()["lorakit.rundir"] <= {"lorakit.config", "lorakit.errors", "lorakit.atomic"}
+
+
+def test_every_import_of_a_lorakit_module_names_one_that_exists():
+    """A function-level import of a moved or renamed module fails only when that function runs: find them
+    all here, in the package, the tests and the benchmarks."""
+    repo = PACKAGE.parents[1]
+    modules = {module_name(f, PACKAGE) for f in PACKAGE.rglob("*.py")}
+    missing = []
+    for folder in (PACKAGE, repo / "tests", repo / "benchmarks"):
+        for file in folder.rglob("*.py"):
+            if "node_modules" in file.parts or ".cache" in file.parts:
+                continue
+            for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "lorakit":
+                    if node.module not in modules:
+                        missing.append(f"{file.relative_to(repo)}:{node.lineno}: {node.module}")
+                elif isinstance(node, ast.Import):
+                    missing += [f"{file.relative_to(repo)}:{node.lineno}: {a.name}" for a in node.names
+                                if a.name.split(".")[0] == "lorakit" and a.name not in modules]
+    assert missing == []
