@@ -78,7 +78,8 @@ class CallStream:
                 self.in_call = True
                 end = at - 1 if at > self.sent and self.text[at - 1] == "\n" else at
             else:
-                end = len(self.text) - (0 if final else _held_tail(self.text, "\n" + self.open_tag))
+                held = max(_held_tail(self.text, "\n" + self.open_tag), _held_tail(self.text, self.open_tag))
+                end = len(self.text) - (0 if final else held)
             out, self.sent = self.text[self.sent:end], end
         if not final:
             return out, []
