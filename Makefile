@@ -15,7 +15,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # one stamp per build, so `make install TORCH=cuda` after a CPU install swaps torch
 STAMP := $(VENV)/.installed-$(TORCH)
 
-.PHONY: install install-gpu torch-cpu torch-cuda demo test test-fast clean
+.PHONY: install install-gpu torch-cpu torch-cuda demo test test-fast lint clean
 
 install: $(STAMP)
 
@@ -70,6 +70,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" tests
+
+# ruff's linter and formatter (configured in pyproject.toml); `ruff format src tests benchmarks` fixes the layout.
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs outputs tests/.cache $(LLAMA_CPP)/node_modules

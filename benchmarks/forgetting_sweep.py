@@ -77,6 +77,7 @@ def _label(row: dict) -> str:
 
 def write_levers(rows: list[dict], chosen: str) -> None:
     """The rows as lorakit's bundled trade-off data and the docs' chart (lorakit.eval.tradeoff)."""
+    from lorakit.config import load_config
     from lorakit.eval.tradeoff import LEVERS, tradeoff_svg
 
     if chosen not in {r["variant"] for r in rows}:
@@ -84,6 +85,8 @@ def write_levers(rows: list[dict], chosen: str) -> None:
     n = rows[0]["retention_base"].split("/")[1]
     levers = {
         "measured": "benchmarks/forgetting_sweep.py: the demo job trained to the end per lever, scored by lorakit eval",
+        # runs of this model get the chart in their report; the doc explains the figures
+        "model": load_config(DEMO / "demo.yaml").model.name, "doc": 'docs/benchmarks.md, "Forgetting"',
         "targets": {"identity": 6, "side_by_side": 11, "retention": int(rows[0]["retention_base"].split("/")[0]) - 1,
                     "heldout_loss": 2.384},
         "base": {"retention": rows[0]["retention_base"], "n": int(n)},

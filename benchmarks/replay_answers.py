@@ -35,7 +35,7 @@ def main() -> None:
     from lorakit.atomic import write_text
     from lorakit.data import replay
     from lorakit.models import load_tokenizer, resolve_model
-    from lorakit.training.replay import base_model_answerer, replay_fingerprint
+    from lorakit.training.replay_answers import base_model_answerer, replay_fingerprint
 
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)

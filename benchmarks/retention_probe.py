@@ -19,16 +19,14 @@ from pathlib import Path
 import torch
 
 from lorakit.eval import scores
-from lorakit.eval.compare import RETENTION_MAX_TOKENS
-from lorakit.inference.decoding import SamplingParams
-from lorakit.inference.engine import Engine
-from lorakit.inference.reasoning import split_reasoning
+from lorakit.eval.answers import RETENTION_MAX_TOKENS
+from lorakit.inference.engine import Engine, SamplingParams
 
 
 def answers(engine: Engine, questions: list[str], adapter: str | None, max_new_tokens: int) -> list[str]:
-    ids = [engine.chat_prompt([{"role": "user", "content": q}]) for q in questions]
-    done = engine.generate_batch(ids, SamplingParams(temperature=0, max_new_tokens=max_new_tokens), adapter)
-    return [split_reasoning(d.text, engine.opens_reasoning(i))[1].strip() for d, i in zip(done, ids)]
+    done = engine.answer_batch([[{"role": "user", "content": q}] for q in questions],
+                               SamplingParams(temperature=0, max_new_tokens=max_new_tokens), adapter)
+    return [a.text.strip() for a in done]
 
 
 def main() -> None:

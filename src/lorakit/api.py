@@ -176,10 +176,10 @@ class Run:
 
     def plot(self, keys: tuple[str, ...] = ("loss", "eval_loss")):
         """The loss curves as a matplotlib Figure (shown inline when a notebook cell ends with it)."""
-        from matplotlib.figure import Figure
+        from lorakit.figures import Chart
 
         df = self.metrics
-        fig = Figure(figsize=(6, 3.5), dpi=100)
+        fig = Chart(figsize=(6, 3.5), dpi=100)
         ax = fig.add_subplot()
         for key in keys:
             if key in df:
@@ -213,9 +213,7 @@ class Run:
     def chat(self, prompt: str, *, system: str | None = None, max_new_tokens: int = 256, temperature: float = 0.7,
              top_p: float = 0.8, top_k: int = 20, seed: int | None = None, thinking: bool = False) -> str:
         """One answer from base + adapter to `prompt` (the model loads once per Run). temperature 0 is greedy."""
-        from lorakit.inference.decoding import SamplingParams
-        from lorakit.inference.engine import Engine
-        from lorakit.inference.reasoning import ReasoningSplitter
+        from lorakit.inference.engine import Engine, SamplingParams
 
         try:
             params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k,
@@ -225,7 +223,4 @@ class Run:
         if self._engine is None:
             self._engine = Engine.load(None, {"adapter": str(self.path)})
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        ids = self._engine.chat_prompt(messages, enable_thinking=thinking)
-        splitter = ReasoningSplitter(opened=self._engine.opens_reasoning(ids))
-        _, answer = splitter.feed(self._engine.generate(ids, params, adapter="adapter").text)
-        return answer + splitter.flush()[1]
+        return self._engine.answer(messages, params, adapter="adapter", thinking=thinking).text

@@ -31,6 +31,9 @@ def run_demo(out: str | Path = "runs/demo", max_steps: int | None = None) -> Pat
 
     _banner("2/3 eval: the base model and the fine-tune answer held-out questions")
     result = run.eval(prompts=DEMO_DIR / "heldout.json", max_new_tokens=64, max_prompts=12)
+    from lorakit.cli.eval import print_summary
+
+    print_summary(result, run_dir / "report.html")
     _side_by_side(result["answers"])
 
     _banner("3/3 merge: adapter folded into the base weights")

@@ -211,3 +211,23 @@ def test_report_places_a_demo_model_run_on_the_measured_tradeoff():
     result["tradeoff_point"] = {"persona": "11/12", "retention": "16/24"}
     page = render_report(result, [])
     assert "Persona against retention" in page and page.count("<svg") == 1  # the chart (no loss curves here)
+
+
+def test_tradeoff_point_and_advice_figures_come_from_the_levers_file():
+    import copy
+
+    from lorakit.eval.tradeoff import advice, load_levers, tradeoff_point
+
+    levers = load_levers()
+    persona = {"side_by_side": {"n": 12, "finetuned_hits": 10}}
+    kept = {"n": 24, "base_right": 15, "finetuned_right": 10}
+    # only a run of the model the levers were measured on is placed on their chart
+    assert tradeoff_point(levers["model"], persona, kept) == {"persona": "10/12", "retention": "10/24"}
+    assert tradeoff_point("another-model", persona, kept) is None
+    assert tradeoff_point(levers["model"], {"skipped": "no persona"}, kept) is None
+    plain = next(r for r in levers["rows"] if not r["overrides"])
+    chosen = next(r for r in levers["rows"] if r["chosen"])
+    assert f"the demo job: {plain['retention']} without it, {chosen['retention']} with it" in advice(kept, 0)
+    edited = copy.deepcopy(levers)
+    next(r for r in edited["rows"] if not r["overrides"])["retention"] = "3/24"
+    assert "3/24 without it" in advice(kept, 0, edited)

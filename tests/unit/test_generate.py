@@ -10,10 +10,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lorakit.inference.engine import (Chunk, Engine, ReasoningSplitter, SamplingParams, adapter_folder,
-                              base_model_of, split_reasoning)
-from lorakit.inference.decoding import StopMatcher
 from lorakit.errors import LorakitError
+from lorakit.inference.decoding import StopMatcher
+from lorakit.inference.engine import Answer, Chunk, Engine, PromptTooLong, SamplingParams
+from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning, thinking_flag
+from lorakit.rundir import adapter_folder, base_model_of
 from fake_runs import make_run
 
 BASE = "qwen3-tiny-random"
@@ -218,6 +219,53 @@ def test_split_reasoning(text, opened, expected):
         r, c = r + dr, c + dc
     dr, dc = splitter.flush()
     assert (r + dr if splitter.saw_reasoning else None, c + dc) == expected
+
+
+def test_thinking_setting_is_parsed_to_the_templates_flag():
+    assert (thinking_flag("off"), thinking_flag("on"), thinking_flag("auto")) == (False, True, None)
+    assert (thinking_flag(False), thinking_flag(True), thinking_flag(None)) == (False, True, None)
+    for bad in ("yes", "OFF", 0, ["on"]):
+        with pytest.raises(ValueError, match="thinking: expected one of off, on, auto"):
+            thinking_flag(bad)
+
+
+def test_answer_renders_with_the_thinking_setting(engine):
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    for setting, flag in (("off", False), ("on", True), ("auto", None), (False, False), (True, True)):
+        ids = engine.chat_prompt(msgs, enable_thinking=flag)
+        done = engine.generate(ids, GREEDY)
+        reasoning, text = split_reasoning(done.text, engine.opens_reasoning(ids))
+        assert engine.answer(msgs, GREEDY, thinking=setting) == Answer(
+            text, reasoning, done.finish_reason, len(ids), done.completion_tokens)
+    # "off" renders Qwen3's empty think block into the prompt; "on" and "auto" leave the model to think
+    off, on = (engine.answer(msgs, GREEDY, thinking=t).prompt_tokens for t in ("off", "on"))
+    assert off == on + len(engine.tokenizer.encode("<think>\n\n</think>\n\n", add_special_tokens=False))
+    batch = engine.answer_batch([msgs, [{"role": "user", "content": "2+2=?"}]], GREEDY, thinking="off")
+    assert batch[0] == engine.answer(msgs, GREEDY, thinking="off")
+    assert batch[1] == engine.answer([{"role": "user", "content": "2+2=?"}], GREEDY, thinking="off")
+    with pytest.raises(PromptTooLong, match="context"):
+        engine.answer([{"role": "user", "content": "hi " * engine.max_context}], GREEDY)
+    with pytest.raises(ValueError, match="thinking"):
+        engine.answer(msgs, GREEDY, thinking="maybe")
+
+
+def test_answer_splits_the_reasoning_off(engine):
+    eng = scripted(engine, "<think>\nplan it\n</think>\n\nThe answer.")
+    msgs = [{"role": "user", "content": "hi"}]
+    params = SamplingParams(temperature=0, max_new_tokens=40)
+    got = eng.answer(msgs, params, thinking="on")
+    assert (got.text, got.reasoning, got.finish_reason) == ("The answer.", "plan it", "stop")
+    deltas = list(eng.answer_stream(msgs, params, thinking="on"))
+    assert "".join(d.reasoning for d in deltas) == "plan it" and "".join(d.text for d in deltas) == "The answer."
+    assert deltas[-1].chunk.finish_reason == "stop" and deltas[-1].chunk.completion_tokens == got.completion_tokens
+    assert eng.answer(msgs, params, thinking="off").reasoning == "plan it"  # the output decides, not the flag
+    plain = scripted(engine, "No thinking here.").answer(msgs, params)
+    assert (plain.text, plain.reasoning) == ("No thinking here.", None)
+    # closing a stream early stops the generation and frees the engine
+    stream = eng.answer_stream(msgs, params)
+    next(stream)
+    stream.close()
+    assert not eng.lock.locked()
 
 
 BATCH_QUESTIONS = ["Hi", "What is the capital of France? Answer in one short sentence.", "2+2=?",

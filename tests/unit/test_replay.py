@@ -60,7 +60,7 @@ def test_the_demo_models_answers_are_bundled_for_every_english_prompt():
     """Fails when the demo model, its tokenizer or template, or the prompts change: rerun
     benchmarks/replay_answers.py so the first demo run does not generate them."""
     from lorakit.models import load_tokenizer, resolve_model
-    from lorakit.training.replay import replay_fingerprint
+    from lorakit.training.replay_answers import replay_fingerprint
 
     from lorakit.demo import DEMO_DIR
 

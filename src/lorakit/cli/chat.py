@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from lorakit.errors import LorakitError
+from lorakit.inference.reasoning import thinking_flag
 
 # Qwen3's recommended sampling per mode (also sensible for other chat models).
 DEFAULTS = {"off": dict(temperature=0.7, top_p=0.8, top_k=20), "on": dict(temperature=0.6, top_p=0.95, top_k=20)}
@@ -55,8 +56,7 @@ def chat_command(
         raise LorakitError(f"sampling: {e}") from None
     _status("loading model ...")
     engine = Engine.load(model, {"adapter": str(adapter)} if adapter else None, dtype=dtype)
-    session = ChatSession(engine, params, adapter="adapter" if adapter else None, system=system,
-                          thinking=thinking == "on")
+    session = ChatSession(engine, params, adapter="adapter" if adapter else None, system=system, thinking=thinking)
     if prompt is not None:
         session.ask(prompt)
         return
@@ -66,7 +66,8 @@ def chat_command(
 class ChatSession:
     """A conversation with one engine: history, prompt building, streaming an answer to the terminal."""
 
-    def __init__(self, engine, params, adapter: str | None = None, system: str | None = None, thinking: bool = False):
+    def __init__(self, engine, params, adapter: str | None = None, system: str | None = None,
+                 thinking: "str | bool" = False):
         self.engine, self.params, self.adapter, self.system, self.thinking = engine, params, adapter, system, thinking
         self.history: list[dict] = []
 
@@ -76,40 +77,35 @@ class ChatSession:
 
     def ask(self, text: str) -> str:
         """Send one user message, stream the reply to the terminal, remember it; return the answer."""
-        from lorakit.inference.engine import ReasoningSplitter
-
-        ids, turn = self._fit(self.history + [{"role": "user", "content": text}])
-        splitter = ReasoningSplitter(opened=self.engine.opens_reasoning(ids))
+        messages, turn = self._fit(self.history + [{"role": "user", "content": text}])
         out, err = _console(sys.stdout), _console(sys.stderr)
-        answer = []
+        answer, reasoned = [], False
         try:
-            stream = self.engine.stream(ids, self.params, adapter=self.adapter)
+            stream = self.engine.answer_stream(messages, self.params, adapter=self.adapter, thinking=self.thinking)
         except ValueError as e:
             raise LorakitError(str(e)) from None
-        for chunk in stream:
-            reasoning, content = splitter.feed(chunk.text)
-            if chunk.finish_reason:
-                more_r, more_c = splitter.flush()
-                reasoning, content = reasoning + more_r, content + more_c
-            if reasoning:
-                err.print(reasoning, style="dim", end="")
-            if content:
-                if splitter.saw_reasoning and not answer:
+        for delta in stream:
+            if delta.reasoning:
+                err.print(delta.reasoning, style="dim", end="")
+                reasoned = True
+            if delta.text:
+                if reasoned and not answer:
                     err.print("")  # end the reasoning line before the answer starts
-                out.print(content, end="")
-                answer.append(content)
+                out.print(delta.text, end="")
+                answer.append(delta.text)
         out.print("")
         self.history = turn + [{"role": "assistant", "content": "".join(answer)}]
         return "".join(answer)
 
-    def _fit(self, turn: list[dict]) -> tuple[list[int], list[dict]]:
-        """Prompt ids for `turn` and the turn itself, less the oldest exchanges the answer had no room for."""
+    def _fit(self, turn: list[dict]) -> tuple[list[dict], list[dict]]:
+        """The messages to send for `turn` (system prompt first) and the turn itself, less the oldest
+        exchanges the answer had no room for."""
         while True:
             messages = ([{"role": "system", "content": self.system}] if self.system else []) + turn
-            ids = self.engine.chat_prompt(messages, enable_thinking=self.thinking)
+            ids = self.engine.chat_prompt(messages, enable_thinking=thinking_flag(self.thinking))
             user_turns = [i for i, m in enumerate(turn) if m["role"] == "user"]
             if len(ids) + self.params.max_new_tokens <= self.engine.max_context or len(user_turns) < 2:
-                return ids, turn
+                return messages, turn
             turn = turn[user_turns[1]:]  # forget the oldest exchange
 
 

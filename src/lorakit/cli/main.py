@@ -88,16 +88,20 @@ def evaluate(
 ) -> None:
     """Compare base and fine-tuned model: loss, answers side by side, persona and retention scores;
     or, with --tasks, standard benchmarks through lm-evaluation-harness."""
+    from lorakit.cli.eval import print_benchmarks, print_summary
+
     if tasks is not None:
         from lorakit.api import benchmark
 
-        benchmark(run_dir, tasks, limit=limit, num_fewshot=num_fewshot, include_path=include_path)
+        section = benchmark(run_dir, tasks, limit=limit, num_fewshot=num_fewshot, include_path=include_path)
+        print_benchmarks(section, run_dir / "report.html")
         return
     from lorakit.api import evaluate as run_eval
 
-    run_eval(run_dir, data=data, prompts=prompts, max_new_tokens=max_new_tokens, judge_url=judge_url,
-             judge_model=judge_model, seed=seed, persona_keywords=persona_keywords, retention=retention,
-             max_prompts=max_prompts, lang=lang)
+    result = run_eval(run_dir, data=data, prompts=prompts, max_new_tokens=max_new_tokens, judge_url=judge_url,
+                      judge_model=judge_model, seed=seed, persona_keywords=persona_keywords, retention=retention,
+                      max_prompts=max_prompts, lang=lang)
+    print_summary(result, Path(result["run_dir"]) / "report.html")
 
 
 def download(

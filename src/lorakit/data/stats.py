@@ -120,25 +120,18 @@ def _pieces(text: str, offsets: list[tuple[int, int]], labels: list[int]) -> lis
 
 def plot_lengths(inspection: Inspection, path: str | Path) -> None:
     """Histogram of token lengths with the max_length cut marked; written as PNG atomically."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lorakit.figures import Chart, png_bytes
 
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Chart(figsize=(7, 4))
+    ax = fig.add_subplot()
     ax.hist(inspection.lengths or [0], bins=min(50, max(5, len(set(inspection.lengths)))), color="#4c72b0")
     ax.axvline(inspection.max_length, color="#c44e52", linestyle="--", label=f"max_length {inspection.max_length}")
     ax.set_xlabel("tokens per sample")
     ax.set_ylabel("samples")
     ax.set_title(f"{len(inspection.lengths)} samples")
     ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    _write_bytes(path, buf.getvalue())
+    _write_bytes(path, png_bytes(fig, dpi=100, bbox_inches="tight"))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

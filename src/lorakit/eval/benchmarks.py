@@ -4,7 +4,7 @@ Read top to bottom: check every task (name, cached data, few-shot count) before 
 load the base once with the adapter on it; run lm-eval with the same settings twice, adapter off
 then on; keep each task's headline metric with its standard error and every item's scores; add it
 all as the `benchmarks` section of eval.json (other sections of an earlier eval are kept) and of
-report.html; print the table.
+report.html, and return it (the CLI prints the table: lorakit.cli.eval).
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def run_benchmarks(run_dir, tasks: str | list[str], limit: float | None = None, 
 
     engine = _load_engine(info, cfg)
     timing["load_s"] = time.perf_counter() - started - sum(timing.values())
-    enable_thinking = {"off": False, "on": True}.get(thinking)
+    from lorakit.inference.reasoning import thinking_flag
+
+    enable_thinking = thinking_flag(thinking)
     chat = bool(getattr(engine.tokenizer, "chat_template", None))
     raw = {}
     for side, adapter in (("base", None), ("finetuned", ADAPTER)):
@@ -75,7 +77,6 @@ def run_benchmarks(run_dir, tasks: str | list[str], limit: float | None = None, 
     }
     result = _merge(out_dir, info, section)
     _write(out_dir, result)
-    print_table(section, out_dir / "report.html")
     return section
 
 
@@ -216,36 +217,3 @@ def _write(out_dir: Path, result: dict) -> None:
 
     write_json(out_dir / "eval.json", result)
     write_text(out_dir / "report.html", render_report(result, read_metrics(out_dir / "metrics.jsonl")))
-
-
-def print_table(section: dict, report: Path) -> None:
-    """The benchmarks table in the terminal: value ± stderr per side and the change."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="lm-eval benchmarks: base vs fine-tuned", title_justify="left")
-    for col, just in (("task", "left"), ("metric", "left"), ("n", "right"), ("base", "right"),
-                      ("fine-tuned", "right"), ("change", "right")):
-        table.add_column(col, justify=just)
-    for row in section["results"]:
-        change = row["change"]
-        text = "–" if change is None else f"{change:+.4f}"
-        if change:
-            good = (change < 0) == row["lower_is_better"]
-            text = f"[{'green' if good else 'red'}]{text}[/]"
-        table.add_row(row["task"], row["metric"], str(row["n"] or ""), value_text(row["base"]),
-                      value_text(row["finetuned"]), text)
-    console = Console()
-    console.print(table)
-    s = section["settings"]
-    console.print(f"prompts: {s['chat_template']}, thinking {s['thinking']}; few-shot: "
-                  f"{'task default' if s['num_fewshot'] is None else s['num_fewshot']}; "
-                  f"limit: {s['limit'] if s['limit'] is not None else 'none'}", markup=False)
-    console.print(f"report: {report}", markup=False)
-
-
-def value_text(side: dict) -> str:
-    if side["value"] is None:
-        return "–"
-    err = f" ± {side['stderr']:.4f}" if side.get("stderr") is not None else ""
-    return f"{side['value']:.4f}{err}"

@@ -41,13 +41,13 @@ class LorakitLM(TemplateLM):
             if not run:
                 raise LorakitError("the lorakit lm-eval model needs run=RUN_DIR in --model_args")
             from lorakit.inference.engine import Engine
+            from lorakit.inference.reasoning import thinking_flag
             from lorakit.rundir import open_run
 
             info = open_run(run)
             engine = Engine.load(info.base_model, {"finetuned": str(info.adapter_dir)})
             adapter = None if side == "base" else "finetuned"
-            thinking = info.config.data.thinking if info.config else "off"
-            enable_thinking = {"off": False, "on": True}.get(thinking)
+            enable_thinking = thinking_flag(info.config.data.thinking if info.config else "off")
         self.engine = engine
         self.adapter = adapter
         self.enable_thinking = enable_thinking
@@ -117,7 +117,6 @@ class LorakitLM(TemplateLM):
         """Greedy (unless the task samples) answers up to the task's stop strings; the reasoning of a
         thinking model is split off, so only the answer is graded."""
         from lorakit.inference.decoding import SamplingParams
-        from lorakit.inference.reasoning import split_reasoning
 
         groups: dict[tuple, list[int]] = {}
         prompts, settings = [], []
@@ -133,8 +132,8 @@ class LorakitLM(TemplateLM):
             for start in range(0, len(members), REQUESTS_PER_CALL):
                 part = members[start:start + REQUESTS_PER_CALL]
                 ids = [_fit(prompts[i], self.max_length - params.max_new_tokens) for i in part]
-                for i, prompt, chunk in zip(part, ids, self.engine.generate_batch(ids, params, self.adapter)):
-                    answers[i] = split_reasoning(chunk.text, self.engine.opens_reasoning(prompt))[1]
+                for i, answer in zip(part, self.engine.answer_rendered(ids, params, self.adapter)):
+                    answers[i] = answer.text
                 bar.update(len(part))
         bar.close()
         return answers

@@ -7,11 +7,12 @@ are untrusted and may well contain `<script>`.
 from __future__ import annotations
 
 import html
-import io
 import math
 import re
 from pathlib import Path
 from string import Template
+
+from lorakit.eval.summary import fixed, signed_change, summary_rows, value_text, verdict
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "report_template.html"
 
@@ -35,68 +36,25 @@ def _highlight(text: str, terms: list[str], whole_words: bool = False) -> str:
     return "".join(out)
 
 
-def _num(x, digits: int = 4) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float) and (x >= 1e5 or (x and abs(x) < 1e-3)):
-        return f"{x:.3e}"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
-
-
 def _change(base, tuned, lower_is_better: bool) -> str:
     """The signed change, coloured by whether it went the good way."""
     if base is None or tuned is None:
         return "<td class='num'>–</td>"
-    delta = tuned - base
-    good = delta < 0 if lower_is_better else delta > 0
-    cls = "" if delta == 0 else ("better" if good else "worse")
-    if isinstance(delta, float):
-        text = f"{delta:+.4g}" if abs(delta) >= 1000 else f"{delta:+.4f}"
-    else:
-        text = f"{delta:+d}"
-    if isinstance(base, float) and base and abs(base) < 1e5:
-        text += f" ({100 * delta / base:+.1f}%)"
-    return f"<td class='num {cls}'>{text}</td>"
-
-
-def summary_rows(result: dict) -> list[tuple[str, object, object, bool]]:
-    """(label, base, fine-tuned, lower_is_better) for the headline numbers; shared with the terminal."""
-    rows = []
-    loss = result.get("loss") or {}
-    if "base" in loss:
-        rows.append(("held-out loss", loss["base"]["loss"], loss["finetuned"]["loss"], True))
-        rows.append(("held-out perplexity", loss["base"]["ppl"], loss["finetuned"]["ppl"], True))
-    persona = result.get("persona") or {}
-    if "n" in persona:
-        rows.append((f"persona, identity questions (of {persona['n']})", persona["base_hits"],
-                     persona["finetuned_hits"], False))
-        side = persona.get("side_by_side") or {}
-        if side.get("n"):
-            rows.append((f"persona, side-by-side greedy (of {side['n']})", side["base_hits"],
-                         side["finetuned_hits"], False))
-    retention = result.get("retention") or {}
-    if "n" in retention:
-        rows.append((f"retention right (of {retention['n']})", retention["base_right"],
-                     retention["finetuned_right"], False))
-    judge = result.get("judge") or {}
-    if judge.get("base_mean") is not None or judge.get("finetuned_mean") is not None:
-        rows.append(("judge score (1-10)", judge.get("base_mean"), judge.get("finetuned_mean"), False))
-    return rows
+    return f"<td class='num {verdict(tuned - base, lower_is_better)}'>{signed_change(base, tuned)}</td>"
 
 
 def loss_chart_svg(metrics: list[dict], base_loss: float | None, tuned_loss: float | None) -> str:
     """Train and eval loss per step from metrics.jsonl, with the two held-out losses as lines; inline SVG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+
+    from lorakit.figures import Chart, svg_inline
 
     series = {k: [(r["step"], r[k]) for r in metrics if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
               for k in ("loss", "eval_loss")}
     if not any(series.values()):
         return ""
-    fig, ax = plt.subplots(figsize=(7.5, 3.4), dpi=96)
+    fig = Chart(figsize=(7.5, 3.4), dpi=96)
+    ax = fig.add_subplot()
     for key, label in (("loss", "train loss"), ("eval_loss", "eval loss (during training)")):
         if series[key]:
             ax.plot(*zip(*series[key]), marker="o" if len(series[key]) < 40 else None, markersize=3, label=label)
@@ -108,21 +66,7 @@ def loss_chart_svg(metrics: list[dict], base_loss: float | None, tuned_loss: flo
     ax.set_ylabel("loss (nats / token)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return figure_svg(fig)
-
-
-def figure_svg(fig) -> str:
-    """A matplotlib figure as inline SVG (closed after); text as paths, so no font is needed to read it."""
-    import matplotlib
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "path"}):
-        fig.savefig(buf, format="svg")
-    plt.close(fig)
-    svg = buf.getvalue()
-    return svg[svg.find("<svg"):]
+    return svg_inline(fig)
 
 
 def _header(result: dict) -> str:
@@ -136,7 +80,7 @@ def _header(result: dict) -> str:
 
 
 def _summary(result: dict) -> str:
-    rows = "".join(f"<tr><td>{_esc(label)}</td><td class='num'>{_num(b)}</td><td class='num'>{_num(t)}</td>"
+    rows = "".join(f"<tr><td>{_esc(label)}</td><td class='num'>{fixed(b)}</td><td class='num'>{fixed(t)}</td>"
                    f"{_change(b, t, lower)}</tr>" for label, b, t, lower in summary_rows(result))
     notes = "".join(f"<p class='note'>{_esc(n)}</p>" for n in result.get("notes", []))
     return ("<h2>Summary</h2><table><tr><th>measure</th><th>base</th><th>fine-tuned</th><th>change</th></tr>"
@@ -239,11 +183,11 @@ def _judge(result: dict) -> str:
     if not j:
         return ""
     err = f"<p class='worse'>judge stopped: {_esc(j['error'])}</p>" if j.get("error") else ""
-    rows = "".join(f"<tr><td class='text'>{_esc(i['prompt'])}</td><td class='num'>{_num(i.get('base_score'))}</td>"
-                   f"<td class='num'>{_num(i.get('finetuned_score'))}</td></tr>" for i in j["items"])
+    rows = "".join(f"<tr><td class='text'>{_esc(i['prompt'])}</td><td class='num'>{fixed(i.get('base_score'))}</td>"
+                   f"<td class='num'>{fixed(i.get('finetuned_score'))}</td></tr>" for i in j["items"])
     return (f"<h2>Judge: {_esc(j.get('model'))} at {_esc(j['url'])}</h2>{err}"
-            f"<p class='note'>mean score base {_num(j.get('base_mean'), 2)} ({j.get('base_scored', 0)} scored), "
-            f"fine-tuned {_num(j.get('finetuned_mean'), 2)} ({j.get('finetuned_scored', 0)} scored); greedy answers, "
+            f"<p class='note'>mean score base {fixed(j.get('base_mean'), 2)} ({j.get('base_scored', 0)} scored), "
+            f"fine-tuned {fixed(j.get('finetuned_mean'), 2)} ({j.get('finetuned_scored', 0)} scored); greedy answers, "
             f"each graded alone at temperature 0; the first number 1-10 in the reply is the score.</p>"
             f"<table><tr><th>prompt</th><th>base</th><th>fine-tuned</th></tr>{rows}</table>"
             f"<p class='note'>Prompt sent to the judge for each answer:</p>"
@@ -276,8 +220,8 @@ def _benchmarks(result: dict) -> str:
     s = b["settings"]
     rows = "".join(
         f"<tr><td>{'<b>' if r['group'] else ''}{_esc(r['task'])}{'</b>' if r['group'] else ''}</td>"
-        f"<td>{_esc(r['metric'])}</td><td class='num'>{_num(r['n'])}</td>"
-        f"<td class='num'>{_value(r['base'])}</td><td class='num'>{_value(r['finetuned'])}</td>"
+        f"<td>{_esc(r['metric'])}</td><td class='num'>{fixed(r['n'])}</td>"
+        f"<td class='num'>{value_text(r['base'])}</td><td class='num'>{value_text(r['finetuned'])}</td>"
         f"{_change(r['base']['value'], r['finetuned']['value'], r['lower_is_better'])}</tr>" for r in b["results"])
     shots = "each task's default" if s["num_fewshot"] is None else s["num_fewshot"]
     return (f"<h2>Benchmarks (lm-evaluation-harness {_esc(s['lm_eval'])})</h2>"
@@ -288,13 +232,6 @@ def _benchmarks(result: dict) -> str:
             "the fine-tuned model is the base with the adapter on (not merged). ± is the standard error.</p>"
             "<table><tr><th>task</th><th>metric</th><th>items</th><th>base</th><th>fine-tuned</th><th>change</th>"
             f"</tr>{rows}</table>")
-
-
-def _value(side: dict) -> str:
-    if side.get("value") is None:
-        return "–"
-    err = f" ± {side['stderr']:.4f}" if side.get("stderr") is not None else ""
-    return f"{side['value']:.4f}{err}"
 
 
 def _benchmarks_header(result: dict) -> str:

@@ -1,8 +1,9 @@
 """Persona against retention: what each lever of the demo job traded, and advice when a run forgot.
 
 assets/demo/levers.json holds benchmarks/forgetting_sweep.py's measurements (the demo job trained to
-the end per lever and scored by `lorakit eval`; docs/benchmarks.md, "Forgetting"). The chart of them
-goes into docs/ and into the report of a run of the demo's model, with that run as one more point.
+the end per lever and scored by `lorakit eval`; the doc it names explains them), with the model they
+were measured on. The chart of them goes into docs/ and into the report of a run of that model, with
+that run as one more point. Every figure quoted here comes from that file, never from this code.
 """
 
 from __future__ import annotations
@@ -11,13 +12,19 @@ import json
 from pathlib import Path
 
 LEVERS = Path(__file__).resolve().parents[1] / "assets" / "demo" / "levers.json"
-# The demo model: its runs get the measured chart (another model's run would be a different curve).
-DEMO_MODEL = "smollm2-135m-instruct"
 
 
 def load_levers(path: Path = LEVERS) -> dict:
-    """{"targets": {...}, "base": {...}, "rows": [...]} as the sweep wrote them."""
+    """{"model", "doc", "targets": {...}, "base": {...}, "rows": [...]} as the sweep wrote them."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _read_levers() -> dict | None:
+    """The bundled levers, or None when the install's copy is damaged (advice and chart then do without)."""
+    try:
+        return load_levers()
+    except (OSError, ValueError):
+        return None
 
 
 def _hits(text: str) -> tuple[int, int]:
@@ -25,37 +32,67 @@ def _hits(text: str) -> tuple[int, int]:
     return int(right), int(n)
 
 
-def advice(retention: dict, replay_share: float) -> str | None:
+def tradeoff_point(model: str, persona: dict, retention: dict, levers: dict | None = None) -> dict | None:
+    """This run's place on the measured chart ({"persona": "11/12", "retention": "16/24"}), or None.
+
+    Only a run of the model the levers were measured on has one: another model is another curve.
+    """
+    levers = _read_levers() if levers is None else levers
+    side = (persona or {}).get("side_by_side") or {}
+    if not levers or levers.get("model") != model or not side.get("n") or "n" not in retention:
+        return None
+    return {"persona": f"{side['finetuned_hits']}/{side['n']}",
+            "retention": f"{retention['finetuned_right']}/{retention['n']}"}
+
+
+def advice(retention: dict, replay_share: float, levers: dict | None = None) -> str | None:
     """One line for a run whose fine-tune answers at least 2 fewer general questions than its base."""
     if "n" not in retention:
         return None
     drop = retention["base_right"] - retention["finetuned_right"]
     if drop < 2:
         return None
+    levers = _read_levers() if levers is None else levers
     said = f"Retention fell by {drop} of {retention['n']} general questions."
-    if not replay_share:
-        return (f"{said} data.replay=0.25 trains on the base model's own answers to general prompts and keeps "
-                "them (the demo job: 10/24 without it, 16/24 with it; docs/benchmarks.md, \"Forgetting\").")
-    return (f"{said} A larger data.replay than {replay_share:g}, or fewer epochs, keeps more general "
-            "ability at some persona strength (docs/benchmarks.md, \"Forgetting\").")
+    doc = (levers or {}).get("doc", "docs/benchmarks.md")
+    if replay_share:
+        return (f"{said} A larger data.replay than {replay_share:g}, or fewer epochs, keeps more general "
+                f"ability at some persona strength ({doc}).")
+    measured = _replay_measured(levers)
+    if measured is None:
+        return (f"{said} data.replay trains on the base model's own answers to general prompts and keeps "
+                f"them ({doc}).")
+    setting, without, with_it = measured
+    return (f"{said} {setting} trains on the base model's own answers to general prompts and keeps "
+            f"them (the demo job: {without} without it, {with_it} with it; {doc}).")
+
+
+def _replay_measured(levers: dict | None) -> tuple[str, str, str] | None:
+    """(the demo default's data.replay override, retention with no lever, retention of the default)."""
+    rows = (levers or {}).get("rows") or []
+    plain = next((r for r in rows if not r.get("overrides")), None)
+    chosen = next((r for r in rows if r.get("chosen")), None)
+    setting = next((o for o in (chosen or {}).get("overrides", []) if o.startswith("data.replay=")), None)
+    if plain is None or setting is None:
+        return None
+    return setting, plain["retention"], chosen["retention"]
 
 
 def tradeoff_svg(levers: dict, here: dict | None = None) -> str:
     """Scatter of side-by-side persona hits against retention per lever, the target zone shaded; inline SVG.
 
     `here` = {"label", "persona": "11/12", "retention": "16/24"} adds this run's point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches
-    import matplotlib.pyplot as plt
+
+    from lorakit.figures import Chart, svg_inline
 
     rows, targets, base = levers["rows"], levers["targets"], levers["base"]
     _, n_ret = _hits(base["retention"])
     _, n_per = _hits(rows[0]["side_by_side"])
     xs = [_hits(r["retention"])[0] for r in rows] + [_hits(base["retention"])[0]]
     x_lo, x_hi = min(xs) - 1, min(n_ret, max(xs) + 2) + 0.5
-    fig, ax = plt.subplots(figsize=(10, 4), dpi=96)
+    fig = Chart(figsize=(10, 4), dpi=96)
+    ax = fig.add_subplot()
     # both targets at once: retention and side-by-side persona
     ax.add_patch(matplotlib.patches.Rectangle((targets["retention"] - 0.5, targets["side_by_side"] - 0.5),
                                               x_hi - targets["retention"] + 0.5, n_per - targets["side_by_side"] + 1.3,
@@ -84,6 +121,4 @@ def tradeoff_svg(levers: dict, here: dict | None = None) -> str:
     ax.set_ylabel(f"persona, side by side (of {n_per})")
     ax.set_title("the demo job per lever: persona against retention", fontsize=9)
     ax.grid(alpha=0.3)
-    from lorakit.eval.report import figure_svg
-
-    return figure_svg(fig)
+    return svg_inline(fig)

@@ -1,7 +1,8 @@
 """A Hugging Face model folder -> one GGUF file, written with the gguf package (GGUFWriter, TensorNameMap).
 
-Only families whose tensors map one to one onto llama.cpp's are exported: Llama (SmolLM2, Llama 3),
-Qwen2 and Qwen3. Norms and biases stay float32 (llama.cpp's own rule); 2-D weights take the quant type.
+Generic: hparams every graph reads, the tokenizer, tensor names and encoding. What differs per family
+(architecture, extra keys, weight transforms, refusals) lives in architectures.py. Norms and biases stay
+float32 (llama.cpp's own rule); 2-D and 3-D (stacked expert) weights take the quant type.
 K-quants (q4_k_m) are not in the gguf package: they go through llama.cpp's `llama-quantize` when it is
 installed, and are refused otherwise rather than written wrong.
 """
@@ -13,28 +14,24 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import LorakitError
+from lorakit.exporting.architectures import (
+    EMBEDDING,
+    FAMILIES,
+    REQUIRED,
+    Family,
+    family_refusal,
+    head_dimension,
+    llama3_rope_freqs,
+    rope_parameters,
+    rotary_dims,
+)
 from lorakit.exporting.vocab import GGUFVocab, read_vocab, write_vocab
 
 QUANTS = ("f16", "bf16", "q8_0", "q4_k_m")
 LLAMA_QUANTIZE = "llama-quantize"
-
-
-@dataclass(frozen=True)
-class Family:
-    arch: str  # gguf.MODEL_ARCH member name
-    rotary_permute: bool  # llama.cpp's llama graph wants q/k rows interleaved (GPT-J style)
-    key_length: bool  # head_dim written explicitly (Qwen3's head_dim is not hidden / heads)
-
-
-FAMILIES = {
-    "llama": Family("LLAMA", rotary_permute=True, key_length=False),
-    "qwen2": Family("QWEN2", rotary_permute=False, key_length=False),
-    "qwen3": Family("QWEN3", rotary_permute=False, key_length=True),
-}
 
 
 def model_config(model_dir: Path) -> dict:
@@ -61,15 +58,7 @@ def check_exportable(model_dir: Path, quant: str) -> dict:
 def export_refusal(cfg: dict) -> str | None:
     """Why a model with this config.json cannot be written as GGUF exactly, or None when it can. What
     llama.cpp's graph for the architecture would compute differently is refused, never approximated."""
-    kind = cfg.get("model_type")
-    if kind not in FAMILIES:
-        return f"model type {kind!r} cannot be exported to GGUF yet (supported: {', '.join(FAMILIES)})"
-    if cfg.get("rope_scaling") or (cfg.get("rope_parameters") or {}).get("rope_type", "default") != "default":
-        return "RoPE scaling is not exported yet; export a model with default RoPE"
-    if cfg.get("use_sliding_window") and cfg.get("sliding_window"):
-        # llama.cpp's qwen2/qwen3 graphs attend over the whole context: the file would answer differently
-        return "sliding-window attention (use_sliding_window) is not exported: llama.cpp's graph for it has none"
-    return None
+    return family_refusal(cfg)
 
 
 def find_llama_quantize() -> str | None:
@@ -93,12 +82,12 @@ def _write(model_dir: Path, cfg: dict, out_file: Path, quant: str, name: str) ->
 
     family = FAMILIES[cfg["model_type"]]
     arch = getattr(gguf.MODEL_ARCH, family.arch)
-    writer = gguf.GGUFWriter(str(out_file), gguf.MODEL_ARCH_NAMES[arch])
-    n_layers = int(cfg["num_hidden_layers"])
-    weights = _read_weights(model_dir)
-    n_vocab = int(weights["model.embed_tokens.weight"].shape[0])
+    names = gguf.TensorNameMap(arch, int(cfg["num_hidden_layers"]))
+    tensors = _gguf_tensors(model_dir, cfg, family, names)
+    n_vocab = int(tensors["token_embd.weight"].shape[0])
     vocab = read_vocab(model_dir, n_vocab)
 
+    writer = gguf.GGUFWriter(str(out_file), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
     _write_hparams(writer, cfg, family, n_vocab)
@@ -107,22 +96,7 @@ def _write(model_dir: Path, cfg: dict, out_file: Path, quant: str, name: str) ->
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant]  # fmt: skip
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-
-    names = gguf.TensorNameMap(arch, n_layers)
-    tied = cfg.get("tie_word_embeddings", False)
-    for hf_name, tensor in weights.items():
-        if hf_name == "lm_head.weight" and tied:
-            continue  # llama.cpp reuses token_embd when output.weight is absent
-        if hf_name.endswith("rotary_emb.inv_freq"):
-            continue
-        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if gguf_name is None:
-            raise LorakitError(f"{model_dir}: tensor {hf_name} has no GGUF name; this model cannot be exported")
-        data = tensor.float().numpy()
-        if family.rotary_permute and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
-            heads = cfg["num_attention_heads"] if "q_proj" in hf_name else cfg.get("num_key_value_heads",
-                                                                                     cfg["num_attention_heads"])
-            data = interleave_rotary_rows(data, int(heads))
+    for gguf_name, data in tensors.items():
         data, qtype = _encode(data, quant, gguf)
         writer.add_tensor(gguf_name, data, raw_dtype=qtype)
 
@@ -133,26 +107,56 @@ def _write(model_dir: Path, cfg: dict, out_file: Path, quant: str, name: str) ->
     return vocab
 
 
+def _gguf_tensors(model_dir: Path, cfg: dict, family: Family, names) -> dict:
+    """GGUF name -> float32 array, in the layout llama.cpp's graph for the family reads."""
+    weights = _read_weights(model_dir)
+    if family.tensors:
+        weights = family.tensors(weights, cfg)
+    tied = cfg.get("tie_word_embeddings", False)
+    out = {}
+    for hf_name, tensor in weights.items():
+        if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight" and tied):
+            continue  # llama.cpp computes the frequencies and reuses token_embd for a tied head
+        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise LorakitError(f"{model_dir}: tensor {hf_name} has no GGUF name; this model cannot be exported")
+        data = tensor.float().numpy()
+        if family.rotary_permute and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = cfg["num_attention_heads"] if "q_proj" in hf_name else cfg.get("num_key_value_heads",
+                                                                                     cfg["num_attention_heads"])
+            data = interleave_rotary_rows(data, int(heads))
+        if family.norm_plus_one and hf_name.endswith("norm.weight"):
+            data = data + 1.0  # Gemma's RMSNorm multiplies by (1 + w); llama.cpp's by the stored weight
+        out[gguf_name] = data
+    if "token_embd.weight" not in out:
+        raise LorakitError(f"{model_dir}: no token embedding among the weights; not a supported causal LM layout")
+    if family.output == REQUIRED and "output.weight" not in out:
+        out["output.weight"] = out["token_embd.weight"]  # this graph needs the head written out even when tied
+    if family.output == EMBEDDING:
+        out.pop("output.weight", None)  # refused earlier when untied: the graph reads token_embd instead
+    if rope_parameters(cfg)["rope_type"] == "llama3":
+        out["rope_freqs.weight"] = llama3_rope_freqs(model_dir)
+    return out
+
+
 def _write_hparams(writer, cfg: dict, family: Family, n_vocab: int) -> None:
     heads = int(cfg["num_attention_heads"])
-    head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // heads)
+    head_dim = head_dimension(cfg)
     writer.add_context_length(int(cfg["max_position_embeddings"]))
     writer.add_embedding_length(int(cfg["hidden_size"]))
     writer.add_block_count(int(cfg["num_hidden_layers"]))
     writer.add_feed_forward_length(int(cfg["intermediate_size"]))
     writer.add_head_count(heads)
     writer.add_head_count_kv(int(cfg.get("num_key_value_heads") or heads))
-    writer.add_rope_freq_base(float(_rope_theta(cfg)))
-    writer.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
+    writer.add_rope_freq_base(rope_parameters(cfg)["rope_theta"])
+    if not family.layer_norm:
+        writer.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
     writer.add_vocab_size(n_vocab)
-    writer.add_rope_dimension_count(head_dim)
-    if family.key_length:
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-
-
-def _rope_theta(cfg: dict) -> float:
-    return (cfg.get("rope_parameters") or {}).get("rope_theta") or cfg.get("rope_theta") or 10000.0
+    writer.add_rope_dimension_count(rotary_dims(cfg))
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    if family.hparams:
+        family.hparams(writer, cfg)
 
 
 def interleave_rotary_rows(w, n_heads: int):
@@ -188,8 +192,6 @@ def _read_weights(model_dir: Path) -> dict:
     weights = {}
     for f in files:
         weights.update(load_file(str(f)))
-    if "model.embed_tokens.weight" not in weights:
-        raise LorakitError(f"{model_dir}: no model.embed_tokens.weight; not a supported causal LM layout")
     return weights
 
 

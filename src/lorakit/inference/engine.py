@@ -1,9 +1,13 @@
-"""The one sampling and streaming core shared by `chat`, `serve` and `eval`.
+"""The one sampling and streaming core shared by `chat`, `serve`, `eval`, replay and `Run.chat`.
 
 An `Engine` holds one base model, optionally with several LoRA adapters loaded side by side, and
 generates token by token with a KV cache. Text leaves it in `Chunk`s: every chunk carries the new
 text, the last one also the finish reason and token counts. Text never splits a multi-byte character
 and never shows any part of a stop string.
+
+A conversation is answered by `Engine.answer` (and `answer_batch`, `answer_stream`): the chat
+template renders it with the thinking setting, the model generates, and the reasoning is split off
+the answer. Every caller that asks a chat model something goes through them.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from typing import Iterator
 
 import torch
 
-from lorakit.inference.decoding import Detokenizer, SamplingParams, Sampler, StopMatcher
-from lorakit.inference.scoring import TokenLogprob, score_rows, token_logprob
 from lorakit.errors import LorakitError
+from lorakit.inference.completion import Chunk, Completion
+from lorakit.inference.decoding import SamplingParams, Sampler
+from lorakit.inference.reasoning import ReasoningSplitter, thinking_flag
+from lorakit.inference.token_logprobs import TokenLogprob, score_rows, token_logprob
 from lorakit.models.lora import peft_quietly
 from lorakit.rundir import adapter_folder, base_model_of
-from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning  # re-exported: older imports use this module
 
 # Rows per forward pass in `Engine.generate_batch`; longer lists go through in several batches.
 BATCH_ROWS = 16
@@ -30,22 +35,35 @@ BATCH_ROWS = 16
 # 2**27 is 512 MiB, so a 150k-token vocabulary scores ~880 positions per forward pass.
 SCORE_BUDGET = 2**27
 
-__all__ = ["SamplingParams", "Chunk", "TokenLogprob", "Engine", "ReasoningSplitter", "split_reasoning", "adapter_folder"]
+__all__ = ["SamplingParams", "Chunk", "Answer", "AnswerDelta", "TokenLogprob", "Engine", "PromptTooLong"]
+
+
+class PromptTooLong(ValueError):
+    """The prompt leaves no room for a new token in the model's context."""
 
 
 @dataclass
-class Chunk:
-    """A piece of a completion. `finish_reason` ("stop" or "length") is set on the last chunk only.
+class Answer:
+    """A finished reply to a conversation: the answer with the reasoning split off.
 
-    `logprobs` (only when asked for) covers the tokens generated since the previous chunk, the end
-    of sequence token included; a chunk's text may hold back part of them.
+    `reasoning` is the text of the leading think block, None when the model wrote none.
     """
 
     text: str
+    reasoning: str | None = None
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class AnswerDelta:
+    """A piece of a streamed reply: new reasoning and new answer text (either may be ""), and the
+    engine's chunk they came from (its finish reason, counts and logprobs)."""
+
+    reasoning: str
+    text: str
+    chunk: Chunk
 
 
 class Engine:
@@ -137,6 +155,43 @@ class Engine:
             tail = self.tokenizer.decode(prompt_ids[-4:], skip_special_tokens=False)
         return tail.rstrip().endswith("<think>")
 
+    # ---- conversations: render, generate, split off the reasoning -------------------------------
+    def answer(self, messages: list[dict], params: SamplingParams, adapter: str | None = None,
+               thinking: "str | bool | None" = None) -> Answer:
+        """The reply to one conversation. `thinking` is "off", "on", "auto" (the config's values) or the
+        template's `enable_thinking` itself (None: the template's default)."""
+        ids = self.chat_prompt(messages, enable_thinking=thinking_flag(thinking))
+        return self._answer_of(ids, self.generate(ids, params, adapter))
+
+    def answer_batch(self, conversations: list[list[dict]], params: SamplingParams, adapter: str | None = None,
+                     thinking: "str | bool | None" = None) -> list[Answer]:
+        """Replies to several conversations, in order, decoded together (see `generate_batch`)."""
+        flag = thinking_flag(thinking)
+        return self.answer_rendered([self.chat_prompt(m, enable_thinking=flag) for m in conversations], params,
+                                    adapter)
+
+    def answer_rendered(self, prompts: list[list[int]], params: SamplingParams,
+                        adapter: str | None = None) -> list[Answer]:
+        """Replies to prompts already rendered into token ids (lm-eval renders its own), decoded together."""
+        done = self.generate_batch(prompts, params, adapter)
+        return [self._answer_of(ids, chunk) for ids, chunk in zip(prompts, done)]
+
+    def answer_stream(self, messages: list[dict], params: SamplingParams, adapter: str | None = None,
+                      thinking: "str | bool | None" = None, logprobs: int | None = None) -> Iterator[AnswerDelta]:
+        """The reply to one conversation as it is generated: reasoning and answer deltas.
+
+        Raises ValueError at once, as `stream` does; closing the iterator early stops generation.
+        """
+        ids = self.chat_prompt(messages, enable_thinking=thinking_flag(thinking))
+        chunks = self.stream(ids, params, adapter, logprobs)
+        return _split_stream(chunks, ReasoningSplitter(self.opens_reasoning(ids)))
+
+    def _answer_of(self, prompt_ids: list[int], chunk: Chunk) -> Answer:
+        splitter = ReasoningSplitter(self.opens_reasoning(prompt_ids))
+        reasoning, text = splitter.feed(chunk.text, final=True)
+        return Answer(text, reasoning if splitter.saw_reasoning else None, chunk.finish_reason, chunk.prompt_tokens,
+                      chunk.completion_tokens)
+
     # ---- generation ----------------------------------------------------------------------------
     def stream(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
                logprobs: int | None = None) -> Iterator[Chunk]:
@@ -208,7 +263,7 @@ class Engine:
         with self.lock, self._adapter(adapter), torch.inference_mode():
             for start in range(0, len(order), BATCH_ROWS):
                 part = order[start:start + BATCH_ROWS]
-                rows = [_Row(self, list(prompts[i]), params, budgets[i]) for i in part]
+                rows = [Completion(self, list(prompts[i]), params, budgets[i]) for i in part]
                 self._decode_rows(rows)
                 done.update((i, row.chunk()) for i, row in zip(part, rows))
         return [done[i] for i in range(len(prompts))]
@@ -221,12 +276,12 @@ class Engine:
             raise ValueError("the prompt is empty")
         room = self.max_context - len(prompt_ids)
         if room < 1:
-            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_context}")
+            raise PromptTooLong(f"the prompt has {len(prompt_ids)} tokens; the context holds {self.max_context}")
         return min(params.max_new_tokens, room)
 
     def _stream(self, prompt_ids, params, adapter, budget, logprobs: int | None = None) -> Iterator[Chunk]:
         with self.lock, self._adapter(adapter), torch.inference_mode():
-            row = _Row(self, prompt_ids, params, budget)
+            row = Completion(self, prompt_ids, params, budget)
             pending: list[TokenLogprob] | None = None if logprobs is None else []
             for token, logits in self._tokens(prompt_ids, row.sampler, budget):
                 if pending is not None:
@@ -239,7 +294,7 @@ class Engine:
                     break
             yield Chunk(row.tail(), row.finish, len(prompt_ids), row.produced, pending)
 
-    def _decode_rows(self, rows: list["_Row"]) -> None:
+    def _decode_rows(self, rows: list[Completion]) -> None:
         """Run `rows` to their ends together: left-padded prompts, an attention mask, one KV cache.
 
         A finished row leaves the batch (and the cache) at once, so the others do not pay for it.
@@ -296,46 +351,11 @@ class Engine:
             yield
 
 
-class _Row:
-    """One completion in progress: its sampler, text so far, stop handling, finish reason and counts."""
-
-    def __init__(self, engine: Engine, prompt_ids: list[int], params: SamplingParams, budget: int):
-        self.prompt_ids, self.budget, self.eos_ids = prompt_ids, budget, engine.eos_ids
-        self.sampler = Sampler(params, prompt_ids, engine.vocab_limit, engine.device)
-        self.detok = Detokenizer(engine.decode)
-        self.stops = StopMatcher(params.stop)
-        self.produced = 0
-        self.finish: str | None = None  # set once the row is over: "stop" or "length"
-        self.parts: list[str] = []
-
-    def take(self, token: int) -> str:
-        """Add one generated token; return the text that became safe to show (maybe "")."""
-        self.produced += 1
-        text = ""
-        if token in self.eos_ids:
-            self.finish = "stop"
-        else:
-            text, hit = self.stops.feed(self.detok.push(token))
-            self.finish = "stop" if hit else "length" if self.produced >= self.budget else None
-        self.parts.append(text)
-        return text
-
-    def tail(self) -> str:
-        """The text still held back once the row is over; may turn a "length" finish into "stop"."""
-        self.finish = self.finish or "length"
-        if self.stops.hit:
-            return ""
-        # Text held back for a multi-byte character or a possible stop string is final now.
-        tail, hit = self.stops.feed(self.detok.flush())
-        if hit:
-            self.finish = "stop"
-            return tail
-        return tail + self.stops.flush()
-
-    def chunk(self) -> Chunk:
-        """The whole completion (call once the row is over)."""
-        tail = self.tail()
-        return Chunk("".join(self.parts) + tail, self.finish, len(self.prompt_ids), self.produced)
+def _split_stream(chunks: Iterator[Chunk], splitter: ReasoningSplitter) -> Iterator[AnswerDelta]:
+    with contextlib.closing(chunks):  # an early close of the answer stops the generation under it
+        for chunk in chunks:
+            reasoning, text = splitter.feed(chunk.text, final=chunk.finish_reason is not None)
+            yield AnswerDelta(reasoning, text, chunk)
 
 
 def _attach_adapters(model, folders: dict[str, Path]):

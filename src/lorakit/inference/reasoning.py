@@ -1,13 +1,28 @@
-"""Splitting a model's output into reasoning (a leading `<think>...</think>` block) and the answer.
+"""Reasoning: the thinking setting, and splitting a model's output into reasoning (a leading
+`<think>...</think>` block) and the answer.
 
-Used by `chat`, `serve` and `eval`; `lorakit.inference.engine` re-exports both names.
+Used by `Engine.answer` and its batched and streamed forms, and by serve, whose worker generates.
 """
 
 from __future__ import annotations
 
-__all__ = ["THINK_OPEN", "THINK_CLOSE", "ReasoningSplitter", "split_reasoning"]
+__all__ = ["THINK_OPEN", "THINK_CLOSE", "THINKING", "thinking_flag", "ReasoningSplitter", "split_reasoning"]
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# data.thinking (and `lorakit chat --thinking`) -> the chat template's `enable_thinking`. "auto" leaves
+# the template its default (Qwen3's thinks); in training "auto" means per sample (lorakit.data.template).
+THINKING = {"off": False, "on": True, "auto": None}
+
+
+def thinking_flag(thinking: "str | bool | None") -> bool | None:
+    """The `enable_thinking` to render a prompt with: "off" -> False, "on" -> True, "auto" -> None (the
+    template's default); a bool or None is already one and passes through."""
+    if thinking is None or isinstance(thinking, bool):
+        return thinking
+    try:
+        return THINKING[thinking]
+    except (KeyError, TypeError):
+        raise ValueError(f"thinking: expected one of {', '.join(THINKING)} (got {thinking!r})") from None
 
 
 class ReasoningSplitter:
@@ -24,8 +39,13 @@ class ReasoningSplitter:
         self.saw_reasoning = opened
         self._fresh = True  # no reasoning text emitted yet: strip leading whitespace
 
-    def feed(self, text: str) -> tuple[str, str]:
-        """Add text; return the (reasoning, content) deltas that are certain now."""
+    def feed(self, text: str, final: bool = False) -> tuple[str, str]:
+        """Add text; return the (reasoning, content) deltas that are certain now, or with `final`
+        (the output ends with this text) everything that is left."""
+        if final:
+            r1, c1 = self.feed(text)
+            r2, c2 = self.flush()
+            return r1 + r2, c1 + c2
         self.buf += text
         reasoning = content = ""
         while True:
@@ -72,9 +92,8 @@ class ReasoningSplitter:
 def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str]:
     """Split a finished output into (reasoning, content); reasoning is None without a think block."""
     splitter = ReasoningSplitter(opened)
-    r1, c1 = splitter.feed(text)
-    r2, c2 = splitter.flush()
-    return (r1 + r2 if splitter.saw_reasoning else None), c1 + c2
+    reasoning, content = splitter.feed(text, final=True)
+    return (reasoning if splitter.saw_reasoning else None), content
 
 
 def _partial_suffix(text: str, tag: str) -> int:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from lorakit.inference.engine import Chunk, Engine, ReasoningSplitter, SamplingParams, split_reasoning
+from lorakit.inference.engine import Chunk, Engine, SamplingParams
+from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning
 from lorakit.serve.protocol import (MAX_CHOICES, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
                                     CompletionChoice, CompletionRequest, CompletionResponse,
                                     ModelCard, ModelList, ResponseMessage, SamplingFields, Usage)
@@ -178,10 +179,7 @@ async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, inclu
             yield event(i, {"role": "assistant", "content": ""})
         async for index, chunk in job:
             pending.setdefault(index, []).extend(chunk.logprobs or [])
-            reasoning, content = splitters[index].feed(chunk.text)
-            if chunk.finish_reason:
-                more_r, more_c = splitters[index].flush()
-                reasoning, content = reasoning + more_r, content + more_c
+            reasoning, content = splitters[index].feed(chunk.text, final=chunk.finish_reason is not None)
             found = []
             if calls[index] is not None:
                 content, found = calls[index].feed(content, final=chunk.finish_reason is not None)

@@ -202,9 +202,9 @@ def resolve_inputs(cfg, dist, device: str, replay: bool = False) -> Inputs:
     if not data.train:
         raise LorakitError(f"data.path: no usable training samples in {cfg.data.path}")
     if replay and cfg.data.replay:
-        from lorakit.training.replay import add_replay
+        from lorakit.training.replay_answers import add_base_answers
 
-        data = add_replay(cfg, data, model_path, tokenizer, device, cache_root(cfg.model.cache_dir) / "replay")
+        data = add_base_answers(cfg, data, model_path, tokenizer, device, cache_root(cfg.model.cache_dir) / "replay")
 
     samples_per_step = t.batch_size * t.grad_accum * dist.world
     n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)

@@ -156,10 +156,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 def write_plots(run_dir: Path) -> list[Path]:
     """One PNG per curve in RUN_DIR/plots from metrics.jsonl; returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lorakit.figures import Chart
 
     rows = read_metrics(Path(run_dir) / "metrics.jsonl")
     out_dir = Path(run_dir) / "plots"
@@ -170,7 +167,8 @@ def write_plots(run_dir: Path) -> list[Path]:
                   for k in keys}
         if not any(series.values()):
             continue
-        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        fig = Chart(figsize=(6, 3.5), dpi=100)
+        ax = fig.add_subplot()
         for k, pts in series.items():
             if pts:
                 ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, markersize=3, label=k)
@@ -182,6 +180,5 @@ def write_plots(run_dir: Path) -> list[Path]:
         fig.tight_layout()
         path = out_dir / f"{fname}.png"
         fig.savefig(path)
-        plt.close(fig)
         written.append(path)
     return written

@@ -14,19 +14,15 @@ def base_model_answerer(cfg, model_path: Path, device: str):
 
     def answer(messages: list[list[dict]]) -> list[str]:
         from lorakit.data.replay import MAX_NEW_TOKENS
-        from lorakit.inference.decoding import SamplingParams
-        from lorakit.inference.engine import Engine
-        from lorakit.inference.reasoning import split_reasoning
+        from lorakit.inference.engine import Engine, SamplingParams
 
         print(f"replay: the base model answers {len(messages)} general prompts (once; cached)", flush=True)
         engine = Engine.load(str(model_path), device=device)
-        thinking = {"off": False, "on": True}.get(cfg.data.thinking)
-        ids = [engine.chat_prompt(m, enable_thinking=thinking) for m in messages]
-        done = engine.generate_batch(ids, SamplingParams(temperature=0, max_new_tokens=MAX_NEW_TOKENS))
-        texts = [split_reasoning(d.text, engine.opens_reasoning(i))[1] for d, i in zip(done, ids)]
+        done = engine.answer_batch(messages, SamplingParams(temperature=0, max_new_tokens=MAX_NEW_TOKENS),
+                                   thinking=cfg.data.thinking)
         del engine
         gc.collect()
-        return texts
+        return [a.text for a in done]
 
     return answer
 
@@ -39,12 +35,13 @@ def replay_fingerprint(model_path: Path, tokenizer) -> str:
     return model_fingerprint(model_path, tokenizer_fingerprint(tokenizer))
 
 
-def add_replay(cfg, data, model_path: Path, tokenizer, device: str, cache_dir: Path):
-    """`data` with cfg.data.replay's share of base-model answers to general prompts added to its train split."""
-    from lorakit.data.replay import add_replay as add
+def add_base_answers(cfg, data, model_path: Path, tokenizer, device: str, cache_dir: Path):
+    """`data` with cfg.data.replay's share of base-model answers to general prompts added to its train
+    split (lorakit.data.replay.add_replay, with this module's answerer), and a line saying so."""
+    from lorakit.data.replay import add_replay
 
-    data = add(cfg.data, data, tokenizer, base_model_answerer(cfg, model_path, device),
-               replay_fingerprint(model_path, tokenizer), Path(cache_dir))
+    data = add_replay(cfg.data, data, tokenizer, base_model_answerer(cfg, model_path, device),
+                      replay_fingerprint(model_path, tokenizer), Path(cache_dir))
     st = data.stats
     if st.get("replay_wanted"):
         print(f"replay: {st['replay_samples']} of {len(data.train)} training samples are the base model's answers "

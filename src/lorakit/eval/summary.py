@@ -1,0 +1,80 @@
+"""The headline numbers of an eval and how they are written: one home for report.html and the terminal.
+
+`summary_rows` picks the numbers from eval.json; `verdict` says whether a change went the good way
+(the colour both outputs give it); the formatters write values and changes the same everywhere.
+"""
+
+from __future__ import annotations
+
+__all__ = ["summary_rows", "verdict", "short", "fixed", "signed_change", "value_text"]
+
+DASH = "–"  # a value that is missing (a side not computed)
+
+
+def summary_rows(result: dict) -> list[tuple[str, object, object, bool]]:
+    """(label, base, fine-tuned, lower_is_better) for the headline numbers of eval.json."""
+    rows = []
+    loss = result.get("loss") or {}
+    if "base" in loss:
+        rows.append(("held-out loss", loss["base"]["loss"], loss["finetuned"]["loss"], True))
+        rows.append(("held-out perplexity", loss["base"]["ppl"], loss["finetuned"]["ppl"], True))
+    persona = result.get("persona") or {}
+    if "n" in persona:
+        rows.append((f"persona, identity questions (of {persona['n']})", persona["base_hits"],
+                     persona["finetuned_hits"], False))
+        side = persona.get("side_by_side") or {}
+        if side.get("n"):
+            rows.append((f"persona, side-by-side greedy (of {side['n']})", side["base_hits"],
+                         side["finetuned_hits"], False))
+    retention = result.get("retention") or {}
+    if "n" in retention:
+        rows.append((f"retention right (of {retention['n']})", retention["base_right"],
+                     retention["finetuned_right"], False))
+    judge = result.get("judge") or {}
+    if judge.get("base_mean") is not None or judge.get("finetuned_mean") is not None:
+        rows.append(("judge score (1-10)", judge.get("base_mean"), judge.get("finetuned_mean"), False))
+    return rows
+
+
+def verdict(delta, lower_is_better: bool) -> str:
+    """"better" or "worse" by the direction that is good for the measure; "" for no change."""
+    if delta == 0:
+        return ""
+    good = delta < 0 if lower_is_better else delta > 0
+    return "better" if good else "worse"
+
+
+def short(x) -> str:
+    """A value in 4 significant digits (the terminal table)."""
+    if x is None:
+        return DASH
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def fixed(x, digits: int = 4) -> str:
+    """A value with `digits` decimals, very large or small floats in scientific notation (report.html)."""
+    if x is None:
+        return DASH
+    if isinstance(x, float) and (x >= 1e5 or (x and abs(x) < 1e-3)):
+        return f"{x:.3e}"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def signed_change(base, tuned) -> str:
+    """tuned - base, signed, with the relative change for float measures (report.html)."""
+    delta = tuned - base
+    if isinstance(delta, float):
+        text = f"{delta:+.4g}" if abs(delta) >= 1000 else f"{delta:+.4f}"
+    else:
+        text = f"{delta:+d}"
+    if isinstance(base, float) and base and abs(base) < 1e5:
+        text += f" ({100 * delta / base:+.1f}%)"
+    return text
+
+
+def value_text(side: dict) -> str:
+    """A benchmark value with its standard error: "0.2500 ± 0.0100"."""
+    if side.get("value") is None:
+        return DASH
+    err = f" ± {side['stderr']:.4f}" if side.get("stderr") is not None else ""
+    return f"{side['value']:.4f}{err}"
