@@ -18,11 +18,22 @@ from starlette.responses import StreamingResponse
 
 from lorakit.inference.engine import Chunk, Engine, SamplingParams
 from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning
-from lorakit.serve.protocol import (MAX_CHOICES, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
-                                    CompletionChoice, CompletionRequest, CompletionResponse,
-                                    ModelCard, ModelList, ResponseMessage, SamplingFields, Usage)
 from lorakit.serve.limits import Limits, lone_surrogate
 from lorakit.serve.logprobs import chat_logprobs, completion_logprobs
+from lorakit.serve.protocol import (
+    MAX_CHOICES,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    SamplingFields,
+    Usage,
+)
 from lorakit.serve.structured import StructuredError, ToolPlan, plan_tools, template_message, token_mask
 from lorakit.serve.worker import GenerationFailed, Job, PromptScores, QueueFull, Task, Worker
 

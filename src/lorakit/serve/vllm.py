@@ -23,8 +23,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken
 
 def run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_len, dtype, print_command) -> None:
     """Check, then print (`print_command`) or run the vLLM server command."""
-    from lorakit.rundir import adapter_folder, base_model_of
     from lorakit.models import resolve_model
+    from lorakit.rundir import adapter_folder, base_model_of
 
     base_ref = model or base_model_of(next(iter(adapters.values())))
     model_dir = resolve_model(base_ref)

@@ -14,6 +14,7 @@ from lorakit.serve.tool_calls import UnknownFamily, family_of, hermes
 from lorakit.serve.tool_calls.base import CallStream
 
 CALL = '<tool_call>\n{"name": "calculate", "arguments": {"expression": "2 + 2"}}\n</tool_call>'
+SCRIPTED: dict = {}  # the scripted model behind the `caller` server, to read the prompt it was given
 TOOL = {"type": "function", "function": {"name": "calculate", "parameters": {
     "type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
 
@@ -142,8 +143,10 @@ def caller(tokenizer):
     scripted_server.REPLIES["thinker"] = "Checking.\n" + CALL
     scripted_server.REPLIES["shouty"] = CALL.replace("}}\n", "}\n")  # malformed: one brace short
     try:
-        with running_server(tokenizer) as (url, _, state):
+        with running_server(tokenizer) as (url, model, state):
             state.engine.max_context = 1024  # the tool list alone is longer than the scripted 64 tokens
+            model.tokenizer_text = lambda ids: tokenizer.decode(ids)
+            SCRIPTED["model"] = model
             yield url
     finally:
         scripted_server.REPLIES.clear()
@@ -176,14 +179,19 @@ def test_malformed_call_comes_back_as_content(caller):
 
 
 def test_tool_history_renders_through_the_template(caller):
-    messages = [{"role": "user", "content": "2+2?"},
-                {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": "calculate", "arguments": '{"expression": "2+2"}'}}]},
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "calculate", "arguments": '{"expression": "2+2"}'}}
+    messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "call_1", "content": '{"result": 4}'}]
     status, got, _ = post(caller, model="base-model", messages=messages)
     assert status == 200, got
-    bad = [dict(messages[1], tool_calls=[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{x"}}]),
-           messages[2]]
+    prompt = SCRIPTED["model"].tokenizer_text(SCRIPTED["model"].last_prompt)
+    # Qwen3's template: the tool list in the system turn, the call as a Hermes block, the result as
+    # a <tool_response> in a user turn
+    assert '"name": "calculate"' in prompt and '{"name": "calculate", "arguments": {"expression": "2+2"}}' in prompt
+    assert '<tool_response>\n{"result": 4}\n</tool_response>' in prompt
+    bad_call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{x"}}
+    bad = [dict(messages[1], tool_calls=[bad_call]), messages[2]]
     status, got, _ = post(caller, model="base-model", messages=[messages[0], *bad])
     assert status == 400 and got["error"]["param"] == "messages[1].tool_calls[0].function.arguments", got
 
