@@ -104,7 +104,7 @@ def _find(full: str, text: str, start: int) -> tuple[int, int] | None:
     return None
 
 
-def check_tool_support(tokenizer) -> None:
+def check_tool_support(tokenizer, doing: str = "train on tool conversations") -> None:
     """Refuse, in one line naming the model, a chat template that would drop tools or tool calls.
 
     Checked once per tokenizer on a probe conversation: the template must read `tools`, render
@@ -132,7 +132,7 @@ def check_tool_support(tokenizer) -> None:
             elif with_tools.count(_PROBE_NAME) < 2:
                 why = "the template renders the tool list but not the assistant's tool_calls"
     if why:
-        raise LorakitError(f"{name}: cannot train on tool conversations: {why}; use a model whose chat "
+        raise LorakitError(f"{name}: cannot {doing}: {why}; use a model whose chat "
                            "template renders tools and tool calls (Qwen2.5, Qwen3, Llama 3.1, ...)")
     try:
         tokenizer._lorakit_tools_ok = source

@@ -6,8 +6,21 @@ and where text must stop (`StopMatcher`). `lorakit.inference.engine.Engine` driv
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 import torch
+
+
+class TokenMask(Protocol):
+    """One row's constraint on the next token (constrained decoding, banned tokens).
+
+    `apply` sets the logits of forbidden tokens to -inf in place, before penalties and sampling;
+    `accept` is told the token that was picked. `lorakit.inference.constrained` has the grammar one.
+    """
+
+    def apply(self, logits: torch.Tensor) -> None: ...
+
+    def accept(self, token: int) -> None: ...
 
 
 @dataclass
@@ -28,6 +41,8 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
+    # Makes a fresh TokenMask for each row generated with these params (None: every token allowed).
+    token_mask: Callable[[], TokenMask] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         problems = [
@@ -53,6 +68,7 @@ class Sampler:
         self.p = params
         self.vocab_limit = vocab_limit
         self.prompt_ids = prompt_ids
+        self.mask = params.token_mask() if params.token_mask is not None else None
         self.counts: torch.Tensor | None = None  # generated-token counts, sized on first logits
         self.seen: torch.Tensor | None = None
         self.rng = torch.Generator(device=device)
@@ -69,6 +85,8 @@ class Sampler:
             self.seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
             self.seen[torch.tensor(self.prompt_ids, device=logits.device).clamp(max=logits.shape[-1] - 1)] = True
         logits[self.vocab_limit:] = float("-inf")
+        if self.mask is not None:
+            self.mask.apply(logits)
         p = self.p
         if p.repetition_penalty != 1.0:
             picked = logits[self.seen]
@@ -81,6 +99,8 @@ class Sampler:
             token = self._sample(logits / p.temperature)
         self.counts[token] += 1
         self.seen[token] = True
+        if self.mask is not None:
+            self.mask.accept(token)
         return token
 
     def _sample(self, logits: torch.Tensor) -> int:

@@ -81,6 +81,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             message, param = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', '')}", None
         elif not loc and first.get("type") in ("missing", "model_attributes_type", "dict_type", "model_type"):
             message, param = "the request body must be a JSON object", None
+        elif first.get("type") == "extra_forbidden":  # a field we do not implement: say so, never ignore it
+            param = ".".join(loc)
+            message = f"{param}: this server does not implement this field; leave it out (docs/serving.md)"
         else:
             param = ".".join(loc) or None
             message = f"{param}: {first['msg']}" if param else str(first["msg"])

@@ -18,11 +18,23 @@ from starlette.responses import StreamingResponse
 
 from lorakit.inference.engine import Chunk, Engine, SamplingParams
 from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning
-from lorakit.serve.protocol import (MAX_CHOICES, ChatChoice, ChatCompletionRequest, ChatCompletionResponse,
-                                    ChatMessage, CompletionChoice, CompletionRequest, CompletionResponse,
-                                    ModelCard, ModelList, ResponseMessage, SamplingFields, Usage)
 from lorakit.serve.limits import Limits, lone_surrogate
 from lorakit.serve.logprobs import chat_logprobs, completion_logprobs
+from lorakit.serve.protocol import (
+    MAX_CHOICES,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    SamplingFields,
+    Usage,
+)
+from lorakit.serve.structured import StructuredError, ToolPlan, plan_tools, template_message, token_mask
 from lorakit.serve.worker import GenerationFailed, Job, PromptScores, QueueFull, Task, Worker
 
 log = logging.getLogger("lorakit.serve")
@@ -71,29 +83,42 @@ async def chat_completion(state: ServerState, req: ChatCompletionRequest, discon
     adapter = _adapter_for(state, req.model)
     kwargs = dict(req.chat_template_kwargs or {})
     thinking = kwargs.pop("enable_thinking", None)
-    messages = [_template_message(m) for m in req.messages]
+    try:
+        plan = await run_in_threadpool(plan_tools, state.engine, req)
+        messages = [template_message(m, i) for i, m in enumerate(req.messages)]
+    except StructuredError as e:
+        raise APIError(400, str(e), param=e.param) from None
+    if plan.tools:
+        kwargs["tools"] = plan.tools
     try:
         ids = await run_in_threadpool(state.engine.chat_prompt, messages, thinking, **kwargs)
     except Exception as e:  # template errors come as several exception types; all are the request's fault
         raise APIError(400, f"could not apply the chat template: {e}", param="messages") from None
     budget = _budget(state, len(ids), req.max_completion_tokens or req.max_tokens, "messages")
     opened = await run_in_threadpool(state.engine.opens_reasoning, ids)  # the tokenizer lock may be held
+    try:
+        mask = await run_in_threadpool(token_mask, state.engine, req, plan, ids)
+    except StructuredError as e:
+        raise APIError(400, str(e), param=e.param) from None
     top = req.logprob_count()
-    job = _submit(state, [Task(ids, _params(req, budget, i), adapter, i, logprobs=top) for i in range(req.n)])
+    job = _submit(state, [Task(ids, _params(req, budget, i, mask), adapter, i, logprobs=top) for i in range(req.n)])
     rid, created, started = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), time.perf_counter()
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = _chat_events(job, req, rid, created, len(ids), opened, include_usage, started, state.engine)
+        events = _chat_events(job, req, rid, created, len(ids), opened, include_usage, started, state.engine, plan)
         return StreamingResponse(events, media_type="text/event-stream")
     scores: dict = {} if top is not None else None
     texts, finals = await _collect(job, req.n, disconnected, scores)
     choices = []
     for i, (text, final) in enumerate(zip(texts, finals)):
         reasoning, content = split_reasoning(text, opened)
+        content, calls = plan.split(content)
         logprobs = None if top is None else await run_in_threadpool(
             chat_logprobs, state.engine, top, scores.get(i, {}).get("generated", []))
-        choices.append(ChatChoice(index=i, finish_reason=final.finish_reason, logprobs=logprobs,
-                                  message=ResponseMessage(content=content, reasoning_content=reasoning)))
+        message = ResponseMessage(content=(content or None) if calls else content, reasoning_content=reasoning,
+                                  tool_calls=[c.to_openai() for c in calls] or None)
+        choices.append(ChatChoice(index=i, finish_reason="tool_calls" if calls else final.finish_reason,
+                                  logprobs=logprobs, message=message))
     usage = _usage(len(ids), finals)
     _log("chat", req.model, usage, finals, started)
     return ChatCompletionResponse(id=rid, created=created, model=req.model, choices=choices, usage=usage)
@@ -145,7 +170,8 @@ async def completion(state: ServerState, req: CompletionRequest, disconnected=No
 
 
 # ---- streaming -------------------------------------------------------------------------------------
-async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, include_usage, started, engine=None):
+async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, include_usage, started, engine=None,
+                       plan: ToolPlan | None = None):
     top = req.logprob_count()
     pending: dict[int, list] = {}  # token logprobs not yet sent, per choice
 
@@ -157,6 +183,7 @@ async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, inclu
                      "choices": [choice], **({"usage": None} if include_usage else {})})
 
     splitters = [ReasoningSplitter(opened) for _ in range(req.n)]
+    calls = [plan.stream() if plan else None for _ in range(req.n)]  # tool-call splitters, when calls are parsed
     finals: list[Chunk | None] = [None] * req.n
     try:
         for i in range(req.n):
@@ -164,13 +191,21 @@ async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, inclu
         async for index, chunk in job:
             pending.setdefault(index, []).extend(chunk.logprobs or [])
             reasoning, content = splitters[index].feed(chunk.text, final=chunk.finish_reason is not None)
+            found = []
+            if calls[index] is not None:
+                content, found = calls[index].feed(content, final=chunk.finish_reason is not None)
             if reasoning:
                 yield event(index, {"reasoning_content": reasoning})
             if content:
                 yield event(index, {"content": content})
+            for k, call in enumerate(found):
+                # as OpenAI streams a call: its id, type and name first, then the arguments
+                head = {"index": k, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+                yield event(index, {"tool_calls": [head]})
+                yield event(index, {"tool_calls": [{"index": k, "function": {"arguments": call.arguments}}]})
             if chunk.finish_reason:
                 finals[index] = chunk
-                yield event(index, {}, chunk.finish_reason)
+                yield event(index, {}, "tool_calls" if found else chunk.finish_reason)
         for line in _stream_end("chat.completion.chunk", "chat stream", req, rid, created, prompt_tokens, finals,
                                 include_usage, started):
             yield line
@@ -248,16 +283,6 @@ def _adapter_for(state: ServerState, model: str) -> str | None:
                    code="model_not_found")
 
 
-def _template_message(m: ChatMessage) -> dict:
-    # Chat templates know system/user/assistant/tool; OpenAI's newer "developer" role is a system role.
-    msg = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-    if m.reasoning_content:
-        msg["reasoning_content"] = m.reasoning_content
-    if m.name:
-        msg["name"] = m.name
-    return msg
-
-
 def _budget(state: ServerState, prompt_len: int, max_tokens: int | None, param: str) -> int:
     """Tokens this request may generate; a 400 when prompt plus max_tokens exceed the context."""
     ctx = state.engine.max_context
@@ -271,7 +296,7 @@ def _budget(state: ServerState, prompt_len: int, max_tokens: int | None, param: 
     return wanted
 
 
-def _params(req: SamplingFields, budget: int, index: int) -> SamplingParams:
+def _params(req: SamplingFields, budget: int, index: int, token_mask=None) -> SamplingParams:
     try:
         return SamplingParams(
             temperature=1.0 if req.temperature is None else req.temperature,
@@ -279,7 +304,7 @@ def _params(req: SamplingFields, budget: int, index: int) -> SamplingParams:
             top_k=max(req.top_k or 0, 0), max_new_tokens=budget,
             seed=None if req.seed is None else req.seed + index, stop=req.stop_list(),
             presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
-            repetition_penalty=req.repetition_penalty)
+            repetition_penalty=req.repetition_penalty, token_mask=token_mask)
     except ValueError as e:
         raise APIError(400, str(e)) from None
 

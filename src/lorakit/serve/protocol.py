@@ -1,7 +1,9 @@
 """Request and response models in OpenAI's wire format (the subset lorakit serves).
 
-Requests are strict about types (a string where a number belongs is a 400, as with OpenAI) and
-tolerant of fields we do not use (clients send many; they are ignored, as vLLM does).
+Requests are strict about types (a string where a number belongs is a 400, as with OpenAI) and about
+fields: one this server does not implement is a 400 naming it, never silently ignored, since ignoring
+`tools` or `logit_bias` would change the answer without a word. The few fields in `IGNORED_FIELDS`
+are taken and ignored by design: none of them can change an answer (docs/serving.md lists them).
 """
 
 from __future__ import annotations
@@ -11,22 +13,43 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lorakit.data.tools import schema_problem
+
 MAX_CHOICES = 16  # n x prompts per request: generation is sequential, so keep one request bounded
 MAX_LOGPROBS = 20  # alternatives per token, OpenAI's cap (vLLM's default max_logprobs too)
 # Template arguments the server sets itself; letting a request override them breaks prompt building.
 RESERVED_TEMPLATE_KWARGS = {"tokenize", "add_generation_prompt", "return_dict", "conversation", "messages",
-                            "continue_final_message", "return_assistant_tokens_mask"}
+                            "continue_final_message", "return_assistant_tokens_mask", "tools", "documents"}
+
+
+# Accepted and ignored: labels for the caller's own bookkeeping, and hints about billing or caching.
+# None of them changes which tokens are generated. `store` is taken only as false (nothing is stored).
+IGNORED_FIELDS = {"user", "metadata", "service_tier", "prompt_cache_key", "safety_identifier", "store"}
+TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for function names
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _TopLevel(_Request):
+    """A request body: its ignored-by-design fields are dropped before validation, the rest must be known."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_ignored(cls, data):
+        if not isinstance(data, dict):
+            return data
+        if data.get("store") not in (None, False):
+            raise ValueError("store: this server stores nothing; send store: false or leave it out")
+        return {k: v for k, v in data.items() if k not in IGNORED_FIELDS or k in cls.model_fields}
 
 
 class StreamOptions(_Request):
     include_usage: bool = Field(False, description="send a last chunk with token usage")
 
 
-class SamplingFields(_Request):
+class SamplingFields(_TopLevel):
     """Fields shared by /v1/completions and /v1/chat/completions."""
 
     model: str = Field(..., description="a name from /v1/models: the base model or a LoRA adapter")
@@ -43,7 +66,6 @@ class SamplingFields(_Request):
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     repetition_penalty: float = Field(1.0, ge=0.01, le=10, description="Hugging Face style penalty (vLLM extension)")
-    user: Optional[str] = None
 
     @model_validator(mode="after")
     def _check_common(self):
@@ -61,16 +83,101 @@ class ContentPart(_Request):
     text: str
 
 
+class FunctionCall(_Request):
+    name: str
+    arguments: str = Field(..., description="the arguments as JSON text of an object")
+
+
+class RequestToolCall(_Request):
+    """A call an assistant message made earlier in the conversation (sent back by the client)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Optional[Union[str, list[ContentPart]]] = None
     reasoning_content: Optional[str] = None
     name: Optional[str] = None
+    tool_calls: Optional[list[RequestToolCall]] = Field(None, description="assistant messages: the calls it made")
+    tool_call_id: Optional[str] = Field(None, description="tool messages: the call this result answers")
+    refusal: Optional[str] = Field(None, description="echoed back by some clients; must be null")
+
+    @model_validator(mode="after")
+    def _check_tool_fields(self):
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("tool_calls: only assistant messages carry tool calls")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise ValueError("tool_call_id: only tool messages carry it")
+        if self.refusal is not None:
+            raise ValueError("refusal: this server cannot take a refused turn back as input")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
+
+
+class FunctionDef(_Request):
+    name: str = Field(..., pattern=TOOL_NAME)
+    description: Optional[str] = None
+    parameters: Optional[dict[str, Any]] = Field(None, description="a JSON Schema object (default: no arguments)")
+    strict: Optional[bool] = Field(None, description="arguments always follow the schema when the call is "
+                                   "constrained (tool_choice required or named); see docs/serving.md")
+
+    @model_validator(mode="after")
+    def _check_schema(self):
+        if self.parameters is not None:
+            why = schema_problem(self.parameters)
+            if why:
+                raise ValueError(f"parameters: not a JSON Schema object: {why}")
+        return self
+
+
+class ToolDef(_Request):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class FunctionName(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JsonSchemaFormat(_Request):
+    name: str = Field(..., pattern=TOOL_NAME)
+    description: Optional[str] = None
+    schema_: Optional[dict[str, Any]] = Field(None, alias="schema", description="the JSON Schema of the answer")
+    strict: Optional[bool] = None
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JsonSchemaFormat] = None
+
+    @model_validator(mode="after")
+    def _check_schema(self):
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema: needed with type json_schema, and only then")
+        schema = self.json_schema.schema_ if self.json_schema else None
+        if schema is not None:
+            from jsonschema.exceptions import SchemaError
+            from jsonschema.validators import validator_for
+
+            try:
+                validator_for(schema).check_schema(schema)
+            except SchemaError as e:
+                raise ValueError(f"json_schema.schema: not a JSON Schema: {e.message}") from None
+        return self
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -81,6 +188,37 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: Optional[bool] = Field(None, description="return each generated token's log-probability")
     top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_LOGPROBS,
                                         description="likeliest alternatives per token (needs logprobs: true)")
+    tools: Optional[list[ToolDef]] = Field(None, description="functions the model may call")
+    tool_choice: Optional[Union[Literal["none", "auto", "required"], NamedToolChoice]] = Field(
+        None, description='"auto" (default with tools), "none", "required", or {"type": "function", '
+                          '"function": {"name": ...}}; required and named are enforced by constrained decoding')
+    parallel_tool_calls: Optional[bool] = Field(None, description="may one answer make several calls (default true)")
+    response_format: Optional[ResponseFormat] = Field(
+        None, description='{"type": "json_object"} or {"type": "json_schema", ...}: enforced by constrained decoding')
+
+    @model_validator(mode="after")
+    def _check_tools(self):
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) < len(names):
+            raise ValueError("tools: two tools have the same name")
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"tool_choice: no tool named {choice.function.name!r} in tools "
+                             f"({', '.join(names) or 'none given'})")
+        if choice == "required" and not names:
+            raise ValueError("tool_choice: required needs tools")
+        forced = choice == "required" or isinstance(choice, NamedToolChoice)
+        if forced and self.response_format is not None and self.response_format.type != "text":
+            raise ValueError("response_format: a forced tool call and a JSON answer exclude each other; send one")
+        return self
+
+    def tool_mode(self) -> str:
+        """"off" (no tools), "none", "auto", "required" or "named"."""
+        if not self.tools:
+            return "off"
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        return self.tool_choice or "auto"
 
     @model_validator(mode="after")
     def _check_logprobs(self):
@@ -159,10 +297,22 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class ResponseFunction(BaseModel):
+    name: str
+    arguments: str
+
+
+class ResponseToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: ResponseFunction
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: Optional[str] = None
     reasoning_content: Optional[str] = None
+    tool_calls: Optional[list[ResponseToolCall]] = None
 
 
 class TopLogprob(BaseModel):
@@ -193,7 +343,7 @@ class CompletionLogprobs(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: ResponseMessage
-    finish_reason: Optional[Literal["stop", "length"]] = None
+    finish_reason: Optional[Literal["stop", "length", "tool_calls"]] = None
     logprobs: Optional[ChatLogprobs] = None
 
 

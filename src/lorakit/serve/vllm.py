@@ -23,8 +23,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken
 
 def run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_len, dtype, print_command) -> None:
     """Check, then print (`print_command`) or run the vLLM server command."""
-    from lorakit.rundir import adapter_folder, base_model_of
     from lorakit.models import resolve_model
+    from lorakit.rundir import adapter_folder, base_model_of
 
     base_ref = model or base_model_of(next(iter(adapters.values())))
     model_dir = resolve_model(base_ref)
@@ -61,13 +61,44 @@ def build_vllm_command(model_dir: Path, adapters: dict[str, Path], served_name: 
         cmd += ["--max-model-len", str(max_model_len)]
     if api_key:
         cmd += ["--api-key", api_key]
-    if _model_type(model_dir) == "qwen3":
-        cmd += ["--reasoning-parser", "qwen3"]  # so replies carry reasoning apart from the answer
+    cmd += parser_flags(model_dir)
     if adapters:
         rank = max(adapter_rank(folder) for folder in adapters.values())
         cmd += ["--enable-lora", "--max-lora-rank", str(vllm_rank(rank)), "--max-loras", str(len(adapters))]
         cmd += ["--lora-modules", *(f"{name}={folder}" for name, folder in adapters.items())]
     return cmd
+
+
+def parser_flags(model_dir: Path) -> list[str]:
+    """vLLM's tool-call and reasoning parsers for this model, as the built-in server parses it.
+
+    The chat template decides the tool-call form (the same test as serve/tool_calls: Hermes
+    `<tool_call>` blocks, which Qwen2.5 and Qwen3 write); Qwen3 (config model_type) also gets its
+    reasoning parser, so replies carry the reasoning apart from the answer. Other families get no
+    tool flags: vLLM then refuses tool_choice "auto" itself rather than guessing a parser.
+    """
+    from lorakit.serve.tool_calls import hermes
+
+    flags = []
+    if hermes.writes_this_form(_chat_template(model_dir)):
+        flags += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+    if _model_type(model_dir) == "qwen3":
+        flags += ["--reasoning-parser", "qwen3"]
+    return flags
+
+
+def _chat_template(model_dir: Path) -> str:
+    """The template text: chat_template.jinja, or tokenizer_config.json's chat_template (text or named list)."""
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    try:
+        tpl = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, json.JSONDecodeError):
+        return ""
+    if isinstance(tpl, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+        return "\n".join(t.get("template", "") for t in tpl if isinstance(t, dict))
+    return tpl if isinstance(tpl, str) else ""
 
 
 def preflight(model_dir: Path, adapters: dict[str, Path]) -> list[str]:

@@ -13,7 +13,9 @@ CHAT = {"model": "base-model", "messages": [{"role": "user", "content": "hi"}], 
 COMPLETION = {"model": "shouty", "prompt": "hi", "max_tokens": 4}
 FIELDS = ["model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "n",
           "stream", "stream_options", "stop", "seed", "presence_penalty", "frequency_penalty", "repetition_penalty",
-          "logprobs", "chat_template_kwargs", "echo", "suffix", "user"]  # fmt: skip
+          "logprobs", "chat_template_kwargs", "echo", "suffix", "user", "tools", "tool_choice",
+          "parallel_tool_calls", "response_format"]  # fmt: skip
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 
 def mutate(rng: random.Random, base: dict) -> dict:
@@ -26,6 +28,11 @@ def mutate(rng: random.Random, base: dict) -> dict:
             body[field] = rng.choice(ODD_VALUES)
     if rng.random() < 0.2 and isinstance(body.get("messages"), list) and body["messages"]:
         body["messages"][0] = {rng.choice(["role", "content", "name"]): rng.choice(ODD_VALUES)}
+    if rng.random() < 0.1 and "messages" in body:
+        body["tools"] = [TOOL]
+        body["tool_choice"] = rng.choice(["auto", "none", "required", {"type": "function", "function": {"name": "f"}},
+                                          rng.choice(ODD_VALUES)])
+        body["response_format"] = rng.choice([None, {"type": "json_object"}, {"type": "text"}])
     if rng.random() < 0.1:
         body["chat_template_kwargs"] = {rng.choice(["enable_thinking", "tokenize", "foo"]): rng.choice(ODD_VALUES)}
     return body

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lorakit.errors import LorakitError
 from lorakit.cli.serve import parse_lora_modules, serve_command
+from lorakit.errors import LorakitError
 from lorakit.serve.vllm import adapter_rank, build_vllm_command, preflight, run_vllm, vllm_rank
 
 
@@ -102,3 +102,23 @@ def test_lora_module_flags():
         serve_command(model=None, lora_modules=None)
     with pytest.raises(LorakitError, match="--engine vllm"):
         serve_command(model="m", print_command=True)
+
+
+def test_tool_and_reasoning_parsers_follow_the_template(tmp_path, capsys):
+    """A Qwen3 folder (its real template) gets hermes + qwen3; a Qwen2.5-like one hermes only; a template
+    without Hermes blocks no tool flags. The printed command shows them."""
+    from lorakit.models import resolve_model
+
+    qwen3 = tmp_path / "qwen3"
+    shutil.copytree(resolve_model("qwen3-tiny-random"), qwen3, ignore=shutil.ignore_patterns("*.safetensors"))
+    run_vllm(str(qwen3), {}, "q", "127.0.0.1", 8000, None, None, "auto", print_command=True)
+    printed = capsys.readouterr().out
+    assert "--enable-auto-tool-choice --tool-call-parser hermes --reasoning-parser qwen3" in printed
+    qwen25 = model_dir(tmp_path / "qwen25", model_type="qwen2")
+    named = [{"name": "default", "template": "x"}, {"name": "tool_use", "template": "<tool_call></tool_call>"}]
+    (qwen25 / "tokenizer_config.json").write_text(json.dumps({"chat_template": named}))
+    flags = ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+    assert build_vllm_command(qwen25, {}, "q", "h", 1)[-3:] == flags
+    llama = model_dir(tmp_path / "llama", model_type="llama")
+    (llama / "chat_template.jinja").write_text("{{ '<|python_tag|>' }}")
+    assert "--tool-call-parser" not in build_vllm_command(llama, {}, "l", "h", 1)
