@@ -24,24 +24,41 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "conformance"))
 
-SIZE = dict(vocab_size=4096, hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8,
-            num_key_value_heads=4, head_dim=32, max_position_embeddings=1024, tie_word_embeddings=False)
+SIZE = dict(
+    vocab_size=4096,
+    hidden_size=256,
+    intermediate_size=704,
+    num_hidden_layers=4,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=32,
+    max_position_embeddings=1024,
+    tie_word_embeddings=False,
+)
 KINDS = {  # row kind -> (family, config changes)
     "qwen3": ("plain causal (Qwen3)", {}),
     "mistral": ("sliding window (Mistral)", dict(sliding_window=128)),
-    "gemma2": ("softcap + window (Gemma2)", dict(sliding_window=128, attn_logit_softcapping=50.0,
-                                                  final_logit_softcapping=30.0, query_pre_attn_scalar=32)),
-    "gpt-oss": ("sinks + window + MoE (GPT-OSS)", dict(sliding_window=128, num_local_experts=4,
-                                                       num_experts_per_tok=2,
-                                                       layer_types=["sliding_attention", "full_attention"] * 2)),
+    "gemma2": (
+        "softcap + window (Gemma2)",
+        dict(sliding_window=128, attn_logit_softcapping=50.0, final_logit_softcapping=30.0, query_pre_attn_scalar=32),
+    ),
+    "gpt-oss": (
+        "sinks + window + MoE (GPT-OSS)",
+        dict(
+            sliding_window=128,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            layer_types=["sliding_attention", "full_attention"] * 2,
+        ),
+    ),
 }
 
 
 def model_for(name: str, fallback: bool):
     import torch
     import transformers
-
     from families import BY_NAME
+
     from lorakit.config import LoraConfig
     from lorakit.models.lora import attach_lora
     from lorakit.training import fastpaths

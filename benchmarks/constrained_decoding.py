@@ -18,10 +18,17 @@ import time
 
 import torch
 
-SCHEMA = {"type": "object", "properties": {
-    "city": {"type": "string"}, "country": {"type": "string"}, "population": {"type": "integer"},
-    "landmarks": {"type": "array", "items": {"type": "string"}}},
-    "required": ["city", "country", "population", "landmarks"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "country": {"type": "string"},
+        "population": {"type": "integer"},
+        "landmarks": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["city", "country", "population", "landmarks"],
+    "additionalProperties": False,
+}
 PROMPT = [{"role": "user", "content": "Describe Paris as JSON with city, country, population and landmarks."}]
 
 
@@ -39,8 +46,11 @@ def mask_cost(model: str, steps: int = 300) -> float:
         start = time.perf_counter()
         mask.apply(logits)
         spent += time.perf_counter() - start
-        token = int(torch.argmax(logits)) if done % 2 else int(torch.multinomial(torch.softmax(logits, -1), 1,
-                                                                                  generator=noise))
+        token = (
+            int(torch.argmax(logits))
+            if done % 2
+            else int(torch.multinomial(torch.softmax(logits, -1), 1, generator=noise))
+        )
         if token in eos:  # the object closed: start another
             mask = grammar.mask()
             continue
@@ -76,12 +86,23 @@ def main() -> None:
             rates[kind].append(out.completion_tokens / (time.perf_counter() - start))
             texts[kind] = out.text
     best = {k: max(v) for k, v in rates.items()}  # best of rounds: the least disturbed by other load
-    print(json.dumps({
-        "model": args.model, "threads": args.threads, "tokens": args.tokens, "rounds": args.rounds,
-        "tokens_per_s_free": round(best["free"], 2), "tokens_per_s_schema": round(best["schema"], 2),
-        "slowdown": round(best["free"] / best["schema"], 3), "tokenizer_setup_s": round(setup, 2),
-        "mask_ms_per_token": {m: round(mask_cost(m), 3) for m in (args.model, "qwen3-tiny-random")},
-        "schema_answer_is_json": _is_json(texts["schema"]), "schema_answer": texts["schema"][:200]}))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "threads": args.threads,
+                "tokens": args.tokens,
+                "rounds": args.rounds,
+                "tokens_per_s_free": round(best["free"], 2),
+                "tokens_per_s_schema": round(best["schema"], 2),
+                "slowdown": round(best["free"] / best["schema"], 3),
+                "tokenizer_setup_s": round(setup, 2),
+                "mask_ms_per_token": {m: round(mask_cost(m), 3) for m in (args.model, "qwen3-tiny-random")},
+                "schema_answer_is_json": _is_json(texts["schema"]),
+                "schema_answer": texts["schema"][:200],
+            }
+        )
+    )
 
 
 def _is_json(text: str) -> bool:

@@ -26,8 +26,11 @@ GIB = 2**30
 H200_GIB = 139.7  # 143,771 MiB, what the lent H200 reported
 # peaks measured on the H200 (torch.cuda.max_memory_allocated, GiB), docs/benchmarks.md "GPU (H200)"
 MEASURED = {"c": 14.45, "c_low": 3.46, "c_mb4": 9.97}
-METHOD_OVERRIDES = {"c": [], "c_low": ["model.quantize=4bit", "train.gradient_checkpointing=true"],
-                    "c_mb4": ["train.pack_tokens=null"]}
+METHOD_OVERRIDES = {
+    "c": [],
+    "c_low": ["model.quantize=4bit", "train.gradient_checkpointing=true"],
+    "c_mb4": ["train.pack_tokens=null"],
+}
 
 
 def shape_only_model(name: str, out: Path) -> Path:
@@ -62,12 +65,14 @@ def bench_config(model_dir: Path, train_file: Path, overrides: list[str]):
     from lorakit import doctor
     from lorakit.config import build_config
 
-    cfg = build_config({
-        "model": {"name": str(model_dir), "dtype": "bfloat16"},
-        "data": {"path": str(train_file), "system": SYSTEM},
-        "lora": {"r": 8, "alpha": 32, "target_modules": TARGETS},
-        "train": {"output_dir": "unused", "max_steps": 8, "batch_size": 4, "grad_accum": 4, "device": "cuda"},
-    })
+    cfg = build_config(
+        {
+            "model": {"name": str(model_dir), "dtype": "bfloat16"},
+            "data": {"path": str(train_file), "system": SYSTEM},
+            "lora": {"r": 8, "alpha": 32, "target_modules": TARGETS},
+            "train": {"output_dir": "unused", "max_steps": 8, "batch_size": 4, "grad_accum": 4, "device": "cuda"},
+        }
+    )
     return doctor.with_overrides(cfg, overrides)
 
 
@@ -79,11 +84,12 @@ def h200_rows(work: Path) -> list[tuple[str, float, float]]:
     data = huanhuan_like(work / "train512.json", 512)
     card = doctor.Target("cuda", int(H200_GIB * GIB) - doctor.CUDA_CONTEXT_BYTES, "H200")
     planner = doctor.Planner()
-    return [(m, planner(bench_config(model, data, o), card) / GIB, MEASURED[m])
-            for m, o in METHOD_OVERRIDES.items()]
+    return [(m, planner(bench_config(model, data, o), card) / GIB, MEASURED[m]) for m, o in METHOD_OVERRIDES.items()]
 
 
-def tutorial_rows(work: Path, cards_gib=(24.0, H200_GIB), first: int | None = None) -> list[tuple[str, str, float, bool]]:
+def tutorial_rows(
+    work: Path, cards_gib=(24.0, H200_GIB), first: int | None = None
+) -> list[tuple[str, str, float, bool]]:
     """configs/qwen3-4b-huanhuan.yaml on the huanhuan-like set (all of it, or its `first` records), per card
     and variant."""
     from lorakit import doctor
@@ -91,8 +97,10 @@ def tutorial_rows(work: Path, cards_gib=(24.0, H200_GIB), first: int | None = No
 
     model = shape_only_model("qwen3-4b-random", work / "qwen3-4b-shape")
     data = huanhuan_like(work / f"huanhuan_like-{first or 'all'}.json", first)
-    cfg = load_config(ROOT / "configs" / "qwen3-4b-huanhuan.yaml",
-                      [f"model.name={model}", f"data.path={data}", "tracking.backends=[]"])
+    cfg = load_config(
+        ROOT / "configs" / "qwen3-4b-huanhuan.yaml",
+        [f"model.name={model}", f"data.path={data}", "tracking.backends=[]"],
+    )
     rows, planner = [], doctor.Planner()
     for gib in cards_gib:
         machine = doctor.Machine("", None, [], "", {}, None, {})

@@ -44,17 +44,26 @@ def table(result: dict) -> str:
         row("persona, identity questions", f"{p['base_hits']}/{p['n']}", f"{p['finetuned_hits']}/{p['n']}")
         s = p.get("side_by_side", {})
         if s:
-            row("persona, held-out questions side by side", f"{s['base_hits']}/{s['n']}",
-                f"{s['finetuned_hits']}/{s['n']}")
+            row(
+                "persona, held-out questions side by side",
+                f"{s['base_hits']}/{s['n']}",
+                f"{s['finetuned_hits']}/{s['n']}",
+            )
     if "base_right" in r:
-        row("retention, general questions (strict rule)", f"{r['base_right']}/{r['n']}",
-            f"{r['finetuned_right']}/{r['n']}")
+        row(
+            "retention, general questions (strict rule)",
+            f"{r['base_right']}/{r['n']}",
+            f"{r['finetuned_right']}/{r['n']}",
+        )
     if "base" in loss:
         row("held-out persona loss", f"{loss['base']['loss']:.3f}", f"{loss['finetuned']['loss']:.3f}")
     if "base" in pref:
         b, f = pref["base"], pref["finetuned"]
-        row("held-out pairs: in-character answer more likely than the base model's", f"{b['accuracy']:.0%}",
-            f"{f['accuracy']:.0%}")
+        row(
+            "held-out pairs: in-character answer more likely than the base model's",
+            f"{b['accuracy']:.0%}",
+            f"{f['accuracy']:.0%}",
+        )
         row("held-out pairs: log-prob margin, chosen - rejected", f"{b['margin']:+.1f}", f"{f['margin']:+.1f}")
     return "\n".join(rows)
 
@@ -73,18 +82,28 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     sft = Path(args.sft) if args.sft else work / "sft"
     if not args.sft:
-        stage("sft", lambda: lorakit.train(str(ROOT / "configs" / "demo.yaml"),
-                                           **{"train.output_dir": str(sft), "train.threads": args.threads}))
+        stage(
+            "sft",
+            lambda: lorakit.train(
+                str(ROOT / "configs" / "demo.yaml"), **{"train.output_dir": str(sft), "train.threads": args.threads}
+            ),
+        )
     merged = work / "merged"
     if not (merged / "config.json").is_file():
         stage("merge", lambda: lorakit.merge(sft, merged))
     dpo = work / "dpo"
     if not args.skip_train:
-        stage("dpo", lambda: lorakit.train(str(ROOT / "configs" / "demo-dpo.yaml"), overwrite=True,
-                                           **{"model.name": str(merged), "train.output_dir": str(dpo),
-                                              "train.threads": args.threads}))
-    result = stage("eval", lambda: lorakit.evaluate(dpo, prompts=str(DEMO / "heldout.json"), max_new_tokens=64,
-                                                    max_prompts=12))
+        stage(
+            "dpo",
+            lambda: lorakit.train(
+                str(ROOT / "configs" / "demo-dpo.yaml"),
+                overwrite=True,
+                **{"model.name": str(merged), "train.output_dir": str(dpo), "train.threads": args.threads},
+            ),
+        )
+    result = stage(
+        "eval", lambda: lorakit.evaluate(dpo, prompts=str(DEMO / "heldout.json"), max_new_tokens=64, max_prompts=12)
+    )
     (work / "dpo_demo_table.md").write_text(table(result) + "\n")
     print(table(result))
     print(json.dumps({"timing": result.get("timing"), "preference": result.get("preference")}))

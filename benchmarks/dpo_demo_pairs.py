@@ -55,18 +55,28 @@ def main() -> None:
     ids = [engine.chat_prompt([{"role": "user", "content": p}], enable_thinking=False) for p in prompts]
     done = engine.generate_batch(ids, SamplingParams(temperature=0, max_new_tokens=MAX_NEW_TOKENS))
     seconds = time.perf_counter() - started
-    base = {p: complete_sentences(split_reasoning(d.text, engine.opens_reasoning(i))[1])
-            for p, d, i in zip(prompts, done, ids)}
+    base = {
+        p: complete_sentences(split_reasoning(d.text, engine.opens_reasoning(i))[1])
+        for p, d, i in zip(prompts, done, ids)
+    }
     counts = {}
     for src, dst in SETS.items():
-        pairs = [{"prompt": user_text(r), "chosen": r["output"], "rejected": base[user_text(r)]}
-                 for r in sets[src]]
+        pairs = [{"prompt": user_text(r), "chosen": r["output"], "rejected": base[user_text(r)]} for r in sets[src]]
         # a pair whose sides agree teaches nothing and is refused by the preference reader
         pairs = [p for p in pairs if p["chosen"].strip() != p["rejected"].strip() and p["rejected"].strip()]
         write_text(DEMO / dst, json.dumps(pairs, ensure_ascii=False, indent=1) + "\n")
         counts[dst] = len(pairs)
-    print(json.dumps({"model": MODEL, "prompts": len(prompts), "seconds": round(seconds, 1),
-                      "threads": args.threads, "pairs": counts}))
+    print(
+        json.dumps(
+            {
+                "model": MODEL,
+                "prompts": len(prompts),
+                "seconds": round(seconds, 1),
+                "threads": args.threads,
+                "pairs": counts,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -49,9 +49,13 @@ def make_pairs(n: int) -> list[dict]:
     out = []
     for i in range(n):
         a, b = rows[i % len(rows)], rows[(i * 7 + 3) % len(rows)]
-        out.append({"prompt": [{"role": "user", "content": a["instruction"]}],
-                    "chosen": [{"role": "assistant", "content": a["output"]}],
-                    "rejected": [{"role": "assistant", "content": b["output"]}]})
+        out.append(
+            {
+                "prompt": [{"role": "user", "content": a["instruction"]}],
+                "chosen": [{"role": "assistant", "content": a["output"]}],
+                "rejected": [{"role": "assistant", "content": b["output"]}],
+            }
+        )
     return out
 
 
@@ -80,21 +84,46 @@ def run_trl(pairs: list[dict], args, precompute: bool) -> dict:
         def on_step_end(self, *a, **k):
             marks["end"] = time.perf_counter()
 
-    cfg = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, gradient_accumulation_steps=1,
-                    num_train_epochs=1, learning_rate=5e-6, beta=0.1, loss_type=["sigmoid"], max_length=1024,
-                    gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, report_to=[],
-                    save_strategy="no", logging_steps=1, seed=42, precompute_ref_log_probs=precompute,
-                    dataloader_num_workers=0)
-    trainer = DPOTrainer(model, args=cfg, train_dataset=Dataset.from_list(pairs), processing_class=tok,
-                         peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"),
-                         callbacks=[Timer()])
-    tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
-                 for r in trainer.train_dataset)
+    cfg = DPOConfig(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        num_train_epochs=1,
+        learning_rate=5e-6,
+        beta=0.1,
+        loss_type=["sigmoid"],
+        max_length=1024,
+        gradient_checkpointing=False,
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        seed=42,
+        precompute_ref_log_probs=precompute,
+        dataloader_num_workers=0,
+    )
+    trainer = DPOTrainer(
+        model,
+        args=cfg,
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=tok,
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"),
+        callbacks=[Timer()],
+    )
+    tokens = sum(
+        2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in trainer.train_dataset
+    )
     marks["start"] = time.perf_counter()  # precompute (in train()) is inside the timed span
     trainer.train()
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    return {"tokens": tokens, "seconds": marks["end"] - marks["start"], "first_loss": losses[0],
-            "last_loss": losses[-1]}
+    return {
+        "tokens": tokens,
+        "seconds": marks["end"] - marks["start"],
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+    }
 
 
 def run_lorakit(pairs: list[dict], args, precompute: bool) -> dict:
@@ -117,23 +146,40 @@ def run_lorakit(pairs: list[dict], args, precompute: bool) -> dict:
         marks["tokens"] = sum(2 * len(u["prompt"]) + len(u["chosen"]) + len(u["rejected"]) for u in setup.data.train)
         marks["start"] = time.perf_counter()
 
-    from lorakit.training.loop import train as train_loop
     from lorakit.config import RunConfig
+    from lorakit.training.loop import train as train_loop
 
-    cfg = RunConfig(model={"name": "smollm2-135m-instruct", "dtype": "float32"},
-                    data={"path": str(data), "max_length": 1024, "dedup": False},
-                    lora={"r": 8, "alpha": 16, "target_modules": TARGETS},
-                    train={"method": "dpo", "output_dir": str(tmp / "run"), "epochs": 1, "batch_size": 1,
-                           "grad_accum": 4, "lr": 5e-6, "dpo_beta": 0.1, "precision": "fp32", "logging_steps": 1,
-                           "save_steps": 10_000, "seed": 42, "threads": args.threads,
-                           "precompute_ref_logps": precompute})
+    cfg = RunConfig(
+        model={"name": "smollm2-135m-instruct", "dtype": "float32"},
+        data={"path": str(data), "max_length": 1024, "dedup": False},
+        lora={"r": 8, "alpha": 16, "target_modules": TARGETS},
+        train={
+            "method": "dpo",
+            "output_dir": str(tmp / "run"),
+            "epochs": 1,
+            "batch_size": 1,
+            "grad_accum": 4,
+            "lr": 5e-6,
+            "dpo_beta": 0.1,
+            "precision": "fp32",
+            "logging_steps": 1,
+            "save_steps": 10_000,
+            "seed": 42,
+            "threads": args.threads,
+            "precompute_ref_logps": precompute,
+        },
+    )
     # the loop's begin_run (reference precompute) runs after on_setup: it is inside the timed span
     run = train_loop(cfg, on_setup=hook)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     del lorakit
-    return {"tokens": marks["tokens"], "seconds": marks["end"] - marks["start"], "first_loss": losses[0],
-            "last_loss": losses[-1]}
+    return {
+        "tokens": marks["tokens"],
+        "seconds": marks["end"] - marks["start"],
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+    }
 
 
 def child(method: str, args) -> None:
@@ -141,8 +187,11 @@ def child(method: str, args) -> None:
 
     torch.set_num_threads(args.threads)
     pairs = make_pairs(args.pairs)
-    out = run_trl(pairs, args, method == "trl_pre") if method.startswith("trl") else \
-        run_lorakit(pairs, args, method == "lorakit_pre")
+    out = (
+        run_trl(pairs, args, method == "trl_pre")
+        if method.startswith("trl")
+        else run_lorakit(pairs, args, method == "lorakit_pre")
+    )
     out.update(method=method, peak_mb=peak_mb(), tokens_per_s=out["tokens"] / out["seconds"])
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -160,11 +209,15 @@ def main() -> None:
         return
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOKENIZERS_PARALLELISM": "false"}
     methods = args.methods.split(",")
-    cmds = {m: [sys.executable, __file__, "--child", m, "--pairs", str(args.pairs), "--threads", str(args.threads)]
-            for m in methods}
+    cmds = {
+        m: [sys.executable, __file__, "--child", m, "--pairs", str(args.pairs), "--threads", str(args.threads)]
+        for m in methods
+    }
     if args.parallel:  # all at once: on a shared machine every method then sees the same load
-        procs = {m: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for m, c in cmds.items()}
+        procs = {
+            m: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for m, c in cmds.items()
+        }
         outputs = {m: p.communicate() for m, p in procs.items()}
     results = []
     for method in methods:
@@ -178,17 +231,22 @@ def main() -> None:
             sys.exit(f"{method} failed:\n{stderr[-3000:]}")
         results.append(json.loads(line[7:]))
         r = results[-1]
-        print(f"{method:12s} {r['tokens_per_s']:8.1f} tokens/s  {r['seconds']:7.1f} s  peak {r['peak_mb']:7.0f} MB  "
-              f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}", flush=True)
+        print(
+            f"{method:12s} {r['tokens_per_s']:8.1f} tokens/s  {r['seconds']:7.1f} s  peak {r['peak_mb']:7.0f} MB  "
+            f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}",
+            flush=True,
+        )
     by = {r["method"]: r for r in results}
     trl = [by[m] for m in ("trl", "trl_pre") if m in by]
     ours = [by[m] for m in ("lorakit", "lorakit_pre") if m in by]
     if trl and ours:
         best_trl = max(trl, key=lambda r: r["tokens_per_s"])
         best = max(ours, key=lambda r: r["tokens_per_s"])
-        print(f"lorakit best ({best['method']}) / TRL best ({best_trl['method']}): "
-              f"{best['tokens_per_s'] / best_trl['tokens_per_s']:.2f}x tokens/s, "
-              f"{best['peak_mb'] / best_trl['peak_mb']:.2f}x peak memory")
+        print(
+            f"lorakit best ({best['method']}) / TRL best ({best_trl['method']}): "
+            f"{best['tokens_per_s'] / best_trl['tokens_per_s']:.2f}x tokens/s, "
+            f"{best['peak_mb'] / best_trl['peak_mb']:.2f}x peak memory"
+        )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,13 @@ import torch
 
 def heldout_ids(tokenizer, limit: int) -> torch.Tensor:
     rows = json.loads(resources.files("lorakit").joinpath("assets/demo/heldout.json").read_text())
-    text = "".join(tokenizer.apply_chat_template([{"role": "user", "content": r["instruction"]},
-                                                  {"role": "assistant", "content": r["output"]}], tokenize=False)
-                   for r in rows)
+    text = "".join(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]}],
+            tokenize=False,
+        )
+        for r in rows
+    )
     return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[:, :limit]
 
 
@@ -58,18 +62,23 @@ def main() -> None:
         for quant in args.quant:
             out = lorakit.export(merged, Path(tmp) / f"gguf-{quant}", quant=quant)
             path = next(out.glob("*.gguf"))
-            gguf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
-                                                              config=AutoConfig.from_pretrained(merged)).eval()
+            gguf_model = AutoModelForCausalLM.from_pretrained(
+                path.parent, gguf_file=path.name, dtype=torch.float32, config=AutoConfig.from_pretrained(merged)
+            ).eval()
             with torch.no_grad():
                 got = gguf_model(ids).logits[0]
             differ = (got.argmax(-1) != f32.argmax(-1)).nonzero().flatten()
             agree = 1 - len(differ) / ids.shape[1]
-            print(f"{quant}: top-1 agreement {agree:.4f} ({ids.shape[1] - len(differ)} of {ids.shape[1]} tokens); "
-                  f"file {path.stat().st_size / 2**20:.1f} MiB")
+            print(
+                f"{quant}: top-1 agreement {agree:.4f} ({ids.shape[1] - len(differ)} of {ids.shape[1]} tokens); "
+                f"file {path.stat().st_size / 2**20:.1f} MiB"
+            )
             if len(differ):
-                print(f"  float32 margins at the {len(differ)} disagreements: "
-                      + ", ".join(f"{float(margin[i]):.3f}" for i in differ)
-                      + f"; median margin over all tokens {float(margin.median()):.3f}")
+                print(
+                    f"  float32 margins at the {len(differ)} disagreements: "
+                    + ", ".join(f"{float(margin[i]):.3f}" for i in differ)
+                    + f"; median margin over all tokens {float(margin.median()):.3f}"
+                )
 
 
 if __name__ == "__main__":

@@ -67,10 +67,14 @@ def main() -> None:
             model_dir = resolve_model(args.source)
         started = time.perf_counter()
         ref = reference(model_dir, run, args.tokens)
-        print(f"float32 reference: {len(ref.targets)} held-out answer tokens from {ref.source}, "
-              f"loss {sum(ref.nll) / len(ref.nll):.4f} ({time.perf_counter() - started:.1f} s)")
-        print("| quant | size (MB) | export (s) | top-1 agreement, weights | loss change | perplexity | "
-              "top-1 agreement in llama.cpp | measure (s) |")
+        print(
+            f"float32 reference: {len(ref.targets)} held-out answer tokens from {ref.source}, "
+            f"loss {sum(ref.nll) / len(ref.nll):.4f} ({time.perf_counter() - started:.1f} s)"
+        )
+        print(
+            "| quant | size (MB) | export (s) | top-1 agreement, weights | loss change | perplexity | "
+            "top-1 agreement in llama.cpp | measure (s) |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for quant in args.quant:
             started = time.perf_counter()

@@ -35,11 +35,13 @@ SETTINGS = dict(prompts_per_step=2, generations=4, max_len=64, lr=5e-6, r=16, al
 
 def format_reward(completions, **_):
     import re
+
     return [1.0 if re.search(r"<answer>\s*-?\d+\s*</answer>", c[-1]["content"]) else 0.0 for c in completions]
 
 
 def answer_reward(completions, answer, **_):
     import re
+
     out = []
     for c, a in zip(completions, answer):
         m = re.search(r"<answer>\s*(-?\d+)\s*</answer>", c[-1]["content"])
@@ -51,8 +53,13 @@ def prompts(n: int) -> list[dict]:
     from lorakit.data.arithmetic import SYSTEM
 
     rows = [json.loads(x) for x in TASK.read_text().splitlines()[:n]]
-    return [{"prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": r["prompt"]}],
-             "answer": r["answer"]} for r in rows]
+    return [
+        {
+            "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": r["prompt"]}],
+            "answer": r["answer"],
+        }
+        for r in rows
+    ]
 
 
 def run_trl(steps: int, out: Path) -> dict:
@@ -67,17 +74,38 @@ def run_trl(steps: int, out: Path) -> dict:
     path = models.resolve_model("smollm2-135m-instruct")
     s = SETTINGS
     n = s["prompts_per_step"] * steps
-    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=s["prompts_per_step"] * s["generations"],
-                      gradient_accumulation_steps=1, num_generations=s["generations"],
-                      max_completion_length=s["max_len"], temperature=1.0, beta=0.0, loss_type="dapo",
-                      learning_rate=s["lr"], lr_scheduler_type="constant", max_steps=steps, use_cpu=True,
-                      bf16=False, report_to=[], save_strategy="no", logging_steps=1, seed=42,
-                      dataloader_num_workers=0, shuffle_dataset=False)
+    args = GRPOConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=s["prompts_per_step"] * s["generations"],
+        gradient_accumulation_steps=1,
+        num_generations=s["generations"],
+        max_completion_length=s["max_len"],
+        temperature=1.0,
+        beta=0.0,
+        loss_type="dapo",
+        learning_rate=s["lr"],
+        lr_scheduler_type="constant",
+        max_steps=steps,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        seed=42,
+        dataloader_num_workers=0,
+        shuffle_dataset=False,
+    )
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    trainer = GRPOTrainer(model=model, reward_funcs=[format_reward, answer_reward], args=args,
-                          train_dataset=Dataset.from_list(prompts(n)), processing_class=models.load_tokenizer(path),
-                          peft_config=LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=0.0,
-                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[format_reward, answer_reward],
+        args=args,
+        train_dataset=Dataset.from_list(prompts(n)),
+        processing_class=models.load_tokenizer(path),
+        peft_config=LoraConfig(
+            r=s["r"], lora_alpha=s["alpha"], lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+        ),
+    )
     gen_times, lengths = [], []
     original = trainer._generate
 
@@ -105,7 +133,6 @@ def run_trl(steps: int, out: Path) -> dict:
 def run_lorakit(steps: int, out: Path) -> dict:
     import lorakit
     import lorakit.training.loop as loop
-    from lorakit.data.arithmetic import SYSTEM
 
     s = SETTINGS
     data = out / "prompts.jsonl"
@@ -121,18 +148,36 @@ def run_lorakit(steps: int, out: Path) -> dict:
         return result
 
     loop._optimizer_step = timed_step
-    cfg = {"model": {"name": "smollm2-135m-instruct", "dtype": "float32"},
-           "data": {"path": str(data), "eval_split": 0},
-           "lora": {"r": s["r"], "alpha": s["alpha"], "dropout": 0.0, "target_modules": "all-linear"},
-           "train": {"method": "grpo", "output_dir": str(out / "run"), "max_steps": steps, "batch_size": s["prompts_per_step"],
-                     "grad_accum": 1, "lr": s["lr"], "lr_scheduler": "constant", "logging_steps": 1,
-                     "save_steps": steps + 1, "precision": "fp32", "num_generations": s["generations"],
-                     "max_completion_length": s["max_len"], "temperature": 1.0, "beta": 0.0, "loss_type": "dapo",
-                     "rewards": [f"{Path(__file__).resolve()}:format_reward", f"{Path(__file__).resolve()}:answer_reward"]}}
+    cfg = {
+        "model": {"name": "smollm2-135m-instruct", "dtype": "float32"},
+        "data": {"path": str(data), "eval_split": 0},
+        "lora": {"r": s["r"], "alpha": s["alpha"], "dropout": 0.0, "target_modules": "all-linear"},
+        "train": {
+            "method": "grpo",
+            "output_dir": str(out / "run"),
+            "max_steps": steps,
+            "batch_size": s["prompts_per_step"],
+            "grad_accum": 1,
+            "lr": s["lr"],
+            "lr_scheduler": "constant",
+            "logging_steps": 1,
+            "save_steps": steps + 1,
+            "precision": "fp32",
+            "num_generations": s["generations"],
+            "max_completion_length": s["max_len"],
+            "temperature": 1.0,
+            "beta": 0.0,
+            "loss_type": "dapo",
+            "rewards": [f"{Path(__file__).resolve()}:format_reward", f"{Path(__file__).resolve()}:answer_reward"],
+        },
+    }
     lorakit.train(cfg, overwrite=True)
     rows = [json.loads(x) for x in (out / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
-    return {"step_s": step_times[1:], "generation_s": [r["time/generation_s"] for r in rows][1:],
-            "mean_completion_tokens": statistics.mean(r["completions/mean_length"] for r in rows)}
+    return {
+        "step_s": step_times[1:],
+        "generation_s": [r["time/generation_s"] for r in rows][1:],
+        "mean_completion_tokens": statistics.mean(r["completions/mean_length"] for r in rows),
+    }
 
 
 def child(which: str, steps: int, threads: int, out: Path) -> None:
@@ -159,18 +204,36 @@ def main() -> None:
         return
     results = {}
     for which in ("trl", "lorakit"):
-        proc = subprocess.run([sys.executable, __file__, "--child", which, "--steps", str(a.steps),
-                               "--threads", str(a.threads), "--out", a.out, "--max-len", str(a.max_len)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                which,
+                "--steps",
+                str(a.steps),
+                "--threads",
+                str(a.threads),
+                "--out",
+                a.out,
+                "--max-len",
+                str(a.max_len),
+            ],
+            capture_output=True,
+            text=True,
+        )
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
             sys.exit(f"{which} failed:\n{proc.stderr[-3000:]}")
         results[which] = json.loads(line[0][7:])
-    print(f"| | step (s) | generation (s) | training (s) | completion tokens | peak RSS (MB) |")
+    print("| | step (s) | generation (s) | training (s) | completion tokens | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for which, r in results.items():
         step, gen = statistics.mean(r["step_s"]), statistics.mean(r["generation_s"])
-        print(f"| {which} | {step:.2f} | {gen:.2f} | {step - gen:.2f} | {r['mean_completion_tokens']:.1f} | "
-              f"{r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {which} | {step:.2f} | {gen:.2f} | {step - gen:.2f} | {r['mean_completion_tokens']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
     speedup = statistics.mean(results["trl"]["step_s"]) / statistics.mean(results["lorakit"]["step_s"])
     print(f"\nlorakit step rate / TRL step rate: {speedup:.2f}x")
     print(json.dumps(results))

@@ -36,9 +36,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="steps of 16 samples; the first is warm-up")
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--compile", choices=["none", "mlp"], default="none",
-                    help="torch.compile (dynamic shapes) each decoder layer's MLP (whole layers would recompile "
-                         "for every row layout: the attention reads the segment bounds as Python ints)")
+    ap.add_argument(
+        "--compile",
+        choices=["none", "mlp"],
+        default="none",
+        help="torch.compile (dynamic shapes) each decoder layer's MLP (whole layers would recompile "
+        "for every row layout: the attention reads the segment bounds as Python ints)",
+    )
     args = ap.parse_args()
 
     os.environ.setdefault("LORAKIT_CACHE", str(HERE.parent / "tests" / ".cache"))
@@ -47,13 +51,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from lorakit.training import batching
-    from lorakit.training.attention import use_packed_attention
     from lorakit.config import build_config
     from lorakit.data import prepare_splits
-    from lorakit.models.lora import attach_lora
-    from lorakit.training.loss import summed_loss
     from lorakit.models import cache_root, load_model, load_tokenizer, resolve_model
+    from lorakit.models.lora import attach_lora
+    from lorakit.training import batching
+    from lorakit.training.attention import use_packed_attention
+    from lorakit.training.loss import summed_loss
 
     sys.path.insert(0, str(HERE))
     import make_huanhuan_like
@@ -68,8 +72,13 @@ def main() -> None:
 
     path = resolve_model(args.model)
     tokenizer = load_tokenizer(path)
-    cfg = build_config({"model": {"name": args.model}, "data": {"path": str(subset), "system": SYSTEM},
-                        "lora": {"r": 8, "alpha": 32, "target_modules": TARGETS}})
+    cfg = build_config(
+        {
+            "model": {"name": args.model},
+            "data": {"path": str(subset), "system": SYSTEM},
+            "lora": {"r": 8, "alpha": 32, "target_modules": TARGETS},
+        }
+    )
     samples = prepare_splits(cfg.data, tokenizer, cache_dir=cache_root() / "prepared").train
     model = load_model(path, dtype="float32", device="cpu")
     if args.attention == "packed":
@@ -98,10 +107,12 @@ def main() -> None:
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"{args.model} attention={args.attention} share_prefix={args.share_prefix} "
-          f"micro_batch={args.micro_batch} compile={args.compile} threads={args.threads}: "
-          f"{real / seconds:.1f} sample tokens/s ({real} sample tokens, {run} run, {seconds:.1f} s), "
-          f"peak RSS {peak:.2f} GiB")
+    print(
+        f"{args.model} attention={args.attention} share_prefix={args.share_prefix} "
+        f"micro_batch={args.micro_batch} compile={args.compile} threads={args.threads}: "
+        f"{real / seconds:.1f} sample tokens/s ({real} sample tokens, {run} run, {seconds:.1f} s), "
+        f"peak RSS {peak:.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

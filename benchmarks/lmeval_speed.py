@@ -19,13 +19,20 @@ from pathlib import Path
 
 def write_task(folder: Path, n: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    items = [{"question": f"What is {a} plus {b}?", "choices": [str(a + b), str(a + b + 1), str(a * b + 3), str(b)],
-              "answer": (a * 7 + b) % 4} for a, b in ((i % 10 + 1, i // 10 + 2) for i in range(n))]
+    items = [
+        {
+            "question": f"What is {a} plus {b}?",
+            "choices": [str(a + b), str(a + b + 1), str(a * b + 3), str(b)],
+            "answer": (a * 7 + b) % 4,
+        }
+        for a, b in ((i % 10 + 1, i // 10 + 2) for i in range(n))
+    ]
     (folder / "items.json").write_text(json.dumps(items))
     (folder / "speed_mc.yaml").write_text(
         f"task: speed_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {folder / 'items.json'}\n"
         'test_split: test\noutput_type: multiple_choice\ndoc_to_text: "Question: {{question}}\\nAnswer:"\n'
-        'doc_to_choice: "{{choices}}"\ndoc_to_target: answer\nmetric_list:\n  - metric: acc\n')
+        'doc_to_choice: "{{choices}}"\ndoc_to_target: answer\nmetric_list:\n  - metric: acc\n'
+    )
     return folder
 
 
@@ -70,9 +77,20 @@ def main() -> None:
         wall = time.perf_counter() - started
     t = section["timing"]
     per = 100 / args.items
-    print(json.dumps({"model": args.model, "items": args.items, "threads": args.threads,
-                      "base_s_per_100": round(t["base_s"] * per, 1), "finetuned_s_per_100": round(t["finetuned_s"] * per, 1),
-                      "tasks_s": t["tasks_s"], "load_s": t["load_s"], "total_s": round(wall, 1)}))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "items": args.items,
+                "threads": args.threads,
+                "base_s_per_100": round(t["base_s"] * per, 1),
+                "finetuned_s_per_100": round(t["finetuned_s"] * per, 1),
+                "tasks_s": t["tasks_s"],
+                "load_s": t["load_s"],
+                "total_s": round(wall, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,10 +23,49 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "huanhuan_like.json"
 
 # --- vocabulary (written for this benchmark) ---------------------------------------------------
 ADDRESS = ["小主", "娘娘", "主子", "姐姐", "妹妹", "皇上", "太后", "贵人", "常在", "嫔妃", "公公", "太医"]
-PLACES = ["御花园", "长春宫", "碧桐书院", "太液池", "景仁宫", "翊坤宫", "冷宫", "养心殿", "梅林", "储秀宫", "佛堂", "承乾宫"]
-THINGS = ["玉簪", "香囊", "手炉", "书信", "绣帕", "团扇", "步摇", "安神汤", "红梅", "琵琶", "折子", "暖炉", "茶点", "药方"]
+PLACES = [
+    "御花园",
+    "长春宫",
+    "碧桐书院",
+    "太液池",
+    "景仁宫",
+    "翊坤宫",
+    "冷宫",
+    "养心殿",
+    "梅林",
+    "储秀宫",
+    "佛堂",
+    "承乾宫",
+]
+THINGS = [
+    "玉簪",
+    "香囊",
+    "手炉",
+    "书信",
+    "绣帕",
+    "团扇",
+    "步摇",
+    "安神汤",
+    "红梅",
+    "琵琶",
+    "折子",
+    "暖炉",
+    "茶点",
+    "药方",
+]
 TIMES = ["今日", "昨夜", "方才", "入秋以来", "近些日子", "今晨", "前几日", "这几年", "年节时", "开春后"]
-FEELINGS = ["心中不安", "甚是欢喜", "有些委屈", "辗转难眠", "略感疲倦", "满心感激", "忧心忡忡", "十分惦念", "百感交集", "心绪难平"]
+FEELINGS = [
+    "心中不安",
+    "甚是欢喜",
+    "有些委屈",
+    "辗转难眠",
+    "略感疲倦",
+    "满心感激",
+    "忧心忡忡",
+    "十分惦念",
+    "百感交集",
+    "心绪难平",
+]
 
 QUESTIONS = [
     "{a}，{t}{p}可有什么动静？",
@@ -49,8 +88,20 @@ QUESTIONS = [
     "听说{p}新来了一位{a}，{a}可曾见过？",
 ]
 
-OPENERS = ["罢了。", "你且听我说。", "不必多礼。", "这话说得不错。", "起来吧。", "本宫心里有数。", "嗯。",
-           "你有心了。", "莫要声张。", "哼。", "也好。", "难为你想得周到。"]
+OPENERS = [
+    "罢了。",
+    "你且听我说。",
+    "不必多礼。",
+    "这话说得不错。",
+    "起来吧。",
+    "本宫心里有数。",
+    "嗯。",
+    "你有心了。",
+    "莫要声张。",
+    "哼。",
+    "也好。",
+    "难为你想得周到。",
+]
 SENTENCES = [
     "{p}向来是非多，咱们还是少去为妙",
     "{t}我{f}，只盼一切平安",
@@ -89,8 +140,9 @@ LEADINS = [
 
 
 def _fill(template: str, rng: random.Random) -> str:
-    return template.format(a=rng.choice(ADDRESS), p=rng.choice(PLACES), th=rng.choice(THINGS),
-                           t=rng.choice(TIMES), f=rng.choice(FEELINGS))
+    return template.format(
+        a=rng.choice(ADDRESS), p=rng.choice(PLACES), th=rng.choice(THINGS), t=rng.choice(TIMES), f=rng.choice(FEELINGS)
+    )
 
 
 def _answer(rng: random.Random, target: int) -> str:
@@ -138,9 +190,13 @@ def generate(n: int = N_RECORDS, seed: int = 0) -> list[dict]:
 
 def stats(records: list[dict]) -> dict:
     lengths = [len(r["instruction"]) + len(r["input"]) + len(r["output"]) for r in records]
-    return {"records": len(records), "mean_chars": round(sum(lengths) / len(lengths), 2), "max_chars": max(lengths),
-            "mean_instruction_chars": round(sum(len(r["instruction"]) for r in records) / len(records), 2),
-            "mean_output_chars": round(sum(len(r["output"]) for r in records) / len(records), 2)}
+    return {
+        "records": len(records),
+        "mean_chars": round(sum(lengths) / len(lengths), 2),
+        "max_chars": max(lengths),
+        "mean_instruction_chars": round(sum(len(r["instruction"]) for r in records) / len(records), 2),
+        "mean_output_chars": round(sum(len(r["output"]) for r in records) / len(records), 2),
+    }
 
 
 def write(path: str | Path = DEFAULT_OUT, n: int = N_RECORDS, seed: int = 0) -> Path:

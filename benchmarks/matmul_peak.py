@@ -15,15 +15,22 @@ import os
 import time
 
 
-def measure(dtype_name: str, device: str = "cpu", threads: int | None = None, n: int | None = None,
-            min_seconds: float = 0.5, repeats: int = 3) -> float:
+def measure(
+    dtype_name: str,
+    device: str = "cpu",
+    threads: int | None = None,
+    n: int | None = None,
+    min_seconds: float = 0.5,
+    repeats: int = 3,
+) -> float:
     """Best GFLOP/s of `repeats` timed batches of n x n matmuls (each batch runs >= min_seconds)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16}[dtype_name]
+    dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[
+        dtype_name
+    ]
     n = n or (8192 if device.startswith("cuda") else _cpu_size(dtype))
     g = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
@@ -66,9 +73,12 @@ def _cpu_size(dtype) -> int:
 
 
 def peaks(device: str = "cpu", threads: int | None = None) -> dict:
-    return {"device": device, "threads": threads,
-            "fp32_gflops": round(measure("float32", device, threads), 1),
-            "bf16_gflops": round(measure("bfloat16", device, threads), 1)}
+    return {
+        "device": device,
+        "threads": threads,
+        "fp32_gflops": round(measure("float32", device, threads), 1),
+        "bf16_gflops": round(measure("bfloat16", device, threads), 1),
+    }
 
 
 def main() -> None:
@@ -81,8 +91,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.device} ({args.threads} threads): fp32 {result['fp32_gflops']} GFLOP/s, "
-              f"bf16 {result['bf16_gflops']} GFLOP/s")
+        print(
+            f"{args.device} ({args.threads} threads): fp32 {result['fp32_gflops']} GFLOP/s, "
+            f"bf16 {result['bf16_gflops']} GFLOP/s"
+        )
 
 
 if __name__ == "__main__":

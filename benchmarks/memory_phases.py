@@ -33,8 +33,10 @@ HERE = Path(__file__).resolve().parent
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+    ]
 
 
 class PhaseSampler:
@@ -63,9 +65,14 @@ class PhaseSampler:
             total = rss["RssAnon"] + rss["RssFile"]
             if total > self.peaks.get(phase, {}).get("rss", 0.0):
                 m = self._libc.mallinfo2()
-                self.peaks[phase] = {"rss": total, "anon": rss["RssAnon"], "file": rss["RssFile"],
-                                     "heap_in_use": m.uordblks / 2**30, "heap_free": m.fordblks / 2**30,
-                                     "mmapped": m.hblkhd / 2**30}
+                self.peaks[phase] = {
+                    "rss": total,
+                    "anon": rss["RssAnon"],
+                    "file": rss["RssFile"],
+                    "heap_in_use": m.uordblks / 2**30,
+                    "heap_free": m.fordblks / 2**30,
+                    "mmapped": m.hblkhd / 2**30,
+                }
             time.sleep(self._period)
 
 
@@ -98,12 +105,22 @@ def main() -> None:
     train_file = work / "train.json"
     records = json.loads(data_file.read_text(encoding="utf-8"))[: args.samples]
     train_file.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-    raw = {"model": {"name": args.model, "dtype": args.dtype},
-           "data": {"path": str(train_file), "system": SYSTEM},
-           "lora": {"r": 8, "alpha": 32, "target_modules": TARGETS},
-           "train": {"output_dir": str(work / "run"), "max_steps": args.steps, "batch_size": 4, "grad_accum": 4,
-                     "lr": 1e-4, "logging_steps": 1, "save_steps": args.steps + 1, "threads": args.threads,
-                     "device": "cpu"}}
+    raw = {
+        "model": {"name": args.model, "dtype": args.dtype},
+        "data": {"path": str(train_file), "system": SYSTEM},
+        "lora": {"r": 8, "alpha": 32, "target_modules": TARGETS},
+        "train": {
+            "output_dir": str(work / "run"),
+            "max_steps": args.steps,
+            "batch_size": 4,
+            "grad_accum": 4,
+            "lr": 1e-4,
+            "logging_steps": 1,
+            "save_steps": args.steps + 1,
+            "threads": args.threads,
+            "device": "cpu",
+        },
+    }
 
     steps = [0]
 
@@ -123,16 +140,21 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     time.sleep(0.05)
 
-    print(f"\n{args.model}, model.dtype {args.dtype}, {args.steps} steps of 16 samples, {args.threads} threads, "
-          f"torch {torch.__version__}, overrides {args.set or 'none'}, trim {args.trim}, "
-          f"env {[k for k in os.environ if k.startswith(('MALLOC_', 'LORAKIT_', 'GLIBC_'))] or 'none'}")
+    print(
+        f"\n{args.model}, model.dtype {args.dtype}, {args.steps} steps of 16 samples, {args.threads} threads, "
+        f"torch {torch.__version__}, overrides {args.set or 'none'}, trim {args.trim}, "
+        f"env {[k for k in os.environ if k.startswith(('MALLOC_', 'LORAKIT_', 'GLIBC_'))] or 'none'}"
+    )
     print("| phase | peak RSS (GiB) | anon | file | heap in use | heap free (resident) | mmapped |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for phase, p in sampler.peaks.items():
-        print(f"| {phase} | {p['rss']:.2f} | {p['anon']:.2f} | {p['file']:.2f} | {p['heap_in_use']:.2f} | "
-              f"{p['heap_free']:.2f} | {p['mmapped']:.2f} |")
-    print(f"ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB; "
-          f"train() took {seconds:.1f} s")
+        print(
+            f"| {phase} | {p['rss']:.2f} | {p['anon']:.2f} | {p['file']:.2f} | {p['heap_in_use']:.2f} | "
+            f"{p['heap_free']:.2f} | {p['mmapped']:.2f} |"
+        )
+    print(
+        f"ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB; train() took {seconds:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,13 @@ def make_jsonl(path: Path, mb: float) -> int:
     with open(path, "w", encoding="utf-8") as f:
         while size < target:
             body = " ".join(words[(i * 7 + k) % len(words)] for k in range(20 + i % 180))
-            line = json.dumps({"instruction": f"question {i}: {body[:200]}", "input": "", "output": f"{i} {body}"},
-                              ensure_ascii=False) + "\n"
+            line = (
+                json.dumps(
+                    {"instruction": f"question {i}: {body[:200]}", "input": "", "output": f"{i} {body}"},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
             f.write(line)
             size += len(line.encode())
             i += 1
@@ -65,8 +70,13 @@ def main() -> None:
         records = make_jsonl(data, args.mb)
         env = {**os.environ, "PYTHONPATH": args.src, "TOKENIZERS_PARALLELISM": "false"}
         for label in ("cold", "cache hit"):
-            done = subprocess.run([sys.executable, "-c", CHILD, str(data), str(Path(tmp) / "cache")], env=env,
-                                  capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, str(data), str(Path(tmp) / "cache")],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             result = json.loads(done.stdout.strip().splitlines()[-1])
             print(json.dumps({"src": args.src, "mb": args.mb, "records": records, "run": label, **result}))
 

@@ -40,26 +40,40 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     model_path = resolve_model(cfg.model.name, cfg.model.source, cfg.model.cache_dir)
-    key = replay.cache_key(replay_fingerprint(model_path, load_tokenizer(model_path)), cfg.data.system,
-                           cfg.data.thinking)
+    key = replay.cache_key(
+        replay_fingerprint(model_path, load_tokenizer(model_path)), cfg.data.system, cfg.data.thinking
+    )
     prompts = replay.bundled_prompts(args.lang)
     bundled = replay.BUNDLED_ANSWERS / f"{key}.json"
     with tempfile.TemporaryDirectory() as tmp:
         # an empty cache and no shipped answers: every answer is generated here
         replay.BUNDLED_ANSWERS = Path(tmp) / "none"
         started = time.perf_counter()
-        answers, origin = replay.base_answers(prompts, cfg.data.system, base_model_answerer(cfg, model_path, "cpu"),
-                                              Path(tmp) / bundled.name)
+        answers, origin = replay.base_answers(
+            prompts, cfg.data.system, base_model_answerer(cfg, model_path, "cpu"), Path(tmp) / bundled.name
+        )
         seconds = time.perf_counter() - started
     # answers of the other language shipped under this key stay
     old = json.loads(bundled.read_text(encoding="utf-8")) if bundled.is_file() else []
     entries = [e for e in old if e["prompt"] not in set(prompts)] + [
-        {"prompt": p, "answer": a} for p, a in zip(prompts, answers)]
+        {"prompt": p, "answer": a} for p, a in zip(prompts, answers)
+    ]
     write_text(bundled, json.dumps(entries, ensure_ascii=False, indent=1) + "\n")
-    print(json.dumps({"model": cfg.model.name, "language": args.lang, "prompts": len(prompts),
-                      "generated": origin["replay_generated"], "seconds": round(seconds, 1),
-                      "answer_chars": sum(len(a) for a in answers), "threads": args.threads,
-                      "file": str(bundled.relative_to(ROOT))}))
+    print(
+        json.dumps(
+            {
+                "model": cfg.model.name,
+                "language": args.lang,
+                "prompts": len(prompts),
+                "generated": origin["replay_generated"],
+                "seconds": round(seconds, 1),
+                "answer_chars": sum(len(a) for a in answers),
+                "threads": args.threads,
+                "file": str(bundled.relative_to(ROOT)),
+            }
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -33,8 +33,15 @@ def collect(eval_files: list[Path], out: Path) -> None:
                 key = (item["question"], item[side])
                 if key not in seen:
                     seen.add(key)
-                    rows.append({"question": item["question"], "reply": item[side], "model": side,
-                                 "run": str(Path(f).parent.name), "right": None})
+                    rows.append(
+                        {
+                            "question": item["question"],
+                            "reply": item[side],
+                            "model": side,
+                            "run": str(Path(f).parent.name),
+                            "right": None,
+                        }
+                    )
     out.write_text("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n]\n", encoding="utf-8")
     print(f"{out}: {len(rows)} answers, {sum(r['right'] is None for r in rows)} to label")
 
@@ -51,11 +58,17 @@ def score(labels_file: Path) -> dict:
     for name, rule in (("strict", lambda i, a: scores.judge_retention(i, a)[0]), ("loose", _loose)):
         verdicts = [(rule(items[r["question"]], r["reply"]), r["right"]) for r in labelled]
         agree = sum(v == lab for v, lab in verdicts)
-        out[name] = {"agree": agree, "agreement": round(agree / len(verdicts), 3),
-                     "false_right": sum(v and not lab for v, lab in verdicts),
-                     "false_wrong": sum(lab and not v for v, lab in verdicts)}
-    out["disagreements"] = [{"question": r["question"], "reply": r["reply"], "label": r["right"]}
-                            for r in labelled if scores.judge_retention(items[r["question"]], r["reply"])[0] != r["right"]]
+        out[name] = {
+            "agree": agree,
+            "agreement": round(agree / len(verdicts), 3),
+            "false_right": sum(v and not lab for v, lab in verdicts),
+            "false_wrong": sum(lab and not v for v, lab in verdicts),
+        }
+    out["disagreements"] = [
+        {"question": r["question"], "reply": r["reply"], "label": r["right"]}
+        for r in labelled
+        if scores.judge_retention(items[r["question"]], r["reply"])[0] != r["right"]
+    ]
     return out
 
 

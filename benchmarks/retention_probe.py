@@ -24,8 +24,11 @@ from lorakit.inference.engine import Engine, SamplingParams
 
 
 def answers(engine: Engine, questions: list[str], adapter: str | None, max_new_tokens: int) -> list[str]:
-    done = engine.answer_batch([[{"role": "user", "content": q}] for q in questions],
-                               SamplingParams(temperature=0, max_new_tokens=max_new_tokens), adapter)
+    done = engine.answer_batch(
+        [[{"role": "user", "content": q}] for q in questions],
+        SamplingParams(temperature=0, max_new_tokens=max_new_tokens),
+        adapter,
+    )
     return [a.text.strip() for a in done]
 
 
@@ -44,18 +47,25 @@ def main() -> None:
     items = scores.load_retention(language=args.lang)
     general = [i["question"] for i in items]
     identity = scores.identity_questions(args.lang)
-    got = {side: (answers(engine, general, adapter, RETENTION_MAX_TOKENS), answers(engine, identity, adapter, 64))
-           for side, adapter in (("base", None), ("finetuned", "ft"))}
+    got = {
+        side: (answers(engine, general, adapter, RETENTION_MAX_TOKENS), answers(engine, identity, adapter, 64))
+        for side, adapter in (("base", None), ("finetuned", "ft"))
+    }
     rule = scores.load_facts(args.facts)
-    result = {"adapter": str(args.adapter), "language": args.lang,
-              "retention": scores.score_retention(items, got["base"][0], got["finetuned"][0]),
-              "persona": scores.score_persona(rule, identity, got["base"][1], got["finetuned"][1]),
-              "seconds": round(time.perf_counter() - started, 1)}
+    result = {
+        "adapter": str(args.adapter),
+        "language": args.lang,
+        "retention": scores.score_retention(items, got["base"][0], got["finetuned"][0]),
+        "persona": scores.score_persona(rule, identity, got["base"][1], got["finetuned"][1]),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     r, p = result["retention"], result["persona"]
-    print(f"retention base {r['base_right']}/{r['n']} fine-tuned {r['finetuned_right']}/{r['n']} "
-          f"(lost {r['lost']}, gained {r['gained']}); persona identity base {p['base_hits']}/{p['n']} "
-          f"fine-tuned {p['finetuned_hits']}/{p['n']}; {result['seconds']} s")
+    print(
+        f"retention base {r['base_right']}/{r['n']} fine-tuned {r['finetuned_right']}/{r['n']} "
+        f"(lost {r['lost']}, gained {r['gained']}); persona identity base {p['base_hits']}/{p['n']} "
+        f"fine-tuned {p['finetuned_hits']}/{p['n']}; {result['seconds']} s"
+    )
 
 
 if __name__ == "__main__":

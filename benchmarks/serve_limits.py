@@ -39,8 +39,11 @@ def rss_mib(pid: int) -> float:
 
 def normal(url: str) -> float:
     start = time.perf_counter()
-    r = httpx.post(f"{url}/v1/completions", json={"model": MODEL, "prompt": "Once upon a time", "max_tokens": 3,
-                                                  "temperature": 0}, timeout=300)
+    r = httpx.post(
+        f"{url}/v1/completions",
+        json={"model": MODEL, "prompt": "Once upon a time", "max_tokens": 3, "temperature": 0},
+        timeout=300,
+    )
     assert r.status_code == 200, r.text
     return time.perf_counter() - start
 
@@ -58,8 +61,12 @@ def timed_post(url: str, path: str, body: bytes) -> tuple[int, float]:
 def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([LORAKIT, "serve", "--model", MODEL, "--port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    proc = subprocess.Popen(
+        [LORAKIT, "serve", "--model", MODEL, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
     try:
         for _ in range(600):
             try:
@@ -71,21 +78,42 @@ def main() -> None:
         before = rss_mib(proc.pid)
         fifty = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x" * (50 << 20)}]}).encode()
         status, seconds = timed_post(url, "/v1/chat/completions", fifty)
-        print(json.dumps({"case": "50 MB chat body", "status": status, "seconds": round(seconds, 2),
-                          "rss_before_mib": round(before), "rss_after_mib": round(rss_mib(proc.pid))}))
+        print(
+            json.dumps(
+                {
+                    "case": "50 MB chat body",
+                    "status": status,
+                    "seconds": round(seconds, 2),
+                    "rss_before_mib": round(before),
+                    "rss_after_mib": round(rss_mib(proc.pid)),
+                }
+            )
+        )
         ten = json.dumps({"model": MODEL, "prompt": "word " * (2 << 20)}).encode()  # 10 MiB
         seven = json.dumps({"model": MODEL, "prompt": "word " * ((7 << 20) // 5)}).encode()  # 7 MiB: under the cap
         for label, body in (("10 MB prompt", ten), ("7 MB prompt", seven)):
             result: dict = {}
-            t = threading.Thread(target=lambda: result.update(zip(("status", "seconds"),
-                                                                  timed_post(url, "/v1/completions", body))))
+            t = threading.Thread(
+                target=lambda result=result, body=body: result.update(
+                    zip(("status", "seconds"), timed_post(url, "/v1/completions", body))
+                )
+            )
             t.start()
             time.sleep(0.05)
             during = normal(url)
             t.join()
-            print(json.dumps({"case": label, "status": result["status"], "seconds": round(result["seconds"], 2),
-                              "normal_alone_s": round(min(alone), 2), "normal_during_s": round(during, 2),
-                              "rss_after_mib": round(rss_mib(proc.pid))}))
+            print(
+                json.dumps(
+                    {
+                        "case": label,
+                        "status": result["status"],
+                        "seconds": round(result["seconds"], 2),
+                        "normal_alone_s": round(min(alone), 2),
+                        "normal_during_s": round(during, 2),
+                        "rss_after_mib": round(rss_mib(proc.pid)),
+                    }
+                )
+            )
     finally:
         proc.terminate()
         proc.wait(30)

@@ -84,15 +84,21 @@ ROOT = HERE.parent
 SYSTEM = "现在你要扮演皇帝身边的女人--甄嬛"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODELS = ["smollm2-135m-instruct", "qwen3-tiny-random", "qwen3-0.6b-random", "qwen3-4b-random"]
-METHODS = {"a": "tutorial (Trainer + DataCollatorForSeq2Seq)", "b": "TRL SFTTrainer (padding-free)",
-           "b_gc": "TRL SFTTrainer (padding-free, grad ckpt)", "c": "lorakit train",
-           "c_low": "lorakit train --preset low-memory", "c_mb4": "lorakit train, pack_tokens off"}
+METHODS = {
+    "a": "tutorial (Trainer + DataCollatorForSeq2Seq)",
+    "b": "TRL SFTTrainer (padding-free)",
+    "b_gc": "TRL SFTTrainer (padding-free, grad ckpt)",
+    "c": "lorakit train",
+    "c_low": "lorakit train --preset low-memory",
+    "c_mb4": "lorakit train, pack_tokens off",
+}
 SEED = 42
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers shared by the children
 # ----------------------------------------------------------------------------------------------
+
 
 def _torch_dtype(name: str):
     import torch
@@ -206,12 +212,15 @@ class Meter:
         if n < 2:
             raise RuntimeError(f"need at least 2 optimizer steps, saw {n}")
         steps = range(1, n)
-        return {"steps_seen": n, "timed_steps": n - 1,
-                "seconds": self.step_times[-1] - self.step_times[0],
-                "real_tokens": sum(self.real.get(s, 0) for s in steps),
-                "computed_tokens": sum(self.computed.get(s, 0) for s in steps),
-                "rows": sum(self.rows.get(s, 0) for s in steps),
-                "attn_pairs": sum(self.pairs.get(s, 0) for s in steps)}
+        return {
+            "steps_seen": n,
+            "timed_steps": n - 1,
+            "seconds": self.step_times[-1] - self.step_times[0],
+            "real_tokens": sum(self.real.get(s, 0) for s in steps),
+            "computed_tokens": sum(self.computed.get(s, 0) for s in steps),
+            "rows": sum(self.rows.get(s, 0) for s in steps),
+            "attn_pairs": sum(self.pairs.get(s, 0) for s in steps),
+        }
 
 
 def _arch(config) -> dict:
@@ -221,17 +230,25 @@ def _arch(config) -> dict:
     hd = getattr(c, "head_dim", None) or d // heads
     inter, layers = c.intermediate_size, c.num_hidden_layers
     per_layer = d * heads * hd + 2 * d * kv * hd + heads * hd * d + 3 * d * inter
-    return {"hidden": d, "layers": layers, "attn_width": heads * hd, "vocab": c.vocab_size,
-            "matmul_params": per_layer * layers}
+    return {
+        "hidden": d,
+        "layers": layers,
+        "attn_width": heads * hd,
+        "vocab": c.vocab_size,
+        "matmul_params": per_layer * layers,
+    }
 
 
 def _flops(arch: dict, lora_params: int, t: dict, head_positions: float) -> float:
     # tokens the model really ran: padding (a) is not counted, nor the copies of a prefix that
     # lorakit stores once per row instead of once per sample (c)
     tokens = min(t["real_tokens"], t["computed_tokens"])
-    return (4 * arch["matmul_params"] * tokens + 6 * lora_params * tokens
-            + 12 * arch["layers"] * arch["attn_width"] * t["attn_pairs"]
-            + 4 * arch["vocab"] * arch["hidden"] * head_positions)
+    return (
+        4 * arch["matmul_params"] * tokens
+        + 6 * lora_params * tokens
+        + 12 * arch["layers"] * arch["attn_width"] * t["attn_pairs"]
+        + 4 * arch["vocab"] * arch["hidden"] * head_positions
+    )
 
 
 def _peak_memory(device: str) -> float:
@@ -247,8 +264,14 @@ def _peak_memory(device: str) -> float:
 def _lora_config(dropout: float):
     from peft import LoraConfig, TaskType
 
-    return LoraConfig(task_type=TaskType.CAUSAL_LM, target_modules=TARGETS, inference_mode=False,
-                      r=8, lora_alpha=32, lora_dropout=dropout)
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        target_modules=TARGETS,
+        inference_mode=False,
+        r=8,
+        lora_alpha=32,
+        lora_dropout=dropout,
+    )
 
 
 def _last_losses(losses: list[float], timed_steps: int) -> float | None:
@@ -271,13 +294,15 @@ def shared_eval_loss(model_path: str, adapter_dir: str, records: list[dict], dty
     total, n = 0.0, 0
     with torch.no_grad():
         for r in records:
-            msgs = [{"role": "system", "content": SYSTEM},
-                    {"role": "user", "content": r["instruction"] + r.get("input", "")}]
+            msgs = [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": r["instruction"] + r.get("input", "")},
+            ]
             prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, **extra)
             p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
             a_ids = tok(r["output"], add_special_tokens=False)["input_ids"] + [end_id]
             ids = torch.tensor([p_ids + a_ids], device=device)
-            logits = model(input_ids=ids).logits[0, len(p_ids) - 1:-1].float()
+            logits = model(input_ids=ids).logits[0, len(p_ids) - 1 : -1].float()
             total += float(F.cross_entropy(logits, torch.tensor(a_ids, device=device), reduction="sum"))
             n += len(a_ids)
     return total / n
@@ -286,6 +311,7 @@ def shared_eval_loss(model_path: str, adapter_dir: str, records: list[dict], dty
 # ----------------------------------------------------------------------------------------------
 # the three methods (run inside a child process)
 # ----------------------------------------------------------------------------------------------
+
 
 def run_tutorial(spec: dict, meter: Meter) -> dict:
     import pandas as pd
@@ -324,7 +350,8 @@ def run_tutorial(spec: dict, meter: Meter) -> dict:
     n_tok = sum(len(r) for r in tokenized_id["input_ids"])
 
     model = AutoModelForCausalLM.from_pretrained(
-        model_path, device_map="auto" if device.startswith("cuda") else None, dtype=_torch_dtype(spec["dtype"]))
+        model_path, device_map="auto" if device.startswith("cuda") else None, dtype=_torch_dtype(spec["dtype"])
+    )
     model.enable_input_require_grads()
     model = get_peft_model(model, _lora_config(0.1))
     meter.attach(model.get_base_model().get_decoder())
@@ -344,8 +371,12 @@ def run_tutorial(spec: dict, meter: Meter) -> dict:
         seed=SEED,
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=tokenized_id,
-                      data_collator=DataCollatorForSeq2Seq(tokenizer=tokenizer, padding=True))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized_id,
+        data_collator=DataCollatorForSeq2Seq(tokenizer=tokenizer, padding=True),
+    )
     trainer.train()
     meter.close()
     mem = _peak_memory(device)
@@ -354,9 +385,16 @@ def run_tutorial(spec: dict, meter: Meter) -> dict:
     lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     compute_bf16 = spec["dtype"] == "bfloat16"
     del trainer, model
-    return {"losses": losses, "peak_mem_gib": mem, "lora_params": lora, "labelled_share": n_lab / n_tok,
-            "head_rule": "padded", "compute": "bf16" if compute_bf16 else spec["dtype"],
-            "samples": len(tokenized_id), "torch_threads": torch.get_num_threads()}
+    return {
+        "losses": losses,
+        "peak_mem_gib": mem,
+        "lora_params": lora,
+        "labelled_share": n_lab / n_tok,
+        "head_rule": "padded",
+        "compute": "bf16" if compute_bf16 else spec["dtype"],
+        "samples": len(tokenized_id),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def run_trl(spec: dict, meter: Meter, gradient_checkpointing: bool) -> dict:
@@ -369,15 +407,24 @@ def run_trl(spec: dict, meter: Meter, gradient_checkpointing: bool) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     extra = {"chat_template_kwargs": {"enable_thinking": False}} if _has_think(tokenizer) else {}
     records = json.loads(Path(spec["train_file"]).read_text(encoding="utf-8"))
-    ds = Dataset.from_list([
-        {"prompt": [{"role": "system", "content": SYSTEM},
-                    {"role": "user", "content": r["instruction"] + r["input"]}],
-         "completion": [{"role": "assistant", "content": r["output"]}], **extra}
-        for r in records])
+    ds = Dataset.from_list(
+        [
+            {
+                "prompt": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": r["instruction"] + r["input"]},
+                ],
+                "completion": [{"role": "assistant", "content": r["output"]}],
+                **extra,
+            }
+            for r in records
+        ]
+    )
     bf16 = _fast_bf16(device)
     weights = _best_dtype(spec["dtype"], device)
     model = AutoModelForCausalLM.from_pretrained(
-        model_path, device_map="auto" if device.startswith("cuda") else None, dtype=_torch_dtype(weights))
+        model_path, device_map="auto" if device.startswith("cuda") else None, dtype=_torch_dtype(weights)
+    )
     cfg = SFTConfig(
         output_dir=str(Path(spec["work"]) / "trainer"),
         per_device_train_batch_size=4,
@@ -396,13 +443,17 @@ def run_trl(spec: dict, meter: Meter, gradient_checkpointing: bool) -> dict:
         seed=SEED,
         disable_tqdm=True,
     )
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer,
-                         peft_config=_lora_config(0.1))
+    trainer = SFTTrainer(
+        model=model, args=cfg, train_dataset=ds, processing_class=tokenizer, peft_config=_lora_config(0.1)
+    )
     peft_model = trainer.model
     meter.attach(peft_model.get_base_model().get_decoder())
     tds = trainer.train_dataset
-    n_lab = sum(sum(m) for m in tds["completion_mask"]) if "completion_mask" in tds.column_names else \
-        sum(sum(1 for x in r if x != -100) for r in tds["labels"])
+    n_lab = (
+        sum(sum(m) for m in tds["completion_mask"])
+        if "completion_mask" in tds.column_names
+        else sum(sum(1 for x in r if x != -100) for r in tds["labels"])
+    )
     n_tok = sum(len(r) for r in tds["input_ids"])
     trainer.train()
     meter.close()
@@ -417,10 +468,16 @@ def run_trl(spec: dict, meter: Meter, gradient_checkpointing: bool) -> dict:
     except Exception:
         compact = False
     del trainer, peft_model, model
-    return {"losses": losses, "peak_mem_gib": mem, "lora_params": lora, "labelled_share": n_lab / n_tok,
-            "head_rule": "labelled" if compact else "all_but_last",
-            "compute": "bf16" if bf16 or weights == "bfloat16" else weights,
-            "samples": len(tds), "torch_threads": torch.get_num_threads()}
+    return {
+        "losses": losses,
+        "peak_mem_gib": mem,
+        "lora_params": lora,
+        "labelled_share": n_lab / n_tok,
+        "head_rule": "labelled" if compact else "all_but_last",
+        "compute": "bf16" if bf16 or weights == "bfloat16" else weights,
+        "samples": len(tds),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def run_lorakit(spec: dict, meter: Meter, overrides: tuple[str, ...] = ()) -> dict:
@@ -429,17 +486,25 @@ def run_lorakit(spec: dict, meter: Meter, overrides: tuple[str, ...] = ()) -> di
     import lorakit
     from lorakit.data import prepare_splits
     from lorakit.models import cache_root, load_tokenizer, resolve_model
-    from lorakit.training.tracking import read_metrics
     from lorakit.models.precision import autocast
+    from lorakit.training.tracking import read_metrics
 
     run_dir = Path(spec["work"]) / "lorakit-run"
     raw = {
         "model": {"name": spec["model"], "dtype": spec["dtype"]},
         "data": {"path": spec["train_file"], "system": SYSTEM},
         "lora": {"r": 8, "alpha": 32, "target_modules": TARGETS},
-        "train": {"output_dir": str(run_dir), "max_steps": spec["steps"], "batch_size": 4, "grad_accum": 4,
-                  "lr": 1e-4, "logging_steps": 1, "save_steps": spec["steps"] + 1,
-                  "threads": spec["threads"], "device": spec["device"]},
+        "train": {
+            "output_dir": str(run_dir),
+            "max_steps": spec["steps"],
+            "batch_size": 4,
+            "grad_accum": 4,
+            "lr": 1e-4,
+            "logging_steps": 1,
+            "save_steps": spec["steps"] + 1,
+            "threads": spec["threads"],
+            "device": spec["device"],
+        },
     }
     cfg = lorakit.load_config(raw, list(overrides))
     tokenizer = load_tokenizer(resolve_model(cfg.model.name))
@@ -462,10 +527,16 @@ def run_lorakit(spec: dict, meter: Meter, overrides: tuple[str, ...] = ()) -> di
     held = str(holder["model"].get_base_model().get_input_embeddings().weight.dtype).replace("torch.", "")
     spec["adapter_dir"] = str(run_dir / "adapter")
     holder.clear()
-    return {"losses": losses, "peak_mem_gib": mem, "lora_params": lora, "labelled_share": n_lab / n_tok,
-            "head_rule": "labelled",
-            "compute": "bf16" if ac._enabled or held == "bfloat16" else held,
-            "samples": len(data.train), "torch_threads": torch.get_num_threads()}
+    return {
+        "losses": losses,
+        "peak_mem_gib": mem,
+        "lora_params": lora,
+        "labelled_share": n_lab / n_tok,
+        "head_rule": "labelled",
+        "compute": "bf16" if ac._enabled or held == "bfloat16" else held,
+        "samples": len(data.train),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def child(spec: dict) -> None:
@@ -501,24 +572,39 @@ def child(spec: dict) -> None:
         torch.cuda.empty_cache()
     t = meter.timed()
     arch = _arch(AutoConfig.from_pretrained(spec["model_path"]))
-    head = {"padded": t["computed_tokens"], "all_but_last": t["computed_tokens"] - t["rows"],
-            "labelled": t["real_tokens"] * res["labelled_share"]}[res["head_rule"]]
+    head = {
+        "padded": t["computed_tokens"],
+        "all_but_last": t["computed_tokens"] - t["rows"],
+        "labelled": t["real_tokens"] * res["labelled_share"],
+    }[res["head_rule"]]
     flops = _flops(arch, res["lora_params"], t, head)
     records = json.loads(Path(spec["eval_file"]).read_text(encoding="utf-8"))
     t0 = time.perf_counter()
-    eval_loss = shared_eval_loss(spec["model_path"], spec["adapter_dir"], records,
-                                 _best_dtype(spec["dtype"], spec["device"]), spec["device"])
-    out = {"method": m, "round": spec["round"], **t, **{k: v for k, v in res.items() if k != "losses"},
-           "tokens_per_s": t["real_tokens"] / t["seconds"], "run_share": t["computed_tokens"] / t["real_tokens"],
-           "flops": flops, "achieved_gflops": flops / t["seconds"] / 1e9,
-           "train_loss": _last_losses(res["losses"], t["timed_steps"]), "train_losses": res["losses"],
-           "eval_loss": eval_loss, "eval_seconds": time.perf_counter() - t0, "arch": arch}
+    eval_loss = shared_eval_loss(
+        spec["model_path"], spec["adapter_dir"], records, _best_dtype(spec["dtype"], spec["device"]), spec["device"]
+    )
+    out = {
+        "method": m,
+        "round": spec["round"],
+        **t,
+        **{k: v for k, v in res.items() if k != "losses"},
+        "tokens_per_s": t["real_tokens"] / t["seconds"],
+        "run_share": t["computed_tokens"] / t["real_tokens"],
+        "flops": flops,
+        "achieved_gflops": flops / t["seconds"] / 1e9,
+        "train_loss": _last_losses(res["losses"], t["timed_steps"]),
+        "train_losses": res["losses"],
+        "eval_loss": eval_loss,
+        "eval_seconds": time.perf_counter() - t0,
+        "arch": arch,
+    }
     Path(spec["result_file"]).write_text(json.dumps(out, indent=1), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------
 # the parent: data, matmul peak, interleaved rounds, report
 # ----------------------------------------------------------------------------------------------
+
 
 def _median(rows: list[dict], key: str):
     vals = [r[key] for r in rows if r.get(key) is not None]
@@ -542,10 +628,25 @@ def report(results: list[dict], meta: dict) -> tuple[dict, str]:
         # utilisation is measured against the fp32 peak, not the far lower bf16 one
         fp32, bf16 = meta["peak"]["fp32_gflops"], meta["peak"]["bf16_gflops"]
         peak = max(fp32, bf16) if rows[0]["compute"] == "bf16" else fp32
-        s = {k: _median(rows, k) for k in ("tokens_per_s", "seconds", "real_tokens", "peak_mem_gib",
-                                           "achieved_gflops", "train_loss", "eval_loss", "run_share")}
-        s.update(runs=len(rows), compute=rows[0]["compute"], peak_gflops=peak,
-                 mfu=s["achieved_gflops"] / peak if s["achieved_gflops"] and peak else None)
+        s = {
+            k: _median(rows, k)
+            for k in (
+                "tokens_per_s",
+                "seconds",
+                "real_tokens",
+                "peak_mem_gib",
+                "achieved_gflops",
+                "train_loss",
+                "eval_loss",
+                "run_share",
+            )
+        }
+        s.update(
+            runs=len(rows),
+            compute=rows[0]["compute"],
+            peak_gflops=peak,
+            mfu=s["achieved_gflops"] / peak if s["achieved_gflops"] and peak else None,
+        )
         summary[m] = s
     ratios = {}
     bs = [k for k in ("b", "b_gc") if summary.get(k, {}).get("runs")]
@@ -566,7 +667,7 @@ def report(results: list[dict], meta: dict) -> tuple[dict, str]:
         f"{meta['rounds']} rounds interleaved; medians. Matmul peak: fp32 {meta['peak']['fp32_gflops']} / "
         f"bf16 {meta['peak']['bf16_gflops']} GFLOP/s.",
         "",
-        f"| method | real tokens/s | timed s | {mem_name} | MFU | compute | tokens run / data tokens | train loss | eval loss | runs |",
+        f"| method | real tokens/s | timed s | {mem_name} | MFU | compute | tokens run / data tokens | train loss | eval loss | runs |",  # noqa: E501
         "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for m in meta["methods"]:
@@ -574,10 +675,12 @@ def report(results: list[dict], meta: dict) -> tuple[dict, str]:
         if not s.get("runs"):
             lines.append(f"| {m}: {METHODS[m]} | failed | | | | | | | | 0 |")
             continue
-        lines.append(f"| {m}: {METHODS[m]} | {_fmt(s['tokens_per_s'], 1)} | {_fmt(s['seconds'])} | "
-                     f"{_fmt(s['peak_mem_gib'])} | {_fmt(100 * s['mfu'] if s['mfu'] else None, 1)}% | "
-                     f"{s['compute']} | {_fmt(s['run_share'], 2)} | {_fmt(s['train_loss'], 4)} | "
-                     f"{_fmt(s['eval_loss'], 4)} | {s['runs']} |")
+        lines.append(
+            f"| {m}: {METHODS[m]} | {_fmt(s['tokens_per_s'], 1)} | {_fmt(s['seconds'])} | "
+            f"{_fmt(s['peak_mem_gib'])} | {_fmt(100 * s['mfu'] if s['mfu'] else None, 1)}% | "
+            f"{s['compute']} | {_fmt(s['run_share'], 2)} | {_fmt(s['train_loss'], 4)} | "
+            f"{_fmt(s['eval_loss'], 4)} | {s['runs']} |"
+        )
     if ratios:
         lines += ["", "| ratio | tokens/s | peak mem | eval loss |", "|---|---:|---:|---:|"]
         for k, r in ratios.items():
@@ -589,20 +692,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="tutorial recipe vs TRL vs lorakit: speed, memory, loss")
     ap.add_argument("--model", default="smollm2-135m-instruct", choices=MODELS)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
-                    help="weight dtype (the tutorial loads bfloat16; on a CPU without native bf16 TRL holds fp32 "
-                         "and lorakit bf16 frozen projections computed in fp32)")
+    ap.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=["bfloat16", "float32"],
+        help="weight dtype (the tutorial loads bfloat16; on a CPU without native bf16 TRL holds fp32 "
+        "and lorakit bf16 frozen projections computed in fp32)",
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--samples", type=int, default=256, help="training records (the first N of the data set)")
     ap.add_argument("--eval-samples", type=int, default=64, help="held-out records (the last N of the data set)")
     ap.add_argument("--steps", type=int, default=8, help="optimizer steps per run; the first is warm-up")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--methods", default="a,b,c", help="comma list of a, b, b_gc, c, c_low (CUDA only), c_mb4")
-    ap.add_argument("--lorakit-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a config override for method c (repeatable), e.g. train.pack_tokens=512: one lever")
+    ap.add_argument(
+        "--lorakit-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for method c (repeatable), e.g. train.pack_tokens=512: one lever",
+    )
     ap.add_argument("--data", default=str(HERE / "data" / "huanhuan_like.json"))
-    ap.add_argument("--out", default=None, help="output stem (writes STEM.json and STEM.md); "
-                    "default benchmarks/results/train_speed-MODEL-DEVICE")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="output stem (writes STEM.json and STEM.md); default benchmarks/results/train_speed-MODEL-DEVICE",
+    )
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -630,53 +745,103 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     train_file, eval_file = work / "train.json", work / "eval.json"
     train_file.write_text(json.dumps(records[: args.samples], ensure_ascii=False), encoding="utf-8")
-    eval_file.write_text(json.dumps(records[-args.eval_samples:], ensure_ascii=False), encoding="utf-8")
+    eval_file.write_text(json.dumps(records[-args.eval_samples :], ensure_ascii=False), encoding="utf-8")
 
     from lorakit.models import resolve_model
 
     model_path = str(resolve_model(args.model))  # builds a built-in model once, outside any timing
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
-    peak_out = subprocess.run([sys.executable, str(HERE / "matmul_peak.py"), "--threads", str(args.threads),
-                               "--device", args.device, "--json"], env=env, capture_output=True, text=True,
-                              check=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
+    peak_out = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "matmul_peak.py"),
+            "--threads",
+            str(args.threads),
+            "--device",
+            args.device,
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     peak = json.loads(peak_out.stdout.strip().splitlines()[-1])
-    print(f"matmul peak ({args.threads} threads): fp32 {peak['fp32_gflops']} GFLOP/s, bf16 {peak['bf16_gflops']} GFLOP/s",
-          flush=True)
+    print(
+        f"matmul peak ({args.threads} threads): fp32 {peak['fp32_gflops']} GFLOP/s, bf16 {peak['bf16_gflops']} GFLOP/s",
+        flush=True,
+    )
 
     stem = Path(args.out) if args.out else HERE / "results" / f"train_speed-{args.model}-{args.device}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model": args.model, "device": args.device, "dtype": args.dtype, "threads": args.threads,
-            "samples": args.samples, "eval_samples": args.eval_samples, "steps": args.steps, "rounds": args.rounds,
-            "methods": methods, "peak": peak, "data": str(data), "lorakit_set": args.lorakit_set,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta = {
+        "model": args.model,
+        "device": args.device,
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "samples": args.samples,
+        "eval_samples": args.eval_samples,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "methods": methods,
+        "peak": peak,
+        "data": str(data),
+        "lorakit_set": args.lorakit_set,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     results = []
     for rnd in range(args.rounds):
         for m in methods:
             run_work = work / f"r{rnd}-{m}"
             run_work.mkdir(parents=True, exist_ok=True)
-            spec = {"method": m, "round": rnd, "model": args.model, "model_path": model_path, "device": args.device,
-                    "dtype": args.dtype, "threads": args.threads, "steps": args.steps, "work": str(run_work),
-                    "train_file": str(train_file), "eval_file": str(eval_file),
-                    "adapter_dir": str(run_work / "adapter"), "result_file": str(run_work / "result.json"),
-                    "lorakit_set": args.lorakit_set}
+            spec = {
+                "method": m,
+                "round": rnd,
+                "model": args.model,
+                "model_path": model_path,
+                "device": args.device,
+                "dtype": args.dtype,
+                "threads": args.threads,
+                "steps": args.steps,
+                "work": str(run_work),
+                "train_file": str(train_file),
+                "eval_file": str(eval_file),
+                "adapter_dir": str(run_work / "adapter"),
+                "result_file": str(run_work / "result.json"),
+                "lorakit_set": args.lorakit_set,
+            }
             spec_file = run_work / "spec.json"
             spec_file.write_text(json.dumps(spec), encoding="utf-8")
             t0 = time.perf_counter()
             with open(run_work / "log.txt", "w") as log:
-                proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(spec_file)],
-                                      env=env, stdout=log, stderr=subprocess.STDOUT)
+                proc = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_file)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             if proc.returncode != 0 or not Path(spec["result_file"]).exists():
                 tail = (run_work / "log.txt").read_text(errors="replace")[-3000:]
-                print(f"round {rnd + 1} {m}: FAILED (exit {proc.returncode}); log {run_work / 'log.txt'}\n{tail}",
-                      flush=True)
+                print(
+                    f"round {rnd + 1} {m}: FAILED (exit {proc.returncode}); log {run_work / 'log.txt'}\n{tail}",
+                    flush=True,
+                )
                 results.append({"method": m, "round": rnd, "error": proc.returncode})
                 continue
             r = json.loads(Path(spec["result_file"]).read_text(encoding="utf-8"))
             results.append(r)
-            print(f"round {rnd + 1} {m}: {r['tokens_per_s']:.1f} real tok/s, {r['seconds']:.2f} s timed, "
-                  f"peak {r['peak_mem_gib']:.2f} GiB, train loss {r['train_loss']:.4f}, eval loss {r['eval_loss']:.4f} "
-                  f"({time.perf_counter() - t0:.0f} s total)", flush=True)
+            print(
+                f"round {rnd + 1} {m}: {r['tokens_per_s']:.1f} real tok/s, {r['seconds']:.2f} s timed, "
+                f"peak {r['peak_mem_gib']:.2f} GiB, train loss {r['train_loss']:.4f}, eval loss {r['eval_loss']:.4f} "
+                f"({time.perf_counter() - t0:.0f} s total)",
+                flush=True,
+            )
     full, md = report(results, meta)
     stem.with_suffix(".json").write_text(json.dumps(full, indent=1), encoding="utf-8")
     stem.with_suffix(".md").write_text(md, encoding="utf-8")

@@ -18,8 +18,20 @@ Every user error raises `LorakitError` with the one-line message the CLI prints.
 
 __version__ = "0.1.0"
 
-__all__ = ["train", "Run", "load", "merge", "evaluate", "benchmark", "export", "load_config", "plan_run", "data",
-           "LorakitError", "__version__"]
+__all__ = [
+    "train",
+    "Run",
+    "load",
+    "merge",
+    "evaluate",
+    "benchmark",
+    "export",
+    "load_config",
+    "plan_run",
+    "data",
+    "LorakitError",
+    "__version__",
+]
 
 # name -> module that defines it
 _LAZY = {

@@ -14,9 +14,17 @@ from typing import Any, Callable
 from lorakit.errors import LorakitError
 
 
-def train(config_or_path: "str | Path | dict | Any", *, resume: "bool | str" = False, overwrite: bool = False,
-          dry_run: bool = False, preset: str | None = None, on_setup: Callable | None = None,
-          resume_anyway: bool = False, **overrides):
+def train(
+    config_or_path: "str | Path | dict | Any",
+    *,
+    resume: "bool | str" = False,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    preset: str | None = None,
+    on_setup: Callable | None = None,
+    resume_anyway: bool = False,
+    **overrides,
+):
     """Fine-tune with LoRA and return the finished `Run`.
 
     `config_or_path`: a YAML file, a dict of config sections, or a `RunConfig`. `overrides` are config
@@ -98,8 +106,14 @@ def evaluate(run: "str | Path", **options) -> dict:
     return compare_run(run, **options)
 
 
-def benchmark(run: "str | Path", tasks: "str | list[str]", *, limit: float | None = None,
-              num_fewshot: int | None = None, include_path: "str | Path | None" = None) -> dict:
+def benchmark(
+    run: "str | Path",
+    tasks: "str | list[str]",
+    *,
+    limit: float | None = None,
+    num_fewshot: int | None = None,
+    include_path: "str | Path | None" = None,
+) -> dict:
     """Standard benchmarks through lm-evaluation-harness on a run's base and fine-tuned model
     (`lorakit eval --tasks`); adds them to eval.json and report.html and returns that section.
 
@@ -111,8 +125,16 @@ def benchmark(run: "str | Path", tasks: "str | list[str]", *, limit: float | Non
     return run_benchmarks(run, tasks, limit=limit, num_fewshot=num_fewshot, include_path=include_path)
 
 
-def export(source: "str | Path", out: "str | Path", *, format: str = "gguf", quant: str = "q8_0",
-           overwrite: bool = False, base_gguf: "str | Path | None" = None, quality_tokens: int = 256) -> Path:
+def export(
+    source: "str | Path",
+    out: "str | Path",
+    *,
+    format: str = "gguf",
+    quant: str = "q8_0",
+    overwrite: bool = False,
+    base_gguf: "str | Path | None" = None,
+    quality_tokens: int = 256,
+) -> Path:
     """Export a run (merged on the way), a merged folder or a model reference for llama.cpp, Ollama and
     LM Studio: `out` gets the .gguf, an Ollama Modelfile and a model card. Returns `out`.
 
@@ -127,8 +149,9 @@ def export(source: "str | Path", out: "str | Path", *, format: str = "gguf", qua
     """
     from lorakit.exporting import export_model
 
-    return export_model(source, out, fmt=format, quant=quant, overwrite=overwrite, base_gguf=base_gguf,
-                        quality_tokens=quality_tokens)
+    return export_model(
+        source, out, fmt=format, quant=quant, overwrite=overwrite, base_gguf=base_gguf, quality_tokens=quality_tokens
+    )
 
 
 class Run:
@@ -216,14 +239,25 @@ class Run:
         """The fine-tune as GGUF (merged on the way) with an Ollama Modelfile and a model card at `out`."""
         return export(self.path, out, format=format, quant=quant, overwrite=overwrite)
 
-    def chat(self, prompt: str, *, system: str | None = None, max_new_tokens: int = 256, temperature: float = 0.7,
-             top_p: float = 0.8, top_k: int = 20, seed: int | None = None, thinking: bool = False) -> str:
+    def chat(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.8,
+        top_k: int = 20,
+        seed: int | None = None,
+        thinking: bool = False,
+    ) -> str:
         """One answer from base + adapter to `prompt` (the model loads once per Run). temperature 0 is greedy."""
         from lorakit.inference.engine import Engine, SamplingParams
 
         try:
-            params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k,
-                                    max_new_tokens=max_new_tokens, seed=seed)
+            params = SamplingParams(
+                temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed
+            )
         except ValueError as e:
             raise LorakitError(f"sampling: {e}") from None
         if self._engine is None:

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from lorakit.errors import LorakitError
 
-
 # Named sets of overrides (`lorakit train CONFIG --preset NAME`), applied after the file and before
 # the command line's own key=value overrides.
 PRESETS: dict[str, list[str]] = {
@@ -32,18 +31,24 @@ class ModelConfig(Section):
     name: str = Field("smollm2-135m-instruct", description="built-in name, local HF folder, or hub id")
     source: Literal["hf", "modelscope"] = Field("hf", description="hub to download a hub id from")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weight dtype; auto = bfloat16 on GPU, float32 on CPU; "
-        "a half dtype becomes float32 on a CPU without native bf16 unless train.precision=bf16")
+        "auto",
+        description="weight dtype; auto = bfloat16 on GPU, float32 on CPU; "
+        "a half dtype becomes float32 on a CPU without native bf16 unless train.precision=bf16",
+    )
     cache_dir: Optional[str] = Field(None, description="model cache (default $LORAKIT_CACHE or ~/.cache/lorakit)")
     quantize: Literal["none", "4bit", "8bit"] = Field(
-        "none", description="load the frozen base quantised with bitsandbytes (QLoRA); CUDA only")
+        "none", description="load the frozen base quantised with bitsandbytes (QLoRA); CUDA only"
+    )
 
 
 class DataConfig(Section):
     path: Union[str, list[str]] = Field("", description="file, folder or glob (or a list) of training data")
     format: Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion"] = Field(
-        "auto", description="record schema; auto detects it per file")
-    columns: dict[str, str] = Field(default_factory=dict, description="rename source columns, e.g. {question: instruction}")
+        "auto", description="record schema; auto detects it per file"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="rename source columns, e.g. {question: instruction}"
+    )
     weights: list[float] = Field(default_factory=list, description="mixing weight per path (sampling with replacement)")
     system: Optional[str] = Field(None, description="system prompt added where a record has none")
     thinking: Literal["off", "on", "auto"] = Field("off", description="train reasoning: off, on, or per sample")
@@ -54,16 +59,28 @@ class DataConfig(Section):
     dedup: bool = Field(True, description="drop exact duplicate conversations")
     max_samples: Optional[int] = Field(None, gt=0, description="use at most this many training records")
     seed: int = Field(42, description="seed for splitting and mixing")
-    replay: float = Field(0.0, ge=0, lt=1, description="share of training samples that are replay: general "
-                          "prompts answered once by the base model itself (cached), so the fine-tune keeps "
-                          "general ability; 0 = off")
-    replay_prompts: Optional[str] = Field(None, description="replay prompts file (JSON/JSONL/text, as eval "
-                                          "--prompts); default: lorakit's bundled set for the data's language")
-    language: Literal["auto", "en", "zh"] = Field("auto", description="language of the data, for the bundled "
-                                                  "replay, retention and identity sets; auto = detected")
-    persona_keywords: list[str] = Field(default_factory=list, description="words that mark the persona in "
-                                        "answers (eval's persona score); empty = persona_facts.json beside "
-                                        "the data, else derived from the training answers")
+    replay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of training samples that are replay: general "
+        "prompts answered once by the base model itself (cached), so the fine-tune keeps "
+        "general ability; 0 = off",
+    )
+    replay_prompts: Optional[str] = Field(
+        None,
+        description="replay prompts file (JSON/JSONL/text, as eval "
+        "--prompts); default: lorakit's bundled set for the data's language",
+    )
+    language: Literal["auto", "en", "zh"] = Field(
+        "auto", description="language of the data, for the bundled replay, retention and identity sets; auto = detected"
+    )
+    persona_keywords: list[str] = Field(
+        default_factory=list,
+        description="words that mark the persona in "
+        "answers (eval's persona score); empty = persona_facts.json beside "
+        "the data, else derived from the training answers",
+    )
 
 
 class LoraConfig(Section):
@@ -71,7 +88,8 @@ class LoraConfig(Section):
     alpha: float = Field(16, gt=0, description="LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rslora)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA branch input")
     target_modules: Union[Literal["all-linear"], list[str]] = Field(
-        "all-linear", description="module names to adapt, or all-linear")
+        "all-linear", description="module names to adapt, or all-linear"
+    )
     use_rslora: bool = Field(False, description="rank-stabilised scaling")
     use_dora: bool = Field(False, description="weight-decomposed LoRA (slower)")
     modules_to_save: list[str] = Field(default_factory=list, description="extra modules trained in full")
@@ -95,90 +113,167 @@ class TrainConfig(Section):
     early_stopping_patience: Optional[int] = Field(None, gt=0, description="stop after N evals without improvement")
     seed: int = Field(42, description="seed for init, data order and dropout")
     packing: bool = Field(True, description="padding-free packing of samples into one row")
-    share_prefix: bool = Field(True, description="with packing, compute the prompt prefix all samples of a "
-                               "micro-batch share (e.g. a fixed system prompt) once; exact")
+    share_prefix: bool = Field(
+        True,
+        description="with packing, compute the prompt prefix all samples of a "
+        "micro-batch share (e.g. a fixed system prompt) once; exact",
+    )
     pack_tokens: Union[None, int, Literal["auto"]] = Field(
-        "auto", description="with packing, fill each forward with up to this many tokens of the step's samples "
+        "auto",
+        description="with packing, fill each forward with up to this many tokens of the step's samples "
         "instead of batch_size samples (same gradient, fewer launches); auto = sized to free GPU memory on "
         "CUDA; on CPU batch_size samples per forward, split where the row would pass 128 tokens per sample "
-        "(bounds peak memory); null = batch_size samples, no cap")
+        "(bounds peak memory); null = batch_size samples, no cap",
+    )
     attention: Literal["auto", "packed", "fallback"] = Field(
-        "auto", description="training attention: packed = lorakit's, over packed rows (refused for a model whose "
+        "auto",
+        description="training attention: packed = lorakit's, over packed rows (refused for a model whose "
         "attention it does not compute); fallback = transformers' own over padded batches; auto = packed where "
-        "the model allows and train.packing is on, else fallback")
+        "the model allows and train.packing is on, else fallback",
+    )
     packed_attention: Literal["auto", "per_sample", "whole_row"] = Field(
-        "auto", description="how packed attention runs a row: one causal call per sample, or one masked call for "
-        "the whole row; auto = per_sample on CPU, whole_row on GPU; same results either way")
+        "auto",
+        description="how packed attention runs a row: one causal call per sample, or one masked call for "
+        "the whole row; auto = per_sample on CPU, whole_row on GPU; same results either way",
+    )
     fused: Literal["auto", "on", "off"] = Field(
-        "auto", description="lorakit's fused LoRA, SwiGLU and RMSNorm training forwards (which also let frozen "
-        "weights stay in bf16 where bf16 is emulated); auto = on for CPU; off = peft's and transformers' own")
-    gradient_checkpointing: Union[bool, Literal["auto"]] = Field(False, description="recompute activations to save memory")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast dtype; auto = bf16 where supported")
+        "auto",
+        description="lorakit's fused LoRA, SwiGLU and RMSNorm training forwards (which also let frozen "
+        "weights stay in bf16 where bf16 is emulated); auto = on for CPU; off = peft's and transformers' own",
+    )
+    gradient_checkpointing: Union[bool, Literal["auto"]] = Field(
+        False, description="recompute activations to save memory"
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="autocast dtype; auto = bf16 where supported"
+    )
     threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
     fsdp: bool = Field(False, description="with several processes, shard the base too (FSDP2), not only the data")
-    neftune_alpha: Optional[float] = Field(None, ge=0, description="NEFTune: uniform noise of alpha/sqrt(L*d) on "
-                                           "the input embeddings while training (the paper uses 5); null = off")
+    neftune_alpha: Optional[float] = Field(
+        None,
+        ge=0,
+        description="NEFTune: uniform noise of alpha/sqrt(L*d) on "
+        "the input embeddings while training (the paper uses 5); null = off",
+    )
     # -- the objective (lorakit.training.objectives): sft, or preference tuning on pairs --------------------
     method: Literal["sft", "dpo", "orpo", "simpo", "kto", "grpo"] = Field(
-        "sft", description="training objective: sft (answers from conversations); dpo, orpo or simpo (preference "
+        "sft",
+        description="training objective: sft (answers from conversations); dpo, orpo or simpo (preference "
         "pairs: prompt, chosen, rejected); kto (prompt, completion and a boolean label, or pairs); grpo (prompts "
-        "and reward functions; docs/grpo.md)")
-    dpo_beta: float = Field(0.1, gt=0, description="dpo: beta, how far the tuned model may move from the reference "
-                            "(the base with the adapter off); higher keeps it closer")
+        "and reward functions; docs/grpo.md)",
+    )
+    dpo_beta: float = Field(
+        0.1,
+        gt=0,
+        description="dpo: beta, how far the tuned model may move from the reference "
+        "(the base with the adapter off); higher keeps it closer",
+    )
     dpo_loss: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
-        "sigmoid", description="dpo: loss type, as TRL names them: sigmoid (the DPO paper), ipo (length-normalised "
-        "squared), hinge (SLiC), robust (noise-robust with train.label_smoothing)")
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo with dpo_loss robust: assumed share of "
-                                   "pairs whose labels are flipped; 0 = off")
-    rpo_alpha: Optional[float] = Field(None, ge=0, description="dpo: weight of an SFT term on the chosen answers "
-                                       "(token-mean NLL, TRL's loss_type sft); null = off")
-    precompute_ref_logps: bool = Field(False, description="dpo: compute the reference log-probs of every pair once "
-                                       "before training (cached in the run folder; resume reuses them) instead "
-                                       "of a reference forward per step")
-    orpo_beta: float = Field(0.1, gt=0, description="orpo: weight of the odds-ratio term (the chosen answer's odds "
-                             "over the rejected one's) against the NLL of the chosen sequence (TRL's beta, the "
-                             "paper's lambda)")
-    simpo_beta: float = Field(2.0, gt=0, description="simpo: beta, the scale of the length-normalised log-prob "
-                              "margin (the SimPO paper uses 2 to 2.5)")
-    simpo_gamma: float = Field(0.5, ge=0, description="simpo: gamma, the target reward margin subtracted inside the "
-                               "sigmoid (TRL's simpo_gamma)")
-    kto_beta: float = Field(0.1, gt=0, description="kto: beta, how far the tuned model may move from the reference "
-                            "(the base with the adapter off)")
-    kto_desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the desirable answers' losses (raise "
-                                        "it when they are fewer than the undesirable ones)")
+        "sigmoid",
+        description="dpo: loss type, as TRL names them: sigmoid (the DPO paper), ipo (length-normalised "
+        "squared), hinge (SLiC), robust (noise-robust with train.label_smoothing)",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="dpo with dpo_loss robust: assumed share of pairs whose labels are flipped; 0 = off",
+    )
+    rpo_alpha: Optional[float] = Field(
+        None,
+        ge=0,
+        description="dpo: weight of an SFT term on the chosen answers "
+        "(token-mean NLL, TRL's loss_type sft); null = off",
+    )
+    precompute_ref_logps: bool = Field(
+        False,
+        description="dpo: compute the reference log-probs of every pair once "
+        "before training (cached in the run folder; resume reuses them) instead "
+        "of a reference forward per step",
+    )
+    orpo_beta: float = Field(
+        0.1,
+        gt=0,
+        description="orpo: weight of the odds-ratio term (the chosen answer's odds "
+        "over the rejected one's) against the NLL of the chosen sequence (TRL's beta, the "
+        "paper's lambda)",
+    )
+    simpo_beta: float = Field(
+        2.0,
+        gt=0,
+        description="simpo: beta, the scale of the length-normalised log-prob margin (the SimPO paper uses 2 to 2.5)",
+    )
+    simpo_gamma: float = Field(
+        0.5,
+        ge=0,
+        description="simpo: gamma, the target reward margin subtracted inside the sigmoid (TRL's simpo_gamma)",
+    )
+    kto_beta: float = Field(
+        0.1,
+        gt=0,
+        description="kto: beta, how far the tuned model may move from the reference (the base with the adapter off)",
+    )
+    kto_desirable_weight: float = Field(
+        1.0,
+        gt=0,
+        description="kto: weight of the desirable answers' losses (raise "
+        "it when they are fewer than the undesirable ones)",
+    )
     kto_undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable answers' losses")
 
     # -- GRPO (train.method grpo): completions sampled from the model, scored by reward functions ----------
     rewards: list[Union[str, dict]] = Field(
-        default_factory=list, description="grpo: reward functions with TRL's signature: \"module:function\", "
-        "\"file.py:function\" (beside the config) or {function, weight, args} (args: a factory's settings, as the "
-        "built-ins in lorakit.training.rewards_builtin take them)")
+        default_factory=list,
+        description='grpo: reward functions with TRL\'s signature: "module:function", '
+        '"file.py:function" (beside the config) or {function, weight, args} (args: a factory\'s settings, as the '
+        "built-ins in lorakit.training.rewards_builtin take them)",
+    )
     num_generations: int = Field(4, ge=2, description="grpo: completions sampled per prompt (a group)")
     max_completion_length: int = Field(256, gt=0, description="grpo: new tokens per completion at most")
-    temperature: float = Field(1.0, gt=0, description="grpo: sampling temperature; the loss scores the logits "
-                               "divided by it too, as TRL")
+    temperature: float = Field(
+        1.0, gt=0, description="grpo: sampling temperature; the loss scores the logits divided by it too, as TRL"
+    )
     top_p: float = Field(1.0, gt=0, le=1, description="grpo: nucleus sampling (1 = off)")
     top_k: int = Field(0, ge=0, description="grpo: sample among the k likeliest tokens (0 = off)")
-    beta: float = Field(0.0, ge=0, description="grpo: weight of the KL to the base model (the adapter off); "
-                        "0 = no reference forward (TRL's default)")
+    beta: float = Field(
+        0.0,
+        ge=0,
+        description="grpo: weight of the KL to the base model (the adapter off); "
+        "0 = no reference forward (TRL's default)",
+    )
     epsilon: float = Field(0.2, gt=0, lt=1, description="grpo: clip the probability ratio to 1 - epsilon ...")
-    epsilon_high: Optional[float] = Field(None, gt=0, description="grpo: ... 1 + epsilon_high (DAPO uses 0.28); "
-                                          "null = epsilon")
-    num_iterations: int = Field(1, gt=0, description="grpo: optimizer steps per generation batch (TRL's mu); "
-                                "> 1 keeps the rollout-time log-probs as the old policy and clips against them")
+    epsilon_high: Optional[float] = Field(
+        None, gt=0, description="grpo: ... 1 + epsilon_high (DAPO uses 0.28); null = epsilon"
+    )
+    num_iterations: int = Field(
+        1,
+        gt=0,
+        description="grpo: optimizer steps per generation batch (TRL's mu); "
+        "> 1 keeps the rollout-time log-probs as the old policy and clips against them",
+    )
     loss_type: Literal["dapo", "grpo", "bnpo", "dr_grpo"] = Field(
-        "dapo", description="grpo: loss normalisation, as TRL names them: dapo = token sum / the step's completion "
+        "dapo",
+        description="grpo: loss normalisation, as TRL names them: dapo = token sum / the step's completion "
         "tokens, grpo = mean of per-completion token means, bnpo = token mean per forward, dr_grpo = token sum / "
-        "(completions x max_completion_length)")
+        "(completions x max_completion_length)",
+    )
     scale_rewards: Literal["group", "batch", "none"] = Field(
-        "group", description="grpo: advantages divided by the group's reward std, the batch's, or not (Dr. GRPO)")
-    mask_truncated_completions: bool = Field(False, description="grpo: completions cut by max_completion_length "
-                                             "carry no loss")
-    kl_ratio_correction: bool = Field(True, description="grpo with beta > 0: the KL estimate times the "
-                                      "probability ratio (TRL's use_bias_correction_kl)")
-    log_completions_steps: Optional[int] = Field(None, gt=0, description="grpo: every N steps, a few completions "
-                                                 "with their rewards go to completions.jsonl; null = logging_steps")
+        "group", description="grpo: advantages divided by the group's reward std, the batch's, or not (Dr. GRPO)"
+    )
+    mask_truncated_completions: bool = Field(
+        False, description="grpo: completions cut by max_completion_length carry no loss"
+    )
+    kl_ratio_correction: bool = Field(
+        True,
+        description="grpo with beta > 0: the KL estimate times the probability ratio (TRL's use_bias_correction_kl)",
+    )
+    log_completions_steps: Optional[int] = Field(
+        None,
+        gt=0,
+        description="grpo: every N steps, a few completions "
+        "with their rewards go to completions.jsonl; null = logging_steps",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -190,18 +285,45 @@ class TrainConfig(Section):
 
 
 # train.* settings read by one method only (lorakit.training.objectives)
-METHOD_KEYS = {"dpo_beta": "dpo", "dpo_loss": "dpo", "label_smoothing": "dpo", "rpo_alpha": "dpo",
-               "precompute_ref_logps": "dpo", "orpo_beta": "orpo", "simpo_beta": "simpo", "simpo_gamma": "simpo",
-               "kto_beta": "kto", "kto_desirable_weight": "kto", "kto_undesirable_weight": "kto",
-               **dict.fromkeys(("rewards", "num_generations", "max_completion_length", "temperature", "top_p",
-                                "top_k", "beta", "epsilon", "epsilon_high", "num_iterations", "loss_type",
-                                "scale_rewards", "mask_truncated_completions", "kl_ratio_correction",
-                                "log_completions_steps"), "grpo")}
+METHOD_KEYS = {
+    "dpo_beta": "dpo",
+    "dpo_loss": "dpo",
+    "label_smoothing": "dpo",
+    "rpo_alpha": "dpo",
+    "precompute_ref_logps": "dpo",
+    "orpo_beta": "orpo",
+    "simpo_beta": "simpo",
+    "simpo_gamma": "simpo",
+    "kto_beta": "kto",
+    "kto_desirable_weight": "kto",
+    "kto_undesirable_weight": "kto",
+    **dict.fromkeys(
+        (
+            "rewards",
+            "num_generations",
+            "max_completion_length",
+            "temperature",
+            "top_p",
+            "top_k",
+            "beta",
+            "epsilon",
+            "epsilon_high",
+            "num_iterations",
+            "loss_type",
+            "scale_rewards",
+            "mask_truncated_completions",
+            "kl_ratio_correction",
+            "log_completions_steps",
+        ),
+        "grpo",
+    ),
+}
 
 
 class TrackingConfig(Section):
     backends: list[Literal["swanlab", "tensorboard", "wandb", "mlflow"]] = Field(
-        default_factory=list, description="trackers besides the always-on metrics.jsonl")
+        default_factory=list, description="trackers besides the always-on metrics.jsonl"
+    )
     project: str = Field("lorakit", description="project name in the tracker")
     experiment: Optional[str] = Field(None, description="run name (default: the output folder name)")
     swanlab_mode: Literal["local", "offline", "cloud", "disabled"] = Field("local", description="SwanLab mode")
@@ -221,27 +343,41 @@ class RunConfig(Section):
         if any(w <= 0 for w in self.data.weights):
             raise ValueError(f"data.weights: every weight must be positive (got {self.data.weights})")
         if isinstance(self.train.pack_tokens, int) and self.train.pack_tokens < 1:
-            raise ValueError(f"train.pack_tokens: must be a positive token count, auto or null "
-                             f"(got {self.train.pack_tokens})")
+            raise ValueError(
+                f"train.pack_tokens: must be a positive token count, auto or null (got {self.train.pack_tokens})"
+            )
         t = self.train
         if t.label_smoothing and t.dpo_loss != "robust":
-            raise ValueError(f"train.label_smoothing: only the robust DPO loss uses it (train.dpo_loss is "
-                             f"{t.dpo_loss}); set train.dpo_loss=robust or train.label_smoothing=0")
+            raise ValueError(
+                f"train.label_smoothing: only the robust DPO loss uses it (train.dpo_loss is "
+                f"{t.dpo_loss}); set train.dpo_loss=robust or train.label_smoothing=0"
+            )
         # a method's own setting under another method would be silently ignored: refused
-        changed = [k for k, method in METHOD_KEYS.items() if method != t.method
-                   and getattr(t, k) != TrainConfig.model_fields[k].get_default(call_default_factory=True)]
+        changed = [
+            k
+            for k, method in METHOD_KEYS.items()
+            if method != t.method
+            and getattr(t, k) != TrainConfig.model_fields[k].get_default(call_default_factory=True)
+        ]
         if changed:
             k = changed[0]
             owner = METHOD_KEYS[k]
-            kind = ("a GRPO setting" if owner == "grpo" else "a preference-tuning setting" if t.method == "sft"
-                    else f"a {owner} setting")
-            raise ValueError(f"train.{k}: {kind}, but train.method is {t.method}; "
-                             f"set train.method={owner} or remove it")
+            kind = (
+                "a GRPO setting"
+                if owner == "grpo"
+                else "a preference-tuning setting"
+                if t.method == "sft"
+                else f"a {owner} setting"
+            )
+            raise ValueError(
+                f"train.{k}: {kind}, but train.method is {t.method}; set train.method={owner} or remove it"
+            )
         if t.method == "grpo" and not t.rewards:
             raise ValueError("train.rewards: GRPO needs at least one reward function (module:function)")
         if self.train.fsdp and self.model.quantize != "none":
-            raise ValueError("train.fsdp: cannot shard a quantized (QLoRA) base; "
-                             "set model.quantize=none or train.fsdp=false")
+            raise ValueError(
+                "train.fsdp: cannot shard a quantized (QLoRA) base; set model.quantize=none or train.fsdp=false"
+            )
         return self
 
 
@@ -265,8 +401,9 @@ def _load_with_lines(text: str, source: str) -> tuple[dict, dict[str, int]]:
             for k, v in n.value:
                 key = f"{prefix}{k.value}"
                 if key in lines:  # YAML would silently keep the last value
-                    raise LorakitError(f"{source}:{k.start_mark.line + 1}: duplicate key {key!r} "
-                                       f"(first set on line {lines[key]})")
+                    raise LorakitError(
+                        f"{source}:{k.start_mark.line + 1}: duplicate key {key!r} (first set on line {lines[key]})"
+                    )
                 lines[key] = k.start_mark.line + 1
                 walk(v, key + ".")
 
@@ -333,8 +470,9 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def build_config(data: dict, source: str = "<config>", lines: dict[str, int] | None = None,
-                 overrides: dict[str, str] | None = None) -> RunConfig:
+def build_config(
+    data: dict, source: str = "<config>", lines: dict[str, int] | None = None, overrides: dict[str, str] | None = None
+) -> RunConfig:
     """Validate a plain dict into a RunConfig; errors name source:line and the dotted key, or the
     override argument (`overrides`: dotted key -> `key=value` as given) that set the key."""
     lines = lines or {}

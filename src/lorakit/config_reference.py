@@ -56,8 +56,12 @@ def reference_markdown() -> str:
             lines += [f"\n## `{section}`\n", "| key | type | default | what it sets |", "|---|---|---|---|"]
         cell = description.replace("|", "\\|")  # a pipe inside a table cell must be escaped
         lines.append(f"| `{key}` | {types[key]} | `{_default(default)}` | {cell} |")
-    lines += ["\n## Presets (`--preset NAME`)\n", "Named overrides applied after the file and before the "
-              "command line's own `key=value` arguments.\n", "| preset | overrides |", "|---|---|"]
+    lines += [
+        "\n## Presets (`--preset NAME`)\n",
+        "Named overrides applied after the file and before the command line's own `key=value` arguments.\n",
+        "| preset | overrides |",
+        "|---|---|",
+    ]
     lines += [f"| `{name}` | {' '.join(f'`{o}`' for o in items)} |" for name, items in PRESETS.items()]
     return "\n".join(lines) + "\n"
 

@@ -33,9 +33,11 @@ class Gpu:
         return self.capability >= (8, 0)  # Ampere and later compute bf16 natively
 
     def line(self) -> str:
-        return (f"GPU {self.index}: {self.name}, {self.total_bytes / GIB:.1f} GiB "
-                f"({self.free_bytes / GIB:.1f} free), compute {self.capability[0]}.{self.capability[1]}, "
-                f"bf16 {'yes' if self.bf16 else 'no (lorakit trains in fp32 there; model.dtype: float16 halves the weights)'}")
+        return (
+            f"GPU {self.index}: {self.name}, {self.total_bytes / GIB:.1f} GiB "
+            f"({self.free_bytes / GIB:.1f} free), compute {self.capability[0]}.{self.capability[1]}, "
+            f"bf16 {'yes' if self.bf16 else 'no (lorakit trains in fp32 there; model.dtype: float16 halves the weights)'}"  # noqa: E501
+        )
 
 
 @dataclass
@@ -52,16 +54,24 @@ class Machine:
         build = f"CUDA {self.cuda_build} build" if self.cuda_build else "CPU build"
         out = [f"torch {self.torch_version} ({build})"]
         if self.cuda_build and not self.gpus:
-            out.append("no GPU visible to torch (driver missing, or CUDA_VISIBLE_DEVICES hides them): "
-                       "training runs on the CPU")
+            out.append(
+                "no GPU visible to torch (driver missing, or CUDA_VISIBLE_DEVICES hides them): training runs on the CPU"
+            )
         if not self.cuda_build and _nvidia_driver_present():
-            out.append("an NVIDIA driver is present but torch is the CPU wheel: run `make install TORCH=cuda` "
-                       "(or `make clean install`) to get the CUDA build")
+            out.append(
+                "an NVIDIA driver is present but torch is the CPU wheel: run `make install TORCH=cuda` "
+                "(or `make clean install`) to get the CUDA build"
+            )
         out += [g.line() for g in self.gpus]
-        out.append(f"lorakit train (train.device auto) uses: {'GPU 0, ' + self.gpus[0].name if self.gpus else 'the CPU'}")
+        out.append(
+            f"lorakit train (train.device auto) uses: {'GPU 0, ' + self.gpus[0].name if self.gpus else 'the CPU'}"
+        )
         flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in self.cpu_flags.items())
-        native = "native bf16" if self.cpu_flags.get("avx512_bf16") or self.cpu_flags.get("amx_bf16") else \
-            "bf16 emulated, so lorakit computes in fp32 on it"
+        native = (
+            "native bf16"
+            if self.cpu_flags.get("avx512_bf16") or self.cpu_flags.get("amx_bf16")
+            else "bf16 emulated, so lorakit computes in fp32 on it"
+        )
         out.append(f"CPU: {self.cpu_model}, {os.cpu_count()} cores; {flags}: {native}")
         if self.ram_available_bytes is not None:
             out.append(f"RAM: {self.ram_available_bytes / GIB:.1f} GiB available")
@@ -76,9 +86,9 @@ def engine_hint(name: str) -> str:
     return {
         "bitsandbytes": f"--preset low-memory needs it: {install_command('bitsandbytes', 'install-gpu')}",
         "vllm": "serve --engine vllm needs it, in an environment of its own since it pins another torch: "
-                + install_command("vllm", "install-gpu"),
+        + install_command("vllm", "install-gpu"),
         "llama.cpp": "optional: export's K-quants (q4_k_m, q5_k_m, q6_k) call llama.cpp's own quantizer: "
-                     + _quantizer_install(),
+        + _quantizer_install(),
     }[name]
 
 
@@ -86,9 +96,15 @@ def inspect_machine(cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path(
     import torch
 
     model, flags = cpu_features(cpuinfo)
-    return Machine(torch_version=torch.__version__, cuda_build=torch.version.cuda, gpus=list_gpus(),
-                   cpu_model=model, cpu_flags=flags, ram_available_bytes=ram_available(meminfo),
-                   engines=engines())
+    return Machine(
+        torch_version=torch.__version__,
+        cuda_build=torch.version.cuda,
+        gpus=list_gpus(),
+        cpu_model=model,
+        cpu_flags=flags,
+        ram_available_bytes=ram_available(meminfo),
+        engines=engines(),
+    )
 
 
 def list_gpus() -> list[Gpu]:
@@ -185,6 +201,7 @@ CUDA_CONTEXT_BYTES = int(0.5 * GIB)
 @dataclass
 class Target:
     """Where the run would train and the memory it would have there."""
+
     device: str  # "cuda" or "cpu"
     free_bytes: int
     label: str
@@ -204,13 +221,19 @@ def pick_target(cfg, machine: Machine, gpu_memory_gib: float | None = None) -> T
     """The device `lorakit train` would use for `cfg` here, or a hypothetical card of `gpu_memory_gib`."""
     if gpu_memory_gib is not None:
         total = int(gpu_memory_gib * GIB)
-        return Target("cuda", total - CUDA_CONTEXT_BYTES, f"a {gpu_memory_gib:g} GiB GPU "
-                      f"({(total - CUDA_CONTEXT_BYTES) / GIB:.1f} GiB free after the CUDA context)")
+        return Target(
+            "cuda",
+            total - CUDA_CONTEXT_BYTES,
+            f"a {gpu_memory_gib:g} GiB GPU ({(total - CUDA_CONTEXT_BYTES) / GIB:.1f} GiB free after the CUDA context)",
+        )
     if machine.gpus and cfg.train.device != "cpu":
         g = machine.gpus[int(os.environ.get("LOCAL_RANK", 0)) % len(machine.gpus)]
         return Target("cuda", g.free_bytes, f"GPU {g.index} ({g.name}, {g.free_bytes / GIB:.1f} GiB free)")
-    return Target("cpu", machine.ram_available_bytes or 0,
-                  f"the CPU ({(machine.ram_available_bytes or 0) / GIB:.1f} GiB RAM available)")
+    return Target(
+        "cpu",
+        machine.ram_available_bytes or 0,
+        f"the CPU ({(machine.ram_available_bytes or 0) / GIB:.1f} GiB RAM available)",
+    )
 
 
 def variants(cfg, target: Target) -> list[tuple[str, list[str]]]:
@@ -229,15 +252,21 @@ def variants(cfg, target: Target) -> list[tuple[str, list[str]]]:
     if target.device == "cuda" and cfg.model.quantize == "none":
         out.append(("--preset low-memory", list(PRESETS["low-memory"])))
         if t.packing:
-            out.append((f"--preset low-memory train.pack_tokens={small}",
-                        [*PRESETS["low-memory"], f"train.pack_tokens={small}"]))
+            out.append(
+                (
+                    f"--preset low-memory train.pack_tokens={small}",
+                    [*PRESETS["low-memory"], f"train.pack_tokens={small}"],
+                )
+            )
     return out
 
 
 def estimates(cfg, target: Target, plan_bytes) -> list[Estimate]:
     """The peak estimate of the config and of each variant; `plan_bytes(cfg, target)` is the planner."""
-    return [Estimate(name, overrides, plan_bytes(with_overrides(cfg, overrides), target))
-            for name, overrides in variants(cfg, target)]
+    return [
+        Estimate(name, overrides, plan_bytes(with_overrides(cfg, overrides), target))
+        for name, overrides in variants(cfg, target)
+    ]
 
 
 def model_for_estimate(cfg, workdir: Path, hf_cache: str | None = None):
@@ -255,12 +284,13 @@ def model_for_estimate(cfg, workdir: Path, hf_cache: str | None = None):
     except LorakitError:
         if not is_hub_id(ref):
             raise
-    found = shapes_before_download(ref, cfg.model.source, cache_root(cfg.model.cache_dir), workdir / "shapes",
-                                   hf_cache)
+    found = shapes_before_download(ref, cfg.model.source, cache_root(cfg.model.cache_dir), workdir / "shapes", hf_cache)
     if found is None:
-        raise LorakitError(f"model {ref} is not downloaded and lorakit does not know its shapes: run `lorakit "
-                           f"download {ref}`, or fetch its config.json alone (`hf download {ref} config.json`) "
-                           "for an estimate before the download")
+        raise LorakitError(
+            f"model {ref} is not downloaded and lorakit does not know its shapes: run `lorakit "
+            f"download {ref}`, or fetch its config.json alone (`hf download {ref} config.json`) "
+            "for an estimate before the download"
+        )
     return with_overrides(cfg, [f"model.name={found.folder}"]), f"model shapes: {found.source}"
 
 
@@ -279,16 +309,24 @@ def fit_lines(estimates_: list[Estimate], target: Target, bitsandbytes: bool) ->
 
     first, rest = estimates_[0], estimates_[1:]
     verdict = "fits" if first.fits(target) else "does NOT fit"
-    out = [f"memory estimate: ~{first.peak_bytes / GIB:.1f} GiB peak on {target.label}: {verdict}"
-           + (f", {(target.free_bytes - first.peak_bytes) / GIB:.1f} GiB to spare" if first.fits(target) else "")]
+    out = [
+        f"memory estimate: ~{first.peak_bytes / GIB:.1f} GiB peak on {target.label}: {verdict}"
+        + (f", {(target.free_bytes - first.peak_bytes) / GIB:.1f} GiB to spare" if first.fits(target) else "")
+    ]
     for e in rest:
-        note = "" if bitsandbytes or "low-memory" not in e.settings else \
-            f" (needs bitsandbytes: {install_command('bitsandbytes', 'install-gpu')})"
+        note = (
+            ""
+            if bitsandbytes or "low-memory" not in e.settings
+            else f" (needs bitsandbytes: {install_command('bitsandbytes', 'install-gpu')})"
+        )
         out.append(f"  with {e.settings}: ~{e.peak_bytes / GIB:.1f} GiB{' (fits)' if e.fits(target) else ''}{note}")
     if not first.fits(target):
         fitting = [e for e in rest if e.fits(target)]
-        out.append(f"to make it fit: {fitting[0].settings}" if fitting else
-                   "nothing here makes it fit: use a smaller model, lower data.max_length or a larger device")
+        out.append(
+            f"to make it fit: {fitting[0].settings}"
+            if fitting
+            else "nothing here makes it fit: use a smaller model, lower data.max_length or a larger device"
+        )
     out.append("(an upper estimate: the H200's measured peaks were 0.68-0.78x of it, docs/benchmarks.md)")
     return out
 
@@ -305,8 +343,17 @@ class Planner:
         from lorakit.training.plan import estimate
 
         i = self._resolve(cfg, target.device)
-        plan = estimate(cfg, i.data, i.model_path, i.samples_per_step, i.n_steps, i.weight_dtype, i.device,
-                        i.compute_dtype, free_bytes=target.free_bytes if target.device == "cuda" else None)
+        plan = estimate(
+            cfg,
+            i.data,
+            i.model_path,
+            i.samples_per_step,
+            i.n_steps,
+            i.weight_dtype,
+            i.device,
+            i.compute_dtype,
+            free_bytes=target.free_bytes if target.device == "cuda" else None,
+        )
         return int(plan.memory_gb * 1e9)
 
     def _resolve(self, cfg, device: str):
@@ -314,9 +361,18 @@ class Planner:
         from lorakit.training.plan import resolve_inputs
 
         t = cfg.train  # what resolve_inputs reads; the variants change none of it
-        key = json.dumps([device, cfg.model.name, cfg.model.source, cfg.model.cache_dir, cfg.model.dtype,
-                          cfg.data.model_dump(mode="json"), cfg.tracking.model_dump(mode="json"),
-                          [t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.precision, t.fsdp]])
+        key = json.dumps(
+            [
+                device,
+                cfg.model.name,
+                cfg.model.source,
+                cfg.model.cache_dir,
+                cfg.model.dtype,
+                cfg.data.model_dump(mode="json"),
+                cfg.tracking.model_dump(mode="json"),
+                [t.batch_size, t.grad_accum, t.epochs, t.max_steps, t.precision, t.fsdp],
+            ]
+        )
         if key not in self._inputs:
             base = with_overrides(cfg, ["model.quantize=none"])  # resolve_inputs refuses 4-bit off CUDA
             self._inputs[key] = resolve_inputs(base, Distributed(), device)  # one process: doctor plans one

@@ -41,4 +41,4 @@ def svg_inline(fig: Figure) -> str:
     with matplotlib.rc_context({"svg.fonttype": "path"}):
         fig.savefig(buf, format="svg")
     svg = buf.getvalue()
-    return svg[svg.find("<svg"):]
+    return svg[svg.find("<svg") :]

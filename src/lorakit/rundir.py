@@ -27,8 +27,9 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir()
-             if p.is_dir() and CHECKPOINT_PATTERN.match(p.name) and (p / "state.json").is_file()]
+    found = [
+        p for p in root.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name) and (p / "state.json").is_file()
+    ]
     return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
 
 
@@ -74,8 +75,10 @@ def run_status(run_dir: Path) -> dict | None:
 
 def describe_status(status: dict) -> str:
     if status.get("status") == "diverged":
-        return (f"diverged at step {status.get('step')}; last good checkpoint: "
-                f"{status.get('last_good_checkpoint') or 'none'}")
+        return (
+            f"diverged at step {status.get('step')}; last good checkpoint: "
+            f"{status.get('last_good_checkpoint') or 'none'}"
+        )
     return f"status {status.get('status')!r}"
 
 
@@ -110,12 +113,16 @@ def _check_contents(run_dir: Path, resume: str | None, overwrite: bool) -> None:
     if status and status.get("status") == "completed":
         raise LorakitError(f"{run_dir}: already holds a finished run; pass --overwrite or set train.output_dir")
     if status:
-        raise LorakitError(f"{run_dir}: holds a run that stopped ({describe_status(status)}); continue it with "
-                           f"--resume or start over with --overwrite")
+        raise LorakitError(
+            f"{run_dir}: holds a run that stopped ({describe_status(status)}); continue it with "
+            f"--resume or start over with --overwrite"
+        )
     ckpts = checkpoint_dirs(run_dir)
     if ckpts:
-        raise LorakitError(f"{run_dir}: holds an unfinished run ({ckpts[-1].name}); "
-                           f"continue it with --resume or start over with --overwrite")
+        raise LorakitError(
+            f"{run_dir}: holds an unfinished run ({ckpts[-1].name}); "
+            f"continue it with --resume or start over with --overwrite"
+        )
 
 
 # ---- output folders lorakit owns ------------------------------------------------------------------------
@@ -143,8 +150,9 @@ def check_output_dir(path: str | Path, what: str, overwrite: bool) -> Path:
     p = _check_place(path, what)
     if p.is_dir() and any(e.name != LOCK for e in p.iterdir()) and not is_lorakit_output(p):
         hint = " (--overwrite replaces only folders lorakit wrote)" if overwrite else ""
-        raise LorakitError(f"{what} {path}: folder is not empty and was not written by lorakit{hint}; "
-                           f"choose another folder")
+        raise LorakitError(
+            f"{what} {path}: folder is not empty and was not written by lorakit{hint}; choose another folder"
+        )
     return p
 
 
@@ -155,8 +163,10 @@ def _check_place(path: str | Path, what: str) -> Path:
     p = Path(raw).expanduser().resolve()
     cwd = Path.cwd().resolve()
     if p == Path(p.anchor) or p == Path.home().resolve() or p == cwd or p in cwd.parents:
-        raise LorakitError(f"{what} {raw}: refusing to write into {p} (the root, home or current folder "
-                           f"or one above it); give a new folder, e.g. runs/NAME")
+        raise LorakitError(
+            f"{what} {raw}: refusing to write into {p} (the root, home or current folder "
+            f"or one above it); give a new folder, e.g. runs/NAME"
+        )
     if (p / ".git").exists():
         raise LorakitError(f"{what} {raw}: {p} is a repository root; give a new folder, e.g. runs/NAME")
     if p.exists() and not p.is_dir():
@@ -191,8 +201,10 @@ class RunLock:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
             os.close(fd)
             who = f" (pid {holder})" if holder.isdigit() else ""
-            raise LorakitError(f"{self.path.parent}: in use by another lorakit run{who}; wait for it to end "
-                               f"or set another train.output_dir") from None
+            raise LorakitError(
+                f"{self.path.parent}: in use by another lorakit run{who}; wait for it to end "
+                f"or set another train.output_dir"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
@@ -229,18 +241,25 @@ def check_adapter(folder: str | Path) -> Path:
     if not weights.is_file() and legacy.is_file():
         weights = legacy
     if not weights.is_file():
-        raise LorakitError(f"{weights}: adapter weights file missing (a local folder is never looked up "
-                           f"on the hub); point at a complete run or adapter folder")
+        raise LorakitError(
+            f"{weights}: adapter weights file missing (a local folder is never looked up "
+            f"on the hub); point at a complete run or adapter folder"
+        )
     try:
-        tensors = (load_file(str(weights)) if weights.suffix == ".safetensors"
-                   else torch.load(weights, map_location="cpu", weights_only=True))
+        tensors = (
+            load_file(str(weights))
+            if weights.suffix == ".safetensors"
+            else torch.load(weights, map_location="cpu", weights_only=True)
+        )
     except Exception as e:  # SafetensorError, OSError, or a pickle that is not plain tensors
         first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise LorakitError(f"{weights}: unreadable adapter weights ({first})") from None
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise LorakitError(f"{weights}: adapter tensor {name} holds NaN or infinite values (the run "
-                               f"diverged); retrain with a lower train.lr")
+            raise LorakitError(
+                f"{weights}: adapter tensor {name} holds NaN or infinite values (the run "
+                f"diverged); retrain with a lower train.lr"
+            )
     return weights
 
 

@@ -68,8 +68,10 @@ def refuse_retired() -> None:
     found = [name for name in RETIRED if name in os.environ]
     if found:
         instead = "; ".join(f"{name} -> {RETIRED[name]}" for name in found)
-        raise LorakitError(f"{', '.join(found)}: no longer read; training's fast paths are config keys now "
-                           f"({instead}): set the key and unset the variable")
+        raise LorakitError(
+            f"{', '.join(found)}: no longer read; training's fast paths are config keys now "
+            f"({instead}): set the key and unset the variable"
+        )
 
 
 def _get(name: str) -> str | None:

@@ -20,8 +20,10 @@ def one_thread(lorakit_cache):
 
 # Cells the matrix leaves out (deselected, not skipped: in CI a skip fails): on the real SmolLM2 the GPU
 # layout and the fallback are the tiny llama3 row's architecture again, at many times its cost.
-LEFT_OUT = {"test_training_loss_and_lora_gradients[smollm2-135m-instruct-whole_row]",
-            "test_transformers_fallback_is_exact_too[smollm2-135m-instruct]"}
+LEFT_OUT = {
+    "test_training_loss_and_lora_gradients[smollm2-135m-instruct-whole_row]",
+    "test_transformers_fallback_is_exact_too[smollm2-135m-instruct]",
+}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -28,34 +28,44 @@ def _row(label: str, feature: str, model, vllm: str) -> str:
     if choice.head:
         fused += f"; head loss with {', '.join(choice.head)}"
     fallback = f"transformers {fastpaths.inference_attention(type(model))}"
-    return (f"| {label} | {feature} | {packed} | {fused} | {fallback} | exact | exact "
-            f"({fastpaths.inference_attention(type(model))}) | {'yes (' + vllm + ')' if vllm else 'no'} "
-            f"| {gguf_export(model.config)} |")
+    return (
+        f"| {label} | {feature} | {packed} | {fused} | {fallback} | exact | exact "
+        f"({fastpaths.inference_attention(type(model))}) | {'yes (' + vllm + ')' if vllm else 'no'} "
+        f"| {gguf_export(model.config)} |"
+    )
 
 
 def gguf_export(config) -> str:
     """`lorakit export --format gguf` for this config: written (the GGUF architecture), or why not."""
-    from lorakit.exporting.gguf_writer import FAMILIES as GGUF_FAMILIES, export_refusal
+    from lorakit.exporting.gguf_writer import FAMILIES as GGUF_FAMILIES
+    from lorakit.exporting.gguf_writer import export_refusal
 
     if config.model_type not in GGUF_FAMILIES:
         return "refused (not yet)"
     refusal = export_refusal(config.to_dict())
-    return f"refused ({refusal.split(';')[0].split(':')[0]})" if refusal else f"yes ({GGUF_FAMILIES[config.model_type].arch})"
+    return (
+        f"refused ({refusal.split(';')[0].split(':')[0]})"
+        if refusal
+        else f"yes ({GGUF_FAMILIES[config.model_type].arch})"
+    )
 
 
 def table() -> str:
     import torch
 
-    lines = ["| family | what sets it apart | packed fast path | fused forwards (training, CPU) | fallback (tested) "
-             "| merge | generate (chat, serve, eval) | vLLM-servable | GGUF export |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| family | what sets it apart | packed fast path | fused forwards (training, CPU) | fallback (tested) "
+        "| merge | generate (chat, serve, eval) | vLLM-servable | GGUF export |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for f in FAMILIES:
         lines.append(_row(f.name, f.feature, build(f), f.vllm))
     from lorakit.models import load_model, resolve_model
 
     torch.manual_seed(0)
-    lines.append(_row(SMOLLM2[0], SMOLLM2[1], load_model(resolve_model("smollm2-135m-instruct"), "float32"),
-                      SMOLLM2[2]))
+    lines.append(
+        _row(SMOLLM2[0], SMOLLM2[1], load_model(resolve_model("smollm2-135m-instruct"), "float32"), SMOLLM2[2])
+    )
     return "\n".join(lines)
 
 
@@ -65,7 +75,7 @@ def block() -> str:
 
 def current() -> str:
     text = DOC.read_text(encoding="utf-8")
-    return text[text.index(START):text.index(END) + len(END)]
+    return text[text.index(START) : text.index(END) + len(END)]
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ import random
 
 import pytest
 import torch
-
 from families import BY_NAME, build
 from test_matrix import word_tokenizer
+
 from lorakit.config import LoraConfig
 from lorakit.models.lora import attach_lora
 from lorakit.training import grpo_step as S
@@ -63,13 +63,32 @@ def trl_trainer(model, tok, out, loss_type, beta, num_iterations, temperature, c
     def rollout_func(prompts, trainer):
         return {"prompt_ids": [PROMPTS[p] for p in prompts], "completion_ids": completion_ids, "logprobs": None}
 
-    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=G * len(PROMPTS), num_generations=G,
-                      max_completion_length=MAX_LEN, use_cpu=True, report_to=[], bf16=False, loss_type=loss_type,
-                      beta=beta, num_iterations=num_iterations, epsilon=0.2, epsilon_high=0.28,
-                      temperature=temperature, save_strategy="no", logging_steps=1)
+    args = GRPOConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=G * len(PROMPTS),
+        num_generations=G,
+        max_completion_length=MAX_LEN,
+        use_cpu=True,
+        report_to=[],
+        bf16=False,
+        loss_type=loss_type,
+        beta=beta,
+        num_iterations=num_iterations,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        temperature=temperature,
+        save_strategy="no",
+        logging_steps=1,
+    )
     data = Dataset.from_list([{"prompt": p, "answer": a} for p, a in ANSWERS.items()])
-    trainer = GRPOTrainer(model=model, reward_funcs=[length_reward, answer_reward], args=args, train_dataset=data,
-                          processing_class=tok, rollout_func=rollout_func)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[length_reward, answer_reward],
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+        rollout_func=rollout_func,
+    )
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; one micro-batch per step here
     if "ref" in model.peft_config:
         # Given a PeftModel and beta > 0, TRL copies the adapter as it is now into a frozen "ref" adapter. A
@@ -104,8 +123,11 @@ def step_since_rollout(model, micro, temperature):
     raise AssertionError("no well-posed perturbation found")
 
 
-CASES = [(loss_type, beta, iterations) for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo")
-         for beta, iterations in ((0.0, 1), (0.05, 2))]
+CASES = [
+    (loss_type, beta, iterations)
+    for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo")
+    for beta, iterations in ((0.0, 1), (0.05, 2))
+]
 
 
 @pytest.mark.parametrize("setup", ["qwen3", "llama3"], indirect=True)
@@ -136,23 +158,36 @@ def check(model, tok, base, loss_type, beta, iterations, tmp_path):
     trl_inputs = trainer._generate_and_score_completions(inputs)
 
     # lorakit: the same completions, scored, packed; old/ref log-probs from its own forward
-    settings = S.GRPOSettings(num_generations=G, max_completion_length=MAX_LEN, temperature=temperature, beta=beta,
-                              epsilon=0.2, epsilon_high=0.28, num_iterations=iterations, loss_type=loss_type)
+    settings = S.GRPOSettings(
+        num_generations=G,
+        max_completion_length=MAX_LEN,
+        temperature=temperature,
+        beta=beta,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        num_iterations=iterations,
+        loss_type=loss_type,
+    )
     records = [{"prompt": p, "answer": a} for p, a in ANSWERS.items()]
-    completions = [Completion(i // G, PROMPTS[p["prompt"]], ids, tok.decode(ids, skip_special_tokens=True), False)
-                   for i, (p, ids) in enumerate(zip(inputs, completion_ids))]
+    completions = [
+        Completion(i // G, PROMPTS[p["prompt"]], ids, tok.decode(ids, skip_special_tokens=True), False)
+        for i, (p, ids) in enumerate(zip(inputs, completion_ids))
+    ]
     use_packed_attention(base)
-    scores, advantages, _ = S.score_completions(completions, records, [Reward("length_reward", length_reward),
-                                                                       Reward("answer_reward", answer_reward)], settings)
+    scores, advantages, _ = S.score_completions(
+        completions, records, [Reward("length_reward", length_reward), Reward("answer_reward", answer_reward)], settings
+    )
     torch.testing.assert_close(advantages, trl_inputs["advantages"], rtol=1e-5, atol=1e-6)
     units = S.completion_units(completions, advantages)
     pack = S.pack_completions
     if iterations > 1:
         S.attach_fixed_logprobs(units, lambda b: S.completion_logprobs(model, b, temperature), "old_logps", 4, pack)
     if beta:
+
         def reference(batch):
             with model.disable_adapter():
                 return S.completion_logprobs(model, batch, temperature)
+
         S.attach_fixed_logprobs(units, reference, "ref_logps", 4, pack)
 
     def padded(key):
@@ -199,5 +234,10 @@ def assert_equal(loss, got, trl_loss, expected):
     for name in expected:
         # rtol 1e-5 with an absolute floor at 1e-5 of the tensor's largest entry, as the conformance matrix
         # (TRL left-pads prompts, lorakit packs them: the sums run in another order)
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5 * float(expected[name].abs().max()),
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            got[name],
+            expected[name],
+            rtol=1e-5,
+            atol=1e-5 * float(expected[name].abs().max()),
+            msg=lambda m, name=name: f"{name}: {m}",
+        )

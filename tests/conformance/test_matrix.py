@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from families import BY_NAME, FAMILIES, VOCAB, build
+
 from lorakit.config import LoraConfig, ModelConfig, RunConfig, config_to_yaml
 from lorakit.inference.engine import Engine, SamplingParams
 from lorakit.models import load_model, load_tokenizer, resolve_model
@@ -68,12 +68,15 @@ def case(request, tmp_path_factory) -> Case:
         base_dir = resolve_model(REAL)
         # real token ids: the chat template's opening is the shared prefix
         tok = load_tokenizer(base_dir)
-        prefix = tok.apply_chat_template([{"role": "system", "content": "You are a helpful assistant."}],
-                                         tokenize=False)
+        prefix = tok.apply_chat_template(
+            [{"role": "system", "content": "You are a helpful assistant."}], tokenize=False
+        )
         ids = tok.encode(prefix, add_special_tokens=False)
-        samples = [{"input_ids": ids + s["input_ids"][len(PREFIX):],
-                    "labels": [-100] * len(ids) + s["labels"][len(PREFIX):]} for s in SAMPLES]
-        prompts = [ids + p[len(PREFIX):] for p in PROMPTS[:2]]  # two suffice for batching; 135M is not free
+        samples = [
+            {"input_ids": ids + s["input_ids"][len(PREFIX) :], "labels": [-100] * len(ids) + s["labels"][len(PREFIX) :]}
+            for s in SAMPLES
+        ]
+        prompts = [ids + p[len(PREFIX) :] for p in PROMPTS[:2]]  # two suffice for batching; 135M is not free
     else:
         base_dir = root / "base"
         build(BY_NAME[name]).save_pretrained(base_dir)
@@ -117,8 +120,9 @@ def assert_grads_equal(model, expected: dict, real: bool) -> None:
     for name, g in expected.items():
         got = model.get_parameter(name).grad
         assert got is not None, name
-        torch.testing.assert_close(got, g, rtol=1e-5, atol=floor * float(g.abs().max()),
-                                   msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            got, g, rtol=1e-5, atol=floor * float(g.abs().max()), msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 def lorakit_training(case, mode: str = "auto", use_fused: bool = True, calls: str = "auto"):
@@ -161,13 +165,28 @@ def test_eval_loss(case, reference):
     from lorakit.training.loss import evaluate_loss
 
     model, _ = lorakit_training(case, use_fused=False)
-    got = evaluate_loss(model, case.samples, batch_size=3, packing=True, pad_id=0, device="cpu",
-                        autocast=torch.autocast("cpu", enabled=False), share_prefix=True)
+    got = evaluate_loss(
+        model,
+        case.samples,
+        batch_size=3,
+        packing=True,
+        pad_id=0,
+        device="cpu",
+        autocast=torch.autocast("cpu", enabled=False),
+        share_prefix=True,
+    )
     n_sup = sum(batching.supervised_tokens(batching.pack([s])) for s in case.samples)
     assert got == pytest.approx(float(reference[0]) / n_sup, rel=1e-5)
     # the eval stage's held-out loss: the model as loaded for generation (transformers' attention)
-    held_out = evaluate_loss(case.model, case.samples, batch_size=3, packing=True, pad_id=0, device="cpu",
-                             autocast=torch.autocast("cpu", enabled=False))
+    held_out = evaluate_loss(
+        case.model,
+        case.samples,
+        batch_size=3,
+        packing=True,
+        pad_id=0,
+        device="cpu",
+        autocast=torch.autocast("cpu", enabled=False),
+    )
     assert held_out == pytest.approx(float(reference[0]) / n_sup, rel=1e-5)
 
 
@@ -197,10 +216,14 @@ def alone(case, engine) -> list:
 def test_generate_core_matches_model_generate(case, engine, alone):
     for prompt, got in zip(case.prompts, alone):
         with torch.no_grad():
-            out = case.model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=GREEDY.max_new_tokens,
-                                      do_sample=False, eos_token_id=sorted(engine.eos_ids),
-                                      pad_token_id=engine.tokenizer.pad_token_id)
-        new = out[0, len(prompt):].tolist()
+            out = case.model.generate(
+                input_ids=torch.tensor([prompt]),
+                max_new_tokens=GREEDY.max_new_tokens,
+                do_sample=False,
+                eos_token_id=sorted(engine.eos_ids),
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )
+        new = out[0, len(prompt) :].tolist()
         assert got.completion_tokens == len(new)
         # the engine never shows part of a multi-byte character: a cut-off one at the end stays unshown
         assert got.text == engine.decode([t for t in new if t not in engine.eos_ids]).rstrip("\ufffd")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-
 from families import BY_NAME, build
+
 from lorakit.config import LoraConfig
 from lorakit.errors import LorakitError
 from lorakit.models import load_model
@@ -44,8 +44,10 @@ def test_qwen2_without_use_sliding_window_has_no_window():
     assert "sliding window 16" in chosen("qwen2-window")[1].line()
 
 
-@pytest.mark.parametrize("attr,value,what", [("attention_chunk_size", 8, "chunked attention"),
-                                             ("position_embedding_type", "alibi", "ALiBi position bias")])
+@pytest.mark.parametrize(
+    "attr,value,what",
+    [("attention_chunk_size", 8, "chunked attention"), ("position_embedding_type", "alibi", "ALiBi position bias")],
+)
 def test_attention_packed_attention_does_not_compute_falls_back(attr, value, what):
     model, choice = chosen("llama3", **{attr: value})
     assert not choice.packed and not choice.share_prefix
@@ -74,12 +76,20 @@ def test_gemma2_loads_with_eager_attention_instead_of_failing(tmp_path):
     assert load_model(tmp_path, dtype="float32").config._attn_implementation == "eager"
 
 
-@pytest.mark.parametrize("config,what", [
-    (lambda: transformers.T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2),
-     "t5 is an encoder-decoder model; lorakit trains decoder-only causal LMs"),
-    (lambda: transformers.LlavaConfig(), "llava is a vision/audio-language model and lorakit has no text-only path"),
-    (lambda: transformers.ViTConfig(), "vit has no causal-LM class in transformers"),
-])
+@pytest.mark.parametrize(
+    "config,what",
+    [
+        (
+            lambda: transformers.T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2),
+            "t5 is an encoder-decoder model; lorakit trains decoder-only causal LMs",
+        ),
+        (
+            lambda: transformers.LlavaConfig(),
+            "llava is a vision/audio-language model and lorakit has no text-only path",
+        ),
+        (lambda: transformers.ViTConfig(), "vit has no causal-LM class in transformers"),
+    ],
+)
 def test_models_lorakit_cannot_train_are_refused_in_one_line(tmp_path, config, what):
     config().save_pretrained(tmp_path)
     with pytest.raises(LorakitError) as e:
@@ -88,9 +98,10 @@ def test_models_lorakit_cannot_train_are_refused_in_one_line(tmp_path, config, w
 
 
 def test_a_tokenizer_without_a_chat_template_is_refused_in_one_line(tmp_path):
+    from test_matrix import word_tokenizer
+
     from lorakit.data.conversation import Conversation, Message
     from lorakit.data.template import tokenize_conversation
-    from test_matrix import word_tokenizer
 
     tok = word_tokenizer(tmp_path)
     conv = Conversation([Message("user", "t5 t6"), Message("assistant", "t7")], source="x.json:1")
@@ -102,8 +113,9 @@ def test_a_tokenizer_without_a_chat_template_is_refused_in_one_line(tmp_path):
 def test_packed_attention_window_and_softcap_change_the_result():
     """The features are live in the matrix's models: dropping either changes the loss (so equality there
     is not vacuous)."""
-    from lorakit.training import batching, loss
     from test_matrix import SAMPLES
+
+    from lorakit.training import batching, loss
 
     def value(attr=None):
         model, _ = chosen("gemma2")

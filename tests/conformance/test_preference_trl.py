@@ -8,11 +8,19 @@ padded layout of models without a packed path)."""
 
 import pytest
 import torch
-
 from families import BY_NAME, build
 from test_matrix import word_tokenizer
-from trl_preference import (lora_grads, pair_units, trl_kto, trl_orpo, trl_simpo, unpaired_units, word_pairs,
-                            word_unpaired)
+from trl_preference import (
+    lora_grads,
+    pair_units,
+    trl_kto,
+    trl_orpo,
+    trl_simpo,
+    unpaired_units,
+    word_pairs,
+    word_unpaired,
+)
+
 from lorakit.config import RunConfig
 from lorakit.training.attention import use_packed_attention
 from lorakit.training.loss import LossModule
@@ -60,15 +68,16 @@ def fitted_to(model, tokenizer, rows: list[dict], steps: int = 8):
     return model
 
 
-def lorakit_run(objective_cls, family: str, units: list, packing: bool = True, adapter: dict | None = None,
-                **train):
+def lorakit_run(objective_cls, family: str, units: list, packing: bool = True, adapter: dict | None = None, **train):
     """lorakit's step loss over `units` as one step (the loop's division by the step's denominator)."""
     model = peft_model(family, adapter)
     if packing:
         use_packed_attention(model)
     model.train()
-    cfg = RunConfig(train=dict(method=objective_cls.name, batch_size=len(units), packing=packing,
-                               share_prefix=packing, **train), data=dict(max_length=128))
+    cfg = RunConfig(
+        train=dict(method=objective_cls.name, batch_size=len(units), packing=packing, share_prefix=packing, **train),
+        data=dict(max_length=128),
+    )
     objective = objective_cls(cfg)
     micro = objective.micro_batches(units, 0, None, 1)
     n = objective.begin_step(micro)
@@ -87,8 +96,9 @@ def assert_same(got, expected_loss, expected_grads):
     for name, g in grads.items():
         # the matrix's rule (test_matrix.assert_grads_equal): rtol 1e-5, floor at 1e-5 of the largest entry
         scale = float(expected_grads[name].abs().max())
-        torch.testing.assert_close(g, expected_grads[name], rtol=1e-5, atol=1e-5 * scale,
-                                   msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            g, expected_grads[name], rtol=1e-5, atol=1e-5 * scale, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -99,14 +109,19 @@ def test_orpo_equals_trl(family, tokenizer):
     loss, metrics, batch = trl_orpo(model, tokenizer, word_pairs(4, seed=1), beta=0.25)
     got = lorakit_run(ORPO, family, pair_units(batch), orpo_beta=0.25)
     assert_same(got, loss, lora_grads(model))
-    for ours, theirs in [("rewards/chosen", "rewards/chosen"), ("rewards/rejected", "rewards/rejected"),
-                         ("accuracy", "rewards/accuracies"), ("log_odds_ratio", "log_odds_ratio"),
-                         ("log_odds_chosen", "log_odds_chosen")]:
+    for ours, theirs in [
+        ("rewards/chosen", "rewards/chosen"),
+        ("rewards/rejected", "rewards/rejected"),
+        ("accuracy", "rewards/accuracies"),
+        ("log_odds_ratio", "log_odds_ratio"),
+        ("log_odds_chosen", "log_odds_chosen"),
+    ]:
         # log-odds near 0 are differences of log-probs near -6: fp32 rounds those at ~1e-6 absolute
         assert got[1][ours] == pytest.approx(metrics[theirs], rel=1e-5, abs=2e-6), ours
     if family == "qwen3":  # the padded layout gives the same
-        assert_same(lorakit_run(ORPO, family, pair_units(batch), packing=False, orpo_beta=0.25), loss,
-                    lora_grads(model))
+        assert_same(
+            lorakit_run(ORPO, family, pair_units(batch), packing=False, orpo_beta=0.25), loss, lora_grads(model)
+        )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -120,8 +135,11 @@ def test_simpo_equals_trl(family, tokenizer):
     # beta times a difference of log-probs near -6: fp32 rounds it at ~1e-6 absolute
     assert got[1]["margin"] == pytest.approx(metrics["rewards/margins"], rel=1e-5, abs=5e-6)
     if family == "qwen3":
-        assert_same(lorakit_run(SimPO, family, pair_units(batch), packing=False, simpo_beta=2.0, simpo_gamma=0.7),
-                    loss, lora_grads(model))
+        assert_same(
+            lorakit_run(SimPO, family, pair_units(batch), packing=False, simpo_beta=2.0, simpo_gamma=0.7),
+            loss,
+            lora_grads(model),
+        )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -135,11 +153,24 @@ def test_kto_equals_trl(family, tokenizer):
     loss, metrics, batch = trl_kto(model, tokenizer, rows, beta=0.5, **weights)
     units = unpaired_units(batch)
     assert {u["label"] for u in units} == {True, False}
-    got = lorakit_run(KTO, family, units, adapter=adapter, kto_beta=0.5, kto_desirable_weight=1.0,
-                      kto_undesirable_weight=1.5)
+    got = lorakit_run(
+        KTO, family, units, adapter=adapter, kto_beta=0.5, kto_desirable_weight=1.0, kto_undesirable_weight=1.5
+    )
     assert_same(got, loss, lora_grads(model))
     assert metrics["kl"] > 0  # the KL term is live in this comparison, not clamped away
     assert got[1]["kl"] == pytest.approx(metrics["kl"], rel=1e-5)
     if family == "qwen3":
-        assert_same(lorakit_run(KTO, family, units, packing=False, adapter=adapter, kto_beta=0.5, kto_desirable_weight=1.0,
-                                kto_undesirable_weight=1.5), loss, lora_grads(model))
+        assert_same(
+            lorakit_run(
+                KTO,
+                family,
+                units,
+                packing=False,
+                adapter=adapter,
+                kto_beta=0.5,
+                kto_desirable_weight=1.0,
+                kto_undesirable_weight=1.5,
+            ),
+            loss,
+            lora_grads(model),
+        )

@@ -29,16 +29,23 @@ def word_pairs(n: int, seed: int = 0) -> list[dict]:
     out = []
     for i in range(n):
         lengths = torch.randint(3, 14, (3,), generator=g).tolist()
-        out.append({"prompt": words(g, lengths[0] + 4 * (i % 2)), "chosen": " " + words(g, lengths[1]),
-                    "rejected": " " + words(g, lengths[2] + 6 * (i % 3 == 0))})
+        out.append(
+            {
+                "prompt": words(g, lengths[0] + 4 * (i % 2)),
+                "chosen": " " + words(g, lengths[1]),
+                "rejected": " " + words(g, lengths[2] + 6 * (i % 3 == 0)),
+            }
+        )
     return out
 
 
 def word_unpaired(n: int, seed: int = 0) -> list[dict]:
     """KTO's unpaired form: `n` completions, desirable and undesirable mixed unevenly."""
     g = torch.Generator().manual_seed(seed)
-    return [{"prompt": words(g, 3 + i % 4), "completion": " " + words(g, 2 + (3 * i) % 7), "label": i % 3 != 1}
-            for i in range(n)]
+    return [
+        {"prompt": words(g, 3 + i % 4), "completion": " " + words(g, 2 + (3 * i) % 7), "label": i % 3 != 1}
+        for i in range(n)
+    ]
 
 
 def lora_grads(model) -> dict[str, torch.Tensor]:
@@ -48,9 +55,15 @@ def lora_grads(model) -> dict[str, torch.Tensor]:
 
 
 def _args(config_cls, n: int, **kwargs):
-    return config_cls(output_dir=tempfile.mkdtemp(prefix="trl-ref-"), per_device_train_batch_size=n,
-                      report_to=[], use_cpu=True, remove_unused_columns=False, dataloader_num_workers=0,
-                      **kwargs)
+    return config_cls(
+        output_dir=tempfile.mkdtemp(prefix="trl-ref-"),
+        per_device_train_batch_size=n,
+        report_to=[],
+        use_cpu=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        **kwargs,
+    )
 
 
 def trl_orpo(model, tokenizer, pairs: list[dict], beta: float, max_length: int = 128):
@@ -58,8 +71,12 @@ def trl_orpo(model, tokenizer, pairs: list[dict], beta: float, max_length: int =
     from datasets import Dataset
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    trainer = ORPOTrainer(model=model, args=_args(ORPOConfig, len(pairs), beta=beta, max_length=max_length),
-                          train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
+    trainer = ORPOTrainer(
+        model=model,
+        args=_args(ORPOConfig, len(pairs), beta=beta, max_length=max_length),
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=tokenizer,
+    )
     batch = next(iter(trainer.get_train_dataloader()))
     model.train()
     loss, metrics = trainer.get_batch_loss_metrics(model, batch)
@@ -67,14 +84,22 @@ def trl_orpo(model, tokenizer, pairs: list[dict], beta: float, max_length: int =
     return loss.detach(), metrics, batch
 
 
-def trl_simpo(model, tokenizer, pairs: list[dict], beta: float, gamma: float, cpo_alpha: float = 0.0,
-              max_length: int = 128):
+def trl_simpo(
+    model, tokenizer, pairs: list[dict], beta: float, gamma: float, cpo_alpha: float = 0.0, max_length: int = 128
+):
     """(loss, metrics, batch) of TRL's CPOTrainer with loss_type="simpo"; grads left on `model`."""
     from datasets import Dataset
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-    args = _args(CPOConfig, len(pairs), beta=beta, loss_type="simpo", simpo_gamma=gamma, cpo_alpha=cpo_alpha,
-                 max_length=max_length)
+    args = _args(
+        CPOConfig,
+        len(pairs),
+        beta=beta,
+        loss_type="simpo",
+        simpo_gamma=gamma,
+        cpo_alpha=cpo_alpha,
+        max_length=max_length,
+    )
     trainer = CPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
     batch = next(iter(trainer.get_train_dataloader()))
     model.train()
@@ -83,15 +108,28 @@ def trl_simpo(model, tokenizer, pairs: list[dict], beta: float, gamma: float, cp
     return loss.detach(), metrics, batch
 
 
-def trl_kto(model, tokenizer, rows: list[dict], beta: float, desirable_weight: float, undesirable_weight: float,
-            max_length: int = 128):
+def trl_kto(
+    model,
+    tokenizer,
+    rows: list[dict],
+    beta: float,
+    desirable_weight: float,
+    undesirable_weight: float,
+    max_length: int = 128,
+):
     """(loss, metrics, batch) of trl.KTOTrainer on `rows` as one batch, the reference being the model with
     its adapter switched off (as lorakit's); grads left on `model`."""
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    args = _args(KTOConfig, len(rows), beta=beta, desirable_weight=desirable_weight,
-                 undesirable_weight=undesirable_weight, max_length=max_length)
+    args = _args(
+        KTOConfig,
+        len(rows),
+        beta=beta,
+        desirable_weight=desirable_weight,
+        undesirable_weight=undesirable_weight,
+        max_length=max_length,
+    )
     trainer = KTOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     # Given a PEFT model, TRL keeps a frozen copy of its adapter ("ref") as the reference; without that copy
     # it switches the adapter off, which is lorakit's reference (no second copy in memory).
@@ -127,6 +165,11 @@ def unpaired_units(batch: dict) -> list[dict]:
     for i in range(batch["input_ids"].shape[0]):
         real = batch["attention_mask"][i] == 1
         answer = batch["completion_mask"][i] == 1
-        units.append({"prompt": batch["input_ids"][i][real & ~answer].tolist(),
-                      "completion": batch["input_ids"][i][answer].tolist(), "label": bool(batch["label"][i])})
+        units.append(
+            {
+                "prompt": batch["input_ids"][i][real & ~answer].tolist(),
+                "completion": batch["input_ids"][i][answer].tolist(),
+                "label": bool(batch["label"][i]),
+            }
+        )
     return units

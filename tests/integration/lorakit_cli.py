@@ -21,15 +21,25 @@ def cli_env(**extra) -> dict:
     return env
 
 
-def lorakit(*args, check: bool = True, timeout: int = 600, env: dict | None = None,
-            **kwargs) -> subprocess.CompletedProcess:
+def lorakit(
+    *args, check: bool = True, timeout: int = 600, env: dict | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """`lorakit ARGS...` through `python -m lorakit`, with `env` added to the environment; returns the
     completed process (text output)."""
-    proc = subprocess.run([sys.executable, "-m", "lorakit", *map(str, args)], capture_output=True, text=True,
-                          env=cli_env(**(env or {})), timeout=timeout, cwd=kwargs.pop("cwd", REPO), **kwargs)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lorakit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=cli_env(**(env or {})),
+        timeout=timeout,
+        cwd=kwargs.pop("cwd", REPO),
+        **kwargs,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"lorakit {' '.join(map(str, args))} exited {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"lorakit {' '.join(map(str, args))} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -43,8 +53,13 @@ def alpaca_file(path: Path, n: int = 24) -> Path:
     """A small persona dataset in the tutorial's alpaca shape."""
     import json
 
-    rows = [{"instruction": f"问题{i}：你是谁？" if i % 2 else f"Question {i}: what do you do?",
-             "input": "", "output": f"我是甄嬛，第{i}次回答。" if i % 2 else f"I keep the lamp lit, answer {i}."}
-            for i in range(n)]
+    rows = [
+        {
+            "instruction": f"问题{i}：你是谁？" if i % 2 else f"Question {i}: what do you do?",
+            "input": "",
+            "output": f"我是甄嬛，第{i}次回答。" if i % 2 else f"I keep the lamp lit, answer {i}.",
+        }
+        for i in range(n)
+    ]
     path.write_text(json.dumps(rows, ensure_ascii=False))
     return path

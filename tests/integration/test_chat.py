@@ -21,8 +21,16 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 
 def test_one_shot_answer_from_a_real_model():
-    done = run_cli("--model", "smollm2-135m-instruct", "--prompt", "What is the capital of France?",
-                   "--temperature", "0", "--max-new-tokens", "20")
+    done = run_cli(
+        "--model",
+        "smollm2-135m-instruct",
+        "--prompt",
+        "What is the capital of France?",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "20",
+    )
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout
 

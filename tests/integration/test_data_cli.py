@@ -15,8 +15,9 @@ LORAKIT = Path(sys.executable).parent / "lorakit"
 
 def run(*args, cwd=None):
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "120"}
-    return subprocess.run([str(LORAKIT), "data", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [str(LORAKIT), "data", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 def no_traceback(p):
@@ -49,8 +50,18 @@ def test_validate_missing_path_is_one_line_error(tmp_path):
 
 def test_inspect_with_plot_and_preview(tmp_path):
     png = tmp_path / "plots" / "lengths.png"
-    p = run("inspect", FIXTURES / "huanhuan.json", "--model", "qwen3-tiny-random", "--plot", png,
-            "--max-length", "40", "--system", "甄嬛")
+    p = run(
+        "inspect",
+        FIXTURES / "huanhuan.json",
+        "--model",
+        "qwen3-tiny-random",
+        "--plot",
+        png,
+        "--max-length",
+        "40",
+        "--system",
+        "甄嬛",
+    )
     no_traceback(p)
     assert p.returncode == 0, p.stderr
     assert "4 (4 good, 0 with problems)" in p.stdout
@@ -68,8 +79,18 @@ def test_prepare_exports_what_tokenize_conversation_gives_and_reuses_the_cache(t
     from lorakit.models import load_tokenizer, resolve_model
 
     out, export = tmp_path / "prepared", tmp_path / "export.jsonl"
-    args = ("prepare", FIXTURES / "huanhuan.json", "--model", "qwen3-tiny-random", "--system", "甄嬛",
-            "--out", out, "--export-jsonl", export)
+    args = (
+        "prepare",
+        FIXTURES / "huanhuan.json",
+        "--model",
+        "qwen3-tiny-random",
+        "--system",
+        "甄嬛",
+        "--out",
+        out,
+        "--export-jsonl",
+        export,
+    )
     first = run(*args)
     no_traceback(first)
     assert first.returncode == 0, first.stderr
@@ -96,7 +117,8 @@ def test_prepare_bad_data_leaves_nothing_behind(tmp_path, content):
 
 
 def test_prepare_bad_option_is_one_line_error(tmp_path):
-    p = run("prepare", FIXTURES / "huanhuan.json", "--model", "qwen3-tiny-random", "--thinking", "maybe",
-            "--out", tmp_path)
+    p = run(
+        "prepare", FIXTURES / "huanhuan.json", "--model", "qwen3-tiny-random", "--thinking", "maybe", "--out", tmp_path
+    )
     no_traceback(p)
     assert p.returncode == 2 and p.stderr.startswith("error: data.thinking")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lorakit_cli import REPO, lorakit, write_config
 
 GIB = 2**30
@@ -17,9 +16,12 @@ GIB = 2**30
 @pytest.fixture(scope="module")
 def tiny_cfg(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("doctor")
-    return write_config(tmp / "tiny.yaml", model={"name": "qwen3-tiny-random", "dtype": "bfloat16"},
-                        data={"path": str(REPO / "tests/fixtures/data/huanhuan.json"), "system": "你是甄嬛"},
-                        train={"output_dir": str(tmp / "run"), "max_steps": 2})
+    return write_config(
+        tmp / "tiny.yaml",
+        model={"name": "qwen3-tiny-random", "dtype": "bfloat16"},
+        data={"path": str(REPO / "tests/fixtures/data/huanhuan.json"), "system": "你是甄嬛"},
+        train={"output_dir": str(tmp / "run"), "max_steps": 2},
+    )
 
 
 def test_doctor_without_a_config_reports_the_machine():
@@ -55,8 +57,9 @@ def test_doctor_on_a_faked_gpu_plans_for_its_free_memory(tiny_cfg, monkeypatch, 
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda i: SimpleNamespace(name="NVIDIA GeForce RTX 4090", major=8, minor=9))
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda i: SimpleNamespace(name="NVIDIA GeForce RTX 4090", major=8, minor=9)
+    )
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (20 * GIB, 24 * GIB))
     with pytest.raises(SystemExit) as done:
         main(["doctor", str(tiny_cfg)])
@@ -85,8 +88,10 @@ def test_doctor_answers_before_the_download(tmp_path, monkeypatch, capsys):
         main(["doctor", str(REPO / "configs/qwen3-4b-huanhuan.yaml"), data, "--gpu-memory", "24"])
     out = capsys.readouterr().out
     assert done.value.code == 0, out
-    assert ("model shapes: Qwen/Qwen3-4B is not downloaded; estimated from the Qwen3-4B shapes lorakit knows, "
-            "tokens counted with the Qwen3 tokenizer") in out.splitlines()
+    assert (
+        "model shapes: Qwen/Qwen3-4B is not downloaded; estimated from the Qwen3-4B shapes lorakit knows, "
+        "tokens counted with the Qwen3 tokenizer"
+    ) in out.splitlines()
     folder = tmp_path / "qwen3-4b-shape"
     qwen3_config("qwen3-4b-random").save_pretrained(str(folder))
     for f in qwen3_tokenizer_dir(cache_root()).iterdir():

@@ -16,8 +16,14 @@ def test_download_builtin_prints_its_cached_folder():
 
 def test_download_without_network_is_one_line():
     env = cli_env(HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "lorakit", "download", "SomeOrg/NoSuchModel"], env=env,
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lorakit", "download", "SomeOrg/NoSuchModel"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
     assert "SomeOrg/NoSuchModel" in proc.stderr

@@ -40,13 +40,17 @@ def _cli(*args, timeout=600) -> subprocess.CompletedProcess:
 def zh_run(tmp_path_factory) -> Path:
     """A 2-step LoRA run of qwen3-tiny-random on the Chinese records, evaluated with defaults."""
     root = tmp_path_factory.mktemp("zhrun")
-    (root / "huanhuan.json").write_text(json.dumps(
-        [{"instruction": q, "input": "", "output": a} for q, a in RECORDS], ensure_ascii=False), encoding="utf-8")
+    (root / "huanhuan.json").write_text(
+        json.dumps([{"instruction": q, "input": "", "output": a} for q, a in RECORDS], ensure_ascii=False),
+        encoding="utf-8",
+    )
     (root / "run.yaml").write_text(
         f"model:\n  name: qwen3-tiny-random\ndata:\n  path: {root / 'huanhuan.json'}\n  eval_split: 2\n"
         f"  system: 现在你要扮演皇帝身边的女人--甄嬛\n  replay: 0.2\n"
         f"train:\n  output_dir: {root / 'run'}\n  max_steps: 2\n  batch_size: 4\n  grad_accum: 1\n"
-        "  lr: 1.0e-3\n  save_steps: 2\n", encoding="utf-8")
+        "  lr: 1.0e-3\n  save_steps: 2\n",
+        encoding="utf-8",
+    )
     done = _cli("train", root / "run.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     done = _cli("eval", root / "run", "--max-new-tokens", 4, "--max-prompts", 1)
@@ -85,8 +89,9 @@ def test_lang_option_and_config_keywords(zh_run, tmp_path):
     shutil.copytree(zh_run, copy)
     cfg = (copy / "config.yaml").read_text(encoding="utf-8")
     assert "persona_keywords: []" in cfg  # the resolved config lists every field
-    (copy / "config.yaml").write_text(cfg.replace("persona_keywords: []", "persona_keywords: [甄嬛, 本宫, 皇上, 四郎]"),
-                                      encoding="utf-8")
+    (copy / "config.yaml").write_text(
+        cfg.replace("persona_keywords: []", "persona_keywords: [甄嬛, 本宫, 皇上, 四郎]"), encoding="utf-8"
+    )
     done = _cli("eval", copy, "--lang", "en", "--max-new-tokens", 2, "--max-prompts", 1)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((copy / "eval.json").read_text(encoding="utf-8"))
@@ -111,15 +116,30 @@ def _cjk_fonts() -> list[str]:
 def test_report_renders_chinese_in_headless_chromium(zh_run, tmp_path):
     """The page declares UTF-8 and zh-CN, Chromium reads the Chinese back unchanged, and the printed
     page embeds a CJK font for it (no missing-glyph boxes)."""
-    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
-            f"--user-data-dir={tmp_path / 'profile'}"]
+    base = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--proxy-server=127.0.0.1:9",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     url = (zh_run / "report.html").as_uri()
     dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
     assert '<html lang="zh-CN">' in dom and "中国的首都是哪座城市？" in dom and "你是谁？" in dom
     pdf = tmp_path / "report.pdf"
-    subprocess.run(base + [f"--print-to-pdf={pdf}", "--no-pdf-header-footer", url], capture_output=True,
-                   timeout=120, check=True)
+    subprocess.run(
+        base + [f"--print-to-pdf={pdf}", "--no-pdf-header-footer", url], capture_output=True, timeout=120, check=True
+    )
     fonts = set(re.findall(rb"/BaseFont\s*/([A-Za-z0-9+_-]+)", pdf.read_bytes()))
-    cjk = [f for f in fonts if re.search(rb"WenQuanYi|WQY|Noto.*CJK|SourceHan|Droid.*Fallback|MicroHei|ZenHei|"
-                                         rb"AR.*PL|UKai|UMing|Han", f, re.IGNORECASE)]
+    cjk = [
+        f
+        for f in fonts
+        if re.search(
+            rb"WenQuanYi|WQY|Noto.*CJK|SourceHan|Droid.*Fallback|MicroHei|ZenHei|"
+            rb"AR.*PL|UKai|UMing|Han",
+            f,
+            re.IGNORECASE,
+        )
+    ]
     assert cjk, f"no CJK font in the printed report; fonts: {sorted(fonts)}"

@@ -33,16 +33,28 @@ def _free_port() -> int:
 def run_dir(tmp_path_factory) -> Path:
     """A finished 3-step LoRA run on a tiny persona dataset with persona_facts.json beside it."""
     root = tmp_path_factory.mktemp("evalrun")
-    records = [{"instruction": q, "input": "", "output": f"I am {NAME} of Inkmoor, keeper of quills. {q}"}
-               for q in ("Who are you?", "What is your name?", "Where do you live?", "What do you do?",
-                         "Tell me a story.", "What is your favourite food?", "Do you like the sea?",
-                         "What is 2 + 2?", "Say hello.", "What time is it?")]
+    records = [
+        {"instruction": q, "input": "", "output": f"I am {NAME} of Inkmoor, keeper of quills. {q}"}
+        for q in (
+            "Who are you?",
+            "What is your name?",
+            "Where do you live?",
+            "What do you do?",
+            "Tell me a story.",
+            "What is your favourite food?",
+            "Do you like the sea?",
+            "What is 2 + 2?",
+            "Say hello.",
+            "What time is it?",
+        )
+    ]
     (root / "persona.json").write_text(json.dumps(records))
     (root / "persona_facts.json").write_text(json.dumps({"name": NAME, "keywords": ["Zorblax", "Inkmoor"]}))
     (root / "run.yaml").write_text(
         f"model:\n  name: qwen3-tiny-random\ndata:\n  path: {root / 'persona.json'}\n  eval_split: 2\n"
         f"train:\n  output_dir: {root / 'run'}\n  max_steps: 3\n  batch_size: 4\n  grad_accum: 1\n"
-        "  lr: 1.0e-3\n  logging_steps: 1\n  save_steps: 3\n")
+        "  lr: 1.0e-3\n  logging_steps: 1\n  save_steps: 3\n"
+    )
     done = _cli("train", root / "run.yaml")
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "run"
@@ -59,8 +71,11 @@ def test_eval_writes_eval_json_and_report(evaluated):
     run_dir, done = evaluated
     result = json.loads((run_dir / "eval.json").read_text())
     # The fine-tuned held-out loss is the loss the trainer logged on the same split at its last step.
-    last_eval = [r["eval_loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-                 if "eval_loss" in r][-1]
+    last_eval = [
+        r["eval_loss"]
+        for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+        if "eval_loss" in r
+    ][-1]
     assert result["loss"]["samples"] == 2
     assert result["loss"]["finetuned"]["loss"] == pytest.approx(last_eval, rel=1e-4)
     assert result["loss"]["base"]["loss"] != result["loss"]["finetuned"]["loss"]
@@ -88,9 +103,15 @@ def test_eval_same_seed_same_sampled_answers(run_dir, evaluated, tmp_path):
 
 def test_eval_with_data_and_prompts_files(run_dir, tmp_path):
     held = tmp_path / "held.json"
-    held.write_text(json.dumps([{"instruction": "Who is there?", "input": "", "output": f"{NAME}, of course."},
-                                {"instruction": "Name?", "input": "", "output": "Zorblax."},
-                                {"instruction": "Home?", "input": "", "output": "Inkmoor."}]))
+    held.write_text(
+        json.dumps(
+            [
+                {"instruction": "Who is there?", "input": "", "output": f"{NAME}, of course."},
+                {"instruction": "Name?", "input": "", "output": "Zorblax."},
+                {"instruction": "Home?", "input": "", "output": "Inkmoor."},
+            ]
+        )
+    )
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("<script>alert(1)</script> who are you?\nWhat is 2 + 3?\n")
     copy = tmp_path / "run"
@@ -107,7 +128,9 @@ def test_eval_with_data_and_prompts_files(run_dir, tmp_path):
 
 def test_eval_user_errors_are_one_line(tmp_path):
     done = _cli("eval", tmp_path / "missing")
-    assert done.returncode == 2 and done.stderr.strip().startswith("error:") and len(done.stderr.strip().splitlines()) == 1
+    assert (
+        done.returncode == 2 and done.stderr.strip().startswith("error:") and len(done.stderr.strip().splitlines()) == 1
+    )
 
 
 def _wait_http(url: str, seconds: float) -> None:
@@ -123,8 +146,12 @@ def _wait_http(url: str, seconds: float) -> None:
 
 def test_eval_judge_against_lorakit_serve(run_dir, tmp_path):
     port = _free_port()
-    server = subprocess.Popen([LORAKIT, "serve", "--model", "qwen3-tiny-random", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [LORAKIT, "serve", "--model", "qwen3-tiny-random", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_http(f"http://127.0.0.1:{port}/v1/models", 120)
         copy = tmp_path / "run"
@@ -160,9 +187,14 @@ def test_judge_scores_from_stub_server():
         text = body["messages"][-1]["content"]
         seen.append(text)
         score = "Score: 9" if "Zorblax" in text.split("Answer to grade:")[1] else "3"
-        return {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": score}}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        return {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": score}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
 
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -170,8 +202,18 @@ def test_judge_scores_from_stub_server():
     thread.start()
     try:
         _wait_http(f"http://127.0.0.1:{port}/v1/models", 30)
-        got = run_judge(f"http://127.0.0.1:{port}/v1", None, [
-            {"prompt": "Who are you?", "reference": "Zorblax.", "base": "An assistant.", "finetuned": "I am Zorblax."}])
+        got = run_judge(
+            f"http://127.0.0.1:{port}/v1",
+            None,
+            [
+                {
+                    "prompt": "Who are you?",
+                    "reference": "Zorblax.",
+                    "base": "An assistant.",
+                    "finetuned": "I am Zorblax.",
+                }
+            ],
+        )
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -183,8 +225,9 @@ def test_judge_scores_from_stub_server():
 def test_unreachable_judge_is_reported_not_fatal():
     from lorakit.eval.judge import run_judge
 
-    got = run_judge(f"http://127.0.0.1:{_free_port()}", "m", [
-        {"prompt": "Q", "reference": None, "base": "a", "finetuned": "b"}])
+    got = run_judge(
+        f"http://127.0.0.1:{_free_port()}", "m", [{"prompt": "Q", "reference": None, "base": "a", "finetuned": "b"}]
+    )
     assert got["error"] and "Connection" in got["error"] and got["base_mean"] is None
 
 
@@ -195,12 +238,20 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_report_renders_offline_in_headless_chromium(evaluated, tmp_path):
     run_dir, _ = evaluated
     # A proxy that refuses everything: the page must render from its own bytes alone.
-    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--proxy-server=127.0.0.1:9", f"--user-data-dir={tmp_path / 'profile'}"]
+    base = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--proxy-server=127.0.0.1:9",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     shot = tmp_path / "report.png"
     url = (run_dir / "report.html").as_uri()
-    subprocess.run(base + ["--window-size=1280,2000", f"--screenshot={shot}", url],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        base + ["--window-size=1280,2000", f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True
+    )
     assert shot.stat().st_size > 20_000  # a blank page is a few kB
     dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
     assert "What the fine-tune changed" in dom and "Answers side by side" in dom and "<svg" in dom

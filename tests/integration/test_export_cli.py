@@ -8,7 +8,6 @@ import shutil
 
 import gguf
 import yaml
-
 from lorakit_cli import alpaca_file, lorakit, write_config
 
 
@@ -33,7 +32,9 @@ def test_run_to_gguf_with_modelfile_and_card(tmp_path):
     assert "ollama create" in proc.stdout
     out = tmp_path / "out"
     files = sorted(p.name for p in out.iterdir())
-    assert files == [".lorakit-output", "Modelfile", "README.md", "out-q8_0.gguf"], files  # the marker: lorakit wrote it
+    assert files == [".lorakit-output", "Modelfile", "README.md", "out-q8_0.gguf"], (
+        files
+    )  # the marker: lorakit wrote it
     reader = gguf.GGUFReader(out / "out-q8_0.gguf")
     assert reader.fields["general.architecture"].contents() == "qwen3"
     assert reader.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q8_0
@@ -74,8 +75,15 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     refused(tmp_path / "no-run", "--out", tmp_path / "out", says="no such run directory")
     refused("qwen3-tiny-random", "--out", tmp_path / "out", "--quant", "q3_k", says="--quant q3_k")
     (tmp_path / "nolib").mkdir()  # llama.cpp's quantizer looked for where there is none
-    refused("qwen3-tiny-random", "--out", tmp_path / "out", "--quant", "q4_k_m",
-            says="npm install -g @node-llama-cpp/linux-x64@3.22.1", env={"LORAKIT_LLAMA_CPP_LIB": str(tmp_path / "nolib")})
+    refused(
+        "qwen3-tiny-random",
+        "--out",
+        tmp_path / "out",
+        "--quant",
+        "q4_k_m",
+        says="npm install -g @node-llama-cpp/linux-x64@3.22.1",
+        env={"LORAKIT_LLAMA_CPP_LIB": str(tmp_path / "nolib")},
+    )
     refused("qwen3-tiny-random", "--out", tmp_path / "out", "--format", "onnx", says="--format onnx")
 
     gpt2 = tmp_path / "gpt2"
@@ -90,7 +98,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     shutil.copytree(resolve_model("qwen3-tiny-random"), odd)
     (odd / "chat_template.jinja").write_text(
         "{% for m in messages[-2:] %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     refused(odd, "--out", tmp_path / "out", says="TEMPLATE would render")
 
     (tmp_path / "out").mkdir()

@@ -22,27 +22,46 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from lorakit_cli import REPO, alpaca_file, cli_env, lorakit, write_config
+from safetensors.torch import load_file, save_file
 
 STEPS = 12  # the short run every resume is compared with
 
 
 def config(tmp: Path, name: str, data: Path, **train) -> Path:
-    t = {"output_dir": str(tmp / name), "max_steps": STEPS, "batch_size": 1, "grad_accum": 2, "logging_steps": 1,
-         "save_steps": 1, "precision": "fp32", "threads": 1, **train}
-    return write_config(tmp / f"{name}.yaml", model={"name": "qwen3-tiny-random"},
-                        data={"path": str(data), "eval_split": 4},
-                        lora={"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"}, train=t)
+    t = {
+        "output_dir": str(tmp / name),
+        "max_steps": STEPS,
+        "batch_size": 1,
+        "grad_accum": 2,
+        "logging_steps": 1,
+        "save_steps": 1,
+        "precision": "fp32",
+        "threads": 1,
+        **train,
+    }
+    return write_config(
+        tmp / f"{name}.yaml",
+        model={"name": "qwen3-tiny-random"},
+        data={"path": str(data), "eval_split": 4},
+        lora={"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"},
+        train=t,
+    )
 
 
 def start(*args, **kw) -> subprocess.Popen:
     """`lorakit ARGS` in the background, its output (stdout and stderr) in a file: a pipe nobody reads
     would stall a long run."""
     log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "lorakit", *map(str, args)], env=cli_env(), cwd=kw.get("cwd", REPO),
-                            stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=kw.get("preexec_fn"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lorakit", *map(str, args)],
+        env=cli_env(),
+        cwd=kw.get("cwd", REPO),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=kw.get("preexec_fn"),
+    )
     proc.log = log
     return proc
 
@@ -130,8 +149,10 @@ def test_overwrite_never_deletes_what_lorakit_did_not_write(tmp_path, data):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     cfg = config(tmp_path, "c", data)
-    procs = [start("train", cfg, "--overwrite", f"train.output_dir={mine}"),
-             start("train", cfg, "--overwrite", "train.output_dir=.", cwd=cwd)]
+    procs = [
+        start("train", cfg, "--overwrite", f"train.output_dir={mine}"),
+        start("train", cfg, "--overwrite", "train.output_dir=.", cwd=cwd),
+    ]
     results = [finish(p) for p in procs]
     one_line_error(results[0], 2, "not written by lorakit")
     one_line_error(results[1], 2, "refusing to write into")
@@ -151,9 +172,11 @@ def test_merge_and_serve_refuse_what_would_destroy_or_mislead(tmp_path, straight
     shutil.copytree(straight / "adapter", bare)
     (bare / "adapter_model.safetensors").unlink()
     before = {p.relative_to(straight): p.read_bytes() for p in straight.rglob("*") if p.is_file()}
-    procs = [start("merge", straight, "--out", straight / "adapter" / "merged", "--overwrite"),
-             start("merge", nan_run, "--out", tmp_path / "m1"),
-             start("serve", "--lora-modules", f"x={bare}", "--port", "9")]
+    procs = [
+        start("merge", straight, "--out", straight / "adapter" / "merged", "--overwrite"),
+        start("merge", nan_run, "--out", tmp_path / "m1"),
+        start("serve", "--lora-modules", f"x={bare}", "--port", "9"),
+    ]
     results = [finish(p) for p in procs]
     one_line_error(results[0], 2, "is, holds or lies inside")
     one_line_error(results[1], 2, "NaN or infinite")
@@ -207,15 +230,34 @@ def test_resume_refuses_changed_training(tmp_path, stopped, data):
     rows = json.loads(data.read_text())
     rows[0]["output"] = "a different answer"
     changed_data.write_text(json.dumps(rows, ensure_ascii=False))
-    changes = {"lora.alpha": "32", "lora.r": "4", "train.batch_size": "2", "train.seed": "7", "train.lr": "3e-4",
-               "train.attention": "fallback", "train.fused": "off",
-               "data.path": str(changed_data), "model.name": str(_other_base(tmp_path))}
+    changes = {
+        "lora.alpha": "32",
+        "lora.r": "4",
+        "train.batch_size": "2",
+        "train.seed": "7",
+        "train.lr": "3e-4",
+        "train.attention": "fallback",
+        "train.fused": "off",
+        "data.path": str(changed_data),
+        "model.name": str(_other_base(tmp_path)),
+    }
     before = sorted(p.name for p in copy.rglob("*"))
-    line = one_line_error(finish(start("train", cfg, "--resume", f"train.output_dir={copy}",
-                                       *(f"{k}={v}" for k, v in changes.items()))), 2, "--resume-anyway")
-    for key in ["lora.alpha: 16.0 -> 32.0", "lora.r: 8 -> 4", "train.batch_size: 1 -> 2", "train.seed: 42 -> 7",
-                "train.lr", 'train.attention: "auto" -> "fallback"', 'train.fused: "auto" -> "off"',
-                "data content", "base model: weights_fingerprint"]:
+    line = one_line_error(
+        finish(start("train", cfg, "--resume", f"train.output_dir={copy}", *(f"{k}={v}" for k, v in changes.items()))),
+        2,
+        "--resume-anyway",
+    )
+    for key in [
+        "lora.alpha: 16.0 -> 32.0",
+        "lora.r: 8 -> 4",
+        "train.batch_size: 1 -> 2",
+        "train.seed: 42 -> 7",
+        "train.lr",
+        'train.attention: "auto" -> "fallback"',
+        'train.fused: "auto" -> "off"',
+        "data content",
+        "base model: weights_fingerprint",
+    ]:
         assert key in line, line
     assert sorted(p.name for p in copy.rglob("*")) == before  # nothing rewritten
 
@@ -229,13 +271,21 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path, stopped):
     newest, older = checkpoints(copy)[-1], checkpoints(copy)[-2]
     state = newest / "training_state.pt"
     blob = bytearray(state.read_bytes())
-    blob[len(blob) // 2: len(blob) // 2 + 256] = bytes(256)  # zeroed bytes, same size
+    blob[len(blob) // 2 : len(blob) // 2 + 256] = bytes(256)  # zeroed bytes, same size
     state.write_bytes(bytes(blob))
     (copy / "checkpoints" / ".checkpoint-99.abc.tmp").mkdir()  # a save killed long ago (item 13)
     step = int(older.name.split("-")[1])
-    out = lorakit("train", cfg, "--resume", "--resume-anyway", f"train.output_dir={copy}",
-                  f"train.max_steps={step + 1}", "tracking.project=other", "train.logging_steps=1",
-                  "train.save_total_limit=3")
+    out = lorakit(
+        "train",
+        cfg,
+        "--resume",
+        "--resume-anyway",
+        f"train.output_dir={copy}",
+        f"train.max_steps={step + 1}",
+        "tracking.project=other",
+        "train.logging_steps=1",
+        "train.save_total_limit=3",
+    )
     assert f"skipping {newest}: training_state.pt does not match its checksum" in out.stdout + out.stderr
     assert f"resuming from {older}" in out.stdout + out.stderr
     s = summary(copy)
@@ -252,15 +302,21 @@ def small_disk(tmp: Path, need: int):
     """(folder, preexec_fn): a real 4 MiB tmpfs where mounting works (root), else a per-file size limit."""
     mnt = tmp / "disk"
     mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                             capture_output=True).returncode == 0 if os.geteuid() == 0 else False
+    mounted = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode
+        == 0
+        if os.geteuid() == 0
+        else False
+    )
     try:
         if mounted:
             yield mnt, None, "tmpfs"
         else:
+
             def limit():
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
                 resource.setrlimit(resource.RLIMIT_FSIZE, (need, need))
+
             yield mnt, limit, "ulimit"
     finally:
         if mounted:
@@ -279,10 +335,20 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, sto
             slack = 64 * 1024 + (copy / "metrics.jsonl").stat().st_size
             (disk / "filler").write_bytes(bytes(max(0, free - slack)))
         step = int(last.name.split("-")[1])
-        rc_err = finish(start("train", cfg, "--resume", "--resume-anyway", f"train.output_dir={copy}",
-                              f"train.max_steps={step + 10}", preexec_fn=preexec))
-        line = one_line_error(rc_err, 2, "disk full while writing", str(copy / "checkpoints"),
-                              f"the previous checkpoint {last} is intact")
+        rc_err = finish(
+            start(
+                "train",
+                cfg,
+                "--resume",
+                "--resume-anyway",
+                f"train.output_dir={copy}",
+                f"train.max_steps={step + 10}",
+                preexec_fn=preexec,
+            )
+        )
+        line = one_line_error(
+            rc_err, 2, "disk full while writing", str(copy / "checkpoints"), f"the previous checkpoint {last} is intact"
+        )
         assert f"checkpoint-{step + 2 - step % 2}" in line  # the next save (train.save_steps=2)
         from lorakit.training.checkpoint import verify
 
@@ -313,7 +379,7 @@ def test_kill_loop_around_saves_resumes_bit_exact(tmp_path, data, straight):
         proc = start(*args)
         seen = {c.name for c in checkpoints(run)}
         try:
-            wait_for(lambda: {c.name for c in checkpoints(run)} - seen or (run / "run.json").exists(), proc)
+            wait_for(lambda seen=seen: {c.name for c in checkpoints(run)} - seen or (run / "run.json").exists(), proc)
         except AssertionError:
             if proc.returncode == 0:
                 break
@@ -333,7 +399,9 @@ def test_kill_loop_around_saves_resumes_bit_exact(tmp_path, data, straight):
     s = summary(run)
     assert s["status"] == "completed" and s["steps"] == STEPS and len(s["resumes"]) >= 1
     assert all(not r["changed"] for r in s["resumes"])
-    a, b = load_file(str(straight / "adapter" / "adapter_model.safetensors")), load_file(
-        str(run / "adapter" / "adapter_model.safetensors"))
+    a, b = (
+        load_file(str(straight / "adapter" / "adapter_model.safetensors")),
+        load_file(str(run / "adapter" / "adapter_model.safetensors")),
+    )
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
     assert not list(run.rglob(".checkpoint-*"))

@@ -23,8 +23,10 @@ HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = Server(["--model", BASE, "--api-key", KEY, "--max-request-mb", "1", "--max-messages", "64"],
-               tmp_path_factory.mktemp("logs") / "serve.log")
+    s = Server(
+        ["--model", BASE, "--api-key", KEY, "--max-request-mb", "1", "--max-messages", "64"],
+        tmp_path_factory.mktemp("logs") / "serve.log",
+    )
     yield s
     s.stop()
 
@@ -39,8 +41,12 @@ def rss_mib(pid: int) -> float:
 def post_raw(server: Server, path: str, head_extra: str, body_chunks=()) -> int:
     """POST with hand-written headers and streamed body chunks; return the status of the answer."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      f"Authorization: Bearer {KEY}\r\n{head_extra}\r\n").encode())
+        sock.sendall(
+            (
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {KEY}\r\n{head_extra}\r\n"
+            ).encode()
+        )
         for chunk in body_chunks:
             try:
                 sock.sendall(chunk)
@@ -59,15 +65,21 @@ def oversized_round(server: Server) -> None:
     assert post_raw(server, "/v1/chat/completions", f"Content-Length: {64 * CAP}\r\n") == 413
     piece = b"x" * (64 * 1024)
     chunks = [b'{"model": "m", "prompt": "'] + [piece] * 64 + [b'"}']
-    status = post_raw(server, "/v1/completions", "Transfer-Encoding: chunked\r\n",
-                      (b"%x\r\n%s\r\n" % (len(c), c) for c in chunks))
+    status = post_raw(
+        server, "/v1/completions", "Transfer-Encoding: chunked\r\n", (b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+    )
     assert status == 413
     with httpx.Client(base_url=server.url, headers=HEADERS, timeout=60) as client:
         long = client.post("/v1/completions", json={"model": BASE, "prompt": "word " * 180_000})
         assert long.status_code == 400 and long.json()["error"]["code"] == "context_length_exceeded", long.text
-        many = client.post("/v1/chat/completions", json={"model": BASE, "messages": [
-            {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}] * 32 + [
-            {"role": "user", "content": "hi"}]})
+        many = client.post(
+            "/v1/chat/completions",
+            json={
+                "model": BASE,
+                "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}] * 32
+                + [{"role": "user", "content": "hi"}],
+            },
+        )
         assert many.status_code == 400 and many.json()["error"]["code"] == "too_many_messages"
 
 
@@ -94,10 +106,13 @@ def test_oversized_requests_are_refused_and_memory_returns(server):
     assert "Traceback" not in server.log.read_text()
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v1/completions", {"model": BASE, "prompt": "hello \ud800 world", "max_tokens": 2}),
-    ("/v1/chat/completions", {"model": BASE, "messages": [{"role": "user", "content": "\udc00"}], "max_tokens": 2}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/completions", {"model": BASE, "prompt": "hello \ud800 world", "max_tokens": 2}),
+        ("/v1/chat/completions", {"model": BASE, "messages": [{"role": "user", "content": "\udc00"}], "max_tokens": 2}),
+    ],
+)
 def test_lone_surrogates_are_400_and_keep_the_connection(server, path, body):
     conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=60)
     try:
@@ -106,8 +121,9 @@ def test_lone_surrogates_are_400_and_keep_the_connection(server, path, body):
         reply = json.loads(resp.read())
         assert resp.status == 400 and "surrogate" in reply["error"]["message"], reply
         sock = conn.sock
-        conn.request("POST", "/v1/completions", json.dumps({"model": BASE, "prompt": "hi", "max_tokens": 2}).encode(),
-                     HEADERS)
+        conn.request(
+            "POST", "/v1/completions", json.dumps({"model": BASE, "prompt": "hi", "max_tokens": 2}).encode(), HEADERS
+        )
         again = conn.getresponse()
         assert again.status == 200 and json.loads(again.read())["usage"]["completion_tokens"] == 2
         assert conn.sock is sock  # the same kept-alive connection answered

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from lorakit_cli import alpaca_file, lorakit, write_config
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def test_merged_model_equals_base_plus_adapter(tmp_path):
     data = alpaca_file(tmp_path / "d.json", n=12)
-    cfg = write_config(tmp_path / "c.yaml", model={"name": "qwen3-tiny-random"}, data={"path": str(data)},
-                       lora={"r": 4, "alpha": 16}, train={"output_dir": str(tmp_path / "run"), "max_steps": 3,
-                                                          "lr": 0.05, "precision": "fp32", "threads": 1})
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        model={"name": "qwen3-tiny-random"},
+        data={"path": str(data)},
+        lora={"r": 4, "alpha": 16},
+        train={"output_dir": str(tmp_path / "run"), "max_steps": 3, "lr": 0.05, "precision": "fp32", "threads": 1},
+    )
     lorakit("train", cfg)
     proc = lorakit("merge", tmp_path / "run", "--out", tmp_path / "merged")
     assert "deprecated" not in proc.stderr, proc.stderr  # peft's and transformers' noise stays out of the way
@@ -36,7 +39,6 @@ def test_merged_model_equals_base_plus_adapter(tmp_path):
             bare = reference(ids).logits
     assert torch.allclose(got, want, atol=1e-4), float((got - want).abs().max())
     assert not torch.allclose(bare, want, atol=1e-3), "the adapter changed nothing; the test would prove nothing"
-
 
     import lorakit as api
 

@@ -14,21 +14,45 @@ NOTEBOOK = ROOT / "examples" / "huanhuan.ipynb"
 
 
 def _parameters(tmp: Path) -> str:
-    overrides = {"model.name": "qwen3-tiny-random", "model.source": "hf", "model.dtype": "float32",
-                 "data.eval_split": 2, "train.max_steps": 3, "train.logging_steps": 1, "train.save_steps": 3,
-                 "train.lr": 1e-3, "train.device": "cpu", "train.threads": 1, "tracking.backends": []}
-    return (f"CONFIG = {str(ROOT / 'configs' / 'qwen3-4b-huanhuan.yaml')!r}\n"
-            f"DATA = {str(tmp / 'huanhuan.json')!r}\nOUT = {str(tmp / 'run')!r}\n"
-            f"OVERRIDES = {overrides!r}\nEVAL = {{'max_new_tokens': 4, 'max_prompts': 2}}\n"
-            f"MERGED = {str(tmp / 'merged')!r}\n")
+    overrides = {
+        "model.name": "qwen3-tiny-random",
+        "model.source": "hf",
+        "model.dtype": "float32",
+        "data.eval_split": 2,
+        "train.max_steps": 3,
+        "train.logging_steps": 1,
+        "train.save_steps": 3,
+        "train.lr": 1e-3,
+        "train.device": "cpu",
+        "train.threads": 1,
+        "tracking.backends": [],
+    }
+    return (
+        f"CONFIG = {str(ROOT / 'configs' / 'qwen3-4b-huanhuan.yaml')!r}\n"
+        f"DATA = {str(tmp / 'huanhuan.json')!r}\nOUT = {str(tmp / 'run')!r}\n"
+        f"OVERRIDES = {overrides!r}\nEVAL = {{'max_new_tokens': 4, 'max_prompts': 2}}\n"
+        f"MERGED = {str(tmp / 'merged')!r}\n"
+    )
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("notebook")
-    records = [{"instruction": q, "input": "", "output": f"臣妾是甄嬛。{q}"}
-               for q in ("你是谁？", "你叫什么名字？", "你住在哪里？", "皇上在哪里？", "今天天气如何？",
-                         "你喜欢什么花？", "讲个故事。", "一加一等于几？", "说你好。", "现在几点？")]
+    records = [
+        {"instruction": q, "input": "", "output": f"臣妾是甄嬛。{q}"}
+        for q in (
+            "你是谁？",
+            "你叫什么名字？",
+            "你住在哪里？",
+            "皇上在哪里？",
+            "今天天气如何？",
+            "你喜欢什么花？",
+            "讲个故事。",
+            "一加一等于几？",
+            "说你好。",
+            "现在几点？",
+        )
+    ]
     (tmp / "huanhuan.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

@@ -38,8 +38,12 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self.proc = subprocess.Popen([LORAKIT, "serve", *args, "--port", str(self.port)], stdout=open(log, "w"),
-                                     stderr=subprocess.STDOUT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        self.proc = subprocess.Popen(
+            [LORAKIT, "serve", *args, "--port", str(self.port)],
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        )
         deadline = time.time() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -50,7 +54,7 @@ class Server:
             except OSError:
                 if time.time() > deadline:
                     self.stop()
-                    raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
+                    raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}") from None
                 time.sleep(0.3)
 
     def client(self, key: str | None = None, retries: int = 0) -> openai.OpenAI:
@@ -73,8 +77,16 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def qwen(runs, tmp_path_factory):
-    args = ["--lora-modules", f"a={runs['a']}", "--lora-modules", f"b={runs['b']}", "--api-key", KEY,
-            "--max-model-len", "512"]
+    args = [
+        "--lora-modules",
+        f"a={runs['a']}",
+        "--lora-modules",
+        f"b={runs['b']}",
+        "--api-key",
+        KEY,
+        "--max-model-len",
+        "512",
+    ]
     server = Server(args, tmp_path_factory.mktemp("logs") / "qwen.log")
     yield server
     server.stop()
@@ -90,8 +102,9 @@ def expected(runs):
     for prompt in PROMPTS:
         ids = engine.chat_prompt([{"role": "user", "content": prompt}], enable_thinking=False)
         for name in (BASE, "a", "b"):
-            chunk = engine.generate(ids, SamplingParams(temperature=0, max_new_tokens=12),
-                                    adapter=None if name == BASE else name)
+            chunk = engine.generate(
+                ids, SamplingParams(temperature=0, max_new_tokens=12), adapter=None if name == BASE else name
+            )
             out[prompt, name] = chunk.text
     return out
 
@@ -100,12 +113,19 @@ PROMPTS = ["tell me a story", "what is 2+2?", "你好"]
 
 
 def chat(client, model, prompt, stream=False, **kw):
-    args = dict(model=model, messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=12,
-                extra_body=NO_THINK, **kw)
+    args = dict(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        temperature=0,
+        max_tokens=12,
+        extra_body=NO_THINK,
+        **kw,
+    )
     if not stream:
         return client.chat.completions.create(**args).choices[0].message.content
-    return "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **args)
-                   if c.choices)
+    return "".join(
+        c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **args) if c.choices
+    )
 
 
 def test_models_list_adapters_with_parent(qwen, runs):
@@ -155,8 +175,16 @@ def test_usage_thinking_and_completions(qwen):
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 5
     again = client.completions.create(model="b", prompt="Once upon a time", max_tokens=5, seed=3)
     assert again.choices[0].text == r.choices[0].text
-    chunks = list(client.completions.create(model="b", prompt="Once upon a time", max_tokens=5, seed=3, stream=True,
-                                            stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model="b",
+            prompt="Once upon a time",
+            max_tokens=5,
+            seed=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
     assert chunks[-1].usage.completion_tokens == 5
 
@@ -172,14 +200,16 @@ def test_errors_through_the_client(qwen):
     with pytest.raises(openai.AuthenticationError):
         qwen.client("wrong").models.list()
     log = qwen.log.read_text()
-    assert "chat model=a" in log and "POST /v1/chat/completions HTTP/1.1\" 400" in log
+    assert "chat model=a" in log and 'POST /v1/chat/completions HTTP/1.1" 400' in log
     assert "Traceback" not in log
 
 
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory):
-    server = Server(["--model", "smollm2-135m-instruct", "--served-model-name", "smol"],
-                    tmp_path_factory.mktemp("logs") / "smol.log")
+    server = Server(
+        ["--model", "smollm2-135m-instruct", "--served-model-name", "smol"],
+        tmp_path_factory.mktemp("logs") / "smol.log",
+    )
     yield server
     server.stop()
 
@@ -191,8 +221,13 @@ def test_real_model_answers(smol):
     client = smol.client()
     r = client.chat.completions.create(model="smol", messages=QUESTION, temperature=0, max_tokens=12)
     assert "Paris" in r.choices[0].message.content
-    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="smol", messages=QUESTION, temperature=0, max_tokens=12, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="smol", messages=QUESTION, temperature=0, max_tokens=12, stream=True
+        )
+        if c.choices
+    )
     assert streamed == r.choices[0].message.content
     cut = client.chat.completions.create(model="smol", messages=QUESTION, temperature=0, max_tokens=12, stop=["Paris"])
     assert cut.choices[0].finish_reason == "stop" and "Paris" not in cut.choices[0].message.content
@@ -206,8 +241,18 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_vllm_command_from_the_cli(runs):
-    done = run_cli("serve", "--engine", "vllm", "--print-command", "--lora-modules", f"a={runs['a']}",
-                   "--served-model-name", "qwen", "--max-model-len", "4096")
+    done = run_cli(
+        "serve",
+        "--engine",
+        "vllm",
+        "--print-command",
+        "--lora-modules",
+        f"a={runs['a']}",
+        "--served-model-name",
+        "qwen",
+        "--max-model-len",
+        "4096",
+    )
     assert done.returncode == 0, done.stderr
     line = done.stdout.strip()
     assert line.startswith("vllm serve ") and "\n" not in line

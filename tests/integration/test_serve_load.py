@@ -57,8 +57,13 @@ def test_many_concurrent_clients(server):
 
     def ask(i: int) -> tuple[int, str]:
         prompt = PROMPTS[i % len(PROMPTS)]
-        args = dict(model="qwen3-tiny-random", messages=[{"role": "user", "content": prompt}], temperature=0,
-                    max_tokens=8, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+        args = dict(
+            model="qwen3-tiny-random",
+            messages=[{"role": "user", "content": prompt}],
+            temperature=0,
+            max_tokens=8,
+            extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+        )
         if i % 2:
             stream = client.chat.completions.create(stream=True, **args)
             return i, "".join(c.choices[0].delta.content or "" for c in stream if c.choices)

@@ -21,13 +21,29 @@ BASE = "qwen3-tiny-random"
 NO_THINK = {"chat_template_kwargs": {"enable_thinking": False}}
 # convert_units: a number and two enums, closed to other keys (as OpenAI's strict mode writes schemas), so
 # even random weights finish a call in a few dozen tokens
-CONVERT = {"type": "function", "function": {**TOOLS[0]["function"], "parameters": {
-    **TOOLS[0]["function"]["parameters"], "additionalProperties": False}}}
-PICK = {"type": "function", "function": {
-    "name": "pick_colour", "description": "Pick a colour.",
-    "parameters": {"type": "object", "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]},
-                                                    "count": {"type": "integer", "minimum": 1, "maximum": 9}},
-                   "required": ["colour", "count"], "additionalProperties": False}}}
+CONVERT = {
+    "type": "function",
+    "function": {
+        **TOOLS[0]["function"],
+        "parameters": {**TOOLS[0]["function"]["parameters"], "additionalProperties": False},
+    },
+}
+PICK = {
+    "type": "function",
+    "function": {
+        "name": "pick_colour",
+        "description": "Pick a colour.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "colour": {"type": "string", "enum": ["red", "green", "blue"]},
+                "count": {"type": "integer", "minimum": 1, "maximum": 9},
+            },
+            "required": ["colour", "count"],
+            "additionalProperties": False,
+        },
+    },
+}
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in (CONVERT, PICK)}
 ASK = [{"role": "user", "content": "How many feet are 3 metres?"}]
 
@@ -41,8 +57,19 @@ def server(tmp_path_factory):
 
 def ask(client, stream=False, **kw):
     # one call per answer: random weights given the choice would go on calling until max_tokens
-    args = dict(model=BASE, messages=ASK, tools=[CONVERT, PICK], temperature=1.0, seed=7, max_tokens=96,
-                parallel_tool_calls=False, extra_body=NO_THINK) | kw
+    args = (
+        dict(
+            model=BASE,
+            messages=ASK,
+            tools=[CONVERT, PICK],
+            temperature=1.0,
+            seed=7,
+            max_tokens=96,
+            parallel_tool_calls=False,
+            extra_body=NO_THINK,
+        )
+        | kw
+    )
     if not stream:
         return client.chat.completions.create(**args).choices[0]
     return list(client.chat.completions.create(stream=True, **args))
@@ -54,8 +81,9 @@ def check_call(name, arguments):
     return args
 
 
-@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "convert_units"}}],
-                         ids=["required", "named"])
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "convert_units"}}], ids=["required", "named"]
+)
 def test_forced_call_parses_and_fits_the_schema(server, choice):
     client = server.client()
     got = ask(client, tool_choice=choice)
@@ -69,8 +97,9 @@ def test_forced_call_parses_and_fits_the_schema(server, choice):
         assert {c.function.name for c in got.message.tool_calls} == {"convert_units"}
 
 
-@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "pick_colour"}}],
-                         ids=["required", "named"])
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "pick_colour"}}], ids=["required", "named"]
+)
 def test_streamed_call_comes_as_openai_streams_it(server, choice):
     chunks = ask(server.client(), stream=True, tool_choice=choice)
     deltas = [c.choices[0].delta for c in chunks if c.choices]
@@ -117,13 +146,28 @@ def test_agents_sdk_runs_its_tool_loop(server):
         ran.append(args)
         return call_tool("convert_units", args)
 
-    tool = FunctionTool(name="convert_units", description=CONVERT["function"]["description"],
-                        params_json_schema=SCHEMAS["convert_units"], on_invoke_tool=convert, strict_json_schema=False)
+    tool = FunctionTool(
+        name="convert_units",
+        description=CONVERT["function"]["description"],
+        params_json_schema=SCHEMAS["convert_units"],
+        on_invoke_tool=convert,
+        strict_json_schema=False,
+    )
     client = AsyncOpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=120)
-    settings = ModelSettings(tool_choice="required", parallel_tool_calls=False, temperature=1.0, max_tokens=64,
-                             extra_body={**NO_THINK, "seed": 11})
-    agent = Agent(name="converter", instructions="Convert units with the tool.", tools=[tool], model_settings=settings,
-                  model=OpenAIChatCompletionsModel(model=BASE, openai_client=client))
+    settings = ModelSettings(
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=1.0,
+        max_tokens=64,
+        extra_body={**NO_THINK, "seed": 11},
+    )
+    agent = Agent(
+        name="converter",
+        instructions="Convert units with the tool.",
+        tools=[tool],
+        model_settings=settings,
+        model=OpenAIChatCompletionsModel(model=BASE, openai_client=client),
+    )
     result = asyncio.run(Runner.run(agent, "How many feet are 3 metres?", max_turns=3))
     assert len(ran) == 1, result.new_items  # called once; the reset tool_choice lets the model answer after the result
     outputs = [item for item in result.new_items if item.type == "tool_call_output_item"]

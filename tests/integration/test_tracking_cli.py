@@ -11,16 +11,29 @@ import time
 from pathlib import Path
 
 import pytest
-
 from lorakit_cli import REPO, alpaca_file, cli_env, lorakit, write_config
 
 
 def config(tmp: Path, name: str, backends: list[str], **train) -> Path:
     data = alpaca_file(tmp / "data.json", n=16)
-    t = {"output_dir": str(tmp / name), "max_steps": 4, "batch_size": 2, "grad_accum": 1, "logging_steps": 1,
-         "save_steps": 2, "threads": 1, **train}
-    return write_config(tmp / f"{name}.yaml", model={"name": "qwen3-tiny-random"}, data={"path": str(data)},
-                        lora={"r": 4}, train=t, tracking={"backends": backends, "project": "lorakit-test"})
+    t = {
+        "output_dir": str(tmp / name),
+        "max_steps": 4,
+        "batch_size": 2,
+        "grad_accum": 1,
+        "logging_steps": 1,
+        "save_steps": 2,
+        "threads": 1,
+        **train,
+    }
+    return write_config(
+        tmp / f"{name}.yaml",
+        model={"name": "qwen3-tiny-random"},
+        data={"path": str(data)},
+        lora={"r": 4},
+        train=t,
+        tracking={"backends": backends, "project": "lorakit-test"},
+    )
 
 
 def test_swanlab_local_and_tensorboard_record_the_run(tmp_path):
@@ -42,8 +55,14 @@ def test_swanlab_local_and_tensorboard_record_the_run(tmp_path):
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
     cfg = config(tmp_path, "interrupted", [], max_steps=400, save_steps=1000)
-    proc = subprocess.Popen([sys.executable, "-m", "lorakit", "train", str(cfg)], env=cli_env(), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lorakit", "train", str(cfg)],
+        env=cli_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = tmp_path / "interrupted" / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
@@ -55,7 +74,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
     ckpts = list((tmp_path / "interrupted" / "checkpoints").glob("checkpoint-*"))
     assert len(ckpts) == 1
     # a shorter run changes the LR schedule, which resume refuses unless told: --resume-anyway
-    proc = lorakit("train", cfg, "--resume", "--resume-anyway",
-                   "train.max_steps=" + str(int(ckpts[0].name.split("-")[1]) + 2))
+    proc = lorakit(
+        "train", cfg, "--resume", "--resume-anyway", "train.max_steps=" + str(int(ckpts[0].name.split("-")[1]) + 2)
+    )
     assert "train.max_steps" in proc.stdout + proc.stderr  # the change is named even when allowed
     assert (tmp_path / "interrupted" / "run.json").exists()

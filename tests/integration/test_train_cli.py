@@ -14,17 +14,29 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from lorakit_cli import REPO, alpaca_file, cli_env, lorakit, write_config
+from safetensors.torch import load_file
 
 
 def tiny_config(tmp: Path, name: str, data: Path, **train) -> Path:
-    t = {"output_dir": str(tmp / name), "max_steps": 6, "batch_size": 2, "grad_accum": 2, "logging_steps": 1,
-         "save_steps": 3, "precision": "fp32", "threads": 1, **train}
-    return write_config(tmp / f"{name}.yaml", model={"name": "qwen3-tiny-random"},
-                        data={"path": str(data), "system": "现在你要扮演皇帝身边的女人--甄嬛", "eval_split": 4},
-                        lora={"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"}, train=t)
+    t = {
+        "output_dir": str(tmp / name),
+        "max_steps": 6,
+        "batch_size": 2,
+        "grad_accum": 2,
+        "logging_steps": 1,
+        "save_steps": 3,
+        "precision": "fp32",
+        "threads": 1,
+        **train,
+    }
+    return write_config(
+        tmp / f"{name}.yaml",
+        model={"name": "qwen3-tiny-random"},
+        data={"path": str(data), "system": "现在你要扮演皇帝身边的女人--甄嬛", "eval_split": 4},
+        lora={"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"},
+        train=t,
+    )
 
 
 def adapter(run: Path, sub: str = "adapter") -> dict:
@@ -63,8 +75,15 @@ def test_train_writes_a_complete_run_directory(tmp_path, data):
     cfg = tiny_config(tmp_path, "run", data)
     lorakit("train", cfg)
     run = tmp_path / "run"
-    for f in ["config.yaml", "run.json", "metrics.jsonl", "adapter/adapter_model.safetensors",
-              "adapter/adapter_config.json", "adapter/tokenizer_config.json", "plots/loss.png"]:
+    for f in [
+        "config.yaml",
+        "run.json",
+        "metrics.jsonl",
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "adapter/tokenizer_config.json",
+        "plots/loss.png",
+    ]:
         assert (run / f).exists(), f
     summary = json.loads((run / "run.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 6
@@ -87,11 +106,16 @@ def test_train_accounts_for_what_the_data_stage_dropped(tmp_path, capfd):
     data.write_text(json.dumps(records + records[:3] + [long], ensure_ascii=False), encoding="utf-8")
     train(tiny_config(tmp_path, "run", data, max_steps=1), "data.max_length=96")
     out = capfd.readouterr().out
-    assert ("data: 14 records read, 3 exact duplicates dropped, 1 truncated at data.max_length=96; "
-            "7 train / 4 eval samples") in out.splitlines(), out
+    assert (
+        "data: 14 records read, 3 exact duplicates dropped, 1 truncated at data.max_length=96; 7 train / 4 eval samples"
+    ) in out.splitlines(), out
     counts = json.loads((tmp_path / "run" / "run.json").read_text())["data"]
-    assert (counts["records"], counts["duplicates_dropped"], counts["train_samples"], counts["eval_samples"]) \
-        == (14, 3, 7, 4)
+    assert (counts["records"], counts["duplicates_dropped"], counts["train_samples"], counts["eval_samples"]) == (
+        14,
+        3,
+        7,
+        4,
+    )
     assert counts["train_truncated"] + counts["eval_truncated"] == 1
 
 
@@ -99,8 +123,13 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, data):
     steps = dict(max_steps=40, save_steps=4, batch_size=1, grad_accum=2)
     lorakit("train", tiny_config(tmp_path, "straight", data, **steps))
     cfg = tiny_config(tmp_path, "killed", data, **steps)
-    proc = subprocess.Popen([sys.executable, "-m", "lorakit", "train", str(cfg)], env=cli_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lorakit", "train", str(cfg)],
+        env=cli_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt_root = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -132,7 +161,9 @@ def test_token_budget_packing_is_invariant(tmp_path, data, capfd):
     common = dict(max_steps=3, lr=1e-3, save_steps=100)
     train(tiny_config(tmp_path, "by4", data, batch_size=1, grad_accum=4, pack_tokens=None, **common), "lora.dropout=0")
     capfd.readouterr()
-    train(tiny_config(tmp_path, "bytok", data, batch_size=1, grad_accum=4, pack_tokens=4096, **common), "lora.dropout=0")
+    train(
+        tiny_config(tmp_path, "bytok", data, batch_size=1, grad_accum=4, pack_tokens=4096, **common), "lora.dropout=0"
+    )
     out = capfd.readouterr()
     assert "packing up to 4,096 tokens per forward" in out.out + out.err
     assert losses(tmp_path / "by4") == pytest.approx(losses(tmp_path / "bytok"), rel=1e-5)
@@ -184,17 +215,35 @@ LAUNCHERS = {
     "torchrun": ["torchrun", "--standalone", "--nproc_per_node", "2"],
     # `accelerate launch --cpu` starts one process (it wants mpirun for several); `--multi_gpu` goes
     # through torchrun, which runs CPU processes on gloo just as well
-    "accelerate": ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"],
+    "accelerate": [
+        "accelerate",
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+    ],
 }
 DP_STEPS = dict(max_steps=2, save_steps=100, threads=1)
 
 
 def launch(launcher: list[str], *args, tmp: Path) -> subprocess.CompletedProcess:
     """`LAUNCHER -m lorakit ARGS`; HF_HOME in tmp, so no user accelerate config is read."""
-    return subprocess.run([str(Path(sys.executable).with_name(launcher[0])), *launcher[1:], "-m", "lorakit",
-                           *map(str, args)], capture_output=True, text=True, env=cli_env(HF_HOME=str(tmp / "hf")),
-                          cwd=REPO, timeout=600)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name(launcher[0])), *launcher[1:], "-m", "lorakit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=cli_env(HF_HOME=str(tmp / "hf")),
+        cwd=REPO,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -204,12 +253,16 @@ def single_process_run(tmp_path_factory, data) -> Path:
     return tmp / "single"
 
 
-@pytest.mark.parametrize("launcher, overrides", [
-    ("torchrun", []),
-    ("accelerate", []),
-    # a checkpoint at step 1 (gathered from the shards), then resumed from it below
-    ("torchrun", ["train.fsdp=true", "train.save_steps=1"]),
-], ids=["torchrun", "accelerate", "torchrun-fsdp"])
+@pytest.mark.parametrize(
+    "launcher, overrides",
+    [
+        ("torchrun", []),
+        ("accelerate", []),
+        # a checkpoint at step 1 (gathered from the shards), then resumed from it below
+        ("torchrun", ["train.fsdp=true", "train.save_steps=1"]),
+    ],
+    ids=["torchrun", "accelerate", "torchrun-fsdp"],
+)
 def test_data_parallel_on_two_cpu_processes_matches_one(tmp_path, data, single_process_run, launcher, overrides):
     cfg = tiny_config(tmp_path, "ddp", data, batch_size=1, grad_accum=2, **DP_STEPS)
     proc = launch(LAUNCHERS[launcher], "train", cfg, "lora.dropout=0", *overrides, tmp=tmp_path)
@@ -235,8 +288,14 @@ def test_accelerate_sharding_configs_are_refused(tmp_path, data):
     assert "lorakit/" not in proc.stderr, "a traceback from lorakit"
     assert "failed (exitcode: 2)" in proc.stderr  # torchrun's report of lorakit's exit code
     # DeepSpeed: accelerate's launcher needs the deepspeed package, not installed here, so set what it sets
-    proc = subprocess.run([sys.executable, "-m", "lorakit", "train", str(cfg)], capture_output=True, text=True,
-                          env=cli_env(ACCELERATE_USE_DEEPSPEED="true"), cwd=REPO, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lorakit", "train", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=cli_env(ACCELERATE_USE_DEEPSPEED="true"),
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: accelerate launch with a DeepSpeed config")
     assert not (tmp_path / "acc").exists()
@@ -248,17 +307,20 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, data):
     assert not (tmp_path / "dry").exists()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lrr=1", "unknown key 'train.lrr'; did you mean train.lr?"),
-    ("train.lr=fast", "train.lr"),
-    ("lora.target_modules=[nope_proj]", "nope_proj"),
-    ("data.path=/does/not/exist.json", "/does/not/exist.json"),
-    ("model.name=/no/such/model", "/no/such/model"),
-    ("model.quantize=4bit", "needs a CUDA GPU"),
-    ("--preset=low-memory", "needs a CUDA GPU"),  # its 4-bit base is QLoRA's, on CUDA only
-    ("--preset=tiny", "--preset tiny: unknown preset; choose from low-memory"),
-    ("train.pack_tokens=0", "train.pack_tokens: must be a positive token count"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lrr=1", "unknown key 'train.lrr'; did you mean train.lr?"),
+        ("train.lr=fast", "train.lr"),
+        ("lora.target_modules=[nope_proj]", "nope_proj"),
+        ("data.path=/does/not/exist.json", "/does/not/exist.json"),
+        ("model.name=/no/such/model", "/no/such/model"),
+        ("model.quantize=4bit", "needs a CUDA GPU"),
+        ("--preset=low-memory", "needs a CUDA GPU"),  # its 4-bit base is QLoRA's, on CUDA only
+        ("--preset=tiny", "--preset tiny: unknown preset; choose from low-memory"),
+        ("train.pack_tokens=0", "train.pack_tokens: must be a positive token count"),
+    ],
+)
 def test_bad_config_is_one_line_and_exit_2(tmp_path, data, override, message):
     proc = lorakit("train", tiny_config(tmp_path, "bad", data), override, check=False)
     assert proc.returncode == 2, proc.stderr
@@ -277,8 +339,9 @@ def test_yaml_error_names_file_and_line(tmp_path):
 
 def test_early_stopping_and_lora_variants(tmp_path, data):
     # lr 0: eval loss never improves, so patience 1 stops after the second evaluation
-    cfg = tiny_config(tmp_path, "early", data, max_steps=10, lr=1e-12, eval_steps=1, early_stopping_patience=1,
-                      save_steps=100)
+    cfg = tiny_config(
+        tmp_path, "early", data, max_steps=10, lr=1e-12, eval_steps=1, early_stopping_patience=1, save_steps=100
+    )
     out = lorakit("train", cfg, "lora.use_dora=true", "lora.use_rslora=true", "lora.target_modules=[q_proj,v_proj]")
     assert "early stopping at step 2" in out.stdout
     summary = json.loads((tmp_path / "early" / "run.json").read_text())

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from lorakit_cli import REPO, cli_env, lorakit, write_config
+from safetensors.torch import load_file
 
 METRICS = ["rewards/chosen", "rewards/rejected", "accuracy", "margin", "logps/chosen", "logps/rejected"]
 
@@ -24,26 +23,54 @@ def pairs_file(path: Path, n: int = 14) -> Path:
     forms = []
     for i in range(n):
         if i % 3 == 0:  # TRL's string form
-            forms.append({"prompt": f"Who are you, question {i}?", "chosen": f"I am Zhen Huan, answer {i}.",
-                          "rejected": f"As an AI assistant, I cannot say ({i})."})
+            forms.append(
+                {
+                    "prompt": f"Who are you, question {i}?",
+                    "chosen": f"I am Zhen Huan, answer {i}.",
+                    "rejected": f"As an AI assistant, I cannot say ({i}).",
+                }
+            )
         elif i % 3 == 1:  # UltraFeedback: whole conversations sharing the prompt
             user = {"role": "user", "content": f"问题{i}：你是谁？"}
-            forms.append({"chosen": [user, {"role": "assistant", "content": f"臣妾甄嬛，第{i}次回答。"}],
-                          "rejected": [user, {"role": "assistant", "content": f"我是一个AI助手（{i}）。"}]})
+            forms.append(
+                {
+                    "chosen": [user, {"role": "assistant", "content": f"臣妾甄嬛，第{i}次回答。"}],
+                    "rejected": [user, {"role": "assistant", "content": f"我是一个AI助手（{i}）。"}],
+                }
+            )
         else:  # LLaMA-Factory's ShareGPT pairs
-            forms.append({"conversations": [{"from": "human", "value": f"Tell me about the palace, {i}."}],
-                          "chosen": {"from": "gpt", "value": f"The palace is quiet tonight, {i}."},
-                          "rejected": {"from": "gpt", "value": f"I am a language model {i}."}})
+            forms.append(
+                {
+                    "conversations": [{"from": "human", "value": f"Tell me about the palace, {i}."}],
+                    "chosen": {"from": "gpt", "value": f"The palace is quiet tonight, {i}."},
+                    "rejected": {"from": "gpt", "value": f"I am a language model {i}."},
+                }
+            )
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in forms), encoding="utf-8")
     return path
 
 
 def dpo_config(tmp: Path, name: str, data: Path, **train) -> Path:
-    t = {"output_dir": str(tmp / name), "method": "dpo", "max_steps": 4, "batch_size": 2, "grad_accum": 2,
-         "logging_steps": 1, "save_steps": 2, "precision": "fp32", "threads": 1, "lr": 1e-3, **train}
-    return write_config(tmp / f"{name}.yaml", model={"name": "qwen3-tiny-random"},
-                        data={"path": str(data), "eval_split": 3},
-                        lora={"r": 4, "alpha": 8, "target_modules": "all-linear"}, train=t)
+    t = {
+        "output_dir": str(tmp / name),
+        "method": "dpo",
+        "max_steps": 4,
+        "batch_size": 2,
+        "grad_accum": 2,
+        "logging_steps": 1,
+        "save_steps": 2,
+        "precision": "fp32",
+        "threads": 1,
+        "lr": 1e-3,
+        **train,
+    }
+    return write_config(
+        tmp / f"{name}.yaml",
+        model={"name": "qwen3-tiny-random"},
+        data={"path": str(data), "eval_split": 3},
+        lora={"r": 4, "alpha": 8, "target_modules": "all-linear"},
+        train=t,
+    )
 
 
 def train(cfg: Path, *overrides: str):
@@ -94,8 +121,13 @@ def test_kill_and_resume_gives_the_uninterrupted_adapter(tmp_path, data):
     steps = dict(max_steps=12, save_steps=3, batch_size=1, grad_accum=2, precompute_ref_logps=True)
     lorakit("train", dpo_config(tmp_path, "straight", data, **steps))
     cfg = dpo_config(tmp_path, "killed", data, **steps)
-    proc = subprocess.Popen([sys.executable, "-m", "lorakit", "train", str(cfg)], env=cli_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lorakit", "train", str(cfg)],
+        env=cli_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt_root = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -116,18 +148,32 @@ def test_kill_and_resume_gives_the_uninterrupted_adapter(tmp_path, data):
 
 def test_bad_pairs_and_mismatched_methods_are_refused_in_one_line(tmp_path, data):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"prompt": "Hi", "chosen": "Same.", "rejected": "Same."}) + "\n"
-                   + json.dumps({"prompt": "Hi", "chosen": "", "rejected": "No."}) + "\n", encoding="utf-8")
+    bad.write_text(
+        json.dumps({"prompt": "Hi", "chosen": "Same.", "rejected": "Same."})
+        + "\n"
+        + json.dumps({"prompt": "Hi", "chosen": "", "rejected": "No."})
+        + "\n",
+        encoding="utf-8",
+    )
     differ = tmp_path / "differ.jsonl"
-    differ.write_text(json.dumps({"chosen": [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "x"}],
-                                  "rejected": [{"role": "user", "content": "B?"},
-                                               {"role": "assistant", "content": "y"}]}) + "\n", encoding="utf-8")
+    differ.write_text(
+        json.dumps(
+            {
+                "chosen": [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "x"}],
+                "rejected": [{"role": "user", "content": "B?"}, {"role": "assistant", "content": "y"}],
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     sft = tmp_path / "sft.jsonl"
     sft.write_text(json.dumps({"instruction": "Hi", "output": "Hello."}) + "\n", encoding="utf-8")
-    cases = [(bad, "dpo", f"{bad}:1: chosen: equal to rejected"),
-             (differ, "dpo", f"{differ}:1: chosen/rejected: the prompt differs between chosen and rejected"),
-             (sft, "dpo", f"{sft}:1: not a preference record"),
-             (data, "sft", f"{data}:1: a preference pair (keys: chosen, prompt, rejected); train.method sft")]
+    cases = [
+        (bad, "dpo", f"{bad}:1: chosen: equal to rejected"),
+        (differ, "dpo", f"{differ}:1: chosen/rejected: the prompt differs between chosen and rejected"),
+        (sft, "dpo", f"{sft}:1: not a preference record"),
+        (data, "sft", f"{data}:1: a preference pair (keys: chosen, prompt, rejected); train.method sft"),
+    ]
     from lorakit.errors import LorakitError
 
     for i, (path, method, needle) in enumerate(cases):  # through the API, in this process
@@ -142,16 +188,24 @@ def test_bad_pairs_and_mismatched_methods_are_refused_in_one_line(tmp_path, data
     assert f"{second}:1: chosen: empty" in proc.stderr and not (tmp_path / "r9").exists()
 
 
-@pytest.mark.parametrize("overrides", [pytest.param([], id="data-parallel"),
-                                       pytest.param(["train.fsdp=true"], id="fsdp", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "overrides",
+    [pytest.param([], id="data-parallel"), pytest.param(["train.fsdp=true"], id="fsdp", marks=pytest.mark.slow)],
+)
 def test_two_processes_match_one(tmp_path, data, overrides):
     """The reference pass (adapter off) and the pair-mean loss under torchrun: data parallel and FSDP."""
     steps = dict(max_steps=2, save_steps=100, batch_size=1)
     train(dpo_config(tmp_path, "single", data, grad_accum=4, **steps))
     cfg = dpo_config(tmp_path, "ddp", data, grad_accum=2, **steps)
     torchrun = str(Path(sys.executable).with_name("torchrun"))
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "lorakit", "train", str(cfg),
-                           *overrides], capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=600)
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "lorakit", "train", str(cfg), *overrides],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = load_file(str(tmp_path / "single" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors"))

@@ -1,6 +1,7 @@
 """ORPO, SimPO and KTO through the public API (`lorakit.train`, what the CLI calls) on qwen3-tiny-random:
 the one loop runs them to the end with eval steps, logs each method's metrics and writes the adapter;
-a step of 2 x 2 (batch x accumulation) equals 4 x 1 for ORPO (two step-level denominators); KTO's mismatched KL pairs need the data's two kinds of answers."""
+a step of 2 x 2 (batch x accumulation) equals 4 x 1 for ORPO (two step-level denominators); KTO's mismatched
+KL pairs need the data's two kinds of answers."""
 
 from __future__ import annotations
 
@@ -9,22 +10,42 @@ from pathlib import Path
 
 import pytest
 import torch
+from lorakit_cli import write_config
 from safetensors.torch import load_file
 
-from lorakit_cli import write_config
-
-PAIRS = [{"prompt": f"Question {i}: who keeps the light?", "chosen": f"I do, love, {i} nights a week. Fair winds!",
-          "rejected": f"As an AI assistant, I cannot keep lights ({i})."} for i in range(14)]
+PAIRS = [
+    {
+        "prompt": f"Question {i}: who keeps the light?",
+        "chosen": f"I do, love, {i} nights a week. Fair winds!",
+        "rejected": f"As an AI assistant, I cannot keep lights ({i}).",
+    }
+    for i in range(14)
+]
 
 
 def config(tmp: Path, name: str, **train) -> Path:
     data = tmp / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(p) for p in PAIRS) + "\n")
-    t = {"output_dir": str(tmp / name), "max_steps": 3, "batch_size": 4, "grad_accum": 1, "logging_steps": 1,
-         "save_steps": 3, "eval_steps": 3, "precision": "fp32", "threads": 1, "lr": 1e-3, **train}
-    return write_config(tmp / f"{name}.yaml", model={"name": "qwen3-tiny-random"},
-                        data={"path": str(data), "eval_split": 4, "max_length": 64},
-                        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}, train=t)
+    t = {
+        "output_dir": str(tmp / name),
+        "max_steps": 3,
+        "batch_size": 4,
+        "grad_accum": 1,
+        "logging_steps": 1,
+        "save_steps": 3,
+        "eval_steps": 3,
+        "precision": "fp32",
+        "threads": 1,
+        "lr": 1e-3,
+        **train,
+    }
+    return write_config(
+        tmp / f"{name}.yaml",
+        model={"name": "qwen3-tiny-random"},
+        data={"path": str(data), "eval_split": 4, "max_length": 64},
+        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
+        train=t,
+    )
 
 
 def train(cfg: Path) -> Path:

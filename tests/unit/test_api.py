@@ -10,8 +10,10 @@ import lorakit
 
 
 def test_import_is_lazy_and_all_names_resolve():
-    code = ("import sys, lorakit; assert 'torch' not in sys.modules, 'import lorakit pulled in torch'; "
-            "[getattr(lorakit, n) for n in lorakit.__all__]")
+    code = (
+        "import sys, lorakit; assert 'torch' not in sys.modules, 'import lorakit pulled in torch'; "
+        "[getattr(lorakit, n) for n in lorakit.__all__]"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -36,13 +38,16 @@ def test_dotted_and_nested_overrides_agree():
     assert dotted == nested == listed and dotted.lora.r == 4
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda tmp: lorakit.train(tmp / "missing.yaml"), "missing.yaml: config file not found"),
-    (lambda tmp: lorakit.train(None, **{"train.lr": "fast"}), "train.lr=fast: Input should be a valid number"),
-    (lambda tmp: lorakit.train(None, train={"lrr": 1}), "unknown key 'train.lrr'; did you mean train.lr?"),
-    (lambda tmp: lorakit.train(None, preset="huge"), "--preset huge: unknown preset"),
-    (lambda tmp: lorakit.Run(tmp), "not a lorakit run directory (no config.yaml)"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda tmp: lorakit.train(tmp / "missing.yaml"), "missing.yaml: config file not found"),
+        (lambda tmp: lorakit.train(None, **{"train.lr": "fast"}), "train.lr=fast: Input should be a valid number"),
+        (lambda tmp: lorakit.train(None, train={"lrr": 1}), "unknown key 'train.lrr'; did you mean train.lr?"),
+        (lambda tmp: lorakit.train(None, preset="huge"), "--preset huge: unknown preset"),
+        (lambda tmp: lorakit.Run(tmp), "not a lorakit run directory (no config.yaml)"),
+    ],
+)
 def test_user_errors_raise_the_cli_messages(tmp_path, call, message):
     with pytest.raises(lorakit.LorakitError) as e:
         call(tmp_path)
@@ -52,7 +57,11 @@ def test_user_errors_raise_the_cli_messages(tmp_path, call, message):
 def test_dry_run_returns_the_plan_and_writes_nothing(tmp_path):
     data = tmp_path / "d.json"
     data.write_text(json.dumps([{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(8)]))
-    plan = lorakit.train(None, dry_run=True, model={"name": "qwen3-tiny-random"},
-                         **{"data.path": str(data), "train.output_dir": str(tmp_path / "run"), "train.max_steps": 2})
+    plan = lorakit.train(
+        None,
+        dry_run=True,
+        model={"name": "qwen3-tiny-random"},
+        **{"data.path": str(data), "train.output_dir": str(tmp_path / "run"), "train.max_steps": 2},
+    )
     assert plan.steps == 2 and plan.train_samples == 8
     assert not (tmp_path / "run").exists()

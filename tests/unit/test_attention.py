@@ -3,10 +3,10 @@ loss and gradients of each sample trained alone."""
 
 import pytest
 import torch
+from tiny_models import tiny_qwen3
 
 from lorakit.training import batching, loss
 from lorakit.training.attention import _segments, row_mask, use_packed_attention
-from tiny_models import tiny_qwen3
 
 
 def with_prefix(prefix, n, n_prompt, seed):
@@ -79,22 +79,20 @@ def test_pack_gives_the_segments_the_position_ids_imply(share):
 
 def test_row_mask_is_causal_within_samples_and_open_to_the_prefix():
     m = row_mask([(0, 2), (2, 4), (4, 5)], n_shared=2, length=5)[0, 0].int().tolist()
-    assert m == [[1, 0, 0, 0, 0],
-                 [1, 1, 0, 0, 0],
-                 [1, 1, 1, 0, 0],
-                 [1, 1, 1, 1, 0],
-                 [1, 1, 0, 0, 1]]
+    assert m == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 1]]
 
 
 def test_row_mask_window_counts_positions_within_the_sample():
     # prefix of 2, samples (2, 5) and (5, 6): positions 2,3,4 and 2; a window of 2 sees itself and one before
     m = row_mask([(0, 2), (2, 5), (5, 6)], n_shared=2, length=6, window=2)[0, 0].int().tolist()
-    assert m == [[1, 0, 0, 0, 0, 0],
-                 [1, 1, 0, 0, 0, 0],
-                 [0, 1, 1, 0, 0, 0],
-                 [0, 0, 1, 1, 0, 0],
-                 [0, 0, 0, 1, 1, 0],
-                 [0, 1, 0, 0, 0, 1]]
+    assert m == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [0, 1, 1, 0, 0, 0],
+        [0, 0, 1, 1, 0, 0],
+        [0, 0, 0, 1, 1, 0],
+        [0, 1, 0, 0, 0, 1],
+    ]
 
 
 @pytest.mark.parametrize("calls, per_layer", [("per_sample", len(SAMPLES)), ("whole_row", 1), ("auto", len(SAMPLES))])

@@ -10,13 +10,12 @@ import signal
 
 import pytest
 import torch
+from tiny_models import tiny_qwen3
 
-from lorakit.config import RunConfig
+from lorakit.config import LoraConfig, RunConfig
 from lorakit.errors import LorakitError
-from lorakit.config import LoraConfig
 from lorakit.models.lora import attach_lora
 from lorakit.training import checkpoint, guards, resume
-from tiny_models import tiny_qwen3
 
 
 def tiny_lora(r: int = 2):
@@ -126,7 +125,9 @@ def test_best_checkpoint_never_names_a_missing_folder(tmp_path):
     assert checkpoint.existing_best({"best_checkpoint": str(kept), "best_step": 4}, 10, tmp_path) == str(kept)
     gone = str(tmp_path / "checkpoints" / "checkpoint-2")
     assert checkpoint.existing_best({"best_checkpoint": gone, "best_step": 2}, 10, tmp_path) is None
-    assert checkpoint.existing_best({"best_checkpoint": gone, "best_step": 10}, 10, tmp_path) == str(tmp_path / "adapter")
+    assert checkpoint.existing_best({"best_checkpoint": gone, "best_step": 10}, 10, tmp_path) == str(
+        tmp_path / "adapter"
+    )
 
 
 def _with(cfg: RunConfig, **changes) -> dict:
@@ -140,8 +141,20 @@ def _with(cfg: RunConfig, **changes) -> dict:
 def test_resume_rules_name_every_changed_key():
     cfg = RunConfig()
     before = _with(cfg)
-    assert resume.changes(before, _with(cfg, train__logging_steps=1, train__save_steps=7, tracking__project="x",
-                                        data__path="moved.json", train__output_dir="elsewhere")) == []
+    assert (
+        resume.changes(
+            before,
+            _with(
+                cfg,
+                train__logging_steps=1,
+                train__save_steps=7,
+                tracking__project="x",
+                data__path="moved.json",
+                train__output_dir="elsewhere",
+            ),
+        )
+        == []
+    )
     diff = resume.changes(before, _with(cfg, lora__alpha=32, train__batch_size=1, train__seed=3))
     assert [d.split(":")[0] for d in diff] == ["lora.alpha", "train.batch_size", "train.seed"]
     now = {**before, "data": "def", "base_model": {"weights_fingerprint": "f2"}}
@@ -150,8 +163,9 @@ def test_resume_rules_name_every_changed_key():
     with pytest.raises(LorakitError, match="lora.alpha: 16.0 -> 32.*--resume-anyway") as e:
         resume.check_resume(checkpoint.Path("c/checkpoint-4"), state, _with(cfg, lora__alpha=32), False, print)
     assert "\n" not in str(e.value)
-    record = resume.check_resume(checkpoint.Path("c/checkpoint-4"), state, _with(cfg, lora__alpha=32), True,
-                                 lambda m: None)
+    record = resume.check_resume(
+        checkpoint.Path("c/checkpoint-4"), state, _with(cfg, lora__alpha=32), True, lambda m: None
+    )
     assert record["resume_anyway"] and record["changed"] == ["lora.alpha: 16.0 -> 32"]
 
 

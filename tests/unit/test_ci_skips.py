@@ -16,6 +16,12 @@ def test_probe():
 def test_a_skip_fails_in_ci():
     here = Path(__file__)
     env = {**os.environ, "CI": "true", "LORAKIT_SKIP_PROBE": "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{here}::test_probe"],
-                          capture_output=True, text=True, env=env, cwd=here.parents[2], timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{here}::test_probe"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=here.parents[2],
+        timeout=300,
+    )
     assert done.returncode == 1 and "skipped in CI (Skipped: probe skip)" in done.stdout, done.stdout

@@ -16,14 +16,17 @@ except SystemExit as e:
 """
 
 
-@pytest.mark.parametrize("args", [
-    ["train", "{tmp}/missing.yaml"],
-    ["merge", "{tmp}/no-run", "--out", "{tmp}/merged"],
-    ["eval", "{tmp}/no-run"],
-    ["chat", "--adapter", "{tmp}/no-run", "--prompt", "hi"],
-    ["serve", "--model", "{tmp}/no-model"],
-    ["serve", "--lora-modules", "a={tmp}/no-run"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "{tmp}/missing.yaml"],
+        ["merge", "{tmp}/no-run", "--out", "{tmp}/merged"],
+        ["eval", "{tmp}/no-run"],
+        ["chat", "--adapter", "{tmp}/no-run", "--prompt", "hi"],
+        ["serve", "--model", "{tmp}/no-model"],
+        ["serve", "--lora-modules", "a={tmp}/no-run"],
+    ],
+)
 def test_wrong_paths_fail_before_the_heavy_imports(tmp_path, args):
     argv = [a.format(tmp=tmp_path) for a in args]
     done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120)

@@ -34,23 +34,26 @@ def test_overrides_are_typed_and_dotted():
         parse_override("train.lr")
 
 
-@pytest.mark.parametrize("item, key, expected", [
-    ("data.thinking=off", "data.thinking", "off"),  # YAML 1.1 alone reads off/on as booleans
-    ("data.thinking=on", "data.thinking", "on"),
-    ("data.thinking=auto", "data.thinking", "auto"),
-    ("data.system=yes", "data.system", "yes"),  # a str field keeps the text
-    ("data.system=Answer: briefly", "data.system", "Answer: briefly"),  # not a one-key mapping
-    ("model.name=2024", "model.name", "2024"),
-    ("tracking.experiment=007", "tracking.experiment", "007"),
-    ("data.system=null", "data.system", None),  # Optional: null clears it
-    ("train.gradient_checkpointing=off", "train.gradient_checkpointing", False),  # a bool field: off is false
-    ("train.gradient_checkpointing=auto", "train.gradient_checkpointing", "auto"),
-    ("train.pack_tokens=512", "train.pack_tokens", 512),
-    ("train.pack_tokens=null", "train.pack_tokens", None),
-    ("train.lr=2e-4", "train.lr", 2e-4),  # YAML 1.1 reads 2e-4 as text; the float field takes the number
-    ("data.dedup=false", "data.dedup", False),
-    ("data.path=[a.json, b.json]", "data.path", ["a.json", "b.json"]),
-])
+@pytest.mark.parametrize(
+    "item, key, expected",
+    [
+        ("data.thinking=off", "data.thinking", "off"),  # YAML 1.1 alone reads off/on as booleans
+        ("data.thinking=on", "data.thinking", "on"),
+        ("data.thinking=auto", "data.thinking", "auto"),
+        ("data.system=yes", "data.system", "yes"),  # a str field keeps the text
+        ("data.system=Answer: briefly", "data.system", "Answer: briefly"),  # not a one-key mapping
+        ("model.name=2024", "model.name", "2024"),
+        ("tracking.experiment=007", "tracking.experiment", "007"),
+        ("data.system=null", "data.system", None),  # Optional: null clears it
+        ("train.gradient_checkpointing=off", "train.gradient_checkpointing", False),  # a bool field: off is false
+        ("train.gradient_checkpointing=auto", "train.gradient_checkpointing", "auto"),
+        ("train.pack_tokens=512", "train.pack_tokens", 512),
+        ("train.pack_tokens=null", "train.pack_tokens", None),
+        ("train.lr=2e-4", "train.lr", 2e-4),  # YAML 1.1 reads 2e-4 as text; the float field takes the number
+        ("data.dedup=false", "data.dedup", False),
+        ("data.path=[a.json, b.json]", "data.path", ["a.json", "b.json"]),
+    ],
+)
 def test_overrides_take_each_fields_values_as_typed(item, key, expected):
     assert parse_override(item) == (key, expected)
     section, name = key.split(".")
@@ -65,11 +68,13 @@ def test_an_override_error_names_the_argument_not_the_file(tmp_path):
 
     p = tmp_path / "c.yaml"
     p.write_text("data:\n  thinking: 'on'\ntrain:\n  lr: 1.0e-4\n")
-    cases = {"data.thinking=maybe": "data.thinking=maybe: Input should be 'off', 'on' or 'auto'",
-             "data.thinking=no": "data.thinking=no: Input should be 'off', 'on' or 'auto'",
-             "train.lr=fast": "train.lr=fast: Input should be a valid number, unable to parse string as a number",
-             "train.epochs=-1": "train.epochs=-1: Input should be greater than 0",
-             "train.lrr=1": "train.lrr=1: unknown key 'train.lrr'; did you mean train.lr?"}
+    cases = {
+        "data.thinking=maybe": "data.thinking=maybe: Input should be 'off', 'on' or 'auto'",
+        "data.thinking=no": "data.thinking=no: Input should be 'off', 'on' or 'auto'",
+        "train.lr=fast": "train.lr=fast: Input should be a valid number, unable to parse string as a number",
+        "train.epochs=-1": "train.epochs=-1: Input should be greater than 0",
+        "train.lrr=1": "train.lrr=1: unknown key 'train.lrr'; did you mean train.lr?",
+    }
     for item, message in cases.items():
         with pytest.raises(LorakitError) as e:
             load_config(p, [item])
@@ -96,8 +101,10 @@ def test_data_thinking_off_on_the_command_line(tmp_path, capsys):
 
     p = tmp_path / "c.yaml"
     p.write_text("model:\n  name: qwen3-tiny-random\ndata:\n  thinking: 'on'\n")
-    for item, error in [("data.thinking=off", "data.path: no training data given"),  # the config passed
-                        ("data.thinking=maybe", "data.thinking=maybe: Input should be 'off', 'on' or 'auto'")]:
+    for item, error in [
+        ("data.thinking=off", "data.path: no training data given"),  # the config passed
+        ("data.thinking=maybe", "data.thinking=maybe: Input should be 'off', 'on' or 'auto'"),
+    ]:
         with pytest.raises(SystemExit) as done:
             main(["train", str(p), item, "--dry-run"])
         assert done.value.code == 2
@@ -146,20 +153,24 @@ def test_fsdp_cannot_shard_a_quantized_base():
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("value, device, packing, expected", [
-    (4096, "cpu", True, (4096, True)),    # a number is taken as given, and filled
-    (None, "cuda:0", True, None),         # null: batch_size samples per forward
-    ("auto", "cpu", True, (512, False)),  # auto on CPU: batch_size (4) samples, rows capped at 4 x 128 tokens
-    (4096, "cpu", False, None),           # only packed rows have a token budget
-])
+@pytest.mark.parametrize(
+    "value, device, packing, expected",
+    [
+        (4096, "cpu", True, (4096, True)),  # a number is taken as given, and filled
+        (None, "cuda:0", True, None),  # null: batch_size samples per forward
+        ("auto", "cpu", True, (512, False)),  # auto on CPU: batch_size (4) samples, rows capped at 4 x 128 tokens
+        (4096, "cpu", False, None),  # only packed rows have a token budget
+    ],
+)
 def test_pack_tokens_budget(value, device, packing, expected):
     from lorakit.training.batching import TokenBudget
     from lorakit.training.plan import pack_budget
 
     expected = TokenBudget(*expected) if expected else None
 
-    t = load_config(None, [f"train.pack_tokens={'null' if value is None else value}",
-                           f"train.packing={str(packing).lower()}"]).train
+    t = load_config(
+        None, [f"train.pack_tokens={'null' if value is None else value}", f"train.packing={str(packing).lower()}"]
+    ).train
     assert pack_budget(t, device, Path("unused"), "float32", False) == expected
 
 
@@ -189,16 +200,32 @@ def test_plan_sizes_activations_by_the_token_budget():
     assert estimate("train.pack_tokens=1600") > estimate("train.pack_tokens=null") == estimate("train.pack_tokens=400")
     assert estimate("train.pack_tokens=null") == estimate()  # on CPU auto only caps: 4 x 100 tokens fit 4 x 128
     long = SimpleNamespace(train=samples(300), eval=[])  # 4 x 300 tokens: auto caps the row at 512
-    assert estimate("train.pack_tokens=null", data=long) > estimate(data=long) == estimate("train.pack_tokens=512", data=long)
+    assert (
+        estimate("train.pack_tokens=null", data=long)
+        > estimate(data=long)
+        == estimate("train.pack_tokens=512", data=long)
+    )
     # bf16 weights computing in fp32 (a CPU without native bf16): the activations are fp32
     cfg = load_config(None, ["train.batch_size=4", "train.grad_accum=4"])
-    half = [_plan(cfg, data, resolve_model("qwen3-tiny-random"), 16, 2, "bfloat16", "cpu", c).memory_gb
-            for c in ("bfloat16", "float32")]
+    half = [
+        _plan(cfg, data, resolve_model("qwen3-tiny-random"), 16, 2, "bfloat16", "cpu", c).memory_gb
+        for c in ("bfloat16", "float32")
+    ]
     assert half[0] < half[1] < estimate()
 
 
-@pytest.mark.parametrize("override", ["train.lr=inf", "train.lr=.nan", "train.lr=-1e-4", "train.lr=0",
-                                      "lora.alpha=.inf", "train.max_grad_norm=nan", "data.weights=[-1]"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.lr=inf",
+        "train.lr=.nan",
+        "train.lr=-1e-4",
+        "train.lr=0",
+        "lora.alpha=.inf",
+        "train.max_grad_norm=nan",
+        "data.weights=[-1]",
+    ],
+)
 def test_values_that_can_only_be_wrong_are_refused(override):
     key = override.split("=")[0]
     extra = ["data.path=[a.json]"] if key == "data.weights" else []

@@ -10,7 +10,8 @@ PAGE = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 def test_the_page_matches_the_config():
     assert PAGE.read_text(encoding="utf-8") == reference_markdown(), (
-        "docs/config.md is stale: python -m lorakit.config_reference > docs/config.md")
+        "docs/config.md is stale: python -m lorakit.config_reference > docs/config.md"
+    )
 
 
 def test_every_key_is_documented_with_a_description():

@@ -24,16 +24,21 @@ def fake_gpus(monkeypatch, *cards):
     """torch.cuda answering as if `cards` ((name, total GiB, free GiB, (major, minor)), ...) were present."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(cards))
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda i: SimpleNamespace(name=cards[i][0], major=cards[i][3][0], minor=cards[i][3][1]))
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda i: SimpleNamespace(name=cards[i][0], major=cards[i][3][0], minor=cards[i][3][1]),
+    )
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (int(cards[i][2] * GIB), int(cards[i][1] * GIB)))
 
 
 def test_cpu_flags_from_cpuinfo(tmp_path):
     amx = tmp_path / "cpuinfo"
-    amx.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
-                   "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\n"
-                   "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu\n")
+    amx.write_text(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+        "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\n"
+        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu\n"
+    )
     model, flags = doctor.cpu_features(amx)
     assert model == "Intel(R) Xeon(R) Platinum 8480+"
     assert flags == {"avx2": True, "avx512f": True, "avx512_bf16": True, "amx_bf16": True, "amx_tile": True}
@@ -120,11 +125,20 @@ def test_make_install_picks_the_torch_build(tmp_path, driver):
         (bin_dir / "nvidia-smi").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"}
     env.pop("TORCH", None)
-    out = subprocess.run(["make", "-n", "-B", "install", f"VENV={tmp_path / 'venv'}"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["make", "-n", "-B", "install", f"VENV={tmp_path / 'venv'}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    pin = next(line.split("==")[1] for line in (REPO / "requirements/constraints.txt").read_text().splitlines()
-               if line.startswith("torch=="))
+    pin = next(
+        line.split("==")[1]
+        for line in (REPO / "requirements/constraints.txt").read_text().splitlines()
+        if line.startswith("torch==")
+    )
     if driver:
         assert f"'torch=={pin}'" in out.stdout and "+cpu" not in out.stdout and ".installed-cuda" in out.stdout
     else:
@@ -140,8 +154,12 @@ def test_targets_and_variants(monkeypatch):
     card = doctor.pick_target(cfg, machine, gpu_memory_gib=24)
     assert card.device == "cuda" and card.free_bytes == 24 * GIB - doctor.CUDA_CONTEXT_BYTES
     names = [name for name, _ in doctor.variants(cfg, card)]
-    assert names[:4] == ["as configured", "train.gradient_checkpointing=true", "train.pack_tokens=512",
-                         "--preset low-memory"]
+    assert names[:4] == [
+        "as configured",
+        "train.gradient_checkpointing=true",
+        "train.pack_tokens=512",
+        "--preset low-memory",
+    ]
     assert "--preset low-memory" not in [name for name, _ in doctor.variants(cfg, cpu)]  # 4-bit needs CUDA
     low = doctor.with_overrides(cfg, dict(doctor.variants(cfg, card))["--preset low-memory"])
     assert low.model.quantize == "4bit" and low.train.gradient_checkpointing is True
@@ -149,9 +167,11 @@ def test_targets_and_variants(monkeypatch):
 
 def test_fit_verdict_names_the_first_setting_that_fits():
     target = doctor.Target("cuda", 10 * GIB, "a card")
-    found = [doctor.Estimate("as configured", [], 14 * GIB),
-             doctor.Estimate("train.gradient_checkpointing=true", ["x"], 11 * GIB),
-             doctor.Estimate("--preset low-memory", ["y"], 4 * GIB)]
+    found = [
+        doctor.Estimate("as configured", [], 14 * GIB),
+        doctor.Estimate("train.gradient_checkpointing=true", ["x"], 11 * GIB),
+        doctor.Estimate("--preset low-memory", ["y"], 4 * GIB),
+    ]
     lines = doctor.fit_lines(found, target, bitsandbytes=False)
     assert lines[0] == "memory estimate: ~14.0 GiB peak on a card: does NOT fit"
     assert "to make it fit: --preset low-memory" in lines
@@ -181,13 +201,23 @@ def test_a_modelscope_download_is_found_without_naming_the_source(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_install_gpu_pins_bitsandbytes_and_keeps_vllm_apart(tmp_path):
-    out = subprocess.run(["make", "-n", "-B", "install-gpu", f"VENV={tmp_path / 'venv'}", "TORCH=cuda"], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["make", "-n", "-B", "install-gpu", f"VENV={tmp_path / 'venv'}", "TORCH=cuda"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    pins = dict(line.split("==") for line in (REPO / "requirements/constraints.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
-    assert f"{tmp_path / 'venv'}/bin/python -m pip install -q -c requirements/constraints.txt " \
-           f"'bitsandbytes=={pins['bitsandbytes']}'" in out.stdout
+    pins = dict(
+        line.split("==")
+        for line in (REPO / "requirements/constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert (
+        f"{tmp_path / 'venv'}/bin/python -m pip install -q -c requirements/constraints.txt "
+        f"'bitsandbytes=={pins['bitsandbytes']}'" in out.stdout
+    )
     # vLLM pins another torch: it goes to .venv-vllm, without the project's constraints
     assert f".venv-vllm/bin/python -m pip install -q 'vllm=={pins['vllm']}'" in out.stdout
 
@@ -225,14 +255,20 @@ def test_the_tutorial_config_on_a_24_gib_card(estimate_bench):
 
 # --- will it fit, before the download -----------------------------------------------------------------
 
+
 def _tiny_planner_config(name: str, **model):
-    return build_config({"model": {"name": name, **model},
-                         "data": {"path": str(REPO / "tests/fixtures/data/huanhuan.json"), "system": "你是甄嬛"},
-                         "train": {"max_steps": 2}})
+    return build_config(
+        {
+            "model": {"name": name, **model},
+            "data": {"path": str(REPO / "tests/fixtures/data/huanhuan.json"), "system": "你是甄嬛"},
+            "train": {"max_steps": 2},
+        }
+    )
 
 
-@pytest.mark.parametrize("ref, size, params", [("Qwen/Qwen3-4B", "Qwen3-4B", 4_022_468_096),
-                                               ("qwen/qwen3-8b", "Qwen3-8B", 8_190_735_360)])  # hub ids ignore case
+@pytest.mark.parametrize(
+    "ref, size, params", [("Qwen/Qwen3-4B", "Qwen3-4B", 4_022_468_096), ("qwen/qwen3-8b", "Qwen3-8B", 8_190_735_360)]
+)  # hub ids ignore case
 def test_known_qwen3_shapes_count_the_published_parameters(tmp_path, lorakit_cache, ref, size, params):
     """The parameter counts of the published checkpoints (their safetensors hold 2 bytes per parameter:
     8,044,936,192 and 16,381,470,720 bytes); the 8B's embeddings are not tied, the 4B's are."""
@@ -240,8 +276,10 @@ def test_known_qwen3_shapes_count_the_published_parameters(tmp_path, lorakit_cac
     from lorakit.training.plan import count_params
 
     found = shapes_before_download(ref, "modelscope", lorakit_cache, tmp_path / "shapes", str(tmp_path / "hf"))
-    assert found.source == (f"{ref} is not downloaded; estimated from the {size} shapes lorakit knows, "
-                            "tokens counted with the Qwen3 tokenizer")
+    assert found.source == (
+        f"{ref} is not downloaded; estimated from the {size} shapes lorakit knows, "
+        "tokens counted with the Qwen3 tokenizer"
+    )
     assert count_params(found.folder) == params
     assert (found.folder / "tokenizer.json").is_file() and not list(found.folder.glob("*.safetensors"))
 
@@ -251,8 +289,18 @@ def test_known_shapes_agree_with_the_random_built_ins(tmp_path, lorakit_cache):
     from lorakit.models.builtin import qwen3_config
     from lorakit.models.shapes import shapes_before_download
 
-    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-            "head_dim", "vocab_size", "tie_word_embeddings", "rms_norm_eps", "max_position_embeddings")
+    keys = (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "vocab_size",
+        "tie_word_embeddings",
+        "rms_norm_eps",
+        "max_position_embeddings",
+    )
     for ref, builtin in (("Qwen/Qwen3-0.6B", "qwen3-0.6b-random"), ("Qwen/Qwen3-4B", "qwen3-4b-random")):
         found = shapes_before_download(ref, "hf", lorakit_cache, tmp_path / builtin, str(tmp_path / "hf"))
         ours = json.loads((found.folder / "config.json").read_text())
@@ -271,9 +319,11 @@ def test_a_config_json_in_the_hugging_face_cache_is_enough(tmp_path, lorakit_cac
     (hf / "models--someorg--tiny-chat" / "refs" / "main").write_text("0123abcd")
     shutil.copyfile(resolve_model("qwen3-tiny-random") / "config.json", snapshot / "config.json")
     cfg, source = doctor.model_for_estimate(_tiny_planner_config("someorg/tiny-chat"), tmp_path / "work", str(hf))
-    assert source == ("model shapes: someorg/tiny-chat is not downloaded; estimated from its config.json alone "
-                      f"(the Hugging Face cache, {snapshot / 'config.json'}), tokens counted with the Qwen3 "
-                      "tokenizer standing in for its own (not in the cache)")
+    assert source == (
+        "model shapes: someorg/tiny-chat is not downloaded; estimated from its config.json alone "
+        f"(the Hugging Face cache, {snapshot / 'config.json'}), tokens counted with the Qwen3 "
+        "tokenizer standing in for its own (not in the cache)"
+    )
     target = doctor.Target("cpu", 8 * GIB, "the CPU")
     downloaded, line = doctor.model_for_estimate(_tiny_planner_config("qwen3-tiny-random"), tmp_path, str(hf))
     assert line == f"model shapes: from the model folder {resolve_model('qwen3-tiny-random')}"
@@ -292,8 +342,10 @@ def test_an_unfinished_download_gives_its_config_and_tokenizer(tmp_path, lorakit
             shutil.copyfile(f, folder / f.name)
     cfg = _tiny_planner_config("someorg/tiny-chat", source="modelscope", cache_dir=str(cache))
     planned, source = doctor.model_for_estimate(cfg, tmp_path / "work", str(tmp_path / "hf"))
-    assert source == ("model shapes: someorg/tiny-chat is not downloaded; estimated from its config.json alone "
-                      f"(an unfinished `lorakit download` in {folder}), tokens counted with its tokenizer")
+    assert source == (
+        "model shapes: someorg/tiny-chat is not downloaded; estimated from its config.json alone "
+        f"(an unfinished `lorakit download` in {folder}), tokens counted with its tokenizer"
+    )
     assert (Path(planned.model.name) / "tokenizer.json").read_bytes() == (folder / "tokenizer.json").read_bytes()
 
 
@@ -301,10 +353,13 @@ def test_a_model_without_known_shapes_says_how_to_get_them(tmp_path):
     from lorakit.errors import LorakitError
 
     with pytest.raises(LorakitError) as e:
-        doctor.model_for_estimate(_tiny_planner_config("someorg/unknown", cache_dir=str(tmp_path)), tmp_path,
-                                  str(tmp_path / "hf"))
-    assert str(e.value) == ("model someorg/unknown is not downloaded and lorakit does not know its shapes: run "
-                            "`lorakit download someorg/unknown`, or fetch its config.json alone (`hf download "
-                            "someorg/unknown config.json`) for an estimate before the download")
+        doctor.model_for_estimate(
+            _tiny_planner_config("someorg/unknown", cache_dir=str(tmp_path)), tmp_path, str(tmp_path / "hf")
+        )
+    assert str(e.value) == (
+        "model someorg/unknown is not downloaded and lorakit does not know its shapes: run "
+        "`lorakit download someorg/unknown`, or fetch its config.json alone (`hf download "
+        "someorg/unknown config.json`) for an estimate before the download"
+    )
     with pytest.raises(LorakitError, match="does not exist"):  # a missing local folder: the usual error
         doctor.model_for_estimate(_tiny_planner_config(str(tmp_path / "nope")), tmp_path)

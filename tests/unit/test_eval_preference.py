@@ -11,9 +11,11 @@ from lorakit.config import LoraConfig, RunConfig
 from lorakit.eval.preference import heldout_pairs, is_pairs_file, preference_scores
 from lorakit.eval.summary import summary_rows
 
-PAIRS = [{"prompt": "Who keeps the light?", "chosen": "I do, love. Fair winds!", "rejected": "As an AI, I cannot."},
-         {"prompt": "Tea?", "chosen": "Strong, with heather honey.", "rejected": "Tea is a drink."},
-         {"prompt": "Fog?", "chosen": "The grey thief.", "rejected": "Fog is small water droplets in the air."}]
+PAIRS = [
+    {"prompt": "Who keeps the light?", "chosen": "I do, love. Fair winds!", "rejected": "As an AI, I cannot."},
+    {"prompt": "Tea?", "chosen": "Strong, with heather honey.", "rejected": "Tea is a drink."},
+    {"prompt": "Fog?", "chosen": "The grey thief.", "rejected": "Fog is small water droplets in the air."},
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +25,9 @@ def engine(tmp_path_factory, lorakit_cache):
     from lorakit.models.lora import attach_lora
 
     folder = tmp_path_factory.mktemp("adapter")
-    model = attach_lora(load_model(resolve_model("qwen3-tiny-random"), dtype="float32", device="cpu"),
-                        LoraConfig(r=4, alpha=8))
+    model = attach_lora(
+        load_model(resolve_model("qwen3-tiny-random"), dtype="float32", device="cpu"), LoraConfig(r=4, alpha=8)
+    )
     torch.manual_seed(0)
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -46,8 +49,9 @@ def test_scores_equal_transformers_and_rewards_are_beta_times_the_shift(engine, 
     path = tmp_path / "pairs.jsonl"
     path.write_text("\n".join(json.dumps(p) for p in PAIRS) + "\n")
     assert is_pairs_file(path)
-    cfg = RunConfig(model={"name": "qwen3-tiny-random"}, data={"path": str(path)},
-                    train={"method": "dpo", "dpo_beta": 0.5})
+    cfg = RunConfig(
+        model={"name": "qwen3-tiny-random"}, data={"path": str(path)}, train={"method": "dpo", "dpo_beta": 0.5}
+    )
     held = heldout_pairs(cfg, engine.tokenizer, str(path), bare=False)
     assert len(held["units"]) == 3 and held["source"] == str(path)
     pref = preference_scores(engine, held, cfg, "finetuned")
@@ -70,8 +74,10 @@ def test_scores_equal_transformers_and_rewards_are_beta_times_the_shift(engine, 
     assert pref["rewards"]["margin"] == pytest.approx(sum(c - r for c, r in shift) / 3, rel=1e-4, abs=1e-5)
     assert pref["rewards"]["margin"] != 0  # the adapter changes the answers' log-probs
     rows = {label: (base, tuned) for label, base, tuned, _ in summary_rows({"preference": pref})}
-    assert rows["held-out pairs, chosen answer more likely (of 3)"] == (round(pref["base"]["accuracy"] * 3),
-                                                                       round(pref["finetuned"]["accuracy"] * 3))
+    assert rows["held-out pairs, chosen answer more likely (of 3)"] == (
+        round(pref["base"]["accuracy"] * 3),
+        round(pref["finetuned"]["accuracy"] * 3),
+    )
 
 
 def test_an_sft_file_gives_no_pairs_and_says_what_to_pass(engine, tmp_path):

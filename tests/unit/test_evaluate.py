@@ -15,11 +15,15 @@ from lorakit.eval.report import render_report
 # ---- prompts ---------------------------------------------------------------------------------
 def test_prompts_from_json_strings_and_alpaca_records(tmp_path):
     f = tmp_path / "p.json"
-    f.write_text(json.dumps([
-        "Who are you?",
-        {"instruction": "Summarise", "input": "a long text", "output": "short"},
-        {"question": "What is 2 + 3?", "answer": "5"},
-    ]))
+    f.write_text(
+        json.dumps(
+            [
+                "Who are you?",
+                {"instruction": "Summarise", "input": "a long text", "output": "short"},
+                {"question": "What is 2 + 3?", "answer": "5"},
+            ]
+        )
+    )
     got = load_prompts(f, system="Be brief.")
     assert [p.text for p in got] == ["Who are you?", "Summarise\n\na long text", "What is 2 + 3?"]
     assert [p.reference for p in got] == [None, "short", "5"]
@@ -37,12 +41,15 @@ def test_prompts_from_jsonl_and_text(tmp_path):
     assert got[0].messages == [{"role": "user", "content": "one"}]
 
 
-@pytest.mark.parametrize("name,content,where", [
-    ("bad.json", '[\n"a",\n', "bad.json:3"),
-    ("bad.jsonl", '"a"\n{oops}\n', "bad.jsonl:2"),
-    ("rec.json", '[{"output": "no question"}]', "rec.json[0]"),
-    ("empty.txt", "\n\n", "no prompts"),
-])
+@pytest.mark.parametrize(
+    "name,content,where",
+    [
+        ("bad.json", '[\n"a",\n', "bad.json:3"),
+        ("bad.jsonl", '"a"\n{oops}\n', "bad.jsonl:2"),
+        ("rec.json", '[{"output": "no question"}]', "rec.json[0]"),
+        ("empty.txt", "\n\n", "no prompts"),
+    ],
+)
 def test_bad_prompt_files_name_the_place(tmp_path, name, content, where):
     f = tmp_path / name
     f.write_text(content)
@@ -53,8 +60,10 @@ def test_bad_prompt_files_name_the_place(tmp_path, name, content, where):
 def test_prompts_from_conversations_use_last_answer_as_reference():
     convs = [
         Conversation([Message("system", "S"), Message("user", "Q1"), Message("assistant", "A1")], "f:1"),
-        Conversation([Message("user", "Q2"), Message("assistant", "A2"), Message("user", "Q3"),
-                      Message("assistant", "A3")], "f:2"),
+        Conversation(
+            [Message("user", "Q2"), Message("assistant", "A2"), Message("user", "Q3"), Message("assistant", "A3")],
+            "f:2",
+        ),
         Conversation([Message("user", "Q4"), Message("assistant", "A4")], "f:3"),
     ]
     got = prompts_from_conversations(convs, cap=2)
@@ -105,8 +114,10 @@ def test_derived_keywords_are_frequent_in_training_and_absent_from_base():
 
 def test_generic_data_has_no_persona():
     training = ["The sum is four.", "Paris is the capital.", "Use a loop over the list.", "Water boils at 100 C."] * 3
-    assert scores.candidate_keywords(training[:4]) == [] or scores.derive_rule(
-        scores.candidate_keywords(training), training) is None
+    assert (
+        scores.candidate_keywords(training[:4]) == []
+        or scores.derive_rule(scores.candidate_keywords(training), training) is None
+    )
 
 
 def test_score_persona_counts_answers_with_any_term():
@@ -121,8 +132,11 @@ def test_retention_counts_lost_and_gained(tmp_path):
     items = scores.load_retention()  # the bundled questions load and validate
     assert items and all(i["accept"] for i in items)
     # the older {keywords} form still scores, as accepted forms
-    qs = [{"question": "2+3?", "keywords": ["5", "five"]}, {"question": "Capital of France?", "keywords": ["paris"]},
-          {"question": "Sky?", "keywords": ["blue"]}]
+    qs = [
+        {"question": "2+3?", "keywords": ["5", "five"]},
+        {"question": "Capital of France?", "keywords": ["paris"]},
+        {"question": "Sky?", "keywords": ["blue"]},
+    ]
     got = scores.score_retention(qs, ["It is 5.", "Paris.", "Grey."], ["It is 15.", "paris!", "Blue, love."])
     assert (got["base_right"], got["finetuned_right"], got["lost"], got["gained"], got["changed"]) == (2, 2, 1, 1, 2)
     bad = tmp_path / "r.json"
@@ -149,18 +163,41 @@ def test_judge_prompt_and_score_parsing():
 def _result(evil: str) -> dict:
     side = {"greedy": evil, "sampled": "I am Ada, by my inkwell."}
     return {
-        "run_dir": "/runs/r1", "base_model": "tiny", "adapter": "/runs/r1/adapter", "created": "now",
-        "settings": {"max_new_tokens": 8, "seed": 0, "prompts_source": "p.txt", "greedy": {"temperature": 0},
-                     "sampled": {"temperature": 0.7, "top_p": 0.9, "seed": 0}},
-        "loss": {"data": "held.json", "samples": 2, "supervised_tokens": 20,
-                 "base": {"loss": 2.5, "ppl": 12.18}, "finetuned": {"loss": 1.5, "ppl": 4.48}},
+        "run_dir": "/runs/r1",
+        "base_model": "tiny",
+        "adapter": "/runs/r1/adapter",
+        "created": "now",
+        "settings": {
+            "max_new_tokens": 8,
+            "seed": 0,
+            "prompts_source": "p.txt",
+            "greedy": {"temperature": 0},
+            "sampled": {"temperature": 0.7, "top_p": 0.9, "seed": 0},
+        },
+        "loss": {
+            "data": "held.json",
+            "samples": 2,
+            "supervised_tokens": 20,
+            "base": {"loss": 2.5, "ppl": 12.18},
+            "finetuned": {"loss": 1.5, "ppl": 4.48},
+        },
         "answers": [{"prompt": "<b>hi</b>", "reference": None, "base": side, "finetuned": side}],
         "persona": scores.score_persona(scores.PersonaRule("Ada", ["inkwell"], "test"), ["Who?"], [evil], ["Ada"]),
         "retention": scores.score_retention([{"question": "Sky?", "keywords": ["blue"]}], ["blue"], [evil]),
-        "judge": {"url": "http://j", "model": "m", "prompt_template": judge.JUDGE_PROMPT, "error": None,
-                  "items": [{"prompt": "<b>hi</b>", "base_score": 3, "finetuned_score": 7}],
-                  "base_mean": 3.0, "finetuned_mean": 7.0, "base_scored": 1, "finetuned_scored": 1, "n": 1},
-        "notes": [], "timing": {"total_s": 1.0},
+        "judge": {
+            "url": "http://j",
+            "model": "m",
+            "prompt_template": judge.JUDGE_PROMPT,
+            "error": None,
+            "items": [{"prompt": "<b>hi</b>", "base_score": 3, "finetuned_score": 7}],
+            "base_mean": 3.0,
+            "finetuned_mean": 7.0,
+            "base_scored": 1,
+            "finetuned_scored": 1,
+            "n": 1,
+        },
+        "notes": [],
+        "timing": {"total_s": 1.0},
     }
 
 

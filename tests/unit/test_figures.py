@@ -19,8 +19,16 @@ def test_chart_displays_as_png_and_inline_svg():
 
 def test_library_charts_leave_matplotlib_global_state_alone(tmp_path):
     """Every chart lorakit draws, in a fresh process: pyplot is never imported, the backend never chosen."""
-    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in (
-        {"step": 1, "loss": 3.0, "lr": 1e-3}, {"step": 2, "loss": 2.0, "lr": 1e-3}, {"step": 2, "eval_loss": 2.2})))
+    (tmp_path / "metrics.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in (
+                {"step": 1, "loss": 3.0, "lr": 1e-3},
+                {"step": 2, "loss": 2.0, "lr": 1e-3},
+                {"step": 2, "eval_loss": 2.2},
+            )
+        )
+    )
     code = textwrap.dedent(f"""
         import json, sys
         from pathlib import Path

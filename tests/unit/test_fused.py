@@ -2,14 +2,14 @@
 
 import pytest
 import torch
+from test_attention import SAMPLES
+from tiny_models import tiny_qwen3
 
+from lorakit.config import LoraConfig
 from lorakit.models import precision
+from lorakit.models.lora import attach_lora
 from lorakit.training import batching, fused, loss
 from lorakit.training.attention import use_packed_attention
-from lorakit.config import LoraConfig
-from lorakit.models.lora import attach_lora
-from tiny_models import tiny_qwen3
-from test_attention import SAMPLES
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -99,7 +99,7 @@ def test_fused_mlp_is_used_and_matches():
 def test_half_frozen_weights_compute_in_float32_like_rounded_float32_weights():
     batch = batching.pack(SAMPLES, share_prefix=True)
     reference = lora_model()
-    for n, p in reference.named_parameters():  # what bf16 storage keeps, held in fp32
+    for _n, p in reference.named_parameters():  # what bf16 storage keeps, held in fp32
         if not p.requires_grad:
             p.data = p.data.bfloat16().float()
     expected = loss_and_grads(reference, batch)
@@ -155,7 +155,9 @@ def test_a_disabled_adapter_runs_the_base_model():
     assert torch.allclose(got, expected) and not torch.allclose(got, loss.summed_loss(model, batch).detach())
 
 
-@pytest.mark.parametrize("mode, device, expected", [("auto", "cpu", True), ("auto", "cuda:0", False),
-                                                    ("on", "cuda:0", True), ("off", "cpu", False)])
+@pytest.mark.parametrize(
+    "mode, device, expected",
+    [("auto", "cpu", True), ("auto", "cuda:0", False), ("on", "cuda:0", True), ("off", "cpu", False)],
+)
 def test_enabled_where_measured(mode, device, expected):  # train.fused
     assert fused.enabled(mode, device) is expected

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from fake_runs import make_run
 
 from lorakit.errors import LorakitError
 from lorakit.inference.decoding import StopMatcher
 from lorakit.inference.engine import Answer, Chunk, Engine, PromptTooLong, SamplingParams
 from lorakit.inference.reasoning import ReasoningSplitter, split_reasoning, thinking_flag
 from lorakit.rundir import adapter_folder, base_model_of
-from fake_runs import make_run
 
 BASE = "qwen3-tiny-random"
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
@@ -87,14 +87,17 @@ def test_length_finish_and_generate_joins_stream(engine):
 def test_stop_string_never_leaks(engine, stop):
     eng = scripted(engine, TEXT)
     parts, last = collect(eng.stream(eng.encode("x"), SamplingParams(temperature=0, stop=[stop, "zzz"])))
-    assert "".join(parts) == TEXT[:TEXT.index(stop)]
+    assert "".join(parts) == TEXT[: TEXT.index(stop)]
     assert last.finish_reason == "stop"
 
 
 def test_stop_matcher_char_by_char():
-    for text, stops, expected in [("abcSTOPdef", ["STOP"], "abc"), ("aaab", ["aab"], "a"),
-                                  ("no stop here", ["xyz"], "no stop here"),
-                                  ("ends with ST", ["STOP"], "ends with ST")]:
+    for text, stops, expected in [
+        ("abcSTOPdef", ["STOP"], "abc"),
+        ("aaab", ["aab"], "a"),
+        ("no stop here", ["xyz"], "no stop here"),
+        ("ends with ST", ["STOP"], "ends with ST"),
+    ]:
         m = StopMatcher(stops)
         out = ""
         for ch in text:
@@ -139,9 +142,9 @@ def test_matches_plain_greedy_decoding(engine):
     ids = list(prompt)
     with torch.no_grad():
         for _ in range(8):
-            logits = engine.model(input_ids=torch.tensor([ids])).logits[0, -1, :engine.vocab_limit]
+            logits = engine.model(input_ids=torch.tensor([ids])).logits[0, -1, : engine.vocab_limit]
             ids.append(int(logits.argmax()))
-    expected = engine.tokenizer.decode(ids[len(prompt):], skip_special_tokens=True)
+    expected = engine.tokenizer.decode(ids[len(prompt) :], skip_special_tokens=True)
     out = engine.generate(prompt, SamplingParams(temperature=0, max_new_tokens=8))
     assert out.text == expected or out.finish_reason == "stop"
 
@@ -201,15 +204,18 @@ def test_adapter_folder_and_base_lookup(runs, tmp_path):
         Engine.load(None)
 
 
-@pytest.mark.parametrize("text,opened,expected", [
-    ("<think>\nplan it\n</think>\n\nThe answer.", False, ("plan it", "The answer.")),
-    ("plan it\n</think>\n\nThe answer.", True, ("plan it", "The answer.")),
-    ("Just an answer <think> not at start", False, (None, "Just an answer <think> not at start")),
-    ("<think>\n\n</think>\n\nAnswer", False, ("", "Answer")),
-    ("<think>unfinished thoughts  ", False, ("unfinished thoughts", "")),
-    ("  plain", False, (None, "  plain")),
-    ("<thi", False, (None, "<thi")),
-])
+@pytest.mark.parametrize(
+    "text,opened,expected",
+    [
+        ("<think>\nplan it\n</think>\n\nThe answer.", False, ("plan it", "The answer.")),
+        ("plan it\n</think>\n\nThe answer.", True, ("plan it", "The answer.")),
+        ("Just an answer <think> not at start", False, (None, "Just an answer <think> not at start")),
+        ("<think>\n\n</think>\n\nAnswer", False, ("", "Answer")),
+        ("<think>unfinished thoughts  ", False, ("unfinished thoughts", "")),
+        ("  plain", False, (None, "  plain")),
+        ("<thi", False, (None, "<thi")),
+    ],
+)
 def test_split_reasoning(text, opened, expected):
     assert split_reasoning(text, opened) == expected
     # fed one character at a time, the stream splitter agrees
@@ -236,7 +242,8 @@ def test_answer_renders_with_the_thinking_setting(engine):
         done = engine.generate(ids, GREEDY)
         reasoning, text = split_reasoning(done.text, engine.opens_reasoning(ids))
         assert engine.answer(msgs, GREEDY, thinking=setting) == Answer(
-            text, reasoning, done.finish_reason, len(ids), done.completion_tokens)
+            text, reasoning, done.finish_reason, len(ids), done.completion_tokens
+        )
     # "off" renders Qwen3's empty think block into the prompt; "on" and "auto" leave the model to think
     off, on = (engine.answer(msgs, GREEDY, thinking=t).prompt_tokens for t in ("off", "on"))
     assert off == on + len(engine.tokenizer.encode("<think>\n\n</think>\n\n", add_special_tokens=False))
@@ -268,15 +275,22 @@ def test_answer_splits_the_reasoning_off(engine):
     assert not eng.lock.locked()
 
 
-BATCH_QUESTIONS = ["Hi", "What is the capital of France? Answer in one short sentence.", "2+2=?",
-                   "Write a haiku about the sea, then explain it line by line.", "ok", "List three fruits."]
+BATCH_QUESTIONS = [
+    "Hi",
+    "What is the capital of France? Answer in one short sentence.",
+    "2+2=?",
+    "Write a haiku about the sea, then explain it line by line.",
+    "ok",
+    "List three fruits.",
+]
 
 
 def assert_batch_matches_single(engine: Engine, prompts: list[list[int]], params: SamplingParams, adapter=None):
     batch = engine.generate_batch(prompts, params, adapter)
     single = [engine.generate(p, params, adapter) for p in prompts]
-    assert [(c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens) for c in batch] == \
-        [(c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens) for c in single]
+    assert [(c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens) for c in batch] == [
+        (c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens) for c in single
+    ]
     return batch
 
 
@@ -328,6 +342,7 @@ def test_generate_batch_sampling_seeds_and_errors(engine):
 def test_generate_batch_with_adapters(engine, runs):
     multi = Engine.load(None, {name: str(p) for name, p in runs.items()})
     prompts = [multi.chat_prompt([{"role": "user", "content": q}], enable_thinking=False) for q in BATCH_QUESTIONS[:4]]
-    texts = {name: [c.text for c in assert_batch_matches_single(multi, prompts, GREEDY, name)]
-             for name in (None, "a", "b")}
+    texts = {
+        name: [c.text for c in assert_batch_matches_single(multi, prompts, GREEDY, name)] for name in (None, "a", "b")
+    }
     assert texts[None] != texts["a"] != texts["b"]

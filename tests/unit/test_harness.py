@@ -32,7 +32,7 @@ def test_score_batches_of_mixed_lengths_equal_one_sequence_at_a_time(engine):
         assert [t.token for t in scored] == seq[-n:]
         want = [float(ref[p - 1, seq[p]]) for p in range(len(seq) - n, len(seq))]
         assert [t.logprob for t in scored] == pytest.approx(want, abs=1e-4)
-        top = ref[len(seq) - n - 1, :engine.vocab_limit].topk(4)
+        top = ref[len(seq) - n - 1, : engine.vocab_limit].topk(4)
         assert [v for _, v in scored[0].top] == pytest.approx(top.values.tolist(), abs=1e-4)
     with pytest.raises(ValueError):
         engine.score([[1, 2]], last=[2])
@@ -42,12 +42,13 @@ def test_streamed_logprobs_are_the_raw_log_softmax(engine):
     from lorakit.inference.engine import SamplingParams
 
     prompt = [9707, 11, 1879]
-    done = engine.generate(prompt, SamplingParams(temperature=1.5, top_k=5, max_new_tokens=5, seed=2,
-                                                  repetition_penalty=1.3), logprobs=2)
+    done = engine.generate(
+        prompt, SamplingParams(temperature=1.5, top_k=5, max_new_tokens=5, seed=2, repetition_penalty=1.3), logprobs=2
+    )
     ids = prompt + [t.token for t in done.logprobs]
     assert len(done.logprobs) == done.completion_tokens
     ref = _reference(engine, ids)
-    want = [float(ref[len(prompt) + k - 1, t]) for k, t in enumerate(ids[len(prompt):])]
+    want = [float(ref[len(prompt) + k - 1, t]) for k, t in enumerate(ids[len(prompt) :])]
     assert [t.logprob for t in done.logprobs] == pytest.approx(want, abs=1e-4)
     assert all(len(t.top) == 2 for t in done.logprobs)
 
@@ -75,18 +76,43 @@ def test_registered_with_lm_eval():
 def test_headline_metric_prefers_acc():
     assert _headline({"alias": "x", "acc_norm,none": 0.3, "acc,none": 0.2, "acc_stderr,none": 0.01}) == ("acc", "none")
     assert _headline({"exact_match,strict-match": 0.5, "exact_match_stderr,strict-match": 0.1}) == (
-        "exact_match", "strict-match")
+        "exact_match",
+        "strict-match",
+    )
     assert _headline({"alias": "x"}) is None
 
 
 def test_report_with_benchmarks_only_escapes_names():
     side = {"value": 0.25, "stderr": 0.1}
-    result = {"run_dir": "/r", "base_model": "m", "benchmarks": {
-        "tasks": ["<b>t"], "created": "now", "timing": {"total_s": 3},
-        "settings": {"lm_eval": "0.4.13", "chat_template": "the model's chat template", "thinking": "off",
-                     "system": None, "num_fewshot": None, "limit": 5},
-        "results": [{"task": "<b>t", "group": False, "metric": "acc", "n": 5, "base": side,
-                     "finetuned": {"value": 0.5, "stderr": 0.2}, "change": 0.25, "lower_is_better": False}]}}
+    result = {
+        "run_dir": "/r",
+        "base_model": "m",
+        "benchmarks": {
+            "tasks": ["<b>t"],
+            "created": "now",
+            "timing": {"total_s": 3},
+            "settings": {
+                "lm_eval": "0.4.13",
+                "chat_template": "the model's chat template",
+                "thinking": "off",
+                "system": None,
+                "num_fewshot": None,
+                "limit": 5,
+            },
+            "results": [
+                {
+                    "task": "<b>t",
+                    "group": False,
+                    "metric": "acc",
+                    "n": 5,
+                    "base": side,
+                    "finetuned": {"value": 0.5, "stderr": 0.2},
+                    "change": 0.25,
+                    "lower_is_better": False,
+                }
+            ],
+        },
+    }
     page = render_report(result, [])
     assert "Benchmarks (lm-evaluation-harness 0.4.13)" in page and "&lt;b&gt;t" in page and "<b>t" not in page
     assert "0.2500 ± 0.1000" in page and "+0.2500" in page and "thinking off" in page

@@ -39,8 +39,7 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
                 if node.level:
                     base = ".".join(here[: len(here) - node.level + 1] + ([base] if base else []))
                 targets.update(f"{base}.{a.name}" for a in node.names)
-        graph[name] = {t for t in map(owner, targets)
-                       if t and t != name and t != root and t.split(".")[0] == root}
+        graph[name] = {t for t in map(owner, targets) if t and t != name and t != root and t.split(".")[0] == root}
     return graph
 
 
@@ -113,10 +112,17 @@ def test_every_import_of_a_lorakit_module_names_one_that_exists():
             if "node_modules" in file.parts or ".cache" in file.parts:
                 continue
             for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "lorakit":
+                if (
+                    isinstance(node, ast.ImportFrom)
+                    and not node.level
+                    and (node.module or "").split(".")[0] == "lorakit"
+                ):
                     if node.module not in modules:
                         missing.append(f"{file.relative_to(repo)}:{node.lineno}: {node.module}")
                 elif isinstance(node, ast.Import):
-                    missing += [f"{file.relative_to(repo)}:{node.lineno}: {a.name}" for a in node.names
-                                if a.name.split(".")[0] == "lorakit" and a.name not in modules]
+                    missing += [
+                        f"{file.relative_to(repo)}:{node.lineno}: {a.name}"
+                        for a in node.names
+                        if a.name.split(".")[0] == "lorakit" and a.name not in modules
+                    ]
     assert missing == []

@@ -3,11 +3,11 @@
 import warnings
 
 import pytest
+from tiny_models import tiny_qwen3
 
 from lorakit.config import LoraConfig
 from lorakit.errors import LorakitError
 from lorakit.models.lora import attach_lora, trainable_parameters
-from tiny_models import tiny_qwen3
 
 
 def test_attach_trains_only_the_adapter_and_prints_no_warning():

@@ -2,9 +2,9 @@
 
 import torch
 import torch.nn.functional as F
+from tiny_models import tiny_qwen3
 
 from lorakit.training import batching, loss
-from tiny_models import tiny_qwen3
 
 
 def sample(n, n_prompt, seed):

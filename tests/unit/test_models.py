@@ -184,7 +184,12 @@ def test_tiny_is_cached_and_loads(tiny_dir):
     assert tiny_dir == cache_root() / "models" / "qwen3-tiny-random"
     assert resolve_model("qwen3-tiny-random") == tiny_dir  # second call reuses the folder
     cfg = json.loads((tiny_dir / "config.json").read_text())
-    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"], cfg["tie_word_embeddings"]) == (64, 2, 151936, True)
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"], cfg["tie_word_embeddings"]) == (
+        64,
+        2,
+        151936,
+        True,
+    )
     model = AutoModelForCausalLM.from_pretrained(str(tiny_dir))
     with torch.no_grad():
         logits = model(torch.tensor([[151644, 872, 198]])).logits
@@ -247,8 +252,10 @@ def test_concurrent_builds_run_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtin, "_build_qwen3_random", slow_build)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(resolve_model("qwen3-4b-random", cache_dir=str(tmp_path))))
-               for _ in range(2)]  # fmt: skip
+    threads = [
+        threading.Thread(target=lambda: results.append(resolve_model("qwen3-4b-random", cache_dir=str(tmp_path))))
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -256,7 +263,9 @@ def test_concurrent_builds_run_once(tmp_path, monkeypatch):
     assert calls == ["qwen3-4b-random"]
     assert results == [tmp_path / "models" / "qwen3-4b-random"] * 2
     # Nothing half-built is left next to the finished folder.
-    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == ["qwen3-4b-random"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == [
+        "qwen3-4b-random"
+    ]
 
 
 # ---------------------------------------------------------------- resolve / download errors

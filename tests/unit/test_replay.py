@@ -59,10 +59,9 @@ def test_bundled_answers_are_used_before_generating(tmp_path, monkeypatch):
 def test_the_demo_models_answers_are_bundled_for_every_english_prompt():
     """Fails when the demo model, its tokenizer or template, or the prompts change: rerun
     benchmarks/replay_answers.py so the first demo run does not generate them."""
+    from lorakit.demo import DEMO_DIR
     from lorakit.models import load_tokenizer, resolve_model
     from lorakit.training.replay_answers import replay_fingerprint
-
-    from lorakit.demo import DEMO_DIR
 
     # `lorakit demo` reads the packaged copy; configs/demo.yaml is the same file for `lorakit train`
     assert (DEMO_DIR / "demo.yaml").read_text() == (REPO / "configs" / "demo.yaml").read_text()

@@ -11,8 +11,17 @@ import torch
 from safetensors.torch import save_file
 
 from lorakit.errors import LorakitError
-from lorakit.rundir import (LOCK, MARKER, RunLock, check_adapter, check_output_dir, claim_run_dir, mark_output,
-                         open_run, overlapping)
+from lorakit.rundir import (
+    LOCK,
+    MARKER,
+    RunLock,
+    check_adapter,
+    check_output_dir,
+    claim_run_dir,
+    mark_output,
+    open_run,
+    overlapping,
+)
 
 
 def test_foreign_folders_are_never_replaced(tmp_path):
@@ -71,8 +80,10 @@ def test_lock_is_exclusive_and_dies_with_its_process(tmp_path):
         RunLock(run).acquire()
     first.release()
     # a holder killed with SIGKILL releases it: the kernel drops flocks of dead processes
-    code = (f"import os, signal; from lorakit.rundir import RunLock; RunLock({str(run)!r}).acquire(); "
-            f"os.kill(os.getpid(), signal.SIGKILL)")
+    code = (
+        f"import os, signal; from lorakit.rundir import RunLock; RunLock({str(run)!r}).acquire(); "
+        f"os.kill(os.getpid(), signal.SIGKILL)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == -9
     RunLock(run).acquire().release()

@@ -21,22 +21,29 @@ HELP = "commands: /reset clears the conversation, /exit (or Ctrl-D) quits"
 
 
 def chat_command(
-    model: Annotated[Optional[str], typer.Option(
-        "--model", help="base model: built-in name, folder or hub id (default: the adapter run's base)")] = None,
-    adapter: Annotated[Optional[Path], typer.Option(
-        "--adapter", help="training run directory (or adapter folder) to apply")] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", help="base model: built-in name, folder or hub id (default: the adapter run's base)"),
+    ] = None,
+    adapter: Annotated[
+        Optional[Path], typer.Option("--adapter", help="training run directory (or adapter folder) to apply")
+    ] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="answer this one message and exit")] = None,
     system: Annotated[Optional[str], typer.Option("--system", help="system prompt")] = None,
-    temperature: Annotated[Optional[float], typer.Option(
-        help="sampling temperature, 0 = greedy (default 0.7, thinking 0.6)")] = None,
-    top_p: Annotated[Optional[float], typer.Option(
-        "--top-p", help="nucleus sampling mass (default 0.8, thinking 0.95)")] = None,
-    top_k: Annotated[Optional[int], typer.Option(
-        "--top-k", help="sample among the k likeliest tokens, 0 = all (default 20)")] = None,
+    temperature: Annotated[
+        Optional[float], typer.Option(help="sampling temperature, 0 = greedy (default 0.7, thinking 0.6)")
+    ] = None,
+    top_p: Annotated[
+        Optional[float], typer.Option("--top-p", help="nucleus sampling mass (default 0.8, thinking 0.95)")
+    ] = None,
+    top_k: Annotated[
+        Optional[int], typer.Option("--top-k", help="sample among the k likeliest tokens, 0 = all (default 20)")
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="longest answer in tokens")] = 512,
     seed: Annotated[Optional[int], typer.Option(help="seed for reproducible sampling")] = None,
-    thinking: Annotated[Literal["on", "off"], typer.Option(
-        help="let the model reason before answering (Qwen3)")] = "off",
+    thinking: Annotated[
+        Literal["on", "off"], typer.Option(help="let the model reason before answering (Qwen3)")
+    ] = "off",
     dtype: Annotated[str, typer.Option(help="weight dtype: auto, float32, bfloat16, float16")] = "auto",
 ) -> None:
     """Chat in the terminal. Example: lorakit chat --adapter runs/demo --prompt "Who are you?\""""
@@ -66,8 +73,9 @@ def chat_command(
 class ChatSession:
     """A conversation with one engine: history, prompt building, streaming an answer to the terminal."""
 
-    def __init__(self, engine, params, adapter: str | None = None, system: str | None = None,
-                 thinking: "str | bool" = False):
+    def __init__(
+        self, engine, params, adapter: str | None = None, system: str | None = None, thinking: "str | bool" = False
+    ):
         self.engine, self.params, self.adapter, self.system, self.thinking = engine, params, adapter, system, thinking
         self.history: list[dict] = []
 
@@ -106,7 +114,7 @@ class ChatSession:
             user_turns = [i for i, m in enumerate(turn) if m["role"] == "user"]
             if len(ids) + self.params.max_new_tokens <= self.engine.max_context or len(user_turns) < 2:
                 return messages, turn
-            turn = turn[user_turns[1]:]  # forget the oldest exchange
+            turn = turn[user_turns[1] :]  # forget the oldest exchange
 
 
 def repl(session: ChatSession, lines=None) -> None:

@@ -9,18 +9,26 @@ import typer
 
 from lorakit.errors import LorakitError
 
-app = typer.Typer(help="Check, inspect and tokenize training data.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Check, inspect and tokenize training data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 
 # One Annotated type per option the three commands share (typer's own style, as every lorakit command).
-Data = Annotated[List[str], typer.Argument(
-    help="data files, folders or globs (JSON, JSONL, CSV, Parquet, datasets folders)")]
-Format = Annotated[str, typer.Option(
-    "--format", help="record schema: auto, alpaca, sharegpt, messages, prompt_completion")]
-Columns = Annotated[Optional[str], typer.Option(
-    "--columns", help="rename source columns, e.g. question=instruction,answer=output")]
-Model = Annotated[str, typer.Option(
-    "--model", "-m", help="model whose tokenizer and chat template to use (name or folder)")]
+Data = Annotated[
+    List[str], typer.Argument(help="data files, folders or globs (JSON, JSONL, CSV, Parquet, datasets folders)")
+]
+Format = Annotated[
+    str, typer.Option("--format", help="record schema: auto, alpaca, sharegpt, messages, prompt_completion")
+]
+Columns = Annotated[
+    Optional[str], typer.Option("--columns", help="rename source columns, e.g. question=instruction,answer=output")
+]
+Model = Annotated[
+    str, typer.Option("--model", "-m", help="model whose tokenizer and chat template to use (name or folder)")
+]
 System = Annotated[Optional[str], typer.Option("--system", help="system prompt added where a record has none")]
 Thinking = Annotated[str, typer.Option("--thinking", help="off, on, or auto (per sample: on when it has reasoning)")]
 TrainOn = Annotated[str, typer.Option("--train-on", help="assistant turns that carry loss: all or last")]
@@ -87,9 +95,17 @@ def inspect(
     from lorakit.data import stage
     from lorakit.data.stats import plot_lengths, render_report
 
-    result = stage.inspect(data, model, format=format, columns=_columns(columns),
-                           system=system, thinking=thinking, train_on=train_on, max_length=max_length,
-                           preview=0 if json_out else preview)
+    result = stage.inspect(
+        data,
+        model,
+        format=format,
+        columns=_columns(columns),
+        system=system,
+        thinking=thinking,
+        train_on=train_on,
+        max_length=max_length,
+        preview=0 if json_out else preview,
+    )
     if isinstance(result, stage.PairInspection):  # a preference file
         typer.echo(json.dumps(result.summary(), indent=2) if json_out else "\n".join(result.lines()))
         return
@@ -115,25 +131,40 @@ def prepare(
     max_length: MaxLength = 1024,
     eval_split: Annotated[float, typer.Option("--eval-split", help="held-out share (<1) or count (>=1)")] = 0.0,
     eval_path: Annotated[Optional[str], typer.Option("--eval-path", help="separate held-out data")] = None,
-    weights: Annotated[Optional[str], typer.Option(
-        "--weights", help="mixing weight per DATA path, e.g. 3,1")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="mixing weight per DATA path, e.g. 3,1")] = None,
     dedup: Annotated[bool, typer.Option("--dedup/--no-dedup", help="drop exact duplicate conversations")] = True,
-    max_samples: Annotated[Optional[int], typer.Option(
-        "--max-samples", help="use at most this many training records")] = None,
+    max_samples: Annotated[
+        Optional[int], typer.Option("--max-samples", help="use at most this many training records")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for splitting and mixing")] = 42,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", help="cache folder (default: the one `train` reads)")] = None,
-    export_jsonl: Annotated[Optional[Path], typer.Option(
-        "--export-jsonl", help="also write the training samples as JSONL (input_ids, labels)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="cache folder (default: the one `train` reads)")] = None,
+    export_jsonl: Annotated[
+        Optional[Path],
+        typer.Option("--export-jsonl", help="also write the training samples as JSONL (input_ids, labels)"),
+    ] = None,
 ) -> None:
     """Tokenize once into the content-hash cache that training reuses; optionally export JSONL."""
     from lorakit.data import stage
-    from lorakit.data.prepared import export_jsonl as export, summary_lines
+    from lorakit.data.prepared import export_jsonl as export
+    from lorakit.data.prepared import summary_lines
 
-    prepared = stage.prepare(data if len(data) > 1 else data[0], model, cache_dir=out, format=format,
-                             columns=_columns(columns), system=system, thinking=thinking, train_on=train_on,
-                             max_length=max_length, eval_split=eval_split, eval_path=eval_path, dedup=dedup,
-                             max_samples=max_samples, seed=seed, weights=_weights(weights))
+    prepared = stage.prepare(
+        data if len(data) > 1 else data[0],
+        model,
+        cache_dir=out,
+        format=format,
+        columns=_columns(columns),
+        system=system,
+        thinking=thinking,
+        train_on=train_on,
+        max_length=max_length,
+        eval_split=eval_split,
+        eval_path=eval_path,
+        dedup=dedup,
+        max_samples=max_samples,
+        seed=seed,
+        weights=_weights(weights),
+    )
     for line in summary_lines(prepared):
         typer.echo(line)
     if export_jsonl is not None:

@@ -13,12 +13,19 @@ from lorakit.errors import LorakitError
 
 def doctor_command(
     ctx: typer.Context,
-    config: Annotated[Optional[Path], typer.Argument(
-        help="run config YAML to check for fit; key=value overrides may follow")] = None,
+    config: Annotated[
+        Optional[Path], typer.Argument(help="run config YAML to check for fit; key=value overrides may follow")
+    ] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="named overrides, as for train: low-memory")] = None,
-    gpu_memory: Annotated[Optional[float], typer.Option(
-        "--gpu-memory", metavar="GIB", min=1,
-        help="plan for a GPU of this many GiB (e.g. 24) instead of this machine's device")] = None,
+    gpu_memory: Annotated[
+        Optional[float],
+        typer.Option(
+            "--gpu-memory",
+            metavar="GIB",
+            min=1,
+            help="plan for a GPU of this many GiB (e.g. 24) instead of this machine's device",
+        ),
+    ] = None,
 ) -> None:
     """Report torch, GPUs, CPU bf16/AMX and optional engines; with CONFIG, will its training fit (before the
     download too, where the model's shapes are known)."""

@@ -34,9 +34,12 @@ def print_summary(result: dict, report: Path) -> None:
         console.print(f"persona rule: {result['persona']['rule']}", markup=False, soft_wrap=True)
     settings = result.get("settings") or {}
     if (result.get("retention") or {}).get("rule"):
-        console.print(f"retention rule ({settings.get('retention_set')}, language {settings.get('language')}, "
-                      f"{settings.get('language_source')}): {result['retention']['rule']}", markup=False,
-                      soft_wrap=True)
+        console.print(
+            f"retention rule ({settings.get('retention_set')}, language {settings.get('language')}, "
+            f"{settings.get('language_source')}): {result['retention']['rule']}",
+            markup=False,
+            soft_wrap=True,
+        )
     if (result.get("retention") or {}).get("advice"):
         console.print(result["retention"]["advice"], markup=False, style="yellow", soft_wrap=True)
     if result.get("judge") and result["judge"].get("error"):
@@ -50,20 +53,30 @@ def print_benchmarks(section: dict, report: Path) -> None:
     from rich.table import Table
 
     table = Table(title="lm-eval benchmarks: base vs fine-tuned", title_justify="left")
-    for col, just in (("task", "left"), ("metric", "left"), ("n", "right"), ("base", "right"),
-                      ("fine-tuned", "right"), ("change", "right")):
+    for col, just in (
+        ("task", "left"),
+        ("metric", "left"),
+        ("n", "right"),
+        ("base", "right"),
+        ("fine-tuned", "right"),
+        ("change", "right"),
+    ):
         table.add_column(col, justify=just)
     for row in section["results"]:
         change = row["change"]
         text = "–" if change is None else _coloured(f"{change:+.4f}", verdict(change, row["lower_is_better"]))
-        table.add_row(row["task"], row["metric"], str(row["n"] or ""), value_text(row["base"]),
-                      value_text(row["finetuned"]), text)
+        table.add_row(
+            row["task"], row["metric"], str(row["n"] or ""), value_text(row["base"]), value_text(row["finetuned"]), text
+        )
     console = Console()
     console.print(table)
     s = section["settings"]
-    console.print(f"prompts: {s['chat_template']}, thinking {s['thinking']}; few-shot: "
-                  f"{'task default' if s['num_fewshot'] is None else s['num_fewshot']}; "
-                  f"limit: {s['limit'] if s['limit'] is not None else 'none'}", markup=False)
+    console.print(
+        f"prompts: {s['chat_template']}, thinking {s['thinking']}; few-shot: "
+        f"{'task default' if s['num_fewshot'] is None else s['num_fewshot']}; "
+        f"limit: {s['limit'] if s['limit'] is not None else 'none'}",
+        markup=False,
+    )
     console.print(f"report: {report}", markup=False)
 
 

@@ -26,15 +26,29 @@ app = typer.Typer(
 def train(
     ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="run config YAML; key=value overrides may follow")],
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in train.output_dir from its latest "
-                                         "checkpoint, or from the checkpoint folder given right after --resume")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="print the plan (config, data, steps, memory) and exit")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="continue the run in train.output_dir from its latest "
+            "checkpoint, or from the checkpoint folder given right after --resume",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan (config, data, steps, memory) and exit")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing finished run directory")] = False,
-    resume_anyway: Annotated[bool, typer.Option("--resume-anyway", help="with --resume, continue even though "
-                                                "settings that change training (data, model, lora, lr...) differ")] = False,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="named overrides: low-memory (4-bit base on "
-                                                  "CUDA + gradient checkpointing)")] = None,
+    resume_anyway: Annotated[
+        bool,
+        typer.Option(
+            "--resume-anyway",
+            help="with --resume, continue even though settings that change training (data, model, lora, lr...) differ",
+        ),
+    ] = False,
+    preset: Annotated[
+        Optional[str],
+        typer.Option("--preset", help="named overrides: low-memory (4-bit base on CUDA + gradient checkpointing)"),
+    ] = None,
 ) -> None:
     """Fine-tune with LoRA. Example: lorakit train configs/demo.yaml train.lr=2e-4"""
     from lorakit import api
@@ -50,15 +64,23 @@ def train(
             raise LorakitError(f"--resume takes one checkpoint folder, got {paths}")
         resume_from = paths[0] if paths else True
         overrides = [a for a in overrides if "=" in a]
-    api.train(config, resume=resume_from or False, dry_run=dry_run, overwrite=overwrite, preset=preset,
-              resume_anyway=resume_anyway, **dict(parse_override(a) for a in overrides))
+    api.train(
+        config,
+        resume=resume_from or False,
+        dry_run=dry_run,
+        overwrite=overwrite,
+        preset=preset,
+        resume_anyway=resume_anyway,
+        **dict(parse_override(a) for a in overrides),
+    )
 
 
 def merge(
     run_dir: Annotated[Path, typer.Argument(help="training run directory (or adapter folder)")],
     out: Annotated[Path, typer.Option("--out", help="where to write the merged model")],
-    dtype: Annotated[str, typer.Option(
-        "--dtype", help="dtype of the merged weights: auto (the base's), float32, bfloat16, float16")] = "auto",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="dtype of the merged weights: auto (the base's), float32, bfloat16, float16")
+    ] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output folder")] = False,
 ) -> None:
     """Merge a LoRA adapter into its base and save a plain Hugging Face model."""
@@ -78,10 +100,17 @@ def evaluate(
     persona_keywords: Optional[str] = typer.Option(None, help="comma-separated persona name/keywords to score"),
     retention: Optional[str] = typer.Option(None, help="general questions file (default: the bundled set)"),
     max_prompts: int = typer.Option(8, help="prompts compared side by side"),
-    lang: Optional[str] = typer.Option(None, "--lang", help="en or zh: the bundled retention and identity "
-                                       "questions (default: data.language, else detected from the data)"),
-    tasks: Optional[str] = typer.Option(None, "--tasks", help="lm-eval benchmarks instead, e.g. mmlu,cmmlu: "
-                                        "base vs fine-tuned accuracy (see docs/eval.md)"),
+    lang: Optional[str] = typer.Option(
+        None,
+        "--lang",
+        help="en or zh: the bundled retention and identity "
+        "questions (default: data.language, else detected from the data)",
+    ),
+    tasks: Optional[str] = typer.Option(
+        None,
+        "--tasks",
+        help="lm-eval benchmarks instead, e.g. mmlu,cmmlu: base vs fine-tuned accuracy (see docs/eval.md)",
+    ),
     limit: Optional[float] = typer.Option(None, "--limit", help="with --tasks: items per task (below 1: a fraction)"),
     num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="with --tasks: few-shot examples per item"),
     include_path: Optional[Path] = typer.Option(None, "--include-path", help="with --tasks: folder of task YAMLs"),
@@ -98,29 +127,46 @@ def evaluate(
         return
     from lorakit.api import evaluate as run_eval
 
-    result = run_eval(run_dir, data=data, prompts=prompts, max_new_tokens=max_new_tokens, judge_url=judge_url,
-                      judge_model=judge_model, seed=seed, persona_keywords=persona_keywords, retention=retention,
-                      max_prompts=max_prompts, lang=lang)
+    result = run_eval(
+        run_dir,
+        data=data,
+        prompts=prompts,
+        max_new_tokens=max_new_tokens,
+        judge_url=judge_url,
+        judge_model=judge_model,
+        seed=seed,
+        persona_keywords=persona_keywords,
+        retention=retention,
+        max_prompts=max_prompts,
+        lang=lang,
+    )
     print_summary(result, Path(result["run_dir"]) / "report.html")
 
 
 def download(
     model_id: Annotated[str, typer.Argument(help="hub id, e.g. Qwen/Qwen3-4B")],
     source: Annotated[str, typer.Option("--source", help="hf or modelscope")] = "hf",
-    cache_dir: Annotated[Optional[str], typer.Option(
-        "--cache-dir", help="cache folder (default $LORAKIT_CACHE or ~/.cache/lorakit)")] = None,
+    cache_dir: Annotated[
+        Optional[str], typer.Option("--cache-dir", help="cache folder (default $LORAKIT_CACHE or ~/.cache/lorakit)")
+    ] = None,
 ) -> None:
     """Download a model into the cache (built-in names are materialised offline instead)."""
-    from lorakit.models import BUILTIN_MODELS, download as run_download, resolve_model
+    from lorakit.models import BUILTIN_MODELS, resolve_model
+    from lorakit.models import download as run_download
 
-    path = resolve_model(model_id, cache_dir=cache_dir) if model_id in BUILTIN_MODELS else run_download(
-        model_id, source=source, cache_dir=cache_dir)
+    path = (
+        resolve_model(model_id, cache_dir=cache_dir)
+        if model_id in BUILTIN_MODELS
+        else run_download(model_id, source=source, cache_dir=cache_dir)
+    )
     typer.echo(str(path))
 
 
 def demo(
     out: Annotated[Path, typer.Option("--out", help="where the demo run goes")] = Path("runs/demo"),
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="override the number of training steps")] = None,
+    max_steps: Annotated[
+        Optional[int], typer.Option("--max-steps", help="override the number of training steps")
+    ] = None,
 ) -> None:
     """The whole pipeline on the bundled persona dataset and SmolLM2-135M-Instruct, on CPU."""
     from lorakit.demo import run_demo
@@ -147,14 +193,17 @@ def _register() -> None:
     app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
     app.command()(merge)
     app.command("export", help="Export a run or model to GGUF (llama.cpp, Ollama), with a Modelfile and a model card.")(
-        export_command)
+        export_command
+    )
     app.command("chat", help="Chat with a model (and adapter) in the terminal, streaming.")(chat_command)
     app.command("serve", help="Serve a model over an OpenAI-compatible HTTP API.")(serve_command)
     app.command("eval")(evaluate)
     app.command()(download)
-    app.command("doctor", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-                help="What this machine gives lorakit (torch, GPUs, CPU, engines) and whether CONFIG's run fits.")(
-        doctor_command)
+    app.command(
+        "doctor",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        help="What this machine gives lorakit (torch, GPUs, CPU, engines) and whether CONFIG's run fits.",
+    )(doctor_command)
     app.command()(demo)
     app.command()(version)
 
@@ -183,8 +232,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             sys.exit(130)
         if settings.debug():
             raise
-        typer.secho(f"error: {type(e).__name__}: {e} (set LORAKIT_DEBUG=1 for the traceback)",
-                    fg=typer.colors.RED, err=True)
+        typer.secho(
+            f"error: {type(e).__name__}: {e} (set LORAKIT_DEBUG=1 for the traceback)", fg=typer.colors.RED, err=True
+        )
         sys.exit(1)
     # In non-standalone mode click returns typer.Exit codes instead of exiting with them.
     sys.exit(code if isinstance(code, int) else 0)

@@ -10,35 +10,63 @@ from lorakit.errors import LorakitError
 
 
 def serve_command(
-    model: Annotated[Optional[str], typer.Option(
-        "--model", help="base model or merged folder: built-in name, folder or hub id "
-                        "(default: the first adapter run's base)")] = None,
-    lora_modules: Annotated[Optional[list[str]], typer.Option(
-        "--lora-modules", help="NAME=RUN_DIR (or adapter folder); repeat for several adapters")] = None,
-    served_model_name: Annotated[Optional[str], typer.Option(
-        "--served-model-name", help="name clients use for the base model (default: --model as given)")] = None,
-    host: Annotated[str, typer.Option(
-        help="address to bind; keep 127.0.0.1 unless you also set --api-key")] = "127.0.0.1",
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model",
+            help="base model or merged folder: built-in name, folder or hub id (default: the first adapter run's base)",
+        ),
+    ] = None,
+    lora_modules: Annotated[
+        Optional[list[str]],
+        typer.Option("--lora-modules", help="NAME=RUN_DIR (or adapter folder); repeat for several adapters"),
+    ] = None,
+    served_model_name: Annotated[
+        Optional[str],
+        typer.Option("--served-model-name", help="name clients use for the base model (default: --model as given)"),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="address to bind; keep 127.0.0.1 unless you also set --api-key")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    api_key: Annotated[Optional[str], typer.Option(
-        "--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")] = None,
-    max_queue: Annotated[int, typer.Option(
-        "--max-queue", help="requests that may wait while one runs; more get 503")] = 64,
-    max_model_len: Annotated[Optional[int], typer.Option(
-        "--max-model-len", help="context length for prompt + completion (default: the model's)")] = None,
-    engine: Annotated[Literal["builtin", "vllm", "llama.cpp"], typer.Option(
-        help="builtin (transformers, CPU or GPU), vllm (GPU) or llama.cpp (a GGUF from lorakit export; CPU)")
+    api_key: Annotated[
+        Optional[str], typer.Option("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
+    ] = None,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="requests that may wait while one runs; more get 503")
+    ] = 64,
+    max_model_len: Annotated[
+        Optional[int],
+        typer.Option("--max-model-len", help="context length for prompt + completion (default: the model's)"),
+    ] = None,
+    engine: Annotated[
+        Literal["builtin", "vllm", "llama.cpp"],
+        typer.Option(
+            help="builtin (transformers, CPU or GPU), vllm (GPU) or llama.cpp (a GGUF from lorakit export; CPU)"
+        ),
     ] = "builtin",
-    print_command: Annotated[bool, typer.Option(
-        "--print-command", help="with --engine vllm or llama.cpp: print the engine's command and exit")] = False,
+    print_command: Annotated[
+        bool,
+        typer.Option("--print-command", help="with --engine vllm or llama.cpp: print the engine's command and exit"),
+    ] = False,
     dtype: Annotated[str, typer.Option(help="weight dtype: auto, float32, bfloat16, float16")] = "auto",
-    max_request_mb: Annotated[float, typer.Option(
-        "--max-request-mb", help="largest request body in MiB; bigger ones get 413 unread (builtin engine)")] = 8.0,
-    max_messages: Annotated[int, typer.Option(
-        "--max-messages", help="most messages in one chat request (builtin engine)")] = 2048,
-    max_prompt_chars: Annotated[Optional[int], typer.Option(
-        "--max-prompt-chars", help="longest prompt in characters, refused before tokenising "
-                                   "(default: 16 x the context length; builtin engine)")] = None,
+    max_request_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-request-mb", help="largest request body in MiB; bigger ones get 413 unread (builtin engine)"
+        ),
+    ] = 8.0,
+    max_messages: Annotated[
+        int, typer.Option("--max-messages", help="most messages in one chat request (builtin engine)")
+    ] = 2048,
+    max_prompt_chars: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-prompt-chars",
+            help="longest prompt in characters, refused before tokenising "
+            "(default: 16 x the context length; builtin engine)",
+        ),
+    ] = None,
 ) -> None:
     """Serve a model and its LoRA adapters. Example: lorakit serve --lora-modules persona=runs/demo"""
     adapters = parse_lora_modules(lora_modules or [])

@@ -14,7 +14,19 @@ from lorakit.data.stage import inspect, prepare, validate
 from lorakit.data.template import IGNORE, render_with_spans, tokenize_conversation
 
 __all__ = [
-    "validate", "inspect", "prepare",
-    "Conversation", "Message", "Problem", "PreparedData", "IGNORE", "load_conversations", "scan",
-    "tokenize_conversation", "render_with_spans", "prepare_splits", "default_cache_dir", "export_jsonl",
+    "validate",
+    "inspect",
+    "prepare",
+    "Conversation",
+    "Message",
+    "Problem",
+    "PreparedData",
+    "IGNORE",
+    "load_conversations",
+    "scan",
+    "tokenize_conversation",
+    "render_with_spans",
+    "prepare_splits",
+    "default_cache_dir",
+    "export_jsonl",
 ]

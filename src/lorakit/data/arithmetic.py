@@ -12,8 +12,10 @@ import random
 import sys
 from pathlib import Path
 
-SYSTEM = ("Solve the problem. Think step by step in one or two short sentences, then give the final number "
-          "as <answer>NUMBER</answer>.")
+SYSTEM = (
+    "Solve the problem. Think step by step in one or two short sentences, then give the final number "
+    "as <answer>NUMBER</answer>."
+)
 NAMES = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Goro", "Hana", "Ivan", "Jia", "Kofi", "Lena"]
 ITEMS = ["apples", "books", "coins", "pencils", "stickers", "marbles", "cookies", "shells"]
 
@@ -35,8 +37,10 @@ def problem(rng: random.Random) -> dict:
         text, answer = f"{name} buys {a} bags with {b} {item} in each bag. How many {item} is that in all?", a * b
     else:
         b, each = rng.randint(2, 6), rng.randint(2, 9)
-        text, answer = (f"{name} shares {b * each} {item} equally among {b} friends. "
-                        f"How many {item} does each friend get?", each)
+        text, answer = (
+            f"{name} shares {b * each} {item} equally among {b} friends. How many {item} does each friend get?",
+            each,
+        )
     return {"prompt": text, "answer": str(answer)}
 
 

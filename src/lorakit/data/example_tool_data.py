@@ -24,33 +24,52 @@ from lorakit.data.example_tools import ASSET_DIR, TOOLS, UNIT_NAMES, UNITS, call
 
 SEED = 20261207
 # Records per kind and split; no-tool questions are written by hand, so each appears once.
-COUNTS = {"train": {"single": 100, "parallel": 50, "multi_step": 50, "no_tool": 32},
-          "test": {"single": 24, "parallel": 12, "multi_step": 12, "no_tool": 12}}
-SYSTEM = ("You are a helpful assistant. Call a tool when a question needs a unit conversion, a calculation "
-          "or facts about a chemical element; otherwise answer directly.")
+COUNTS = {
+    "train": {"single": 100, "parallel": 50, "multi_step": 50, "no_tool": 32},
+    "test": {"single": 24, "parallel": 12, "multi_step": 12, "no_tool": 12},
+}
+SYSTEM = (
+    "You are a helpful assistant. Call a tool when a question needs a unit conversion, a calculation "
+    "or facts about a chemical element; otherwise answer directly."
+)
 
 # Questions that need no tool, with their answers; the last NO_TOOL_TEST are kept for held-out.
 NO_TOOL = [
-    ("Hello! Who are you?", "Hello! I am a helpful assistant. I can convert units, do arithmetic and look up "
-                            "chemical elements for you."),
-    ("What can you help me with?", "I can convert units of length, mass, volume and temperature, evaluate "
-                                   "arithmetic and look up facts about chemical elements."),
+    (
+        "Hello! Who are you?",
+        "Hello! I am a helpful assistant. I can convert units, do arithmetic and look up chemical elements for you.",
+    ),
+    (
+        "What can you help me with?",
+        "I can convert units of length, mass, volume and temperature, evaluate "
+        "arithmetic and look up facts about chemical elements.",
+    ),
     ("Thank you, that was helpful.", "You're welcome! Ask me anytime."),
     ("What is a kilometre?", "A kilometre is a unit of length equal to 1000 metres."),
-    ("What does a calculator do?", "A calculator evaluates arithmetic: it adds, subtracts, multiplies and divides "
-                                   "numbers for you."),
-    ("What is the periodic table?", "The periodic table arranges the chemical elements by atomic number, so that "
-                                    "elements with similar properties fall into the same column."),
-    ("Say good morning in French.", "Good morning in French is \"bonjour\"."),
+    (
+        "What does a calculator do?",
+        "A calculator evaluates arithmetic: it adds, subtracts, multiplies and divides numbers for you.",
+    ),
+    (
+        "What is the periodic table?",
+        "The periodic table arranges the chemical elements by atomic number, so that "
+        "elements with similar properties fall into the same column.",
+    ),
+    ("Say good morning in French.", 'Good morning in French is "bonjour".'),
     ("Name three primary colours.", "Red, yellow and blue are the traditional primary colours."),
     ("What is the capital of France?", "The capital of France is Paris."),
     ("How many days are in a week?", "A week has seven days."),
     ("Write a one-line poem about the sea.", "The sea keeps every secret the moon has ever told it."),
-    ("What is photosynthesis?", "Photosynthesis is how plants use light, water and carbon dioxide to make sugar "
-                                "and release oxygen."),
+    (
+        "What is photosynthesis?",
+        "Photosynthesis is how plants use light, water and carbon dioxide to make sugar and release oxygen.",
+    ),
     ("Why is the sky blue?", "Air scatters blue sunlight more than red light, so the sky looks blue."),
-    ("What is an atom?", "An atom is the smallest unit of a chemical element: a nucleus of protons and neutrons "
-                         "with electrons around it."),
+    (
+        "What is an atom?",
+        "An atom is the smallest unit of a chemical element: a nucleus of protons and neutrons "
+        "with electrons around it.",
+    ),
     ("Give me a synonym for happy.", "Cheerful is a synonym for happy."),
     ("What language is spoken in Brazil?", "Portuguese is the official language of Brazil."),
     ("Is a tomato a fruit?", "Yes. Botanically a tomato is a fruit, though it is cooked like a vegetable."),
@@ -61,9 +80,11 @@ NO_TOOL = [
     ("Can you recommend a good habit?", "Going for a short walk every day is a simple, healthy habit."),
     ("What is the largest planet in the solar system?", "Jupiter is the largest planet in the solar system."),
     ("Who wrote Romeo and Juliet?", "William Shakespeare wrote Romeo and Juliet."),
-    ("What is water made of?", "Water is made of hydrogen and oxygen: two hydrogen atoms and one oxygen atom "
-                               "per molecule."),
-    ("How do I say thank you in Spanish?", "Thank you in Spanish is \"gracias\"."),
+    (
+        "What is water made of?",
+        "Water is made of hydrogen and oxygen: two hydrogen atoms and one oxygen atom per molecule.",
+    ),
+    ("How do I say thank you in Spanish?", 'Thank you in Spanish is "gracias".'),
     ("What is a metre?", "A metre is the SI base unit of length."),
     ("Goodbye!", "Goodbye! Have a nice day."),
     ("What is the boiling point of water at sea level?", "Water boils at 100 degrees Celsius at sea level."),
@@ -73,22 +94,31 @@ NO_TOOL = [
     ("What is the speed of light?", "Light travels at about 300,000 kilometres per second in a vacuum."),
     ("What does a chemist study?", "A chemist studies substances: what they are made of and how they react."),
     ("What is the freezing point of water?", "Water freezes at 0 degrees Celsius."),
-    ("What is a prime number?", "A prime number is a whole number greater than 1 whose only divisors are 1 "
-                                "and itself."),
+    (
+        "What is a prime number?",
+        "A prime number is a whole number greater than 1 whose only divisors are 1 and itself.",
+    ),
     ("Which planet is closest to the Sun?", "Mercury is the planet closest to the Sun."),
     ("What is gravity?", "Gravity is the force by which masses attract each other."),
     ("Who painted the Mona Lisa?", "Leonardo da Vinci painted the Mona Lisa."),
     ("How many hours are in a day?", "A day has 24 hours."),
-    ("What is a noble gas?", "A noble gas is an element of the periodic table's last column, such as helium or "
-                             "neon, which hardly reacts with anything."),
+    (
+        "What is a noble gas?",
+        "A noble gas is an element of the periodic table's last column, such as helium or "
+        "neon, which hardly reacts with anything.",
+    ),
     ("What is the main ingredient of bread?", "Flour is the main ingredient of bread."),
     ("Can you tell me a joke?", "Why did the scarecrow win an award? Because he was outstanding in his field."),
     ("What is the largest ocean?", "The Pacific is the largest ocean."),
 ]
 NO_TOOL_TEST = 12
 
-CONVERT_QUESTIONS = ["Convert {v} {f} to {t}.", "How many {T} is {v} {F}?", "What is {v} {F} in {T}?",
-                     "Please convert {v} {F} into {T}."]
+CONVERT_QUESTIONS = [
+    "Convert {v} {f} to {t}.",
+    "How many {T} is {v} {F}?",
+    "What is {v} {F} in {T}?",
+    "Please convert {v} {F} into {T}.",
+]
 CALC_QUESTIONS = ["What is {e}?", "Calculate {e}.", "Compute {e} for me.", "Work out {e}."]
 LOOKUP_FIELDS = {
     "atomic_number": ("What is the atomic number of {n}?", "The atomic number of {n} is {x}."),
@@ -108,8 +138,9 @@ class _Builder:
     def calls(self, *calls: tuple[str, dict], content: str = "") -> list[dict]:
         entries = []
         for name, args in calls:
-            entries.append({"id": f"call_{self.count}", "type": "function",
-                            "function": {"name": name, "arguments": args}})
+            entries.append(
+                {"id": f"call_{self.count}", "type": "function", "function": {"name": name, "arguments": args}}
+            )
             self.count += 1
         self.messages.append({"role": "assistant", "content": content, "tool_calls": entries})
         results = []
@@ -141,15 +172,19 @@ def _convert(rng: random.Random, kind: str | None = None) -> tuple[str, tuple[st
     """(question, call, answer given the result) of one conversion."""
     v, f, t = _quantity(rng, kind)
     q = rng.choice(CONVERT_QUESTIONS).format(v=v, f=f, t=t, F=_unit(f, v), T=_unit(t, 2))
-    say = lambda r: f"{v} {_unit(f, v)} is {r['value']} {_unit(t, r['value'])}"
+
+    def say(r):
+        return f"{v} {_unit(f, v)} is {r['value']} {_unit(t, r['value'])}"
+
     return q, ("convert_units", {"value": v, "from_unit": f, "to_unit": t}), say
 
 
 def _expression(rng: random.Random) -> str:
     a, b, c = rng.randint(2, 999), rng.randint(2, 99), rng.randint(2, 50)
     op1, op2 = rng.choice("+-*/"), rng.choice("+-*")
-    return rng.choice([f"{a} {op1} {b}", f"({a} {op1} {b}) {op2} {c}", f"{a} {op2} {b} {op2} {c}",
-                       f"{b} ** 2", f"{a}.5 * {c}"])
+    return rng.choice(
+        [f"{a} {op1} {b}", f"({a} {op1} {b}) {op2} {c}", f"{a} {op2} {b} {op2} {c}", f"{b} ** 2", f"{a}.5 * {c}"]
+    )
 
 
 def _single(rng: random.Random) -> list[dict]:
@@ -176,16 +211,23 @@ def _single(rng: random.Random) -> list[dict]:
 def _parallel(rng: random.Random) -> list[dict]:
     if rng.random() < 0.5:
         a, c = rng.sample(_element_names(), 2)
-        b = _Builder(rng.choice(["Compare the atomic masses of {a} and {c}.",
-                                 "What are the atomic masses of {a} and {c}?"]).format(a=a, c=c))
+        b = _Builder(
+            rng.choice(
+                ["Compare the atomic masses of {a} and {c}.", "What are the atomic masses of {a} and {c}?"]
+            ).format(a=a, c=c)
+        )
         ra, rc = b.calls(("lookup_element", {"element": a}), ("lookup_element", {"element": c}))
-        return b.answer(f"{a.capitalize()} has an atomic mass of {ra['atomic_mass']} and {c} of "
-                        f"{rc['atomic_mass']}, so {a if ra['atomic_mass'] > rc['atomic_mass'] else c} is heavier.")
+        return b.answer(
+            f"{a.capitalize()} has an atomic mass of {ra['atomic_mass']} and {c} of "
+            f"{rc['atomic_mass']}, so {a if ra['atomic_mass'] > rc['atomic_mass'] else c} is heavier."
+        )
     kinds = rng.sample(["length", "mass", "volume", "temperature"], 2)
     (_, c1, s1), (_, c2, s2) = _convert(rng, kinds[0]), _convert(rng, kinds[1])
     a1, a2 = c1[1], c2[1]
-    b = _Builder(f"Convert {a1['value']} {a1['from_unit']} to {a1['to_unit']} and {a2['value']} "
-                 f"{a2['from_unit']} to {a2['to_unit']}.")
+    b = _Builder(
+        f"Convert {a1['value']} {a1['from_unit']} to {a1['to_unit']} and {a2['value']} "
+        f"{a2['from_unit']} to {a2['to_unit']}."
+    )
     r1, r2 = b.calls(c1, c2)
     return b.answer(f"{s1(r1)}, and {s2(r2)}.")
 
@@ -193,12 +235,20 @@ def _parallel(rng: random.Random) -> list[dict]:
 def _multi_step(rng: random.Random) -> list[dict]:
     name = rng.choice(_element_names())
     n = rng.randint(2, 12)
-    b = _Builder(rng.choice(["What is the mass of {n} atoms of {e} in atomic mass units?",
-                             "How much do {n} atoms of {e} weigh, in atomic mass units?"]).format(n=n, e=name))
+    b = _Builder(
+        rng.choice(
+            [
+                "What is the mass of {n} atoms of {e} in atomic mass units?",
+                "How much do {n} atoms of {e} weigh, in atomic mass units?",
+            ]
+        ).format(n=n, e=name)
+    )
     (r,) = b.calls(("lookup_element", {"element": name}))
     expression = f"{r['atomic_mass']} * {n}"
-    (total,) = b.calls(("calculate", {"expression": expression}),
-                       content=f"The atomic mass of {name} is {r['atomic_mass']}; now I multiply it by {n}.")
+    (total,) = b.calls(
+        ("calculate", {"expression": expression}),
+        content=f"The atomic mass of {name} is {r['atomic_mass']}; now I multiply it by {n}.",
+    )
     return b.answer(f"{n} atoms of {name} weigh {total['result']} atomic mass units ({expression}).")
 
 
@@ -219,8 +269,11 @@ def records(split: str, seed: int = SEED) -> list[dict]:
         while made < target:
             if kind == "no_tool":
                 q, a = no_tool[made % len(no_tool)]
-                messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q},
-                            {"role": "assistant", "content": a}]
+                messages = [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": q},
+                    {"role": "assistant", "content": a},
+                ]
                 out.append({"kind": kind, "tools": TOOLS, "messages": messages})
                 made += 1
                 continue

@@ -27,41 +27,77 @@ SMOLLM2_TOOLS_TEMPLATE_FILE = ASSET_DIR / "smollm2_tools.jinja"
 
 # Units per kind, as (symbol, singular name, plural name, factor to the kind's base unit).
 UNITS: dict[str, list[tuple[str, str, str, float]]] = {
-    "length": [("m", "metre", "metres", 1.0), ("km", "kilometre", "kilometres", 1000.0),
-               ("cm", "centimetre", "centimetres", 0.01), ("mm", "millimetre", "millimetres", 0.001),
-               ("mi", "mile", "miles", 1609.344), ("yd", "yard", "yards", 0.9144),
-               ("ft", "foot", "feet", 0.3048), ("in", "inch", "inches", 0.0254)],
-    "mass": [("kg", "kilogram", "kilograms", 1.0), ("g", "gram", "grams", 0.001),
-             ("lb", "pound", "pounds", 0.45359237), ("oz", "ounce", "ounces", 0.028349523125)],
-    "volume": [("L", "litre", "litres", 1.0), ("mL", "millilitre", "millilitres", 0.001),
-               ("gal", "US gallon", "US gallons", 3.785411784)],
-    "temperature": [("C", "degree Celsius", "degrees Celsius", 0.0), ("F", "degree Fahrenheit",
-                    "degrees Fahrenheit", 0.0), ("K", "kelvin", "kelvins", 0.0)],
+    "length": [
+        ("m", "metre", "metres", 1.0),
+        ("km", "kilometre", "kilometres", 1000.0),
+        ("cm", "centimetre", "centimetres", 0.01),
+        ("mm", "millimetre", "millimetres", 0.001),
+        ("mi", "mile", "miles", 1609.344),
+        ("yd", "yard", "yards", 0.9144),
+        ("ft", "foot", "feet", 0.3048),
+        ("in", "inch", "inches", 0.0254),
+    ],
+    "mass": [
+        ("kg", "kilogram", "kilograms", 1.0),
+        ("g", "gram", "grams", 0.001),
+        ("lb", "pound", "pounds", 0.45359237),
+        ("oz", "ounce", "ounces", 0.028349523125),
+    ],
+    "volume": [
+        ("L", "litre", "litres", 1.0),
+        ("mL", "millilitre", "millilitres", 0.001),
+        ("gal", "US gallon", "US gallons", 3.785411784),
+    ],
+    "temperature": [
+        ("C", "degree Celsius", "degrees Celsius", 0.0),
+        ("F", "degree Fahrenheit", "degrees Fahrenheit", 0.0),
+        ("K", "kelvin", "kelvins", 0.0),
+    ],
 }
 UNIT_KIND = {sym: kind for kind, units in UNITS.items() for sym, *_ in units}
 UNIT_NAMES = {sym: (one, many) for units in UNITS.values() for sym, one, many, _ in units}
 
 TOOLS: list[dict] = [
-    {"type": "function", "function": {
-        "name": "convert_units",
-        "description": "Convert a quantity between units of length, mass, volume or temperature.",
-        "parameters": {"type": "object", "properties": {
-            "value": {"type": "number", "description": "The quantity to convert."},
-            "from_unit": {"type": "string", "enum": list(UNIT_KIND), "description": "The unit of value."},
-            "to_unit": {"type": "string", "enum": list(UNIT_KIND), "description": "The unit to convert to."}},
-            "required": ["value", "from_unit", "to_unit"]}}},
-    {"type": "function", "function": {
-        "name": "calculate",
-        "description": "Evaluate an arithmetic expression with + - * / ** and parentheses.",
-        "parameters": {"type": "object", "properties": {
-            "expression": {"type": "string", "description": "For example (3 + 4) * 2.5"}},
-            "required": ["expression"]}}},
-    {"type": "function", "function": {
-        "name": "lookup_element",
-        "description": "Look up a chemical element: symbol, atomic number, atomic mass and category.",
-        "parameters": {"type": "object", "properties": {
-            "element": {"type": "string", "description": "The element's English name or symbol."}},
-            "required": ["element"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "convert_units",
+            "description": "Convert a quantity between units of length, mass, volume or temperature.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "value": {"type": "number", "description": "The quantity to convert."},
+                    "from_unit": {"type": "string", "enum": list(UNIT_KIND), "description": "The unit of value."},
+                    "to_unit": {"type": "string", "enum": list(UNIT_KIND), "description": "The unit to convert to."},
+                },
+                "required": ["value", "from_unit", "to_unit"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "calculate",
+            "description": "Evaluate an arithmetic expression with + - * / ** and parentheses.",
+            "parameters": {
+                "type": "object",
+                "properties": {"expression": {"type": "string", "description": "For example (3 + 4) * 2.5"}},
+                "required": ["expression"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_element",
+            "description": "Look up a chemical element: symbol, atomic number, atomic mass and category.",
+            "parameters": {
+                "type": "object",
+                "properties": {"element": {"type": "string", "description": "The element's English name or symbol."}},
+                "required": ["element"],
+            },
+        },
+    },
 ]
 
 
@@ -90,8 +126,15 @@ def convert_units(value: float, from_unit: str, to_unit: str) -> dict:
     return {"value": number(out), "unit": to_unit}
 
 
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-              ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
+_OPERATORS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
 
 
 def calculate(expression: str) -> dict:
@@ -128,8 +171,13 @@ def elements() -> dict[str, dict]:
     # .tsv, not .csv: a data folder's reader skips it, so `--data assets/tools/` reads only conversations
     with open(ASSET_DIR / "elements.tsv", encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f, delimiter="\t"):
-            entry = {"name": row["name"], "symbol": row["symbol"], "atomic_number": int(row["atomic_number"]),
-                     "atomic_mass": float(row["atomic_mass"]), "category": row["category"]}
+            entry = {
+                "name": row["name"],
+                "symbol": row["symbol"],
+                "atomic_number": int(row["atomic_number"]),
+                "atomic_mass": float(row["atomic_mass"]),
+                "category": row["category"],
+            }
             table[row["name"].lower()] = table[row["symbol"].lower()] = entry
     return table
 

@@ -16,13 +16,35 @@ from lorakit.data import tools as toolkit
 from lorakit.data.conversation import ROLES, Conversation, Message, Problem, RecordError
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt_completion")
-CANONICAL = {"instruction", "input", "output", "system", "history", "conversations", "messages", "prompt",
-             "completion", "reasoning_content", "tools"}
+CANONICAL = {
+    "instruction",
+    "input",
+    "output",
+    "system",
+    "history",
+    "conversations",
+    "messages",
+    "prompt",
+    "completion",
+    "reasoning_content",
+    "tools",
+}
 # ShareGPT and other datasets spell roles many ways; these are the spellings we accept.
 ROLE_ALIASES = {
-    "system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-    "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant", "bot": "assistant",
-    "tool": "tool", "observation": "tool", "function": "tool", "ipython": "tool",
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+    "tool": "tool",
+    "observation": "tool",
+    "function": "tool",
+    "ipython": "tool",
     "function_call": "assistant",  # ShareGPT (LLaMA-Factory): the value is the call(s) as JSON
 }
 
@@ -74,8 +96,12 @@ def to_conversation(record: dict, source: str, fmt: str, system: str | None = No
     tools: list[dict] | None = []
     if not _absent(record.get("tools")):
         tools = toolkit.read_tools(record["tools"], "tools", source, problems)
-    convert = {"alpaca": _alpaca, "sharegpt": _sharegpt, "messages": _messages,
-               "prompt_completion": _prompt_completion}[fmt]
+    convert = {
+        "alpaca": _alpaca,
+        "sharegpt": _sharegpt,
+        "messages": _messages,
+        "prompt_completion": _prompt_completion,
+    }[fmt]
     messages = convert(record, source, problems) if fmt == "alpaca" else convert(record, source, problems, tools)
     if not problems:
         messages = [_split_think(m, source, f"turn {i + 1}", problems) for i, m in enumerate(messages)]
@@ -116,8 +142,14 @@ def _as_list(value: Any, field: str, source: str, problems: list[Problem]) -> li
 def _type(value: Any) -> str:
     if value is None:
         return "null"
-    return {str: "a string", dict: "an object", list: "a list", bool: "a boolean", int: "a number",
-            float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        str: "a string",
+        dict: "an object",
+        list: "a list",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def _text(record: dict, key: str, field: str, source: str, problems: list[Problem], required: bool) -> str | None:
@@ -148,8 +180,14 @@ def _has_lone_surrogate(value: str, field: str, source: str, problems: list[Prob
         value.encode("utf-8")
         return False
     except UnicodeEncodeError as e:
-        problems.append(Problem(source, field, f"lone UTF-16 surrogate \\u{ord(value[e.start]):04x} at character "
-                                               f"{e.start + 1}: not valid Unicode text; fix or drop that escape"))
+        problems.append(
+            Problem(
+                source,
+                field,
+                f"lone UTF-16 surrogate \\u{ord(value[e.start]):04x} at character "
+                f"{e.start + 1}: not valid Unicode text; fix or drop that escape",
+            )
+        )
         return True
 
 
@@ -158,7 +196,9 @@ def _join_parts(parts: list[dict], field: str, source: str, problems: list[Probl
     texts = []
     for j, part in enumerate(parts):
         if part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
-            problems.append(Problem(source, f"{field}[{j}]", f"unsupported content part (type {part.get('type')!r}); only text"))
+            problems.append(
+                Problem(source, f"{field}[{j}]", f"unsupported content part (type {part.get('type')!r}); only text")
+            )
             return None
         texts.append(part["text"])
     return "".join(texts)
@@ -191,8 +231,15 @@ def _alpaca(record: dict, source: str, problems: list[Problem]) -> list[Message]
     return messages
 
 
-def _turns(items: list, field: str, role_key: str, content_key: str, source: str,
-           problems: list[Problem], tools: list[dict] | None) -> list[Message]:
+def _turns(
+    items: list,
+    field: str,
+    role_key: str,
+    content_key: str,
+    source: str,
+    problems: list[Problem],
+    tools: list[dict] | None,
+) -> list[Message]:
     messages: list[Message] = []
     tracker = toolkit.CallTracker()
     for i, turn in enumerate(items):
@@ -205,20 +252,36 @@ def _turns(items: list, field: str, role_key: str, content_key: str, source: str
         ck = content_key if content_key in turn else ("content" if "content" in turn else "value")
         raw_role = turn.get(rk)
         if not isinstance(raw_role, str):
-            problems.append(Problem(source, f"{where}.{rk}", "missing" if raw_role is None else
-                                    f"expected a string, found {_type(raw_role)}"))
+            problems.append(
+                Problem(
+                    source,
+                    f"{where}.{rk}",
+                    "missing" if raw_role is None else f"expected a string, found {_type(raw_role)}",
+                )
+            )
             continue
         role = ROLE_ALIASES.get(raw_role.strip().lower())
         if role is None:
-            problems.append(Problem(source, f"{where}.{rk}", f"unknown role {raw_role!r} (expected one of "
-                                    f"{', '.join(ROLES)} or human/gpt)"))
+            problems.append(
+                Problem(
+                    source,
+                    f"{where}.{rk}",
+                    f"unknown role {raw_role!r} (expected one of {', '.join(ROLES)} or human/gpt)",
+                )
+            )
             continue
         if raw_role.strip().lower() == "function_call":
             messages.append(_function_call_turn(turn.get(ck), f"{where}.{ck}", source, problems, tools, tracker))
             continue
         calls = _calls_of(turn, where, source, problems, tools, tracker) if role == "assistant" else None
-        content = _text(turn, ck, f"{where}.{ck}", source, problems,
-                        required=role == "user" or (role == "assistant" and calls is None))
+        content = _text(
+            turn,
+            ck,
+            f"{where}.{ck}",
+            source,
+            problems,
+            required=role == "user" or (role == "assistant" and calls is None),
+        )
         reasoning = None
         for rkey in ("reasoning_content", "reasoning", "thinking"):
             if turn.get(rkey) is not None:
@@ -235,8 +298,9 @@ def _turns(items: list, field: str, role_key: str, content_key: str, source: str
     return messages
 
 
-def _calls_of(turn: dict, where: str, source: str, problems: list[Problem], tools: list[dict] | None,
-              tracker: toolkit.CallTracker) -> list | None:
+def _calls_of(
+    turn: dict, where: str, source: str, problems: list[Problem], tools: list[dict] | None, tracker: toolkit.CallTracker
+) -> list | None:
     """An OpenAI assistant turn's `tool_calls` (or legacy `function_call`); None when it makes no call."""
     if not _absent(turn.get("tool_calls")):
         items = _as_list(turn["tool_calls"], f"{where}.tool_calls", source, problems)
@@ -248,8 +312,14 @@ def _calls_of(turn: dict, where: str, source: str, problems: list[Problem], tool
     return _register(items or [], fields, source, problems, tools, tracker)
 
 
-def _register(items: list, fields: list[str], source: str, problems: list[Problem], tools: list[dict] | None,
-              tracker: toolkit.CallTracker) -> list:
+def _register(
+    items: list,
+    fields: list[str],
+    source: str,
+    problems: list[Problem],
+    tools: list[dict] | None,
+    tracker: toolkit.CallTracker,
+) -> list:
     found, good_fields = [], []
     for obj, where in zip(items, fields):
         call = toolkit.read_call(obj, where, source, problems)
@@ -263,8 +333,9 @@ def _register(items: list, fields: list[str], source: str, problems: list[Proble
     return tracker.add(found, good_fields, source, problems)
 
 
-def _function_call_turn(value, where: str, source: str, problems: list[Problem], tools: list[dict] | None,
-                        tracker: toolkit.CallTracker) -> Message:
+def _function_call_turn(
+    value, where: str, source: str, problems: list[Problem], tools: list[dict] | None, tracker: toolkit.CallTracker
+) -> Message:
     """ShareGPT's `function_call` turn: its value is one call, or a list of parallel calls, as JSON."""
     if isinstance(value, str):
         try:
@@ -281,8 +352,9 @@ def _function_call_turn(value, where: str, source: str, problems: list[Problem],
     return Message("assistant", "", tool_calls=calls)
 
 
-def _tool_results(turn: dict, content: str, where: str, source: str, problems: list[Problem],
-                  tracker: toolkit.CallTracker) -> list[Message]:
+def _tool_results(
+    turn: dict, content: str, where: str, source: str, problems: list[Problem], tracker: toolkit.CallTracker
+) -> list[Message]:
     """One tool turn's result(s), each matched to the call it answers.
 
     ShareGPT (LLaMA-Factory) keeps turns alternating, so the results of n parallel calls come as one
@@ -300,8 +372,9 @@ def _tool_results(turn: dict, content: str, where: str, source: str, problems: l
     return [_result(turn.get("tool_call_id"), turn.get("name"), content, where, source, problems, tracker)]
 
 
-def _result(tool_call_id, name, content: str, where: str, source: str, problems: list[Problem],
-            tracker: toolkit.CallTracker) -> Message:
+def _result(
+    tool_call_id, name, content: str, where: str, source: str, problems: list[Problem], tracker: toolkit.CallTracker
+) -> Message:
     call = tracker.answer(tool_call_id, where, source, problems)
     if name is not None and not isinstance(name, str):
         problems.append(Problem(source, f"{where}.name", f"expected a string, found {_type(name)}"))
@@ -337,8 +410,12 @@ def _prompt_completion(record: dict, source: str, problems: list[Problem], tools
     for key, role in (("prompt", "user"), ("completion", "assistant")):
         value = record.get(key)
         # TRL's conversational form: prompt and completion are themselves lists of messages.
-        if isinstance(value, (list, tuple)) and value and isinstance(value[0], dict) and (
-                "role" in value[0] or "from" in value[0]):
+        if (
+            isinstance(value, (list, tuple))
+            and value
+            and isinstance(value[0], dict)
+            and ("role" in value[0] or "from" in value[0])
+        ):
             messages += _turns(list(value), key, "role", "content", source, problems, tools)
         else:
             text = _text(record, key, key, source, problems, required=True)
@@ -372,18 +449,27 @@ def _check_order(messages: list[Message], source: str, problems: list[Problem]) 
     for i, m in enumerate(messages):
         if m.role == "system":
             if i != 0:
-                problems.append(Problem(source, f"turn {i + 1}", "turns out of order: a system turn may only come first"))
+                problems.append(
+                    Problem(source, f"turn {i + 1}", "turns out of order: a system turn may only come first")
+                )
         elif m.role == "user":
             if prev == "user":
                 problems.append(Problem(source, f"turn {i + 1}", "turns out of order: two user turns in a row"))
         elif m.role == "assistant":
             if prev not in ("user", "tool"):
-                problems.append(Problem(source, f"turn {i + 1}", "turns out of order: an assistant turn must follow "
-                                        "a user (or tool) turn"))
+                problems.append(
+                    Problem(
+                        source,
+                        f"turn {i + 1}",
+                        "turns out of order: an assistant turn must follow a user (or tool) turn",
+                    )
+                )
             elif not m.content.strip() and not (m.reasoning or "").strip() and not m.tool_calls:
                 problems.append(Problem(source, f"turn {i + 1}", "empty assistant answer"))
         elif m.role == "tool" and prev not in ("assistant", "tool"):
-            problems.append(Problem(source, f"turn {i + 1}", "turns out of order: a tool turn must follow an assistant turn"))
+            problems.append(
+                Problem(source, f"turn {i + 1}", "turns out of order: a tool turn must follow an assistant turn")
+            )
         prev = m.role
     if messages[-1].role != "assistant":
         problems.append(Problem(source, f"turn {len(messages)}", "the conversation must end with an assistant turn"))

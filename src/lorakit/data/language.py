@@ -17,7 +17,7 @@ def has_cjk(text: str) -> bool:
 
 
 def detect_language(texts: list[str]) -> str:
-    """"zh" when CJK ideographs make up at least CJK_SHARE of the letters in `texts`, else "en"."""
+    """ "zh" when CJK ideographs make up at least CJK_SHARE of the letters in `texts`, else "en"."""
     cjk = sum(len(_CJK.findall(t)) for t in texts)
     latin = sum(len(_LATIN.findall(t)) for t in texts)
     # A Latin word is several letters but carries about what one ideograph does; compare like with like.

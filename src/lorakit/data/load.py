@@ -22,8 +22,13 @@ def _check_format(format: str) -> None:
         raise LorakitError(f"data.format: unknown format {format!r} (expected auto, {', '.join(formats.FORMATS)})")
 
 
-def iter_conversations(files: list[Path], format: str = "auto", columns: dict[str, str] | None = None,
-                       system: str | None = None, schemas: dict | None = None) -> Iterator[Conversation | Problem]:
+def iter_conversations(
+    files: list[Path],
+    format: str = "auto",
+    columns: dict[str, str] | None = None,
+    system: str | None = None,
+    schemas: dict | None = None,
+) -> Iterator[Conversation | Problem]:
     """Yield a Conversation per good record and a Problem per thing wrong, file by file, in order."""
     _check_format(format)
     rename = formats.normalise_columns(columns)
@@ -42,13 +47,20 @@ def iter_conversations(files: list[Path], format: str = "auto", columns: dict[st
             fmt = format if format != "auto" else formats.detect(record)
             if fmt is None:
                 keys = ", ".join(sorted(map(_printable, record))[:8]) or "none"
-                yield Problem(source, "", f"unknown schema (keys: {keys}); expected alpaca (instruction/output), "
-                                          "sharegpt (conversations), messages, or prompt/completion; map columns with "
-                                          "--columns / data.columns")
+                yield Problem(
+                    source,
+                    "",
+                    f"unknown schema (keys: {keys}); expected alpaca (instruction/output), "
+                    "sharegpt (conversations), messages, or prompt/completion; map columns with "
+                    "--columns / data.columns",
+                )
                 continue
             if format != "auto" and not _has_key_of(fmt, record):
-                yield Problem(source, _main_key(fmt), f"missing (format is {fmt}; keys: "
-                                                    f"{', '.join(sorted(map(_printable, record)))})")
+                yield Problem(
+                    source,
+                    _main_key(fmt),
+                    f"missing (format is {fmt}; keys: {', '.join(sorted(map(_printable, record)))})",
+                )
                 continue
             counts[fmt] = counts.get(fmt, 0) + 1
             try:
@@ -63,18 +75,28 @@ def _printable(key) -> str:
 
 
 def _main_key(fmt: str) -> str:
-    return {"alpaca": "output", "sharegpt": "conversations", "messages": "messages",
-            "prompt_completion": "completion"}[fmt]
+    return {"alpaca": "output", "sharegpt": "conversations", "messages": "messages", "prompt_completion": "completion"}[
+        fmt
+    ]
 
 
 def _has_key_of(fmt: str, record: dict) -> bool:
     # A forced format still needs the record to look like it; otherwise the errors would be misleading.
-    return {"alpaca": ("instruction" in record or "output" in record), "sharegpt": "conversations" in record,
-            "messages": "messages" in record, "prompt_completion": ("prompt" in record or "completion" in record)}[fmt]
+    return {
+        "alpaca": ("instruction" in record or "output" in record),
+        "sharegpt": "conversations" in record,
+        "messages": "messages" in record,
+        "prompt_completion": ("prompt" in record or "completion" in record),
+    }[fmt]
 
 
-def scan(paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None,
-         system: str | None = None, keep_problems: int | None = None) -> ScanResult:
+def scan(
+    paths: str | list[str],
+    format: str = "auto",
+    columns: dict[str, str] | None = None,
+    system: str | None = None,
+    keep_problems: int | None = None,
+) -> ScanResult:
     """Read everything, keeping every conversation and the problems (the first `keep_problems`, all by default).
 
     Used by validate; memory stays bounded even for a file of millions of bad lines.
@@ -84,8 +106,14 @@ def scan(paths: str | list[str], format: str = "auto", columns: dict[str, str] |
     return result
 
 
-def scan_iter(paths: str | list[str], result: ScanResult, format: str = "auto", columns: dict[str, str] | None = None,
-              system: str | None = None, keep_problems: int | None = None) -> Iterator[Conversation]:
+def scan_iter(
+    paths: str | list[str],
+    result: ScanResult,
+    format: str = "auto",
+    columns: dict[str, str] | None = None,
+    system: str | None = None,
+    keep_problems: int | None = None,
+) -> Iterator[Conversation]:
     """As scan, yielding the good conversations instead of keeping them (inspect streams a big file);
     `result` gets the files, schemas and problems, but not the conversations."""
     _check_format(format)
@@ -118,12 +146,14 @@ def progress(paths: list[str], desc: str):
         else:
             total = None
             break
-    return tqdm(total=total or None, desc=desc, unit=" records", delay=PROGRESS_DELAY, dynamic_ncols=True,
-                mininterval=1.0)
+    return tqdm(
+        total=total or None, desc=desc, unit=" records", delay=PROGRESS_DELAY, dynamic_ncols=True, mininterval=1.0
+    )
 
 
-def load_conversations(paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None,
-                       system: str | None = None) -> list[Conversation]:
+def load_conversations(
+    paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None, system: str | None = None
+) -> list[Conversation]:
     """Load every record under `paths` (files, folders, globs) as Conversations, in input order.
 
     `format` is auto (detected per record) or one of alpaca, sharegpt, messages, prompt_completion;
@@ -134,8 +164,9 @@ def load_conversations(paths: str | list[str], format: str = "auto", columns: di
     return list(iter_loaded_conversations(paths, format, columns, system))
 
 
-def iter_loaded_conversations(paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None,
-                              system: str | None = None) -> Iterator[Conversation]:
+def iter_loaded_conversations(
+    paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None, system: str | None = None
+) -> Iterator[Conversation]:
     """As load_conversations, one at a time: a big file is never held whole (prepare streams it)."""
     _check_format(format)
     empty = True

@@ -26,6 +26,7 @@ from lorakit.errors import LorakitError
 @dataclass
 class Preference:
     """A pair: the shared prompt turns, then the chosen and the rejected completion (assistant turns)."""
+
     prompt: list[Message]
     chosen: list[Message]
     rejected: list[Message]
@@ -39,6 +40,7 @@ class Preference:
 @dataclass
 class Unpaired:
     """KTO's form: one completion of a prompt and whether it is desirable."""
+
     prompt: list[Message]
     completion: list[Message]
     label: bool
@@ -46,7 +48,7 @@ class Unpaired:
 
 
 def record_kind(record: dict) -> str | None:
-    """"pair" or "unpaired" when a record is in a preference form, else None (an SFT record)."""
+    """ "pair" or "unpaired" when a record is in a preference form, else None (an SFT record)."""
     if "chosen" in record or "rejected" in record:  # one side missing is a broken pair, named as such
         return "pair"
     if "completion" in record and "label" in record:
@@ -105,8 +107,9 @@ def to_preference(record: dict, source: str, system: str | None = None) -> Prefe
     return pair
 
 
-def _split_shared(chosen: list[Message], rejected: list[Message], source: str,
-                  problems: list[Problem]) -> tuple[list[Message], list[Message], list[Message]]:
+def _split_shared(
+    chosen: list[Message], rejected: list[Message], source: str, problems: list[Problem]
+) -> tuple[list[Message], list[Message], list[Message]]:
     """(shared prefix, chosen rest, rejected rest). The rests must start at an assistant turn: a prefix
     that stops in the prompt turns means the two sides were asked different things."""
     n = 0
@@ -114,11 +117,18 @@ def _split_shared(chosen: list[Message], rejected: list[Message], source: str,
         n += 1
     while n and chosen[n - 1].role == "assistant":  # a shared assistant opening is still an answer
         n -= 1
-    first_answer = [next((i for i, m in enumerate(side) if m.role == "assistant"), len(side))
-                    for side in (chosen, rejected)]
+    first_answer = [
+        next((i for i, m in enumerate(side) if m.role == "assistant"), len(side)) for side in (chosen, rejected)
+    ]
     if n < max(first_answer):
-        problems.append(Problem(source, "chosen/rejected", "the prompt differs between chosen and rejected "
-                                f"(they first differ at turn {n + 1}); a pair must answer the same prompt"))
+        problems.append(
+            Problem(
+                source,
+                "chosen/rejected",
+                "the prompt differs between chosen and rejected "
+                f"(they first differ at turn {n + 1}); a pair must answer the same prompt",
+            )
+        )
     return chosen[:n], chosen[n:], rejected[n:]
 
 
@@ -151,8 +161,9 @@ def to_unpaired(record: dict, source: str, system: str | None = None) -> Unpaire
     return Unpaired(prompt, completion, label, source)
 
 
-def iter_preferences(paths: str | list[str], columns: dict[str, str] | None = None, system: str | None = None,
-                     kind: str = "pair") -> Iterator[Preference | Unpaired | Problem]:
+def iter_preferences(
+    paths: str | list[str], columns: dict[str, str] | None = None, system: str | None = None, kind: str = "pair"
+) -> Iterator[Preference | Unpaired | Problem]:
     """Every record under `paths` as a Preference (kind "pair") or Unpaired ("unpaired"), or a Problem."""
     rename = formats.normalise_columns(columns)
     convert = to_preference if kind == "pair" else to_unpaired
@@ -176,14 +187,17 @@ def iter_preferences(paths: str | list[str], columns: dict[str, str] | None = No
 def _wrong_form(found: str | None, wanted: str, record: dict) -> str:
     keys = ", ".join(sorted(map(str, record))[:8]) or "none"
     if found is None:
-        return (f"not a preference record (keys: {keys}): train.method {'dpo' if wanted == 'pair' else 'kto'} "
-                f"reads {'chosen/rejected pairs' if wanted == 'pair' else 'prompt/completion/label records'}; "
-                "for conversations set train.method=sft")
+        return (
+            f"not a preference record (keys: {keys}): train.method {'dpo' if wanted == 'pair' else 'kto'} "
+            f"reads {'chosen/rejected pairs' if wanted == 'pair' else 'prompt/completion/label records'}; "
+            "for conversations set train.method=sft"
+        )
     return f"an {found} preference record (keys: {keys}) where {wanted} records are expected"
 
 
-def load_preferences(paths: str | list[str], columns: dict[str, str] | None = None, system: str | None = None,
-                     kind: str = "pair") -> list:
+def load_preferences(
+    paths: str | list[str], columns: dict[str, str] | None = None, system: str | None = None, kind: str = "pair"
+) -> list:
     """Every record, stopping at the first problem with a one-line LorakitError naming file:line: field."""
     out = []
     for item in iter_preferences(paths, columns, system, kind):
@@ -202,8 +216,10 @@ def refusal_for_sft(record: dict) -> str | None:
         return None
     keys = ", ".join(sorted(map(str, record))[:8])
     what = "a preference pair" if kind == "pair" else "an unpaired preference record (KTO)"
-    return (f"{what} (keys: {keys}); train.method sft trains on conversations: set train.method=dpo for pairs "
-            "or use an SFT file")
+    return (
+        f"{what} (keys: {keys}); train.method sft trains on conversations: set train.method=dpo for pairs "
+        "or use an SFT file"
+    )
 
 
 def files_of(paths: str | list[str]) -> list[Path]:

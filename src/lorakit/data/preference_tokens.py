@@ -24,8 +24,10 @@ from lorakit.data.prepared import PreparedData, _check_weights, _paths, _plan, t
 from lorakit.data.template import encode_with_offsets, render_messages, template_messages, uses_thinking
 from lorakit.errors import LorakitError
 
-TRUNCATION_RULE = ("prompt kept whole, each completion cut from the right to fit data.max_length (TRL's "
-                   "keep_start); a pair whose prompt fills data.max_length is dropped")
+TRUNCATION_RULE = (
+    "prompt kept whole, each completion cut from the right to fit data.max_length (TRL's "
+    "keep_start); a pair whose prompt fills data.max_length is dropped"
+)
 CACHE_VERSION = 1
 
 
@@ -92,10 +94,15 @@ def _tokenized(pairs: list[Preference], tokenizer, cfg, stats: dict, prefix: str
             continue
         truncated += t.pop("truncated")
         out.append(t)
-    stats.update({f"{prefix}_samples": len(out), f"{prefix}_truncated": truncated,
-                  f"{prefix}_dropped_no_loss": dropped,
-                  f"{prefix}_tokens": sum(len(u["prompt"]) * 2 + len(u["chosen"]) + len(u["rejected"]) for u in out),
-                  f"{prefix}_supervised_tokens": sum(len(u["chosen"]) + len(u["rejected"]) for u in out)})
+    stats.update(
+        {
+            f"{prefix}_samples": len(out),
+            f"{prefix}_truncated": truncated,
+            f"{prefix}_dropped_no_loss": dropped,
+            f"{prefix}_tokens": sum(len(u["prompt"]) * 2 + len(u["chosen"]) + len(u["rejected"]) for u in out),
+            f"{prefix}_supervised_tokens": sum(len(u["chosen"]) + len(u["rejected"]) for u in out),
+        }
+    )
     return out
 
 
@@ -103,8 +110,10 @@ def prepare_pairs(cfg, tokenizer, cache_dir: Path | None = None) -> PreparedData
     """As prepare_splits for preference pairs: read, deduplicate, split (data.eval_split / eval_path, seed,
     max_samples, weights), tokenize; cached by content like SFT data. train/eval hold pair dicts."""
     if cfg.format != "auto":
-        raise LorakitError(f"data.format: {cfg.format} names an SFT schema; preference pairs are read in any of "
-                           "their forms with data.format auto")
+        raise LorakitError(
+            f"data.format: {cfg.format} names an SFT schema; preference pairs are read in any of "
+            "their forms with data.format auto"
+        )
     if cfg.train_on != "all":
         raise LorakitError("data.train_on: a pair trains on its completions only; leave data.train_on all")
     key = pair_cache_key(cfg, tokenizer) if cache_dir is not None else None
@@ -130,13 +139,21 @@ def prepare_pairs(cfg, tokenizer, cache_dir: Path | None = None) -> PreparedData
         counts.append(len(part))
     stats = {"records": len(pairs) + dropped, "duplicates_dropped": dropped, "truncation": TRUNCATION_RULE}
     train_at, eval_at = _plan(cfg, counts)
-    evals = load_preferences(cfg.eval_path, cfg.columns or None, cfg.system) if cfg.eval_path else \
-        [pairs[i] for i in eval_at]
-    data = PreparedData(_tokenized([pairs[i] for i in train_at], tokenizer, cfg, stats, "train"),
-                        _tokenized(evals, tokenizer, cfg, stats, "eval"), stats)
+    evals = (
+        load_preferences(cfg.eval_path, cfg.columns or None, cfg.system)
+        if cfg.eval_path
+        else [pairs[i] for i in eval_at]
+    )
+    data = PreparedData(
+        _tokenized([pairs[i] for i in train_at], tokenizer, cfg, stats, "train"),
+        _tokenized(evals, tokenizer, cfg, stats, "eval"),
+        stats,
+    )
     if not data.train:
-        raise LorakitError(f"{cfg.path}: no training pairs left (every prompt fills max_length={cfg.max_length}); "
-                           "raise data.max_length")
+        raise LorakitError(
+            f"{cfg.path}: no training pairs left (every prompt fills max_length={cfg.max_length}); "
+            "raise data.max_length"
+        )
     stats["cache_key"] = key
     if hit is not None:
         with atomic_dir(hit, overwrite=True) as tmp:
@@ -146,8 +163,14 @@ def prepare_pairs(cfg, tokenizer, cache_dir: Path | None = None) -> PreparedData
     return data
 
 
-def inspect_pairs(paths, tokenizer, columns: dict | None = None, system: str | None = None, thinking: str = "off",
-                  max_length: int = 1024) -> dict:
+def inspect_pairs(
+    paths,
+    tokenizer,
+    columns: dict | None = None,
+    system: str | None = None,
+    thinking: str = "off",
+    max_length: int = 1024,
+) -> dict:
     """`lorakit data inspect` for a preference file: pair count, token lengths of prompt and completions,
     how many pairs the truncation rule cuts or drops, and the rule itself."""
     pairs = load_preferences(paths, columns, system)
@@ -157,12 +180,21 @@ def inspect_pairs(paths, tokenizer, columns: dict | None = None, system: str | N
         if t is not None:
             cut += t["truncated"]
             kept.append(t)
+
     def stats(key):
         values = sorted(len(t[key]) for t in kept) or [0]
         return {"min": values[0], "mean": round(sum(values) / len(values), 1), "max": values[-1]}
-    return {"pairs": len(pairs), "prompt": stats("prompt"), "chosen": stats("chosen"), "rejected": stats("rejected"),
-            "truncated": cut, "dropped_prompt_fills_max_length": len(pairs) - len(kept), "max_length": max_length,
-            "truncation": TRUNCATION_RULE}
+
+    return {
+        "pairs": len(pairs),
+        "prompt": stats("prompt"),
+        "chosen": stats("chosen"),
+        "rejected": stats("rejected"),
+        "truncated": cut,
+        "dropped_prompt_fills_max_length": len(pairs) - len(kept),
+        "max_length": max_length,
+        "truncation": TRUNCATION_RULE,
+    }
 
 
 def inspect_lines(summary: dict) -> list[str]:
@@ -170,7 +202,9 @@ def inspect_lines(summary: dict) -> list[str]:
     lines = [f"preference pairs: {s['pairs']}"]
     for key in ("prompt", "chosen", "rejected"):
         lines.append(f"  {key} tokens: min {s[key]['min']}, mean {s[key]['mean']}, max {s[key]['max']}")
-    lines.append(f"  truncated at max_length={s['max_length']}: {s['truncated']}; dropped (prompt fills it): "
-                 f"{s['dropped_prompt_fills_max_length']}")
+    lines.append(
+        f"  truncated at max_length={s['max_length']}: {s['truncated']}; dropped (prompt fills it): "
+        f"{s['dropped_prompt_fills_max_length']}"
+    )
     lines.append(f"  truncation rule: {s['truncation']}")
     return lines

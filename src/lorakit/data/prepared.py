@@ -200,8 +200,9 @@ def _tokenize_into(builder: SampleBuilder, convs: Iterable[Conversation], tokeni
     """Tokenize conversations as they stream in; returns how many were added."""
     n = 0
     for c in convs:
-        builder.add(tokenize_conversation(tokenizer, c, thinking=cfg.thinking, train_on=cfg.train_on,
-                                          max_length=cfg.max_length))
+        builder.add(
+            tokenize_conversation(tokenizer, c, thinking=cfg.thinking, train_on=cfg.train_on, max_length=cfg.max_length)
+        )
         n += 1
     return n
 
@@ -217,10 +218,15 @@ def _usable(samples: Samples, positions: list[int], stats: dict, prefix: str) ->
     chosen = samples.take(positions)
     keep = np.flatnonzero(samples.supervised[chosen.order] > 0) if len(chosen) else np.zeros(0, np.int64)
     out = chosen.take(keep)
-    stats.update({f"{prefix}_samples": len(out), f"{prefix}_tokens": out.token_count(),
-                  f"{prefix}_supervised_tokens": int(samples.supervised[out.order].sum()),
-                  f"{prefix}_truncated": int(samples.truncated[chosen.order].sum()),
-                  f"{prefix}_dropped_no_loss": len(chosen) - len(out)})
+    stats.update(
+        {
+            f"{prefix}_samples": len(out),
+            f"{prefix}_tokens": out.token_count(),
+            f"{prefix}_supervised_tokens": int(samples.supervised[out.order].sum()),
+            f"{prefix}_truncated": int(samples.truncated[chosen.order].sum()),
+            f"{prefix}_dropped_no_loss": len(chosen) - len(out),
+        }
+    )
     return out
 
 
@@ -237,8 +243,7 @@ def _stream_splits(cfg, tokenizer) -> PreparedData:
             counts.append(_tokenize_into(builder, _unique(convs, seen, dropped), tokenizer, cfg))
         eval_builder = SampleBuilder()
         if cfg.eval_path:
-            convs = _counted(iter_loaded_conversations(cfg.eval_path, cfg.format, cfg.columns or None, cfg.system),
-                             bar)
+            convs = _counted(iter_loaded_conversations(cfg.eval_path, cfg.format, cfg.columns or None, cfg.system), bar)
             _tokenize_into(eval_builder, _unique(convs, set() if cfg.dedup else None, [0]), tokenizer, cfg)
     stats = {"records": sum(counts) + dropped[0], "duplicates_dropped": dropped[0]}
     train_at, eval_at = _plan(cfg, counts)
@@ -268,8 +273,10 @@ def prepare_splits(cfg, tokenizer, cache_dir: Path | None = None) -> PreparedDat
             return load_prepared(hit)
     data = _stream_splits(cfg, tokenizer)
     if not data.train:
-        raise LorakitError(f"{cfg.path}: no training samples left (all were cut by max_length={cfg.max_length} "
-                           "before any answer token); raise data.max_length")
+        raise LorakitError(
+            f"{cfg.path}: no training samples left (all were cut by max_length={cfg.max_length} "
+            "before any answer token); raise data.max_length"
+        )
     data.stats["cache_key"] = key
     if key is not None:
         final = Path(cache_dir) / key
@@ -317,13 +324,16 @@ def account_line(stats: dict, cfg) -> str:
     a tutorial's reader counts the records of the file, so the line starts from them."""
     truncated = stats.get("train_truncated", 0) + stats.get("eval_truncated", 0)
     no_loss = stats.get("train_dropped_no_loss", 0) + stats.get("eval_dropped_no_loss", 0)
-    duplicates = f"{stats['duplicates_dropped']} exact duplicates dropped" if cfg.dedup else \
-        "duplicates kept (data.dedup false)"
+    duplicates = (
+        f"{stats['duplicates_dropped']} exact duplicates dropped" if cfg.dedup else "duplicates kept (data.dedup false)"
+    )
     cut = f"{truncated} truncated at data.max_length={cfg.max_length}"
     if no_loss:
         cut += f" ({no_loss} of them dropped: no answer token left)"
-    return (f"data: {stats['records']} records read, {duplicates}, {cut}; "
-            f"{stats.get('train_samples', 0)} train / {stats.get('eval_samples', 0)} eval samples")
+    return (
+        f"data: {stats['records']} records read, {duplicates}, {cut}; "
+        f"{stats.get('train_samples', 0)} train / {stats.get('eval_samples', 0)} eval samples"
+    )
 
 
 def summary_lines(data: PreparedData) -> list[str]:
@@ -332,9 +342,11 @@ def summary_lines(data: PreparedData) -> list[str]:
     lines = [f"records: {st['records']} ({st['duplicates_dropped']} duplicates dropped)"]
     for split in ("train", "eval"):
         if st.get(f"{split}_samples") or split == "train":
-            lines.append(f"{split}: {st[f'{split}_samples']} samples, {st[f'{split}_tokens']} tokens "
-                         f"({st[f'{split}_supervised_tokens']} with loss), {st[f'{split}_truncated']} truncated, "
-                         f"{st[f'{split}_dropped_no_loss']} dropped (no answer left after truncation)")
+            lines.append(
+                f"{split}: {st[f'{split}_samples']} samples, {st[f'{split}_tokens']} tokens "
+                f"({st[f'{split}_supervised_tokens']} with loss), {st[f'{split}_truncated']} truncated, "
+                f"{st[f'{split}_dropped_no_loss']} dropped (no answer left after truncation)"
+            )
     if data.cache_path is not None:
         lines.append(f"prepared: {data.cache_path}")
     return lines

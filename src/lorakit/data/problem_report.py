@@ -6,8 +6,9 @@ from lorakit.data.conversation import ScanResult
 from lorakit.data.load import scan
 
 
-def validate_data(paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None,
-                  max_errors: int = 20) -> ScanResult:
+def validate_data(
+    paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None, max_errors: int = 20
+) -> ScanResult:
     """Read all records under `paths`; the result keeps the first `max_errors` problems and counts the rest."""
     # Keep one more than shown, so the report can tell "exactly N" from "N and more" without storing them all.
     return scan(paths, format, columns, keep_problems=max(max_errors, 0) + 1)
@@ -32,8 +33,10 @@ def summary_line(result: ScanResult) -> str:
     schemas = ", ".join(f"{fmt} {n}" for fmt, n in sorted(totals.items())) or "none"
     mixed = [f for f, counts in result.schemas.items() if len(counts) > 1]
     files = len(result.files)
-    text = (f"{result.records} records in {files} file{'s' if files != 1 else ''}: "
-            f"{len(result.conversations)} good, {result.bad_records} with problems")
+    text = (
+        f"{result.records} records in {files} file{'s' if files != 1 else ''}: "
+        f"{len(result.conversations)} good, {result.bad_records} with problems"
+    )
     if result.problem_count:
         text += f" ({result.problem_count} problem{'s' if result.problem_count != 1 else ''})"
     text += f"; schemas: {schemas}"

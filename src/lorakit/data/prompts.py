@@ -8,9 +8,9 @@ A record holds `prompt` as chat messages (TRL's conversational form) or as a str
 
 from __future__ import annotations
 
+from lorakit.data.conversation import ROLES, Problem
 from lorakit.data.formats import normalise_columns, rename
 from lorakit.data.readers import iter_records, resolve_paths
-from lorakit.data.conversation import Problem, ROLES
 from lorakit.errors import LorakitError
 
 
@@ -39,12 +39,18 @@ def prompt_record(record: dict, source: str, system: str | None = None) -> dict:
             prompt = [{"role": "user", "content": prompt}]
     elif "messages" in record:
         prompt = list(record["messages"]) if isinstance(record["messages"], list) else record["messages"]
-        while isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict) \
-                and prompt[-1].get("role") == "assistant":
+        while (
+            isinstance(prompt, list)
+            and prompt
+            and isinstance(prompt[-1], dict)
+            and prompt[-1].get("role") == "assistant"
+        ):
             prompt = prompt[:-1]
     else:
-        raise LorakitError(f"{source}: a GRPO record needs a `prompt` (text or messages) or `messages` column; "
-                           f"it has {', '.join(sorted(record)) or 'none'} (rename with data.columns)")
+        raise LorakitError(
+            f"{source}: a GRPO record needs a `prompt` (text or messages) or `messages` column; "
+            f"it has {', '.join(sorted(record)) or 'none'} (rename with data.columns)"
+        )
     if not isinstance(prompt, list) or not prompt or not all(_is_message(m) for m in prompt):
         raise LorakitError(f"{source}: prompt: expected text or a list of {{role, content}} messages")
     if prompt[-1]["role"] == "assistant":

@@ -17,8 +17,14 @@ from typing import Iterator, Union
 from lorakit.data.conversation import Problem
 from lorakit.errors import LorakitError
 
-EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
-              ".arrow": "arrow"}
+EXTENSIONS = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+}
 # A JSONL line longer than this is reported, not read: one 2 GB line must not take 2 GB of memory.
 MAX_LINE_BYTES = 64 * 1024 * 1024
 # A JSON array is parsed in memory; beyond this size we ask for JSONL instead.
@@ -63,8 +69,13 @@ def is_hf_folder(p: Path) -> bool:
 def _expand_dir(d: Path) -> list[Path]:
     if is_hf_folder(d):
         return [d]
-    files = sorted(f for f in d.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS
-                   and not any(part.startswith(".") for part in f.relative_to(d).parts))
+    files = sorted(
+        f
+        for f in d.rglob("*")
+        if f.is_file()
+        and f.suffix.lower() in EXTENSIONS
+        and not any(part.startswith(".") for part in f.relative_to(d).parts)
+    )
     if not files:
         raise LorakitError(f"{d}: the folder holds no data files ({', '.join(sorted(EXTENSIONS))})")
     # A Hub-style folder keeps splits side by side (train-*.parquet, test-*.parquet); train on the train split only.
@@ -100,8 +111,13 @@ def iter_records(path: Path) -> Iterator[Item]:
     if size == 0:
         yield Problem(str(path), "", "empty file")
         return
-    reader = {"json": _read_json, "jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet,
-              "arrow": _read_arrow}[kind]
+    reader = {
+        "json": _read_json,
+        "jsonl": _read_jsonl,
+        "csv": _read_csv,
+        "parquet": _read_parquet,
+        "arrow": _read_arrow,
+    }[kind]
     try:
         yield from reader(path)
     except OSError as e:
@@ -165,13 +181,18 @@ def _parse_record(text: str, source: str) -> Item:
 
 def _json_type(obj) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(obj), "a number")
+        type(obj), "a number"
+    )
 
 
 def _read_json(path: Path) -> Iterator[Item]:
     if path.stat().st_size > MAX_JSON_BYTES:
-        yield Problem(str(path), "", f"JSON file larger than {MAX_JSON_BYTES >> 20} MiB; convert it to JSONL "
-                                     "(one record per line), which is read as a stream")
+        yield Problem(
+            str(path),
+            "",
+            f"JSON file larger than {MAX_JSON_BYTES >> 20} MiB; convert it to JSONL "
+            "(one record per line), which is read as a stream",
+        )
         return
     text = _decode(path.read_bytes(), str(path))
     if isinstance(text, Problem):
@@ -259,9 +280,12 @@ def _json_array(text: str, path: Path, inner: list | None = None) -> Iterator[It
         return
     if n == 0:
         yield Problem(str(path), "", "empty array: no records")
-    elif text[pos + 1:].strip():
-        yield Problem(f"{path}:{_line(text, pos + 1 + len(text[pos + 1:]) - len(text[pos + 1:].lstrip()))}", "",
-                      "invalid JSON: extra data after the array")
+    elif text[pos + 1 :].strip():
+        yield Problem(
+            f"{path}:{_line(text, pos + 1 + len(text[pos + 1 :]) - len(text[pos + 1 :].lstrip()))}",
+            "",
+            "invalid JSON: extra data after the array",
+        )
 
 
 def _skip_ws(text: str, pos: int) -> int:
@@ -347,7 +371,9 @@ def _read_hf_folder(path: Path) -> Iterator[Item]:
     if isinstance(ds, DatasetDict):
         split = "train" if "train" in ds else (next(iter(ds)) if len(ds) == 1 else None)
         if split is None:
-            yield Problem(str(path), "", f"datasets folder has splits {sorted(ds)} but no 'train'; pass one split's folder")
+            yield Problem(
+                str(path), "", f"datasets folder has splits {sorted(ds)} but no 'train'; pass one split's folder"
+            )
             return
         ds = ds[split]
     yield from _rows(ds, str(path))

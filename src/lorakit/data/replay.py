@@ -72,8 +72,18 @@ def cache_key(model_fingerprint: str, system: str | None, thinking: str) -> str:
     order reuses the answers already made (greedy answers do not depend on which prompts share a batch).
     """
     h = hashlib.sha256(f"lorakit-replay-v{CACHE_VERSION}".encode())
-    h.update(json.dumps({"model": model_fingerprint, "system": system, "thinking": thinking,
-                         "max_new_tokens": MAX_NEW_TOKENS, "decoding": "greedy"}, ensure_ascii=False).encode())
+    h.update(
+        json.dumps(
+            {
+                "model": model_fingerprint,
+                "system": system,
+                "thinking": thinking,
+                "max_new_tokens": MAX_NEW_TOKENS,
+                "decoding": "greedy",
+            },
+            ensure_ascii=False,
+        ).encode()
+    )
     return h.hexdigest()[:24]
 
 
@@ -98,14 +108,17 @@ def complete_sentences(text: str) -> str:
     if not text or text.endswith(_SENTENCE_END):
         return text
     cut = max(text.rfind(c) for c in _SENTENCE_END)
-    return text[:cut + 1].strip() if cut > len(text) // 3 else text
+    return text[: cut + 1].strip() if cut > len(text) // 3 else text
 
 
 def _read_answers(path: Path) -> dict[str, str]:
     """prompt -> answer from a cache file; {} when it is missing or damaged (then it is regenerated)."""
     try:
-        return {c["prompt"]: c["answer"] for c in json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(c["prompt"], str) and isinstance(c["answer"], str)}
+        return {
+            c["prompt"]: c["answer"]
+            for c in json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(c["prompt"], str) and isinstance(c["answer"], str)
+        }
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
@@ -121,8 +134,10 @@ def base_answers(prompts: list[str], system: str | None, answer: Answerer, cache
     bundled = _read_answers(BUNDLED_ANSWERS / cache_file.name)
     missing = [p for p in prompts if p not in known and p not in bundled]
     if missing:
-        messages = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
-                    for p in missing]
+        messages = [
+            ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
+            for p in missing
+        ]
         known.update(zip(missing, (complete_sentences(a) for a in answer(messages))))
     from_bundle = [p for p in prompts if p not in known]
     if missing or from_bundle:
@@ -135,8 +150,9 @@ def base_answers(prompts: list[str], system: str | None, answer: Answerer, cache
     return [known[p] for p in prompts], origin
 
 
-def replay_conversations(cfg, n_train: int, language: str, answer: Answerer, fingerprint: str,
-                         cache_dir: Path) -> tuple[list[Conversation], dict]:
+def replay_conversations(
+    cfg, n_train: int, language: str, answer: Answerer, fingerprint: str, cache_dir: Path
+) -> tuple[list[Conversation], dict]:
     """Conversations to add to the training split for `cfg.replay` (a DataConfig), and what was done."""
     want = replay_count(cfg.replay, n_train)
     if not want:
@@ -144,9 +160,12 @@ def replay_conversations(cfg, n_train: int, language: str, answer: Answerer, fin
     prompts, source = load_replay_prompts(cfg, language)
     # Every prompt at most once: repeating the base's answers would weigh them over the persona's.
     if len(prompts) < want:
-        print(f"replay: data.replay={cfg.replay:g} wants {want} replay samples but {source} has "
-              f"{len(prompts)} prompts; using each once (share {len(prompts) / (n_train + len(prompts)):.1%}); "
-              "more prompts: data.replay_prompts", flush=True)
+        print(
+            f"replay: data.replay={cfg.replay:g} wants {want} replay samples but {source} has "
+            f"{len(prompts)} prompts; using each once (share {len(prompts) / (n_train + len(prompts)):.1%}); "
+            "more prompts: data.replay_prompts",
+            flush=True,
+        )
     prompts = prompts[:want]
     cache_file = Path(cache_dir) / f"{cache_key(fingerprint, cfg.system, cfg.thinking)}.json"
     answers, origin = base_answers(prompts, cfg.system, answer, cache_file)
@@ -156,8 +175,13 @@ def replay_conversations(cfg, n_train: int, language: str, answer: Answerer, fin
             continue  # the base said nothing: nothing to keep
         msgs = ([Message("system", cfg.system)] if cfg.system else []) + [Message("user", p), Message("assistant", a)]
         convs.append(Conversation(msgs, f"replay:{source}[{i}]"))
-    stats = {"replay_samples": len(convs), "replay_wanted": want, "replay_source": source,
-             "replay_cache": str(cache_file), **origin}
+    stats = {
+        "replay_samples": len(convs),
+        "replay_wanted": want,
+        "replay_source": source,
+        "replay_cache": str(cache_file),
+        **origin,
+    }
     return convs, stats
 
 
@@ -177,8 +201,9 @@ def add_replay(cfg, data, tokenizer, answer: Answerer, fingerprint: str, cache_d
         builder.add(data.train[i])
     added = 0
     for c in convs:
-        sample = tokenize_conversation(tokenizer, c, thinking=cfg.thinking, train_on=cfg.train_on,
-                                       max_length=cfg.max_length)
+        sample = tokenize_conversation(
+            tokenizer, c, thinking=cfg.thinking, train_on=cfg.train_on, max_length=cfg.max_length
+        )
         if any(label != IGNORE for label in sample["labels"]):  # truncation may leave no answer token
             builder.add(sample)
             added += 1

@@ -36,11 +36,13 @@ class SampleBuilder:
 
     def build(self) -> "Samples":
         """Freeze into Samples sharing the buffers (no copy)."""
-        return Samples(np.frombuffer(self.ids, dtype=np.int32) if self.ids else np.zeros(0, np.int32),
-                       np.frombuffer(self.labels, dtype=np.int32) if self.labels else np.zeros(0, np.int32),
-                       np.frombuffer(self.offsets, dtype=np.int64),
-                       np.frombuffer(self.supervised, dtype=np.int64) if self.supervised else np.zeros(0, np.int64),
-                       np.frombuffer(self.truncated, dtype=np.int8) if self.truncated else np.zeros(0, np.int8))
+        return Samples(
+            np.frombuffer(self.ids, dtype=np.int32) if self.ids else np.zeros(0, np.int32),
+            np.frombuffer(self.labels, dtype=np.int32) if self.labels else np.zeros(0, np.int32),
+            np.frombuffer(self.offsets, dtype=np.int64),
+            np.frombuffer(self.supervised, dtype=np.int64) if self.supervised else np.zeros(0, np.int64),
+            np.frombuffer(self.truncated, dtype=np.int8) if self.truncated else np.zeros(0, np.int8),
+        )
 
 
 class Samples(Sequence):
@@ -79,8 +81,14 @@ class Samples(Sequence):
 
     def take(self, positions) -> "Samples":
         """The samples at these positions (of this view), sharing the arrays."""
-        return Samples(self.ids, self.labels, self.offsets, self.supervised, self.truncated,
-                       self.order[np.asarray(positions, dtype=np.int64)] if len(positions) else np.zeros(0, np.int64))
+        return Samples(
+            self.ids,
+            self.labels,
+            self.offsets,
+            self.supervised,
+            self.truncated,
+            self.order[np.asarray(positions, dtype=np.int64)] if len(positions) else np.zeros(0, np.int64),
+        )
 
     def lengths(self) -> np.ndarray:
         return (self.offsets[self.order + 1] - self.offsets[self.order]) if len(self) else np.zeros(0, np.int64)
@@ -89,7 +97,8 @@ class Samples(Sequence):
         return int(self.lengths().sum())
 
     def save(self, folder: Path, name: str) -> None:
-        """Write `{name}_input_ids.npy`, `_labels.npy` (flat int32) and `_offsets.npy` (int64, one more than samples)."""
+        """Write `{name}_input_ids.npy`, `_labels.npy` (flat int32) and `_offsets.npy` (int64, one more than
+        samples)."""
         identity = len(self) == len(self.offsets) - 1 and np.array_equal(self.order, np.arange(len(self)))
         offsets = np.concatenate([[0], np.cumsum(self.lengths())]).astype(np.int64)
         for suffix, flat in (("input_ids", self.ids), ("labels", self.labels)):
@@ -100,10 +109,13 @@ class Samples(Sequence):
     def _gather(self, flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         out = np.empty(int(offsets[-1]), dtype=np.int32)
         for j, k in enumerate(self.order):
-            out[offsets[j]:offsets[j + 1]] = flat[self.offsets[k]:self.offsets[k + 1]]
+            out[offsets[j] : offsets[j + 1]] = flat[self.offsets[k] : self.offsets[k + 1]]
         return out
 
     @classmethod
     def load(cls, folder: Path, name: str) -> "Samples":
-        return cls(np.load(folder / f"{name}_input_ids.npy"), np.load(folder / f"{name}_labels.npy"),
-                   np.load(folder / f"{name}_offsets.npy"))
+        return cls(
+            np.load(folder / f"{name}_input_ids.npy"),
+            np.load(folder / f"{name}_labels.npy"),
+            np.load(folder / f"{name}_offsets.npy"),
+        )

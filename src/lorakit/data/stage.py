@@ -7,8 +7,7 @@ from pathlib import Path
 from lorakit.errors import LorakitError
 
 
-def validate(paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None,
-             max_errors: int = 20):
+def validate(paths: str | list[str], format: str = "auto", columns: dict[str, str] | None = None, max_errors: int = 20):
     """Read every record under `paths` and collect its problems (`file:line: field: what is wrong`).
 
     Returns a `ScanResult`: `.problems`, `.problem_count`, `.conversations`; `report_lines(result)` in
@@ -49,9 +48,18 @@ def _validate_pairs(paths, columns: dict, max_errors: int):
     return result
 
 
-def inspect(paths: str | list[str], model: str, *, format: str = "auto", columns: dict[str, str] | None = None,
-            system: str | None = None, thinking: str = "off", train_on: str = "all", max_length: int = 1024,
-            preview: int = 2):
+def inspect(
+    paths: str | list[str],
+    model: str,
+    *,
+    format: str = "auto",
+    columns: dict[str, str] | None = None,
+    system: str | None = None,
+    thinking: str = "off",
+    train_on: str = "all",
+    max_length: int = 1024,
+    preview: int = 2,
+):
     """Token counts, length percentiles, truncation and duplicates of `paths` under `model`'s chat template.
 
     Returns an `Inspection`; `.summary()` gives the numbers as a dict, `.previews` the trained spans.
@@ -66,12 +74,22 @@ def inspect(paths: str | list[str], model: str, *, format: str = "auto", columns
         from lorakit.data.preference_tokens import inspect_pairs
 
         return PairInspection(inspect_pairs(paths, _tokenizer(model), columns, system, thinking, max_length))
-    result = inspect_data(paths, _tokenizer(model), format=format, columns=columns or {}, system=system,
-                          thinking=thinking, train_on=train_on, max_length=max_length, preview=preview)
+    result = inspect_data(
+        paths,
+        _tokenizer(model),
+        format=format,
+        columns=columns or {},
+        system=system,
+        thinking=thinking,
+        train_on=train_on,
+        max_length=max_length,
+        preview=preview,
+    )
     if not result.lengths:
         shown = paths if isinstance(paths, str) else ", ".join(map(str, paths))
-        raise LorakitError(f"{shown}: no usable records ({result.bad_records} with problems); "
-                           "run `lorakit data validate`")
+        raise LorakitError(
+            f"{shown}: no usable records ({result.bad_records} with problems); run `lorakit data validate`"
+        )
     return result
 
 

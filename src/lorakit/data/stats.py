@@ -41,9 +41,13 @@ class ToolUse:
 
     def summary(self) -> dict:
         names = list(self.listed) + [n for n in self.calls if n not in self.listed]
-        return {"records": self.records, "calls": sum(self.calls.values()), "parallel_turns": self.parallel_turns,
-                "results": self.results,
-                "tools": {n: {"listed_in": self.listed.get(n, 0), "calls": self.calls.get(n, 0)} for n in names}}
+        return {
+            "records": self.records,
+            "calls": sum(self.calls.values()),
+            "parallel_turns": self.parallel_turns,
+            "results": self.results,
+            "tools": {n: {"listed_in": self.listed.get(n, 0), "calls": self.calls.get(n, 0)} for n in names},
+        }
 
 
 @dataclass
@@ -67,21 +71,38 @@ class Inspection:
         over = lengths[lengths > self.max_length] - self.max_length
         pct = {f"p{p}": int(np.percentile(lengths, p)) for p in PERCENTILES}
         return {
-            "records": self.records, "good": len(self.lengths), "with_problems": self.bad_records,
-            "problems": self.problem_count, "tokens": int(lengths.sum()) if self.lengths else 0,
+            "records": self.records,
+            "good": len(self.lengths),
+            "with_problems": self.bad_records,
+            "problems": self.problem_count,
+            "tokens": int(lengths.sum()) if self.lengths else 0,
             "supervised_tokens": int(sum(self.supervised)),
-            "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 1), **pct,
-                       "max": int(lengths.max())},
-            "max_length": self.max_length, "truncated": int(over.size),
+            "length": {
+                "min": int(lengths.min()),
+                "mean": round(float(lengths.mean()), 1),
+                **pct,
+                "max": int(lengths.max()),
+            },
+            "max_length": self.max_length,
+            "truncated": int(over.size),
             "truncated_tokens": {"total": int(over.sum()), "max": int(over.max()) if over.size else 0},
             "duplicates": self.duplicates,
             **({"tool_use": self.tool_use.summary()} if self.tool_use.records else {}),
         }
 
 
-def inspect_data(paths: str | list[str], tokenizer, *, format: str = "auto", columns: dict[str, str] | None = None,
-                 system: str | None = None, thinking: str = "off", train_on: str = "all", max_length: int = 1024,
-                 preview: int = 2) -> Inspection:
+def inspect_data(
+    paths: str | list[str],
+    tokenizer,
+    *,
+    format: str = "auto",
+    columns: dict[str, str] | None = None,
+    system: str | None = None,
+    thinking: str = "off",
+    train_on: str = "all",
+    max_length: int = 1024,
+    preview: int = 2,
+) -> Inspection:
     """Tokenize every good record (without truncating, so the cut can be measured) and collect statistics."""
     result = ScanResult()
     lengths, supervised, previews, seen, tool_use = [], [], [], set(), ToolUse()
@@ -93,14 +114,24 @@ def inspect_data(paths: str | list[str], tokenizer, *, format: str = "auto", col
             ids, offsets = encode_with_offsets(tokenizer, text)
             labels = label_tokens(ids, offsets, spans)
             lengths.append(len(ids))
-            supervised.append(sum(1 for l in labels[:max_length] if l != IGNORE))
+            supervised.append(sum(1 for lab in labels[:max_length] if lab != IGNORE))
             seen.add(hashlib.sha256(conv.key().encode("utf-8")).digest())
             tool_use.add(conv)
             if i < preview:
                 previews.append((conv.source, _pieces(text, offsets, labels)))
     records = len(lengths) + result.bad_records
-    return Inspection(records, result.bad_records, result.problem_count, lengths, supervised, max_length,
-                      len(lengths) - len(seen), result.files, previews, tool_use)
+    return Inspection(
+        records,
+        result.bad_records,
+        result.problem_count,
+        lengths,
+        supervised,
+        max_length,
+        len(lengths) - len(seen),
+        result.files,
+        previews,
+        tool_use,
+    )
 
 
 def _pieces(text: str, offsets: list[tuple[int, int]], labels: list[int]) -> list[tuple[str, bool]]:
@@ -160,24 +191,37 @@ def render_report(inspection: Inspection, console) -> None:
     table.add_row("records", f"{s['records']} ({s['good']} good, {s['with_problems']} with problems)")
     table.add_row("tokens", f"{s['tokens']} ({s['supervised_tokens']} with loss)")
     ln = s["length"]
-    table.add_row("length", f"min {ln['min']}, mean {ln['mean']}, " +
-                  ", ".join(f"p{p} {ln[f'p{p}']}" for p in PERCENTILES) + f", max {ln['max']}")
+    table.add_row(
+        "length",
+        f"min {ln['min']}, mean {ln['mean']}, "
+        + ", ".join(f"p{p} {ln[f'p{p}']}" for p in PERCENTILES)
+        + f", max {ln['max']}",
+    )
     cut = s["truncated_tokens"]
-    table.add_row(f"over max_length {s['max_length']}",
-                  f"{s['truncated']} samples would be cut ({cut['total']} tokens, at most {cut['max']} from one)")
+    table.add_row(
+        f"over max_length {s['max_length']}",
+        f"{s['truncated']} samples would be cut ({cut['total']} tokens, at most {cut['max']} from one)",
+    )
     table.add_row("duplicates", str(s["duplicates"]))
     if "tool_use" in s:
         tu = s["tool_use"]
-        table.add_row("tool use", f"{tu['records']} records: {tu['calls']} calls ({tu['parallel_turns']} turns with "
-                                  f"parallel calls), {tu['results']} results")
+        table.add_row(
+            "tool use",
+            f"{tu['records']} records: {tu['calls']} calls ({tu['parallel_turns']} turns with "
+            f"parallel calls), {tu['results']} results",
+        )
         for name, n in tu["tools"].items():
             table.add_row(f"  tool {name}", f"listed in {n['listed_in']} records, called {n['calls']} times")
     console.print(table)
     if s["with_problems"]:
-        console.print(f"[yellow]{s['with_problems']} records have problems and were skipped; "
-                      "run `lorakit data validate` to list them[/yellow]")
+        console.print(
+            f"[yellow]{s['with_problems']} records have problems and were skipped; "
+            "run `lorakit data validate` to list them[/yellow]"
+        )
     for source, pieces in inspection.previews:
-        console.print(Text(f"\n{source}  (green: trained tokens; alternating shades mark token boundaries)", style="bold"))
+        console.print(
+            Text(f"\n{source}  (green: trained tokens; alternating shades mark token boundaries)", style="bold")
+        )
         text = Text()
         for j, (piece, trained) in enumerate(pieces):
             if trained:
@@ -186,4 +230,3 @@ def render_report(inspection: Inspection, console) -> None:
                 style = "grey50" if j % 2 else "grey70"
             text.append(piece, style=style)
         console.print(text)
-

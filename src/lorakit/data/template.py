@@ -28,13 +28,23 @@ TRAIN_ON = ("all", "last")
 TURN_ENDS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>", "</s>")
 # A one-call conversation every tool-capable template renders; its function name is unlikely in any template.
 _PROBE_NAME = "lorakit_probe_fn"
-_PROBE_TOOLS = [{"type": "function", "function": {
-    "name": _PROBE_NAME, "description": "Probe.",
-    "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}]
+_PROBE_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": _PROBE_NAME,
+            "description": "Probe.",
+            "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]},
+        },
+    }
+]
 _PROBE_MESSAGES = [
     {"role": "user", "content": "Probe?"},
-    {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "call_0", "type": "function", "function": {"name": _PROBE_NAME, "arguments": {"x": 1}}}]},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": _PROBE_NAME, "arguments": {"x": 1}}}],
+    },
     {"role": "tool", "content": "1", "tool_call_id": "call_0", "name": _PROBE_NAME},
     {"role": "assistant", "content": "One."},
 ]
@@ -83,12 +93,23 @@ def template_messages(tokenizer, conv: Conversation, think: bool) -> list[dict]:
     return out
 
 
-def render_messages(tokenizer, messages: list[dict], think: bool, generation_prompt: bool, source: str = "",
-                    tools: list[dict] | None = None) -> str:
+def render_messages(
+    tokenizer,
+    messages: list[dict],
+    think: bool,
+    generation_prompt: bool,
+    source: str = "",
+    tools: list[dict] | None = None,
+) -> str:
     """The chat template's text for `messages` (and `tools`); a LorakitError naming `source` if it refuses."""
     try:
-        return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
-                                             add_generation_prompt=generation_prompt, enable_thinking=think)
+        return tokenizer.apply_chat_template(
+            messages,
+            tools=tools or None,
+            tokenize=False,
+            add_generation_prompt=generation_prompt,
+            enable_thinking=think,
+        )
     except Exception as e:  # jinja raises TemplateError (e.g. raise_exception("roles must alternate"))
         where = f"{source}: " if source else ""
         raise LorakitError(f"{where}the model's chat template rejected the conversation: {e}") from None
@@ -132,8 +153,10 @@ def check_tool_support(tokenizer, doing: str = "train on tool conversations") ->
             elif with_tools.count(_PROBE_NAME) < 2:
                 why = "the template renders the tool list but not the assistant's tool_calls"
     if why:
-        raise LorakitError(f"{name}: cannot {doing}: {why}; use a model whose chat "
-                           "template renders tools and tool calls (Qwen2.5, Qwen3, Llama 3.1, ...)")
+        raise LorakitError(
+            f"{name}: cannot {doing}: {why}; use a model whose chat "
+            "template renders tools and tool calls (Qwen2.5, Qwen3, Llama 3.1, ...)"
+        )
     try:
         tokenizer._lorakit_tools_ok = source
     except AttributeError:
@@ -166,8 +189,9 @@ def _is_token(tokenizer, text: str) -> bool:
     return bool(ids) and ids[0] is not None and ids[0] != getattr(tokenizer, "unk_token_id", None)
 
 
-def render_with_spans(tokenizer, conv: Conversation, *, thinking: str = "off",
-                      train_on: str = "all") -> tuple[str, list[tuple[int, int]]]:
+def render_with_spans(
+    tokenizer, conv: Conversation, *, thinking: str = "off", train_on: str = "all"
+) -> tuple[str, list[tuple[int, int]]]:
     """Render `conv` to text and return the character spans that carry loss (answers + end-of-turn)."""
     if train_on not in TRAIN_ON:
         raise LorakitError(f"data.train_on: expected all or last, got {train_on!r}")
@@ -189,12 +213,16 @@ def render_with_spans(tokenizer, conv: Conversation, *, thinking: str = "off",
             continue
         start = _prompt_end(tokenizer, full, messages[:i], think, cursor, tools)
         if start is None and m.tool_calls and not content.strip():
-            raise LorakitError(f"{conv.source}: turn {i + 1}: cannot locate this tool-call turn in the rendered "
-                               "conversation (the chat template's generation prompt is not a prefix of it)")
+            raise LorakitError(
+                f"{conv.source}: turn {i + 1}: cannot locate this tool-call turn in the rendered "
+                "conversation (the chat template's generation prompt is not a prefix of it)"
+            )
         found = _find(full, content, start if start is not None else cursor)
         if found is None:
-            raise LorakitError(f"{conv.source}: turn {i + 1}: the chat template changed the assistant text so it "
-                               "cannot be located in the rendered conversation")
+            raise LorakitError(
+                f"{conv.source}: turn {i + 1}: the chat template changed the assistant text so it "
+                "cannot be located in the rendered conversation"
+            )
         c_start, c_end = found
         if not think:
             a_start = c_start
@@ -234,15 +262,16 @@ def _calls_end(full: str, m: Message, markers: list[str], c_end: int, source: st
             break
     if best is None:
         raise LorakitError(f"{source}: turn {i + 1}: no end-of-turn token after the tool calls in the rendered text")
-    written = full[c_end:best[0]]
+    written = full[c_end : best[0]]
     missing = [c.name for c in m.tool_calls if c.name not in written]
     if missing:
         raise LorakitError(f"{source}: turn {i + 1}: the chat template did not write the call to {missing[0]!r}")
     return best[1]
 
 
-def _prompt_end(tokenizer, full: str, before: list[dict], think: bool, cursor: int,
-                tools: list[dict] | None = None) -> int | None:
+def _prompt_end(
+    tokenizer, full: str, before: list[dict], think: bool, cursor: int, tools: list[dict] | None = None
+) -> int | None:
     """End of the generation prompt for the next turn, if its render is a prefix of the full render."""
     # Qwen3 adds an empty think block to the generation prompt only with thinking off, and earlier turns
     # render without one; so try both settings and keep the one that is a true prefix.
@@ -266,8 +295,9 @@ def _reasoning_start(full: str, m: Message, cursor: int, c_start: int) -> int:
     return c_start
 
 
-def tokenize_conversation(tokenizer, conv: Conversation, *, thinking: str = "off", train_on: str = "all",
-                          max_length: int = 1024) -> dict:
+def tokenize_conversation(
+    tokenizer, conv: Conversation, *, thinking: str = "off", train_on: str = "all", max_length: int = 1024
+) -> dict:
     """Tokenize `conv` through the tokenizer's chat template with an assistant-only label mask.
 
     Returns {"input_ids", "labels" (-100 where no loss), "truncated"}. `thinking` is off (empty think

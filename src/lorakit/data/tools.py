@@ -33,8 +33,14 @@ def call_id(n: int) -> str:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {str: "a string", dict: "an object", list: "a list", bool: "a boolean", int: "a number",
-            float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        str: "a string",
+        dict: "an object",
+        list: "a list",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def _json_text(value: Any, field: str, source: str, problems: list[Problem]) -> tuple[bool, Any]:
@@ -80,8 +86,9 @@ def _read_tool(item: Any, where: str, source: str, problems: list[Problem]) -> d
     fn, fwhere = item, where
     if "function" in item:
         if item.get("type", "function") != "function":
-            problems.append(Problem(source, f"{where}.type", f"unsupported tool type {item.get('type')!r}; "
-                                                             "only 'function'"))
+            problems.append(
+                Problem(source, f"{where}.type", f"unsupported tool type {item.get('type')!r}; only 'function'")
+            )
             return None
         fn, fwhere = item["function"], f"{where}.function"
         if not isinstance(fn, dict):
@@ -89,8 +96,17 @@ def _read_tool(item: Any, where: str, source: str, problems: list[Problem]) -> d
             return None
     name = fn.get("name")
     if not isinstance(name, str) or not name.strip():
-        problems.append(Problem(source, f"{fwhere}.name", "missing" if name is None else
-                                "empty" if isinstance(name, str) else f"expected a string, found {_kind(name)}"))
+        problems.append(
+            Problem(
+                source,
+                f"{fwhere}.name",
+                "missing"
+                if name is None
+                else "empty"
+                if isinstance(name, str)
+                else f"expected a string, found {_kind(name)}",
+            )
+        )
         return None
     if "parameters" in fn:
         why = schema_problem(fn["parameters"])
@@ -146,8 +162,13 @@ def read_call(obj: Any, where: str, source: str, problems: list[Problem]) -> tup
             return None
     name = fn.get("name")
     if not isinstance(name, str) or not name.strip():
-        problems.append(Problem(source, f"{fwhere}.name", "missing" if name is None else
-                                f"expected a function name, found {_kind(name)}"))
+        problems.append(
+            Problem(
+                source,
+                f"{fwhere}.name",
+                "missing" if name is None else f"expected a function name, found {_kind(name)}",
+            )
+        )
         return None
     ident = obj.get("id")
     if ident is not None and not isinstance(ident, str):
@@ -169,8 +190,9 @@ def read_call(obj: Any, where: str, source: str, problems: list[Problem]) -> tup
     return ident, name, args
 
 
-def check_call(name: str, arguments: dict, tools: list[dict] | None, where: str, source: str,
-               problems: list[Problem]) -> None:
+def check_call(
+    name: str, arguments: dict, tools: list[dict] | None, where: str, source: str, problems: list[Problem]
+) -> None:
     """A problem when the function is not among `tools` or `arguments` break its schema (None: not checked)."""
     if tools is None:
         return
@@ -219,8 +241,9 @@ class CallTracker:
         if isinstance(obj, dict) and isinstance(obj.get("id"), str):
             self.unreadable.add(obj["id"])
 
-    def add(self, found: list[tuple[str | None, str, dict]], where: list[str], source: str,
-            problems: list[Problem]) -> list[ToolCall]:
+    def add(
+        self, found: list[tuple[str | None, str, dict]], where: list[str], source: str, problems: list[Problem]
+    ) -> list[ToolCall]:
         """Register one assistant turn's calls (id, name, arguments); returns them as ToolCalls."""
         calls = []
         for (ident, name, args), field in zip(found, where):
@@ -246,8 +269,9 @@ class CallTracker:
             return None
         if not isinstance(tool_call_id, str) or tool_call_id not in self.calls:
             known = ", ".join(self.calls) or "none"
-            problems.append(Problem(source, f"{where}.tool_call_id",
-                                    f"{tool_call_id!r} matches no call before it (calls: {known})"))
+            problems.append(
+                Problem(source, f"{where}.tool_call_id", f"{tool_call_id!r} matches no call before it (calls: {known})")
+            )
             return None
         call = self.calls[tool_call_id]
         if call in self.pending:
@@ -261,8 +285,10 @@ class CallTracker:
 
 def hermes_text(calls: list[ToolCall]) -> str:
     """The calls as Qwen2.5/Qwen3 write them: one `<tool_call>` block per call, joined by newlines."""
-    return "\n".join(f'{HERMES_OPEN}\n{json.dumps({"name": c.name, "arguments": c.arguments}, ensure_ascii=False)}'
-                     f"\n{HERMES_CLOSE}" for c in calls)
+    return "\n".join(
+        f"{HERMES_OPEN}\n{json.dumps({'name': c.name, 'arguments': c.arguments}, ensure_ascii=False)}\n{HERMES_CLOSE}"
+        for c in calls
+    )
 
 
 _HERMES_BLOCK = re.compile(re.escape(HERMES_OPEN) + r"(.*?)" + re.escape(HERMES_CLOSE), re.DOTALL)
@@ -282,7 +308,7 @@ def parse_hermes(text: str, make_id: Callable[[int], str] = call_id) -> tuple[st
     content = content.removesuffix("\n")  # the template's separator, not content
     calls, pos = [], first
     for match in _HERMES_BLOCK.finditer(text, first):
-        if text[pos:match.start()].strip():
+        if text[pos : match.start()].strip():
             return None
         try:
             obj = json.loads(match.group(1))

@@ -18,8 +18,16 @@ SAMPLED = {"temperature": 0.7, "top_p": 0.9}
 RETENTION_MAX_TOKENS = 24
 
 
-def answer_all(engine, thinking: str, asked: list[Prompt], identity: list[Prompt], general: list[Prompt],
-               max_new_tokens: int, seed: int, adapter: str) -> tuple[dict, int]:
+def answer_all(
+    engine,
+    thinking: str,
+    asked: list[Prompt],
+    identity: list[Prompt],
+    general: list[Prompt],
+    max_new_tokens: int,
+    seed: int,
+    adapter: str,
+) -> tuple[dict, int]:
     """{"base" | "finetuned": {"greedy", "sampled", "identity", "general": answer texts}} and the number
     of completion tokens generated. General questions get at most RETENTION_MAX_TOKENS."""
     gen = Answerer(engine, thinking, max_new_tokens, seed)
@@ -27,9 +35,15 @@ def answer_all(engine, thinking: str, asked: list[Prompt], identity: list[Prompt
     budget = retention_budget(max_new_tokens)
     # All base answers first, then all fine-tuned ones: each phase is one adapter setting, and one
     # batched engine call per kind of question.
-    got = {side: {"greedy": gen.ask_many(asked, name), "sampled": gen.ask_many(asked, name, sampled=True),
-                  "identity": gen.ask_many(identity, name), "general": gen.ask_many(general, name, budget)}
-           for side, name in (("base", None), ("finetuned", adapter))}
+    got = {
+        side: {
+            "greedy": gen.ask_many(asked, name),
+            "sampled": gen.ask_many(asked, name, sampled=True),
+            "identity": gen.ask_many(identity, name),
+            "general": gen.ask_many(general, name, budget),
+        }
+        for side, name in (("base", None), ("finetuned", adapter))
+    }
     gen.close()
     return got, gen.tokens
 
@@ -40,10 +54,15 @@ def retention_budget(max_new_tokens: int) -> int:
 
 def side_by_side(asked: list[Prompt], got: dict) -> list[dict]:
     """eval.json's "answers": each prompt with both models' greedy and sampled answers."""
-    return [{"prompt": p.text, "reference": p.reference,
-             "base": {m: got["base"][m][i] for m in ("greedy", "sampled")},
-             "finetuned": {m: got["finetuned"][m][i] for m in ("greedy", "sampled")}}
-            for i, p in enumerate(asked)]
+    return [
+        {
+            "prompt": p.text,
+            "reference": p.reference,
+            "base": {m: got["base"][m][i] for m in ("greedy", "sampled")},
+            "finetuned": {m: got["finetuned"][m][i] for m in ("greedy", "sampled")},
+        }
+        for i, p in enumerate(asked)
+    ]
 
 
 class Answerer:
@@ -68,8 +87,9 @@ class Answerer:
         if self.bar is not None:
             self.bar.close()
 
-    def ask_many(self, prompts: list[Prompt], adapter: str | None, max_new_tokens: int | None = None,
-                 sampled: bool = False) -> list[str]:
+    def ask_many(
+        self, prompts: list[Prompt], adapter: str | None, max_new_tokens: int | None = None, sampled: bool = False
+    ) -> list[str]:
         """Answer texts (reasoning split off) of one model to several prompts, with one setting.
 
         Prompts not answered before go to the engine in one batched call; identical requests are
@@ -78,8 +98,16 @@ class Answerer:
         params = self.sampled if sampled else self.greedy
         if max_new_tokens:
             params = replace(params, max_new_tokens=max_new_tokens)
-        keys = [(json.dumps(p.messages, ensure_ascii=False), adapter, params.temperature, params.seed,
-                 params.max_new_tokens) for p in prompts]
+        keys = [
+            (
+                json.dumps(p.messages, ensure_ascii=False),
+                adapter,
+                params.temperature,
+                params.seed,
+                params.max_new_tokens,
+            )
+            for p in prompts
+        ]
         todo = {key: p.messages for key, p in zip(keys, prompts) if key not in self.memo}
         if todo:
             from lorakit.inference.engine import PromptTooLong

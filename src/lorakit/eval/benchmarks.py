@@ -24,8 +24,13 @@ LOWER_IS_BETTER = {"word_perplexity", "byte_perplexity", "bits_per_byte"}
 BOOTSTRAP_ITERS = 1000
 
 
-def run_benchmarks(run_dir, tasks: str | list[str], limit: float | None = None, num_fewshot: int | None = None,
-                   include_path: str | Path | None = None) -> dict:
+def run_benchmarks(
+    run_dir,
+    tasks: str | list[str],
+    limit: float | None = None,
+    num_fewshot: int | None = None,
+    include_path: str | Path | None = None,
+) -> dict:
     """Run lm-eval `tasks` on RUN_DIR's base model and fine-tuned model; update eval.json and report.html.
 
     `limit` caps the items per task (a fraction below 1); `num_fewshot` overrides the tasks' shots;
@@ -67,10 +72,16 @@ def run_benchmarks(run_dir, tasks: str | list[str], limit: float | None = None, 
 
     section = {
         "tasks": names,
-        "settings": {"limit": limit, "num_fewshot": num_fewshot, "include_path": str(include_path or "") or None,
-                     "chat_template": "the model's chat template" if chat else "none (plain text prompts)",
-                     "thinking": thinking, "system": system, "fewshot_as_multiturn": chat,
-                     "lm_eval": _lm_eval_version()},
+        "settings": {
+            "limit": limit,
+            "num_fewshot": num_fewshot,
+            "include_path": str(include_path or "") or None,
+            "chat_template": "the model's chat template" if chat else "none (plain text prompts)",
+            "thinking": thinking,
+            "system": system,
+            "fewshot_as_multiturn": chat,
+            "lm_eval": _lm_eval_version(),
+        },
         "results": _side_by_side(raw),
         "items": _items(raw),
         "timing": {k: round(v, 2) for k, v in timing.items()},
@@ -88,8 +99,9 @@ def _load_engine(info, cfg):
 
     dtype, note = "auto", None
     if cfg is not None:
-        dtype, note = precision.weight_dtype(cfg.model.dtype, "cuda" if torch.cuda.is_available() else "cpu",
-                                             cfg.train.precision)
+        dtype, note = precision.weight_dtype(
+            cfg.model.dtype, "cuda" if torch.cuda.is_available() else "cpu", cfg.train.precision
+        )
     if note:
         print(note)
     return Engine.load(info.base_model, {ADAPTER: str(info.adapter_dir)}, dtype=dtype)
@@ -102,9 +114,18 @@ def _evaluate(engine, adapter, side, enable_thinking, built, manager, limit, num
     from lorakit.eval.harness import LorakitLM, quiet_lm_eval
 
     lm = LorakitLM(engine, adapter, enable_thinking, label=side)
-    out = simple_evaluate(model=lm, tasks=list(built), num_fewshot=num_fewshot, limit=limit,
-                          bootstrap_iters=BOOTSTRAP_ITERS, log_samples=True, apply_chat_template=chat,
-                          fewshot_as_multiturn=chat, system_instruction=system, task_manager=manager)
+    out = simple_evaluate(
+        model=lm,
+        tasks=list(built),
+        num_fewshot=num_fewshot,
+        limit=limit,
+        bootstrap_iters=BOOTSTRAP_ITERS,
+        log_samples=True,
+        apply_chat_template=chat,
+        fewshot_as_multiturn=chat,
+        system_instruction=system,
+        task_manager=manager,
+    )
     quiet_lm_eval()  # simple_evaluate resets lm-eval's log level
     return out
 
@@ -133,12 +154,19 @@ def _side_by_side(raw: dict) -> list[dict]:
         key, err = f"{metric},{filt}", f"{metric}_stderr,{filt}"
         tuned = tuned_all.get(name, {})
         b, t = metrics.get(key), tuned.get(key)
-        rows.append({"task": name, "group": name in groups, "metric": metric, "filter": filt,
-                     "n": (n_samples.get(name) or {}).get("effective"),
-                     "base": {"value": b, "stderr": _num(metrics.get(err))},
-                     "finetuned": {"value": t, "stderr": _num(tuned.get(err))},
-                     "change": None if b is None or t is None else t - b,
-                     "lower_is_better": metric in LOWER_IS_BETTER})
+        rows.append(
+            {
+                "task": name,
+                "group": name in groups,
+                "metric": metric,
+                "filter": filt,
+                "n": (n_samples.get(name) or {}).get("effective"),
+                "base": {"value": b, "stderr": _num(metrics.get(err))},
+                "finetuned": {"value": t, "stderr": _num(tuned.get(err))},
+                "change": None if b is None or t is None else t - b,
+                "lower_is_better": metric in LOWER_IS_BETTER,
+            }
+        )
     return rows
 
 
@@ -154,10 +182,16 @@ def _items(raw: dict) -> dict:
         rows = []
         for s in base_samples:
             t = tuned.get(s["doc_id"], {})
-            rows.append({"doc_id": s["doc_id"], "target": _plain(s.get("target")),
-                         "base": _scores(s), "finetuned": _scores(t) if t else None,
-                         "base_metrics": {m: _plain(s.get(m)) for m in s.get("metrics", [])},
-                         "finetuned_metrics": {m: _plain(t.get(m)) for m in t.get("metrics", [])}})
+            rows.append(
+                {
+                    "doc_id": s["doc_id"],
+                    "target": _plain(s.get("target")),
+                    "base": _scores(s),
+                    "finetuned": _scores(t) if t else None,
+                    "base_metrics": {m: _plain(s.get(m)) for m in s.get("metrics", [])},
+                    "finetuned_metrics": {m: _plain(t.get(m)) for m in t.get("metrics", [])},
+                }
+            )
         out[task] = rows
     return out
 
@@ -204,8 +238,11 @@ def earlier_benchmarks(out_dir: Path) -> dict:
 def _merge(out_dir: Path, info, section: dict) -> dict:
     """An earlier eval.json with this benchmarks section in it, or a new one holding only this section."""
     previous = _earlier(out_dir)
-    base = previous if previous.get("run_dir") else {
-        "run_dir": str(out_dir), "base_model": info.base_model, "adapter": str(info.adapter_dir)}
+    base = (
+        previous
+        if previous.get("run_dir")
+        else {"run_dir": str(out_dir), "base_model": info.base_model, "adapter": str(info.adapter_dir)}
+    )
     base["benchmarks"] = dict(section, created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     return base
 

@@ -24,10 +24,19 @@ ADAPTER = "finetuned"
 PROMPT_CAP = 8
 
 
-def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int = 96,
-             judge_url: str | None = None, judge_model: str | None = None, seed: int = 0,
-             persona_keywords: list[str] | str | None = None, retention: str | None = None,
-             max_prompts: int = PROMPT_CAP, lang: str | None = None) -> dict:
+def evaluate(
+    run_dir,
+    data: str | None = None,
+    prompts=None,
+    max_new_tokens: int = 96,
+    judge_url: str | None = None,
+    judge_model: str | None = None,
+    seed: int = 0,
+    persona_keywords: list[str] | str | None = None,
+    retention: str | None = None,
+    max_prompts: int = PROMPT_CAP,
+    lang: str | None = None,
+) -> dict:
     """Compare the base model and the fine-tuned one of RUN_DIR; write eval.json and report.html there.
 
     `data` replaces the run's eval split as held-out data; `prompts` is a prompts file (see
@@ -40,14 +49,18 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
     run = read_inputs(run_dir, data, prompts, persona_keywords, retention, lang, judge_url)
     engine = load_engine(run)
     clock.lap("load_s")
-    held, pairs = preference.heldout(run.cfg, engine.tokenizer, data, run.bare,
-                                     lambda: heldout_data(run.cfg, engine.tokenizer, data, run.bare))
+    held, pairs = preference.heldout(
+        run.cfg, engine.tokenizer, data, run.bare, lambda: heldout_data(run.cfg, engine.tokenizer, data, run.bare)
+    )
     loss = heldout_loss(engine, held, run.cfg, ADAPTER)
     pref = preference.preference_scores(engine, pairs, run.cfg, ADAPTER)  # held-out pairs: base vs tuned
     clock.lap("loss_s")
     asked, prompts_source, notes = choose_prompts(run, prompts, held, max_prompts)
-    identity = [user_prompt(q, run.cfg.data.system) for q in scores.identity_questions(run.language)
-                ] if run.persona_setup else []
+    identity = (
+        [user_prompt(q, run.cfg.data.system) for q in scores.identity_questions(run.language)]
+        if run.persona_setup
+        else []
+    )
     general = [user_prompt(i["question"], run.cfg.data.system) for i in run.retention_items]
     got, tokens = answer_all(engine, run.cfg.data.thinking, asked, identity, general, max_new_tokens, seed, ADAPTER)
     answers = side_by_side(asked, got)
@@ -64,11 +77,18 @@ def evaluate(run_dir, data: str | None = None, prompts=None, max_new_tokens: int
         "base_model": run.info.base_model,
         "adapter": str(run.info.adapter_dir),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "settings": {"max_new_tokens": max_new_tokens, "seed": seed, "prompts_source": prompts_source,
-                     "greedy": {"temperature": 0}, "sampled": dict(SAMPLED, seed=seed),
-                     "retention_max_new_tokens": retention_budget(max_new_tokens), "thinking": run.cfg.data.thinking,
-                     "language": run.language, "language_source": run.language_source,
-                     "retention_set": run.retention_set},
+        "settings": {
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+            "prompts_source": prompts_source,
+            "greedy": {"temperature": 0},
+            "sampled": dict(SAMPLED, seed=seed),
+            "retention_max_new_tokens": retention_budget(max_new_tokens),
+            "thinking": run.cfg.data.thinking,
+            "language": run.language,
+            "language_source": run.language_source,
+            "retention_set": run.retention_set,
+        },
         "loss": loss,
         "preference": pref,
         "answers": answers,
@@ -105,8 +125,9 @@ def load_engine(run: EvalInputs):
     from lorakit.inference.engine import Engine
     from lorakit.models import precision
 
-    dtype, dtype_note = precision.weight_dtype(run.cfg.model.dtype, "cuda" if torch.cuda.is_available() else "cpu",
-                                               run.cfg.train.precision)
+    dtype, dtype_note = precision.weight_dtype(
+        run.cfg.model.dtype, "cuda" if torch.cuda.is_available() else "cpu", run.cfg.train.precision
+    )
     if dtype_note:
         print(dtype_note)
     return Engine.load(run.info.base_model, {ADAPTER: str(run.info.adapter_dir)}, dtype=dtype)
@@ -134,22 +155,30 @@ def choose_prompts(run: EvalInputs, prompts, held: dict, cap: int) -> tuple[list
 def score_persona(setup, identity: list[Prompt], got: dict, answers: list[dict]) -> dict:
     """The persona score on the identity questions, and the side-by-side greedy answers as a second check."""
     if not setup:
-        return {"skipped": "no persona_facts.json beside the data, no --persona-keywords or "
-                           "data.persona_keywords, and no word recurs often enough in the training answers: "
-                           "not persona data"}
+        return {
+            "skipped": "no persona_facts.json beside the data, no --persona-keywords or "
+            "data.persona_keywords, and no word recurs often enough in the training answers: "
+            "not persona data"
+        }
     rule = setup
     if isinstance(setup, list):  # candidate words: keep those no base answer uses
-        rule = scores.derive_rule(setup, got["base"]["identity"] + [a["base"][m] for a in answers
-                                                                     for m in ("greedy", "sampled")])
+        rule = scores.derive_rule(
+            setup, got["base"]["identity"] + [a["base"][m] for a in answers for m in ("greedy", "sampled")]
+        )
         if rule is None:
-            return {"skipped": "every word frequent in the training answers also appears in base answers: "
-                               "no persona to look for"}
-    result = scores.score_persona(rule, [p.text for p in identity], got["base"]["identity"],
-                                  got["finetuned"]["identity"])
+            return {
+                "skipped": "every word frequent in the training answers also appears in base answers: "
+                "no persona to look for"
+            }
+    result = scores.score_persona(
+        rule, [p.text for p in identity], got["base"]["identity"], got["finetuned"]["identity"]
+    )
     # Identity questions may also occur in the training data; held-out prompts are a second, unseen check.
-    result["side_by_side"] = {"n": len(answers),
-                              "base_hits": sum(bool(rule.matches(a["base"]["greedy"])) for a in answers),
-                              "finetuned_hits": sum(bool(rule.matches(a["finetuned"]["greedy"])) for a in answers)}
+    result["side_by_side"] = {
+        "n": len(answers),
+        "base_hits": sum(bool(rule.matches(a["base"]["greedy"])) for a in answers),
+        "finetuned_hits": sum(bool(rule.matches(a["finetuned"]["greedy"])) for a in answers),
+    }
     return result
 
 
@@ -168,9 +197,19 @@ def judge(judge_url: str | None, judge_model: str | None, answers: list[dict]) -
         return None
     from lorakit.eval.judge import run_judge
 
-    return run_judge(judge_url, judge_model, [
-        {"prompt": a["prompt"], "reference": a["reference"], "base": a["base"]["greedy"],
-         "finetuned": a["finetuned"]["greedy"]} for a in answers])
+    return run_judge(
+        judge_url,
+        judge_model,
+        [
+            {
+                "prompt": a["prompt"],
+                "reference": a["reference"],
+                "base": a["base"]["greedy"],
+                "finetuned": a["finetuned"]["greedy"],
+            }
+            for a in answers
+        ],
+    )
 
 
 def write_result(out_dir, result: dict) -> None:

@@ -34,8 +34,16 @@ class LorakitLM(TemplateLM):
     imported this module): the run's fine-tuned model, or its base, with the run's thinking setting.
     """
 
-    def __init__(self, engine=None, adapter: str | None = None, enable_thinking: bool | None = None,
-                 label: str | None = None, run: str | None = None, side: str = "finetuned", **_ignored):
+    def __init__(
+        self,
+        engine=None,
+        adapter: str | None = None,
+        enable_thinking: bool | None = None,
+        label: str | None = None,
+        run: str | None = None,
+        side: str = "finetuned",
+        **_ignored,
+    ):
         super().__init__()
         if engine is None:
             if not run:
@@ -86,16 +94,22 @@ class LorakitLM(TemplateLM):
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         kwargs = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
         with self.engine.tokenizer_lock:
-            return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt,
-                                                      continue_final_message=not add_generation_prompt, **kwargs)
+            return self.tokenizer.apply_chat_template(
+                chat_history,
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=not add_generation_prompt,
+                **kwargs,
+            )
 
     # ---- the three request kinds ---------------------------------------------------------------
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         """(sum of the continuation's log-probabilities, whether greedy decoding gives it) per request."""
         pairs = [(list(context), list(continuation)) for _, context, continuation in requests]
-        return [(sum(t.logprob for t in scored), all(t.greedy for t in scored))
-                for scored in self._score(pairs, f"{self.label}: loglikelihood", disable_tqdm)]
+        return [
+            (sum(t.logprob for t in scored), all(t.greedy for t in scored))
+            for scored in self._score(pairs, f"{self.label}: loglikelihood", disable_tqdm)
+        ]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Log-probability of whole texts (perplexity tasks), in context-sized disjoint windows."""
@@ -103,8 +117,12 @@ class LorakitLM(TemplateLM):
 
         pairs, owner = [], []
         for i, (text,) in enumerate(req.args for req in requests):
-            windows = get_rolling_token_windows(token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
-                                                max_seq_len=self.max_length, context_len=1)
+            windows = get_rolling_token_windows(
+                token_list=self.tok_encode(text),
+                prefix_token=self.prefix_token_id,
+                max_seq_len=self.max_length,
+                context_len=1,
+            )
             for context, continuation in map(make_disjoint_window, windows):
                 pairs.append((list(context), list(continuation)))
                 owner.append(i)
@@ -130,7 +148,7 @@ class LorakitLM(TemplateLM):
         for members in groups.values():
             params = SamplingParams(**settings[members[0]])
             for start in range(0, len(members), REQUESTS_PER_CALL):
-                part = members[start:start + REQUESTS_PER_CALL]
+                part = members[start : start + REQUESTS_PER_CALL]
                 ids = [_fit(prompts[i], self.max_length - params.max_new_tokens) for i in part]
                 for i, answer in zip(part, self.engine.answer_rendered(ids, params, self.adapter)):
                     answers[i] = answer.text
@@ -143,8 +161,8 @@ class LorakitLM(TemplateLM):
         out = []
         bar = tqdm(total=len(pairs), desc=desc, disable=disable_tqdm, unit="req")
         for start in range(0, len(pairs), REQUESTS_PER_CALL):
-            part = pairs[start:start + REQUESTS_PER_CALL]
-            seqs = [(context + continuation)[-self.max_length:] for context, continuation in part]
+            part = pairs[start : start + REQUESTS_PER_CALL]
+            seqs = [(context + continuation)[-self.max_length :] for context, continuation in part]
             last = [min(len(c), len(seq) - 1) for (_, c), seq in zip(part, seqs)]
             out += self.engine.score(seqs, self.adapter, last=last)
             self.tokens_scored += sum(map(len, seqs))
@@ -160,15 +178,19 @@ def _sampling(gen_kwargs: dict, eos: str | None) -> dict:
     if eos and eos not in until:
         until.append(eos)
     sample = bool(gen_kwargs.get("do_sample")) and float(gen_kwargs.get("temperature", 1.0) or 0) > 0
-    settings = {"max_new_tokens": int(gen_kwargs.get("max_gen_toks", 256)), "stop": until,
-                "temperature": float(gen_kwargs.get("temperature", 1.0)) if sample else 0.0, "seed": 0}
+    settings = {
+        "max_new_tokens": int(gen_kwargs.get("max_gen_toks", 256)),
+        "stop": until,
+        "temperature": float(gen_kwargs.get("temperature", 1.0)) if sample else 0.0,
+        "seed": 0,
+    }
     if sample and gen_kwargs.get("top_p") is not None:
         settings["top_p"] = float(gen_kwargs["top_p"])
     return settings
 
 
 def _fit(ids: list[int], room: int) -> list[int]:
-    return ids[-max(room, 1):]
+    return ids[-max(room, 1) :]
 
 
 # ---- tasks, checked before the model loads ---------------------------------------------------------
@@ -215,8 +237,10 @@ def _data_error(name: str, error: Exception) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     offline = any(word in text for word in ("Couldn't reach", "OfflineMode", "offline", "resolve", "connect"))
     if offline or isinstance(error, (ConnectionError, OSError)):
-        return (f"task {name}: its data is not in the local cache and cannot be downloaded now ({text[:160]}); "
-                "download it first (run once with network access, or see docs/eval.md)")
+        return (
+            f"task {name}: its data is not in the local cache and cannot be downloaded now ({text[:160]}); "
+            "download it first (run once with network access, or see docs/eval.md)"
+        )
     return f"task {name}: could not load it: {type(error).__name__}: {text[:200]}"
 
 
@@ -226,7 +250,7 @@ def leaf_tasks(built) -> dict:
 
     leaves = {}
     for item in built:
-        for task in (item.get_all_tasks() if isinstance(item, Group) else [item]):
+        for task in item.get_all_tasks() if isinstance(item, Group) else [item]:
             leaves[task.task_name] = task
     return leaves
 
@@ -246,8 +270,10 @@ def check_fewshot(built, num_fewshot: int | None) -> None:
         same = _fewshot_split(task) == _eval_split(task)
         room = size - 1 if same else size
         if num_fewshot > room:
-            raise LorakitError(f"--num-fewshot {num_fewshot}: task {name} has only {max(room, 0)} examples to draw "
-                               "few-shot examples from")
+            raise LorakitError(
+                f"--num-fewshot {num_fewshot}: task {name} has only {max(room, 0)} examples to draw "
+                "few-shot examples from"
+            )
 
 
 def _fewshot_split(task):

@@ -16,16 +16,25 @@ def heldout_data(cfg, tokenizer, data: str | None, bare: bool) -> dict:
     if data:
         # The file becomes the "training" split of a copy of the run's data settings: same
         # template, thinking, masking and max_length as training, no split, no mixing, no cap.
-        dcfg = cfg.data.model_copy(update={"path": data, "eval_split": 0.0, "eval_path": None, "weights": [],
-                                           "max_samples": None})
+        dcfg = cfg.data.model_copy(
+            update={"path": data, "eval_split": 0.0, "eval_path": None, "weights": [], "max_samples": None}
+        )
         convs, _, _ = split_conversations(dcfg)
         return {"samples": prepare_splits(dcfg, tokenizer, cache).train, "conversations": convs, "source": str(data)}
     if bare:
-        return {"samples": [], "conversations": [], "source": "none",
-                "skipped": "an adapter folder without config.yaml has no eval split; pass --data FILE"}
+        return {
+            "samples": [],
+            "conversations": [],
+            "source": "none",
+            "skipped": "an adapter folder without config.yaml has no eval split; pass --data FILE",
+        }
     if not cfg.data.eval_path and not cfg.data.eval_split:
-        return {"samples": [], "conversations": [], "source": "none",
-                "skipped": "the run has no held-out data (data.eval_split = 0 and no data.eval_path); pass --data FILE"}
+        return {
+            "samples": [],
+            "conversations": [],
+            "source": "none",
+            "skipped": "the run has no held-out data (data.eval_split = 0 and no data.eval_path); pass --data FILE",
+        }
     where = cfg.data.eval_path or f"eval split ({cfg.data.eval_split:g}) of {cfg.data.path}"
     _, convs, _ = split_conversations(cfg.data)  # the same seeded split prepare_splits makes
     return {"samples": prepare_splits(cfg.data, tokenizer, cache).eval, "conversations": convs, "source": str(where)}
@@ -49,6 +58,10 @@ def heldout_loss(engine, held: dict, cfg, adapter: str) -> dict:
     tuned = evaluate_loss(engine.model, *args)
     # Labels are shifted for the loss, so a sample's first label never counts (as in batching.pack).
     n_sup = sum(sum(1 for label in s["labels"][1:] if label != IGNORE) for s in samples)
-    return {"data": held["source"], "samples": len(samples), "supervised_tokens": n_sup,
-            "base": {"loss": base, "ppl": perplexity(base)},
-            "finetuned": {"loss": tuned, "ppl": perplexity(tuned)}}
+    return {
+        "data": held["source"],
+        "samples": len(samples),
+        "supervised_tokens": n_sup,
+        "base": {"loss": base, "ppl": perplexity(base)},
+        "finetuned": {"loss": tuned, "ppl": perplexity(tuned)},
+    }

@@ -30,8 +30,9 @@ class EvalInputs:
     persona_setup: object  # a rule, candidate words, or None (see `persona_setup`)
 
 
-def read_inputs(run_dir, data: str | None, prompts, persona_keywords, retention: str | None,
-                lang: str | None, judge_url: str | None) -> EvalInputs:
+def read_inputs(
+    run_dir, data: str | None, prompts, persona_keywords, retention: str | None, lang: str | None, judge_url: str | None
+) -> EvalInputs:
     """Open RUN_DIR and read every file and setting the eval needs; one-line errors for bad ones."""
     from lorakit.rundir import open_run
 
@@ -46,8 +47,18 @@ def read_inputs(run_dir, data: str | None, prompts, persona_keywords, retention:
         from lorakit.eval.judge import api_base
 
         api_base(judge_url)
-    return EvalInputs(info, info.run_dir or info.adapter_dir, bare, cfg, asked, language, language_source,
-                      retention_items, str(retention or scores.retention_file(language)), setup)
+    return EvalInputs(
+        info,
+        info.run_dir or info.adapter_dir,
+        bare,
+        cfg,
+        asked,
+        language,
+        language_source,
+        retention_items,
+        str(retention or scores.retention_file(language)),
+        setup,
+    )
 
 
 def _bare_config(base_model: str):

@@ -79,7 +79,8 @@ def run_judge(url: str, model: str | None, items: list[dict], progress=None) -> 
             for side in ("base", "finetuned"):
                 text = judge_prompt(item["prompt"], item[side], item.get("reference"))
                 reply = client.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": text}], temperature=0, max_tokens=16)
+                    model=model, messages=[{"role": "user", "content": text}], temperature=0, max_tokens=16
+                )
                 content = reply.choices[0].message.content or ""
                 row[f"{side}_reply"] = content
                 row[f"{side}_score"] = parse_score(content)

@@ -43,24 +43,39 @@ def heldout_pairs(cfg, tokenizer, data: str | None, bare: bool) -> dict:
     from lorakit.data.prepared import _paths, _plan
 
     if data and is_pairs_file(data):
-        dcfg = cfg.data.model_copy(update={"path": data, "eval_split": 0.0, "eval_path": None, "weights": [],
-                                           "max_samples": None})
+        dcfg = cfg.data.model_copy(
+            update={"path": data, "eval_split": 0.0, "eval_path": None, "weights": [], "max_samples": None}
+        )
         units = prepare_pairs(dcfg, tokenizer).train
-        return {"units": units, "preferences": load_preferences(data, cfg.data.columns or None, cfg.data.system),
-                "source": str(data)}
+        return {
+            "units": units,
+            "preferences": load_preferences(data, cfg.data.columns or None, cfg.data.system),
+            "source": str(data),
+        }
     if bare or not is_preference_run(cfg) or cfg.train.method == "kto":
-        return {"units": [], "preferences": [], "source": "none",
-                "skipped": "no held-out preference pairs: pass --data PAIRS_FILE (prompt, chosen, rejected)"}
+        return {
+            "units": [],
+            "preferences": [],
+            "source": "none",
+            "skipped": "no held-out preference pairs: pass --data PAIRS_FILE (prompt, chosen, rejected)",
+        }
     if not cfg.data.eval_path and not cfg.data.eval_split:
-        return {"units": [], "preferences": [], "source": "none",
-                "skipped": "the run has no held-out pairs (data.eval_split = 0 and no data.eval_path)"}
+        return {
+            "units": [],
+            "preferences": [],
+            "source": "none",
+            "skipped": "the run has no held-out pairs (data.eval_split = 0 and no data.eval_path)",
+        }
     units = prepare_pairs(cfg.data, tokenizer).eval
     if cfg.data.eval_path:
-        prefs, where = load_preferences(cfg.data.eval_path, cfg.data.columns or None, cfg.data.system), \
-            cfg.data.eval_path
+        prefs, where = (
+            load_preferences(cfg.data.eval_path, cfg.data.columns or None, cfg.data.system),
+            cfg.data.eval_path,
+        )
     else:  # the same seeded split prepare_pairs made
-        every = [p for path in _paths(cfg.data) for p in load_preferences(path, cfg.data.columns or None,
-                                                                          cfg.data.system)]
+        every = [
+            p for path in _paths(cfg.data) for p in load_preferences(path, cfg.data.columns or None, cfg.data.system)
+        ]
         _, eval_at = _plan(cfg.data, [len(every)])
         prefs, where = [every[i] for i in eval_at], f"eval split ({cfg.data.eval_split:g}) of {cfg.data.path}"
     return {"units": units, "preferences": prefs, "source": str(where)}
@@ -73,8 +88,11 @@ def heldout(cfg, tokenizer, data: str | None, bare: bool, sft_heldout) -> tuple[
     answers and the side-by-side prompts are theirs; otherwise `sft_heldout()` gives the SFT held-out."""
     pairs = heldout_pairs(cfg, tokenizer, data, bare)
     if pairs["units"] and (not data or is_pairs_file(data)):
-        return {"samples": chosen_samples(pairs["units"]),
-                "conversations": chosen_conversations(pairs["preferences"]), "source": pairs["source"]}, pairs
+        return {
+            "samples": chosen_samples(pairs["units"]),
+            "conversations": chosen_conversations(pairs["preferences"]),
+            "source": pairs["source"],
+        }, pairs
     if data or not is_preference_run(cfg):
         return sft_heldout(), pairs
     return {"samples": [], "conversations": [], "source": "none", "skipped": pairs["skipped"]}, pairs
@@ -82,8 +100,9 @@ def heldout(cfg, tokenizer, data: str | None, bare: bool, sft_heldout) -> tuple[
 
 def chosen_samples(units: list[dict]) -> list[dict]:
     """The pairs' chosen answers as SFT samples: the held-out loss of a preference run."""
-    return [{"input_ids": u["prompt"] + u["chosen"], "labels": [IGNORE] * len(u["prompt"]) + u["chosen"]}
-            for u in units]
+    return [
+        {"input_ids": u["prompt"] + u["chosen"], "labels": [IGNORE] * len(u["prompt"]) + u["chosen"]} for u in units
+    ]
 
 
 def chosen_conversations(preferences: list) -> list:
@@ -105,7 +124,7 @@ def pair_logps(model, units: list[dict], pad_id: int, device) -> tuple[list[floa
     sums, counts = [], []
     with torch.no_grad():
         for i in range(0, len(units), BATCH):
-            mb = batching.to_device(pair_batch(units[i:i + BATCH], False, False, pad_id), device)
+            mb = batching.to_device(pair_batch(units[i : i + BATCH], False, False, pad_id), device)
             s, n = sequence_logps(loss_of(mb, "token_logprobs"), mb)
             sums += s.tolist()
             counts += [int(x) for x in n.tolist()]
@@ -114,11 +133,14 @@ def pair_logps(model, units: list[dict], pad_id: int, device) -> tuple[list[floa
 
 def _summary(chosen: list[float], rejected: list[float], n_c: list[int], n_r: list[int]) -> dict:
     k = max(1, len(chosen))
-    return {"accuracy": sum(c > r for c, r in zip(chosen, rejected)) / k,
-            "margin": sum(c - r for c, r in zip(chosen, rejected)) / k,
-            "accuracy_per_token": sum(c / a > r / b for c, r, a, b in zip(chosen, rejected, n_c, n_r)) / k,
-            "margin_per_token": sum(c / a - r / b for c, r, a, b in zip(chosen, rejected, n_c, n_r)) / k,
-            "logps_chosen": sum(chosen) / k, "logps_rejected": sum(rejected) / k}
+    return {
+        "accuracy": sum(c > r for c, r in zip(chosen, rejected)) / k,
+        "margin": sum(c - r for c, r in zip(chosen, rejected)) / k,
+        "accuracy_per_token": sum(c / a > r / b for c, r, a, b in zip(chosen, rejected, n_c, n_r)) / k,
+        "margin_per_token": sum(c / a - r / b for c, r, a, b in zip(chosen, rejected, n_c, n_r)) / k,
+        "logps_chosen": sum(chosen) / k,
+        "logps_rejected": sum(rejected) / k,
+    }
 
 
 def preference_scores(engine, held: dict, cfg, adapter: str) -> dict:
@@ -138,17 +160,25 @@ def preference_scores(engine, held: dict, cfg, adapter: str) -> dict:
     r_c = [beta * (t - b) for t, b in zip(tuned[0::2], base[0::2])]
     r_r = [beta * (t - b) for t, b in zip(tuned[1::2], base[1::2])]
     k = len(units)
-    return {"data": held["source"], "pairs": k, "beta": beta,
-            "base": _summary(base[0::2], base[1::2], n_c, n_r),
-            "finetuned": _summary(tuned[0::2], tuned[1::2], n_c, n_r),
-            "rewards": {"accuracy": sum(c > r for c, r in zip(r_c, r_r)) / k,
-                        "margin": sum(c - r for c, r in zip(r_c, r_r)) / k,
-                        "chosen": sum(r_c) / k, "rejected": sum(r_r) / k}}
+    return {
+        "data": held["source"],
+        "pairs": k,
+        "beta": beta,
+        "base": _summary(base[0::2], base[1::2], n_c, n_r),
+        "finetuned": _summary(tuned[0::2], tuned[1::2], n_c, n_r),
+        "rewards": {
+            "accuracy": sum(c > r for c, r in zip(r_c, r_r)) / k,
+            "margin": sum(c - r for c, r in zip(r_c, r_r)) / k,
+            "chosen": sum(r_c) / k,
+            "rejected": sum(r_r) / k,
+        },
+    }
 
 
 def _beta(cfg) -> float:
     """The run's beta (DPO's, or its method's); 0.1, DPO's default, for a run without one."""
     t = cfg.train
     method = getattr(t, "method", "sft")
-    return float(getattr(t, {"orpo": "orpo_beta", "simpo": "simpo_beta", "kto": "kto_beta"}.get(method, "dpo_beta"),
-                         0.1))
+    return float(
+        getattr(t, {"orpo": "orpo_beta", "simpo": "simpo_beta", "kto": "kto_beta"}.get(method, "dpo_beta"), 0.1)
+    )

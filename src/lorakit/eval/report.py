@@ -30,7 +30,7 @@ def _highlight(text: str, terms: list[str], whole_words: bool = False) -> str:
     pattern = rf"(?<!\w)(?:{alternatives})(?!\w)" if whole_words else alternatives
     out, last = [], 0
     for m in re.finditer(pattern, text, flags=re.IGNORECASE):
-        out += [_esc(text[last:m.start()]), f"<mark>{_esc(m.group(0))}</mark>"]
+        out += [_esc(text[last : m.start()]), f"<mark>{_esc(m.group(0))}</mark>"]
         last = m.end()
     out.append(_esc(text[last:]))
     return "".join(out)
@@ -49,8 +49,10 @@ def loss_chart_svg(metrics: list[dict], base_loss: float | None, tuned_loss: flo
 
     from lorakit.figures import Chart, svg_inline
 
-    series = {k: [(r["step"], r[k]) for r in metrics if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
-              for k in ("loss", "eval_loss")}
+    series = {
+        k: [(r["step"], r[k]) for r in metrics if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
+        for k in ("loss", "eval_loss")
+    }
     if not any(series.values()):
         return ""
     fig = Chart(figsize=(7.5, 3.4), dpi=96)
@@ -71,20 +73,27 @@ def loss_chart_svg(metrics: list[dict], base_loss: float | None, tuned_loss: flo
 
 def _header(result: dict) -> str:
     s = result["settings"]
-    return (f"<h1>What the fine-tune changed</h1>"
-            f"<div class='meta'>run <code>{_esc(result['run_dir'])}</code> · base model <code>{_esc(result['base_model'])}</code>"
-            f" · evaluated {_esc(result['created'])} in {result['timing'].get('total_s', 0):.0f} s<br>"
-            f"held-out data: {_esc((result.get('loss') or {}).get('data', '–'))} · prompts: {_esc(s['prompts_source'])}"
-            f" · up to {s['max_new_tokens']} new tokens · greedy and sampled "
-            f"(temperature {s['sampled']['temperature']}, top_p {s['sampled']['top_p']}, seed {s['seed']})</div>")
+    return (
+        f"<h1>What the fine-tune changed</h1>"
+        f"<div class='meta'>run <code>{_esc(result['run_dir'])}</code> · base model <code>{_esc(result['base_model'])}</code>"  # noqa: E501
+        f" · evaluated {_esc(result['created'])} in {result['timing'].get('total_s', 0):.0f} s<br>"
+        f"held-out data: {_esc((result.get('loss') or {}).get('data', '–'))} · prompts: {_esc(s['prompts_source'])}"
+        f" · up to {s['max_new_tokens']} new tokens · greedy and sampled "
+        f"(temperature {s['sampled']['temperature']}, top_p {s['sampled']['top_p']}, seed {s['seed']})</div>"
+    )
 
 
 def _summary(result: dict) -> str:
-    rows = "".join(f"<tr><td>{_esc(label)}</td><td class='num'>{fixed(b)}</td><td class='num'>{fixed(t)}</td>"
-                   f"{_change(b, t, lower)}</tr>" for label, b, t, lower in summary_rows(result))
+    rows = "".join(
+        f"<tr><td>{_esc(label)}</td><td class='num'>{fixed(b)}</td><td class='num'>{fixed(t)}</td>"
+        f"{_change(b, t, lower)}</tr>"
+        for label, b, t, lower in summary_rows(result)
+    )
     notes = "".join(f"<p class='note'>{_esc(n)}</p>" for n in result.get("notes", []))
-    return ("<h2>Summary</h2><table><tr><th>measure</th><th>base</th><th>fine-tuned</th><th>change</th></tr>"
-            f"{rows}</table>{notes}")
+    return (
+        "<h2>Summary</h2><table><tr><th>measure</th><th>base</th><th>fine-tuned</th><th>change</th></tr>"
+        f"{rows}</table>{notes}"
+    )
 
 
 def _curves(metrics: list[dict], result: dict) -> str:
@@ -98,9 +107,11 @@ def _loss(result: dict) -> str:
     loss = result.get("loss") or {}
     if "base" not in loss:
         return f"<h2>Held-out loss</h2><p class='note'>{_esc(loss.get('skipped', 'not computed'))}</p>"
-    return (f"<h2>Held-out loss</h2><p class='note'>{loss['samples']} samples, {loss['supervised_tokens']} answer "
-            f"tokens from {_esc(loss['data'])}; token-mean cross-entropy over answer tokens only, "
-            f"perplexity = exp(loss).</p>")
+    return (
+        f"<h2>Held-out loss</h2><p class='note'>{loss['samples']} samples, {loss['supervised_tokens']} answer "
+        f"tokens from {_esc(loss['data'])}; token-mean cross-entropy over answer tokens only, "
+        f"perplexity = exp(loss).</p>"
+    )
 
 
 def _persona(result: dict) -> str:
@@ -112,11 +123,14 @@ def _persona(result: dict) -> str:
         f"<tr><td class='text'>{_esc(i['question'])}</td>"
         f"<td class='text'>{_mark(i['base_terms'])} {_highlight(i['base'], terms)}</td>"
         f"<td class='text'>{_mark(i['finetuned_terms'])} {_highlight(i['finetuned'], terms)}</td></tr>"
-        for i in p["items"])
-    return (f"<h2>Persona: {p['finetuned_hits']}/{p['n']} fine-tuned vs {p['base_hits']}/{p['n']} base</h2>"
-            f"<div class='rule'>Rule: {_esc(p['rule'])}</div>"
-            "<table class='wide'><col style='width:18%'><col><col>"
-            f"<tr><th>identity question</th><th>base</th><th>fine-tuned</th></tr>{rows}</table>")
+        for i in p["items"]
+    )
+    return (
+        f"<h2>Persona: {p['finetuned_hits']}/{p['n']} fine-tuned vs {p['base_hits']}/{p['n']} base</h2>"
+        f"<div class='rule'>Rule: {_esc(p['rule'])}</div>"
+        "<table class='wide'><col style='width:18%'><col><col>"
+        f"<tr><th>identity question</th><th>base</th><th>fine-tuned</th></tr>{rows}</table>"
+    )
 
 
 def _mark(hit) -> str:
@@ -128,15 +142,20 @@ def _retention(result: dict) -> str:
     if "n" not in r:
         return f"<h2>Retention</h2><p class='note'>{_esc(r.get('skipped', 'not computed'))}</p>"
     changed = [i for i in r["items"] if i["base_right"] != i["finetuned_right"]]
-    head = "<table class='wide'><col style='width:24%'><col><col><tr><th>general question</th><th>base</th><th>fine-tuned</th></tr>"
-    flipped = (f"<p class='note'>Questions whose verdict changed:</p>{head}{_retention_rows(changed)}</table>"
-               if changed else "<p class='note'>No verdict changed.</p>")
+    head = "<table class='wide'><col style='width:24%'><col><col><tr><th>general question</th><th>base</th><th>fine-tuned</th></tr>"  # noqa: E501
+    flipped = (
+        f"<p class='note'>Questions whose verdict changed:</p>{head}{_retention_rows(changed)}</table>"
+        if changed
+        else "<p class='note'>No verdict changed.</p>"
+    )
     advice = f"<p class='note advice'>{_esc(r['advice'])}</p>" if r.get("advice") else ""
-    return (f"<h2>Retention: base {r['base_right']}/{r['n']} right, fine-tuned {r['finetuned_right']}/{r['n']}; "
-            f"{r['changed']} changed ({r['lost']} lost, {r['gained']} gained)</h2>"
-            f"<div class='rule'>Rule: {_esc(r['rule'])}</div>{advice}{flipped}"
-            f"<details><summary>all {r['n']} questions and answers</summary>{head}{_retention_rows(r['items'])}"
-            "</table></details>")
+    return (
+        f"<h2>Retention: base {r['base_right']}/{r['n']} right, fine-tuned {r['finetuned_right']}/{r['n']}; "
+        f"{r['changed']} changed ({r['lost']} lost, {r['gained']} gained)</h2>"
+        f"<div class='rule'>Rule: {_esc(r['rule'])}</div>{advice}{flipped}"
+        f"<details><summary>all {r['n']} questions and answers</summary>{head}{_retention_rows(r['items'])}"
+        "</table></details>"
+    )
 
 
 def _tradeoff(result: dict) -> str:
@@ -153,23 +172,28 @@ def _tradeoff(result: dict) -> str:
     if point["retention"].split("/")[1] != levers["base"]["retention"].split("/")[1]:
         return ""  # another retention set: not the chart's scale
     svg = tradeoff_svg(levers, dict(point, label="this run"))
-    return ("<h2>Persona against retention</h2><p class='note'>Each grey point is the demo job trained to the end "
-            "with one lever changed (docs/benchmarks.md, \"Forgetting\"); the star is the demo's default, the "
-            "ring is this run.</p>"
-            f"<div class='chart'>{svg}</div>")
+    return (
+        "<h2>Persona against retention</h2><p class='note'>Each grey point is the demo job trained to the end "
+        'with one lever changed (docs/benchmarks.md, "Forgetting"); the star is the demo\'s default, the '
+        "ring is this run.</p>"
+        f"<div class='chart'>{svg}</div>"
+    )
 
 
 def _retention_rows(items: list[dict]) -> str:
     def cell(i, side):
         decided = i.get(f"{side}_decided_by")
         why = f"<br><span class='note'>decided by: {_esc(decided)}</span>" if decided else ""
-        return (f"<td class='text'>{_mark(i[f'{side}_right'])} "
-                f"{_highlight(i[side], i['accept'], not _cjk(i['accept']))}{why}</td>")
+        return (
+            f"<td class='text'>{_mark(i[f'{side}_right'])} "
+            f"{_highlight(i[side], i['accept'], not _cjk(i['accept']))}{why}</td>"
+        )
 
     return "".join(
         f"<tr><td class='text'>{_esc(i['question'])}<br><span class='note'>accepted: "
         f"{_esc(', '.join(i['accept']))}</span></td>{cell(i, 'base')}{cell(i, 'finetuned')}</tr>"
-        for i in items)
+        for i in items
+    )
 
 
 def _cjk(forms: list[str]) -> bool:
@@ -183,15 +207,20 @@ def _judge(result: dict) -> str:
     if not j:
         return ""
     err = f"<p class='worse'>judge stopped: {_esc(j['error'])}</p>" if j.get("error") else ""
-    rows = "".join(f"<tr><td class='text'>{_esc(i['prompt'])}</td><td class='num'>{fixed(i.get('base_score'))}</td>"
-                   f"<td class='num'>{fixed(i.get('finetuned_score'))}</td></tr>" for i in j["items"])
-    return (f"<h2>Judge: {_esc(j.get('model'))} at {_esc(j['url'])}</h2>{err}"
-            f"<p class='note'>mean score base {fixed(j.get('base_mean'), 2)} ({j.get('base_scored', 0)} scored), "
-            f"fine-tuned {fixed(j.get('finetuned_mean'), 2)} ({j.get('finetuned_scored', 0)} scored); greedy answers, "
-            f"each graded alone at temperature 0; the first number 1-10 in the reply is the score.</p>"
-            f"<table><tr><th>prompt</th><th>base</th><th>fine-tuned</th></tr>{rows}</table>"
-            f"<p class='note'>Prompt sent to the judge for each answer:</p>"
-            f"<pre class='template'>{_esc(j['prompt_template'])}</pre>")
+    rows = "".join(
+        f"<tr><td class='text'>{_esc(i['prompt'])}</td><td class='num'>{fixed(i.get('base_score'))}</td>"
+        f"<td class='num'>{fixed(i.get('finetuned_score'))}</td></tr>"
+        for i in j["items"]
+    )
+    return (
+        f"<h2>Judge: {_esc(j.get('model'))} at {_esc(j['url'])}</h2>{err}"
+        f"<p class='note'>mean score base {fixed(j.get('base_mean'), 2)} ({j.get('base_scored', 0)} scored), "
+        f"fine-tuned {fixed(j.get('finetuned_mean'), 2)} ({j.get('finetuned_scored', 0)} scored); greedy answers, "
+        f"each graded alone at temperature 0; the first number 1-10 in the reply is the score.</p>"
+        f"<table><tr><th>prompt</th><th>base</th><th>fine-tuned</th></tr>{rows}</table>"
+        f"<p class='note'>Prompt sent to the judge for each answer:</p>"
+        f"<pre class='template'>{_esc(j['prompt_template'])}</pre>"
+    )
 
 
 def _answers(result: dict) -> str:
@@ -201,14 +230,19 @@ def _answers(result: dict) -> str:
         terms = ([p["name"]] if p.get("name") else []) + p["keywords"]
     cards = []
     for n, a in enumerate(result["answers"], 1):
-        ref = (f"<div class='reference text'><b>reference:</b> {_esc(a['reference'])}</div>"
-               if a.get("reference") else "")
+        ref = (
+            f"<div class='reference text'><b>reference:</b> {_esc(a['reference'])}</div>" if a.get("reference") else ""
+        )
         cells = "".join(
             f"<div class='mode'>{mode}</div><div class='base text'>{_highlight(a['base'][mode], terms)}</div>"
-            f"<div class='text'>{_highlight(a['finetuned'][mode], terms)}</div>" for mode in ("greedy", "sampled"))
-        cards.append(f"<div class='card'><h3>Prompt {n}</h3><div class='prompt text'>{_esc(a['prompt'])}</div>{ref}"
-                     f"<div class='pair'><div class='head'></div><div class='head base'>base</div>"
-                     f"<div class='head'>fine-tuned</div>{cells}</div></div>")
+            f"<div class='text'>{_highlight(a['finetuned'][mode], terms)}</div>"
+            for mode in ("greedy", "sampled")
+        )
+        cards.append(
+            f"<div class='card'><h3>Prompt {n}</h3><div class='prompt text'>{_esc(a['prompt'])}</div>{ref}"
+            f"<div class='pair'><div class='head'></div><div class='head base'>base</div>"
+            f"<div class='head'>fine-tuned</div>{cells}</div></div>"
+        )
     return "<h2>Answers side by side</h2>" + ("".join(cards) or "<p class='note'>no prompts</p>")
 
 
@@ -222,21 +256,27 @@ def _benchmarks(result: dict) -> str:
         f"<tr><td>{'<b>' if r['group'] else ''}{_esc(r['task'])}{'</b>' if r['group'] else ''}</td>"
         f"<td>{_esc(r['metric'])}</td><td class='num'>{fixed(r['n'])}</td>"
         f"<td class='num'>{value_text(r['base'])}</td><td class='num'>{value_text(r['finetuned'])}</td>"
-        f"{_change(r['base']['value'], r['finetuned']['value'], r['lower_is_better'])}</tr>" for r in b["results"])
+        f"{_change(r['base']['value'], r['finetuned']['value'], r['lower_is_better'])}</tr>"
+        for r in b["results"]
+    )
     shots = "each task's default" if s["num_fewshot"] is None else s["num_fewshot"]
-    return (f"<h2>Benchmarks (lm-evaluation-harness {_esc(s['lm_eval'])})</h2>"
-            f"<p class='note'>Tasks {_esc(', '.join(b['tasks']))}, evaluated {_esc(b['created'])} in "
-            f"{b['timing'].get('total_s', 0):.0f} s. Prompts: {_esc(s['chat_template'])}, thinking "
-            f"{_esc(s['thinking'])}{'; system prompt: ' + _esc(s['system']) if s.get('system') else ''}; "
-            f"few-shot: {_esc(shots)}; items per task: {_esc(s['limit'] or 'all')}. Same prompts for both; "
-            "the fine-tuned model is the base with the adapter on (not merged). ± is the standard error.</p>"
-            "<table><tr><th>task</th><th>metric</th><th>items</th><th>base</th><th>fine-tuned</th><th>change</th>"
-            f"</tr>{rows}</table>")
+    return (
+        f"<h2>Benchmarks (lm-evaluation-harness {_esc(s['lm_eval'])})</h2>"
+        f"<p class='note'>Tasks {_esc(', '.join(b['tasks']))}, evaluated {_esc(b['created'])} in "
+        f"{b['timing'].get('total_s', 0):.0f} s. Prompts: {_esc(s['chat_template'])}, thinking "
+        f"{_esc(s['thinking'])}{'; system prompt: ' + _esc(s['system']) if s.get('system') else ''}; "
+        f"few-shot: {_esc(shots)}; items per task: {_esc(s['limit'] or 'all')}. Same prompts for both; "
+        "the fine-tuned model is the base with the adapter on (not merged). ± is the standard error.</p>"
+        "<table><tr><th>task</th><th>metric</th><th>items</th><th>base</th><th>fine-tuned</th><th>change</th>"
+        f"</tr>{rows}</table>"
+    )
 
 
 def _benchmarks_header(result: dict) -> str:
-    return (f"<h1>What the fine-tune changed</h1><div class='meta'>run <code>{_esc(result['run_dir'])}</code> · "
-            f"base model <code>{_esc(result['base_model'])}</code></div>")
+    return (
+        f"<h1>What the fine-tune changed</h1><div class='meta'>run <code>{_esc(result['run_dir'])}</code> · "
+        f"base model <code>{_esc(result['base_model'])}</code></div>"
+    )
 
 
 def render_report(result: dict, metrics: list[dict]) -> str:
@@ -246,9 +286,22 @@ def render_report(result: dict, metrics: list[dict]) -> str:
     if "answers" not in result:
         parts = [_benchmarks_header(result), _benchmarks(result), _curves(metrics, result)]
     else:
-        parts = [_header(result), _summary(result), _benchmarks(result), _loss(result), _curves(metrics, result),
-                 _persona(result), _answers(result), _retention(result), _tradeoff(result), _judge(result)]
+        parts = [
+            _header(result),
+            _summary(result),
+            _benchmarks(result),
+            _loss(result),
+            _curves(metrics, result),
+            _persona(result),
+            _answers(result),
+            _retention(result),
+            _tradeoff(result),
+            _judge(result),
+        ]
     content = "\n".join(parts)
     title = f"lorakit eval: {Path(str(result['run_dir'])).name}"
     return Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
-        title=_esc(title), content=content, lang="zh-CN" if (result.get("settings") or {}).get("language") == "zh" else "en")
+        title=_esc(title),
+        content=content,
+        lang="zh-CN" if (result.get("settings") or {}).get("language") == "zh" else "en",
+    )

@@ -47,7 +47,8 @@ DERIVE_MIN_SHARE = 0.10
 DERIVE_MAX_KEYWORDS = 10
 _WORD = re.compile(r"[^\W\d_][\w'-]*[^\W_]", re.UNICODE)
 # Frequent English words that say nothing about a persona (words under 4 letters are ignored anyway).
-_STOPWORDS = set("""
+_STOPWORDS = set(
+    """
 about above after again against also always another anything around away back because been before
 being below between both came come could does doing done down during each even ever every first from
 further give going good have having here hers herself himself into just keep know like little long
@@ -56,7 +57,8 @@ really right said same should since some still such sure take tell than that the
 themselves then there these they thing things think this those though through time today under until
 very want well were what when where which while whom whose will with without would year years your
 yours yourself yourselves sometimes something someone people please thank thanks always nothing
-""".split())
+""".split()
+)
 
 
 def find_terms(text: str, terms: list[str], whole_words: bool) -> list[str]:
@@ -85,8 +87,10 @@ class PersonaRule:
 
     def describe(self) -> str:
         shown = ", ".join(f'"{t}"' for t in self.terms)
-        return (f"an answer carries the persona if it contains (case-insensitive) any of: {shown} "
-                f"(terms from {self.source})")
+        return (
+            f"an answer carries the persona if it contains (case-insensitive) any of: {shown} "
+            f"(terms from {self.source})"
+        )
 
     def matches(self, answer: str) -> list[str]:
         return find_terms(answer, self.terms, whole_words=False)
@@ -108,8 +112,12 @@ def load_facts(path: Path) -> PersonaRule:
         raise LorakitError(f"{path}: cannot read persona facts: {e}") from None
     name = facts.get("name") if isinstance(facts, dict) else None
     keywords = facts.get("keywords", []) if isinstance(facts, dict) else None
-    if (name is not None and not isinstance(name, str)) or not isinstance(keywords, list) \
-            or not all(isinstance(k, str) and k.strip() for k in keywords) or not (name or keywords):
+    if (
+        (name is not None and not isinstance(name, str))
+        or not isinstance(keywords, list)
+        or not all(isinstance(k, str) and k.strip() for k in keywords)
+        or not (name or keywords)
+    ):
         raise LorakitError(f'{path}: expected {{"name": "...", "keywords": ["...", ...]}}')
     return PersonaRule(name or None, [k.strip() for k in keywords], str(path))
 
@@ -129,19 +137,21 @@ def keywords_rule(keywords: list[str] | str, source: str = "--persona-keywords")
 # and common function n-grams are left out.
 DERIVE_MIN_SHARE_ZH = 0.03
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
-_STOP_ZH = set("""
+_STOP_ZH = set(
+    """
 我们 你们 他们 她们 什么 一个 没有 不是 自己 这个 那个 这样 那样 怎么 可以 知道 就是 如何 还是 只是 已经 因为
 所以 但是 可是 如果 虽然 这些 那些 时候 一定 一样 一些 不会 不能 不要 现在 今日 今天 这里 那里 不过 也是 都是
 我的 你的 他的 她的 的人 了一 是我 是你 我也 你也 有什么 是什么 为什么 怎么样 一下 好的 是的 真是 便是 只有 之前
 之后 起来 出来 下来 过来 心里 事情 东西 如此 还有 一直 罢了 而已 不必 不用 的事 的话 了吗 了呢 么呢
-""".split())
+""".split()
+)
 _PARTICLES = set("的了吗呢吧啊么着过地得是在和与也都就又还")
 
 
 def _cjk_terms(text: str) -> set[str]:
     """Character 2-grams inside runs of ideographs: most Chinese words, names and titles are two
     characters (甄嬛, 本宫, 皇上, 四郎); n-grams across word edges are rarer than the words themselves."""
-    grams = {run[i:i + 2] for run in _CJK_RUN.findall(text) for i in range(len(run) - 1)}
+    grams = {run[i : i + 2] for run in _CJK_RUN.findall(text) for i in range(len(run) - 1)}
     return {g for g in grams if g not in _STOP_ZH and g[0] not in _PARTICLES and g[1] not in _PARTICLES}
 
 
@@ -170,16 +180,24 @@ def derive_rule(candidates: list[str], base_answers: list[str]) -> PersonaRule |
     keywords = [w for w in candidates if w not in said][:DERIVE_MAX_KEYWORDS]
     if not keywords:
         return None
-    return PersonaRule(None, keywords, "training answers: words (Chinese: 2-character n-grams) frequent in "
-                                       "them and in no base answer")
+    return PersonaRule(
+        None, keywords, "training answers: words (Chinese: 2-character n-grams) frequent in them and in no base answer"
+    )
 
 
 def score_persona(rule: PersonaRule, questions: list[str], base: list[str], tuned: list[str]) -> dict:
     """Per question, which persona terms each model's answer holds; totals of answers that hold any."""
     items = []
     for q, b, t in zip(questions, base, tuned):
-        items.append({"question": q, "base": b, "finetuned": t,
-                      "base_terms": rule.matches(b), "finetuned_terms": rule.matches(t)})
+        items.append(
+            {
+                "question": q,
+                "base": b,
+                "finetuned": t,
+                "base_terms": rule.matches(b),
+                "finetuned_terms": rule.matches(t),
+            }
+        )
     return {
         "rule": rule.describe(),
         "name": rule.name,
@@ -213,14 +231,27 @@ def load_retention(path: str | Path | None = None, language: str = "en") -> list
     for i, item in enumerate(items):
         accept = item.get("accept", item.get("keywords")) if isinstance(item, dict) else None
         reject = item.get("reject", []) if isinstance(item, dict) else None
-        ok = isinstance(item, dict) and isinstance(item.get("question"), str) and item["question"].strip() \
-            and isinstance(accept, list) and accept and isinstance(reject, list) \
+        ok = (
+            isinstance(item, dict)
+            and isinstance(item.get("question"), str)
+            and item["question"].strip()
+            and isinstance(accept, list)
+            and accept
+            and isinstance(reject, list)
             and all(isinstance(k, str) and k.strip() for k in accept + reject)
+        )
         if not ok:
-            raise LorakitError(f"{path}[{i}]: expected {{question, answer, accept: [non-empty strings], "
-                               f"reject: [strings] (optional)}}")
-        out.append({"question": item["question"], "answer": item.get("answer"),
-                    "accept": [k.strip() for k in accept], "reject": [k.strip() for k in reject]})
+            raise LorakitError(
+                f"{path}[{i}]: expected {{question, answer, accept: [non-empty strings], reject: [strings] (optional)}}"
+            )
+        out.append(
+            {
+                "question": item["question"],
+                "answer": item.get("answer"),
+                "accept": [k.strip() for k in accept],
+                "reject": [k.strip() for k in reject],
+            }
+        )
     return out
 
 
@@ -228,24 +259,47 @@ RETENTION_RULE = (
     "strict: the first answer the reply commits to decides. Scanning left to right, the first mention of an "
     "accepted form (the answer or an alias, as a whole word; CJK forms as written), of a listed wrong answer, "
     "or, for a numeric answer, of any other number decides; mentions that repeat the question or are negated "
-    "(\"not Paris\", \"不是\") are skipped. So \"5\" does not count inside \"15\", and \"London, not Paris\" "
-    "is wrong")
+    '("not Paris", "不是") are skipped. So "5" does not count inside "15", and "London, not Paris" '
+    "is wrong"
+)
 
 # English number words a reply may state a numeric answer in ("one" is left out: it is mostly a pronoun).
-_NUMBER_WORDS = ("two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-                 "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred "
-                 "thousand zero").split()
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?|(?:(?<![A-Za-z])(?:%s)(?:[- ](?:%s))*(?![A-Za-z]))|[零〇二两三四五六七八九十百千万][零〇一二两三四五六七八九十百千万]*|一[零〇一二两三四五六七八九十百千万]+"
-                     % ("|".join(_NUMBER_WORDS), "|".join(_NUMBER_WORDS)), re.IGNORECASE)
+_NUMBER_WORDS = (
+    "two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred "
+    "thousand zero"
+).split()
+_NUMBER = re.compile(
+    r"\d+(?:[.,]\d+)?|(?:(?<![A-Za-z])(?:%s)(?:[- ](?:%s))*(?![A-Za-z]))|[零〇二两三四五六七八九十百千万][零〇一二两三四五六七八九十百千万]*|一[零〇一二两三四五六七八九十百千万]+"  # noqa: E501
+    % ("|".join(_NUMBER_WORDS), "|".join(_NUMBER_WORDS)),
+    re.IGNORECASE,
+)
 # "not Paris", "isn't the Paris": a negation right before the form, at most one word between.
 _NEGATION = re.compile(r"(?:\bnot|n't|\bnever|\bno)\s+(?:\w+\s+)?$", re.IGNORECASE)
 _NEGATION_CJK = re.compile(r"(?:不是|并非|而非|并不是|不)$")
 
 
-_WORD_VALUES = {w: v for v, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-                                            "fourteen fifteen sixteen seventeen eighteen nineteen".split())}
-_WORD_VALUES.update({"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-                     "ninety": 90, "hundred": 100, "thousand": 1000})
+_WORD_VALUES = {
+    w: v
+    for v, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+        "fourteen fifteen sixteen seventeen eighteen nineteen".split()
+    )
+}
+_WORD_VALUES.update(
+    {
+        "twenty": 20,
+        "thirty": 30,
+        "forty": 40,
+        "fifty": 50,
+        "sixty": 60,
+        "seventy": 70,
+        "eighty": 80,
+        "ninety": 90,
+        "hundred": 100,
+        "thousand": 1000,
+    }
+)
 _ZH_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
 
 
@@ -296,8 +350,8 @@ def _mentions(text: str, forms: list[str], kind: str) -> list[tuple[int, int, st
 
 
 def _negated(text: str, start: int) -> bool:
-    before = text[max(0, start - 16):start]
-    if has_cjk(text[start:start + 1]) or (before and has_cjk(before[-1:])):
+    before = text[max(0, start - 16) : start]
+    if has_cjk(text[start : start + 1]) or (before and has_cjk(before[-1:])):
         return bool(_NEGATION_CJK.search(before.rstrip()))
     return bool(_NEGATION.search(before))
 
@@ -316,12 +370,14 @@ def judge_retention(item: dict, reply: str) -> tuple[bool, str | None]:
                 continue  # a lone 一 is mostly "a/one" (一个); a number of the question commits to nothing
             mentions.append((m.start(), m.end(), "accept" if value in accepted else "reject", m.group(0)))
     # Leftmost first; at one position the longest form wins ("水蒸气" over "水").
-    for start, end, kind, form in sorted(mentions, key=lambda m: (m[0], -(m[1] - m[0]))):
+    for start, end, kind, _form in sorted(mentions, key=lambda m: (m[0], -(m[1] - m[0]))):
         said = reply[start:end]
         if kind == "reject" and _in_question(said, question):
             continue  # repeating the question ("10 minus 4 is 6") commits to nothing
-        if has_cjk(said) and any(len(span) > len(said) and span.lower() in question
-                                 for span in (reply[max(0, start - 1):end], reply[start:end + 1])):
+        if has_cjk(said) and any(
+            len(span) > len(said) and span.lower() in question
+            for span in (reply[max(0, start - 1) : end], reply[start : end + 1])
+        ):
             continue  # part of a word of the question: 蜜 in 蜜蜂, 鸡 in 鸡蛋
         if _negated(reply, start):
             continue
@@ -340,9 +396,20 @@ def score_retention(items: list[dict], base: list[str], tuned: list[str]) -> dic
     rows = []
     for item, b, t in zip(items, base, tuned):
         (b_ok, b_said), (t_ok, t_said) = judge_retention(item, b), judge_retention(item, t)
-        rows.append({"question": item["question"], "answer": item.get("answer"),
-                     "accept": item.get("accept") or item.get("keywords"), "reject": item.get("reject", []), "base": b, "finetuned": t, "base_right": b_ok,
-                     "finetuned_right": t_ok, "base_decided_by": b_said, "finetuned_decided_by": t_said})
+        rows.append(
+            {
+                "question": item["question"],
+                "answer": item.get("answer"),
+                "accept": item.get("accept") or item.get("keywords"),
+                "reject": item.get("reject", []),
+                "base": b,
+                "finetuned": t,
+                "base_right": b_ok,
+                "finetuned_right": t_ok,
+                "base_decided_by": b_said,
+                "finetuned_decided_by": t_said,
+            }
+        )
     lost = sum(r["base_right"] and not r["finetuned_right"] for r in rows)
     gained = sum(r["finetuned_right"] and not r["base_right"] for r in rows)
     return {

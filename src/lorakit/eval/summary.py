@@ -20,25 +20,46 @@ def summary_rows(result: dict) -> list[tuple[str, object, object, bool]]:
         rows.append(("held-out perplexity", loss["base"]["ppl"], loss["finetuned"]["ppl"], True))
     persona = result.get("persona") or {}
     if "n" in persona:
-        rows.append((f"persona, identity questions (of {persona['n']})", persona["base_hits"],
-                     persona["finetuned_hits"], False))
+        rows.append(
+            (f"persona, identity questions (of {persona['n']})", persona["base_hits"], persona["finetuned_hits"], False)
+        )
         side = persona.get("side_by_side") or {}
         if side.get("n"):
-            rows.append((f"persona, side-by-side greedy (of {side['n']})", side["base_hits"],
-                         side["finetuned_hits"], False))
+            rows.append(
+                (f"persona, side-by-side greedy (of {side['n']})", side["base_hits"], side["finetuned_hits"], False)
+            )
     retention = result.get("retention") or {}
     if "n" in retention:
-        rows.append((f"retention right (of {retention['n']})", retention["base_right"],
-                     retention["finetuned_right"], False))
+        rows.append(
+            (f"retention right (of {retention['n']})", retention["base_right"], retention["finetuned_right"], False)
+        )
     pref = result.get("preference") or {}
     if "base" in pref:  # held-out preference pairs (lorakit.eval.preference)
         n = pref["pairs"]
-        rows.append((f"held-out pairs, chosen answer more likely (of {n})", round(pref["base"]["accuracy"] * n),
-                     round(pref["finetuned"]["accuracy"] * n), False))
-        rows.append(("held-out pairs, log-prob margin chosen - rejected", pref["base"]["margin"],
-                     pref["finetuned"]["margin"], False))
-        rows.append((f"held-out pairs, implicit reward margin (beta {pref['beta']:g}, reference = base)", 0.0,
-                     pref["rewards"]["margin"], False))
+        rows.append(
+            (
+                f"held-out pairs, chosen answer more likely (of {n})",
+                round(pref["base"]["accuracy"] * n),
+                round(pref["finetuned"]["accuracy"] * n),
+                False,
+            )
+        )
+        rows.append(
+            (
+                "held-out pairs, log-prob margin chosen - rejected",
+                pref["base"]["margin"],
+                pref["finetuned"]["margin"],
+                False,
+            )
+        )
+        rows.append(
+            (
+                f"held-out pairs, implicit reward margin (beta {pref['beta']:g}, reference = base)",
+                0.0,
+                pref["rewards"]["margin"],
+                False,
+            )
+        )
     judge = result.get("judge") or {}
     if judge.get("base_mean") is not None or judge.get("finetuned_mean") is not None:
         rows.append(("judge score (1-10)", judge.get("base_mean"), judge.get("finetuned_mean"), False))
@@ -46,7 +67,7 @@ def summary_rows(result: dict) -> list[tuple[str, object, object, bool]]:
 
 
 def verdict(delta, lower_is_better: bool) -> str:
-    """"better" or "worse" by the direction that is good for the measure; "" for no change."""
+    """ "better" or "worse" by the direction that is good for the measure; "" for no change."""
     if delta == 0:
         return ""
     good = delta < 0 if lower_is_better else delta > 0

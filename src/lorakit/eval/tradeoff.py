@@ -41,8 +41,10 @@ def tradeoff_point(model: str, persona: dict, retention: dict, levers: dict | No
     side = (persona or {}).get("side_by_side") or {}
     if not levers or levers.get("model") != model or not side.get("n") or "n" not in retention:
         return None
-    return {"persona": f"{side['finetuned_hits']}/{side['n']}",
-            "retention": f"{retention['finetuned_right']}/{retention['n']}"}
+    return {
+        "persona": f"{side['finetuned_hits']}/{side['n']}",
+        "retention": f"{retention['finetuned_right']}/{retention['n']}",
+    }
 
 
 def advice(retention: dict, replay_share: float, levers: dict | None = None) -> str | None:
@@ -56,15 +58,18 @@ def advice(retention: dict, replay_share: float, levers: dict | None = None) -> 
     said = f"Retention fell by {drop} of {retention['n']} general questions."
     doc = (levers or {}).get("doc", "docs/benchmarks.md")
     if replay_share:
-        return (f"{said} A larger data.replay than {replay_share:g}, or fewer epochs, keeps more general "
-                f"ability at some persona strength ({doc}).")
+        return (
+            f"{said} A larger data.replay than {replay_share:g}, or fewer epochs, keeps more general "
+            f"ability at some persona strength ({doc})."
+        )
     measured = _replay_measured(levers)
     if measured is None:
-        return (f"{said} data.replay trains on the base model's own answers to general prompts and keeps "
-                f"them ({doc}).")
+        return f"{said} data.replay trains on the base model's own answers to general prompts and keeps them ({doc})."
     setting, without, with_it = measured
-    return (f"{said} {setting} trains on the base model's own answers to general prompts and keeps "
-            f"them (the demo job: {without} without it, {with_it} with it; {doc}).")
+    return (
+        f"{said} {setting} trains on the base model's own answers to general prompts and keeps "
+        f"them (the demo job: {without} without it, {with_it} with it; {doc})."
+    )
 
 
 def _replay_measured(levers: dict | None) -> tuple[str, str, str] | None:
@@ -94,26 +99,42 @@ def tradeoff_svg(levers: dict, here: dict | None = None) -> str:
     fig = Chart(figsize=(10, 4), dpi=96)
     ax = fig.add_subplot()
     # both targets at once: retention and side-by-side persona
-    ax.add_patch(matplotlib.patches.Rectangle((targets["retention"] - 0.5, targets["side_by_side"] - 0.5),
-                                              x_hi - targets["retention"] + 0.5, n_per - targets["side_by_side"] + 1.3,
-                                              color="#e6f4ea", zorder=0, label="targets met"))
+    ax.add_patch(
+        matplotlib.patches.Rectangle(
+            (targets["retention"] - 0.5, targets["side_by_side"] - 0.5),
+            x_hi - targets["retention"] + 0.5,
+            n_per - targets["side_by_side"] + 1.3,
+            color="#e6f4ea",
+            zorder=0,
+            label="targets met",
+        )
+    )
     for i, r in enumerate(rows, 1):
         x, _ = _hits(r["retention"])
         y, _ = _hits(r["side_by_side"])
         chosen = r.get("chosen")
-        ax.scatter([x], [y], s=90 if chosen else 30, color="#1a73e8" if chosen else "#5f6368", zorder=3,
-                   marker="*" if chosen else "o",
-                   label=f"{i}: {r['label']} (loss {r['heldout_loss']:.3f}){' - default' if chosen else ''}")
+        ax.scatter(
+            [x],
+            [y],
+            s=90 if chosen else 30,
+            color="#1a73e8" if chosen else "#5f6368",
+            zorder=3,
+            marker="*" if chosen else "o",
+            label=f"{i}: {r['label']} (loss {r['heldout_loss']:.3f}){' - default' if chosen else ''}",
+        )
         # points often coincide: numbers stacked by how many came before at the same place
-        same = sum(1 for q in rows[:i - 1] if (q["retention"], q["side_by_side"]) == (r["retention"], r["side_by_side"]))
+        same = sum(
+            1 for q in rows[: i - 1] if (q["retention"], q["side_by_side"]) == (r["retention"], r["side_by_side"])
+        )
         ax.annotate(str(i), (x, y), fontsize=8, xytext=(5 + 9 * same, 2), textcoords="offset points")
     x0, _ = _hits(base["retention"])
     ax.scatter([x0], [0], color="#d93025", marker="s", s=30, zorder=3, label="base model")
     if here:
         x, _ = _hits(here["retention"])
         y, _ = _hits(here["persona"])
-        ax.scatter([x], [y], s=160, facecolors="none", edgecolors="#e37400", linewidths=2, zorder=4,
-                   label=here["label"])
+        ax.scatter(
+            [x], [y], s=160, facecolors="none", edgecolors="#e37400", linewidths=2, zorder=4, label=here["label"]
+        )
     ax.set_xlim(x_lo, x_hi)
     ax.set_ylim(-0.8, n_per + 0.8)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)

@@ -73,8 +73,10 @@ def write_adapter_gguf(adapter_dir: Path, base_config: dict, out_file: Path, nam
     if kind not in ADAPTER_FAMILIES:
         # the other families' base GGUFs fuse, stack or regroup the adapted weights (Phi-3's qkv, MoE
         # experts, GPT-NeoX's heads): an adapter written one to one would not line up with them
-        raise LorakitError(f"{adapter_dir}: a LoRA GGUF for a {kind} base is not written yet (supported: "
-                           f"{', '.join(ADAPTER_FAMILIES)}); export the merged model with --format gguf")
+        raise LorakitError(
+            f"{adapter_dir}: a LoRA GGUF for a {kind} base is not written yet (supported: "
+            f"{', '.join(ADAPTER_FAMILIES)}); export the merged model with --format gguf"
+        )
     family = FAMILIES[kind]
     arch = getattr(gguf.MODEL_ARCH, family.arch)
     names = gguf.TensorNameMap(arch, int(base_config["num_hidden_layers"]))
@@ -103,8 +105,10 @@ def write_adapter_gguf(adapter_dir: Path, base_config: dict, out_file: Path, nam
         if set(ab) != {"A", "B"}:
             raise LorakitError(f"{weights_file}: {module} has lora_{'B' if 'A' in ab else 'A'} missing")
         if module == "lm_head" and tied:
-            raise LorakitError(f"{weights_file}: an adapter on lm_head of a model with tied embeddings has no "
-                               "output.weight to apply to in the base GGUF; export the merged model instead")  # fmt: skip
+            raise LorakitError(
+                f"{weights_file}: an adapter on lm_head of a model with tied embeddings has no "
+                "output.weight to apply to in the base GGUF; export the merged model instead"
+            )
         base_name = names.get_name(module + ".weight", try_suffixes=(".weight",))
         if base_name is None:
             raise LorakitError(f"{weights_file}: {module} has no tensor in the base GGUF; llama.cpp cannot apply it")
@@ -113,8 +117,11 @@ def write_adapter_gguf(adapter_dir: Path, base_config: dict, out_file: Path, nam
         # llama.cpp multiplies by alpha / rank; anything else PEFT would use is folded into B
         b = b * np.float32(_scale(cfg, module, rank) / (alpha / rank))
         if family.rotary_permute and module.endswith(("q_proj", "k_proj")):
-            heads = base_config["num_attention_heads"] if module.endswith("q_proj") else base_config.get(
-                "num_key_value_heads", base_config["num_attention_heads"])
+            heads = (
+                base_config["num_attention_heads"]
+                if module.endswith("q_proj")
+                else base_config.get("num_key_value_heads", base_config["num_attention_heads"])
+            )
             b = interleave_rotary_rows(b, int(heads))  # B's rows are the weight's output rows
         writer.add_tensor(base_name + ".lora_a", np.ascontiguousarray(a, dtype=np.float32))
         writer.add_tensor(base_name + ".lora_b", np.ascontiguousarray(b, dtype=np.float32))

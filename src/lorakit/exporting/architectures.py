@@ -43,8 +43,12 @@ def rope_parameters(cfg: dict, layer_type: str = "full_attention") -> dict:
 
 def rotary_dims(cfg: dict) -> int:
     head_dim = head_dimension(cfg)
-    factor = rope_parameters(cfg).get("partial_rotary_factor") or cfg.get("partial_rotary_factor") or \
-        cfg.get("rotary_pct") or 1.0
+    factor = (
+        rope_parameters(cfg).get("partial_rotary_factor")
+        or cfg.get("partial_rotary_factor")
+        or cfg.get("rotary_pct")
+        or 1.0
+    )
     return int(head_dim * factor)
 
 
@@ -67,6 +71,7 @@ def sliding_layers(cfg: dict) -> list[bool] | None:
 
 
 # --- family hparams ---------------------------------------------------------------------------------
+
 
 def _window_keys(writer, cfg: dict) -> None:
     flags = sliding_layers(cfg)
@@ -109,6 +114,7 @@ def _gpt_neox(writer, cfg: dict) -> None:
 
 
 # --- family tensors ---------------------------------------------------------------------------------
+
 
 def _stack_experts(weights: dict, cfg: dict) -> dict:
     """Qwen3-MoE keeps one Linear per expert; llama.cpp holds each projection of a layer as one
@@ -155,12 +161,16 @@ def llama3_rope_freqs(model_dir) -> np.ndarray:
 
 # --- refusals ---------------------------------------------------------------------------------------
 
+
 def _no_window(graph: str) -> Callable:
     def refusal(cfg: dict) -> str | None:
         if sliding_layers(cfg) and int(cfg["sliding_window"]) < int(cfg["max_position_embeddings"]):
-            return (f"sliding-window attention (sliding_window {cfg['sliding_window']}) is not exported: "
-                    f"llama.cpp's {graph} graph attends over the whole context")
+            return (
+                f"sliding-window attention (sliding_window {cfg['sliding_window']}) is not exported: "
+                f"llama.cpp's {graph} graph attends over the whole context"
+            )
         return None
+
     return refusal
 
 
@@ -187,8 +197,10 @@ def _qwen3_moe_refusal(cfg: dict) -> str | None:
 
 
 def _gpt_oss_refusal(cfg: dict) -> str | None:
-    return ("GPT-OSS is not exported yet: llama.cpp's YaRN rounds the correction range that transformers "
-            "keeps unrounded (truncate: false), and its MXFP4/expert layout is not written here")
+    return (
+        "GPT-OSS is not exported yet: llama.cpp's YaRN rounds the correction range that transformers "
+        "keeps unrounded (truncate: false), and its MXFP4/expert layout is not written here"
+    )
 
 
 _LLAMA_ROPE = ("default", "llama3")
@@ -197,18 +209,19 @@ FAMILIES = {
     "mistral": Family("LLAMA", rotary_permute=True, refusal=_no_window("llama")),
     "qwen2": Family("QWEN2", rotary_permute=False, refusal=_no_window("qwen2")),
     "qwen3": Family("QWEN3", rotary_permute=False, refusal=_no_window("qwen3")),
-    "qwen3_moe": Family("QWEN3MOE", rotary_permute=False, hparams=_qwen3_moe, tensors=_stack_experts,
-                        refusal=_qwen3_moe_refusal),
-    "gemma2": Family("GEMMA2", rotary_permute=False, output=EMBEDDING, norm_plus_one=True, hparams=_gemma2,
-                     refusal=_gemma2_refusal),
-    "gemma3_text": Family("GEMMA3", rotary_permute=False, norm_plus_one=True, hparams=_gemma3,
-                          refusal=_gemma_scale),
+    "qwen3_moe": Family(
+        "QWEN3MOE", rotary_permute=False, hparams=_qwen3_moe, tensors=_stack_experts, refusal=_qwen3_moe_refusal
+    ),
+    "gemma2": Family(
+        "GEMMA2", rotary_permute=False, output=EMBEDDING, norm_plus_one=True, hparams=_gemma2, refusal=_gemma2_refusal
+    ),
+    "gemma3_text": Family("GEMMA3", rotary_permute=False, norm_plus_one=True, hparams=_gemma3, refusal=_gemma_scale),
     "phi3": Family("PHI3", rotary_permute=False, refusal=_no_window("phi3")),
     "olmo2": Family("OLMO2", rotary_permute=False, output=REQUIRED, refusal=_no_window("olmo2")),
-    "granite": Family("GRANITE", rotary_permute=True, hparams=_granite,
-                      refusal=_no_window("granite")),
-    "gpt_neox": Family("GPTNEOX", rotary_permute=False, output=REQUIRED, layer_norm=True, hparams=_gpt_neox,
-                       tensors=_gpt_neox_qkv),
+    "granite": Family("GRANITE", rotary_permute=True, hparams=_granite, refusal=_no_window("granite")),
+    "gpt_neox": Family(
+        "GPTNEOX", rotary_permute=False, output=REQUIRED, layer_norm=True, hparams=_gpt_neox, tensors=_gpt_neox_qkv
+    ),
     "gpt_oss": Family("GPT_OSS", rotary_permute=False, output=REQUIRED, refusal=_gpt_oss_refusal),
 }
 

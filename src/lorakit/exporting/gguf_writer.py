@@ -104,8 +104,11 @@ def _gguf_tensors(model_dir: Path, cfg: dict, family: Family, names) -> dict:
             raise LorakitError(f"{model_dir}: tensor {hf_name} has no GGUF name; this model cannot be exported")
         data = tensor.float().numpy()
         if family.rotary_permute and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
-            heads = cfg["num_attention_heads"] if "q_proj" in hf_name else cfg.get("num_key_value_heads",
-                                                                                     cfg["num_attention_heads"])
+            heads = (
+                cfg["num_attention_heads"]
+                if "q_proj" in hf_name
+                else cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+            )
             data = interleave_rotary_rows(data, int(heads))
         if family.norm_plus_one and hf_name.endswith("norm.weight"):
             data = data + 1.0  # Gemma's RMSNorm multiplies by (1 + w); llama.cpp's by the stored weight
@@ -175,4 +178,3 @@ def _read_weights(model_dir: Path) -> dict:
     for f in files:
         weights.update(load_file(str(f)))
     return weights
-

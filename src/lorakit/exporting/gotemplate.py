@@ -34,7 +34,7 @@ def _lex(template: str) -> list[tuple[str, str]]:
     parts: list[tuple[str, str]] = []
     pos, trim_next = 0, False
     for m in _ACTION.finditer(template):
-        text = template[pos:m.start()]
+        text = template[pos : m.start()]
         if trim_next:
             text = text.lstrip()
         if m.group(1):
@@ -89,7 +89,7 @@ def _parse_if(parts, i: int, cond: str):
     if body == "end":
         return ("if", cond, then, []), i
     if body.startswith("else if "):
-        other, i = _parse_if(parts, i, body[len("else if "):])
+        other, i = _parse_if(parts, i, body[len("else if ") :])
         return ("if", cond, then, [other]), i
     other, i = _parse(parts, i + 1, ("end",))
     return ("if", cond, then, other), i

@@ -32,7 +32,9 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
     cache = run.config.model.cache_dir if run.config else None
     base_path = resolve_model(run.base_model, source, cache)
     if overlapping(out, base_path):
-        raise LorakitError(f"--out {out}: is, holds or lies inside the base model {base_path}; choose a separate folder")
+        raise LorakitError(
+            f"--out {out}: is, holds or lies inside the base model {base_path}; choose a separate folder"
+        )
     if dtype == "auto":
         dtype = _saved_dtype(base_path)
     if dtype not in ("float32", "bfloat16", "float16"):

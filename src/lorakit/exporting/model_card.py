@@ -30,12 +30,14 @@ def build_card(name: str, base_ref: str, base_dir: Path | None, run=None, gguf: 
             "library_name": "gguf" if gguf else "transformers",
             "tags": ["lorakit", "lora", "sft"] + (["gguf"] if gguf else [])}  # fmt: skip
     parts = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip(), "---", "", f"# {name}", ""]
-    parts.append(f"A LoRA fine-tune of `{base_ref}` made with lorakit" if config else f"`{base_ref}`, packaged by lorakit")
+    parts.append(
+        f"A LoRA fine-tune of `{base_ref}` made with lorakit" if config else f"`{base_ref}`, packaged by lorakit"
+    )
     adapter = (gguf or {}).get("adapter")
     if adapter:
         parts[-1] += ", exported as a llama.cpp LoRA adapter GGUF (float32) to apply over the base's GGUF."
     else:
-        parts[-1] += (f", exported to GGUF ({gguf['quant']})." if gguf else ", merged into the base weights.")
+        parts[-1] += f", exported to GGUF ({gguf['quant']})." if gguf else ", merged into the base weights."
     parts.append("")
     if adapter:
         parts += _base_needed_section(base_ref, adapter)
@@ -142,9 +144,17 @@ def _quality_section(quality) -> list[str]:
 def _usage_section(name: str, gguf: dict | None) -> list[str]:
     if gguf and gguf.get("adapter"):
         base, file = gguf["adapter"]["base_file"], gguf["file"]
-        lines = ["## Run it", "", "llama.cpp (the adapter over its base):", "", "```bash",
-                 f"llama-server -m {base} --lora {file} --jinja   # OpenAI-compatible API on :8080",
-                 f"llama-cli -m {base} --lora {file} --jinja -cnv", "```", ""]  # fmt: skip
+        lines = [
+            "## Run it",
+            "",
+            "llama.cpp (the adapter over its base):",
+            "",
+            "```bash",
+            f"llama-server -m {base} --lora {file} --jinja   # OpenAI-compatible API on :8080",
+            f"llama-cli -m {base} --lora {file} --jinja -cnv",
+            "```",
+            "",
+        ]
         if gguf.get("modelfile"):
             lines += ["Ollama (the Modelfile's FROM is the base, ADAPTER this file):", "", "```bash",
                       f"ollama create {name} -f Modelfile", f"ollama run {name}", "```", ""]  # fmt: skip
@@ -162,15 +172,33 @@ def _usage_section(name: str, gguf: dict | None) -> list[str]:
                   f'model = AutoModelForCausalLM.from_pretrained(".", gguf_file="{file}")',
                   f'tokenizer = AutoTokenizer.from_pretrained(".", gguf_file="{file}")', "```", ""]  # fmt: skip
         return lines
-    return ["## Run it", "", "transformers:", "", "```python",
-            "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            'model = AutoModelForCausalLM.from_pretrained("PATH/TO/THIS/FOLDER")',
-            'tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")', "```", "",
-            "vLLM (GPU) or lorakit's own server:", "", "```bash", "vllm serve PATH/TO/THIS/FOLDER",
-            "lorakit serve --model PATH/TO/THIS/FOLDER", "```", "",
-            "llama.cpp and Ollama: export to GGUF first (writes a Modelfile too):", "", "```bash",
-            "lorakit export PATH/TO/THIS/FOLDER --format gguf --out OUT --quant q8_0",
-            "lorakit serve --engine llama.cpp --model OUT", "ollama create NAME -f OUT/Modelfile", "```", ""]  # fmt: skip
+    return [
+        "## Run it",
+        "",
+        "transformers:",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        'model = AutoModelForCausalLM.from_pretrained("PATH/TO/THIS/FOLDER")',
+        'tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")',
+        "```",
+        "",
+        "vLLM (GPU) or lorakit's own server:",
+        "",
+        "```bash",
+        "vllm serve PATH/TO/THIS/FOLDER",
+        "lorakit serve --model PATH/TO/THIS/FOLDER",
+        "```",
+        "",
+        "llama.cpp and Ollama: export to GGUF first (writes a Modelfile too):",
+        "",
+        "```bash",
+        "lorakit export PATH/TO/THIS/FOLDER --format gguf --out OUT --quant q8_0",
+        "lorakit serve --engine llama.cpp --model OUT",
+        "ollama create NAME -f OUT/Modelfile",
+        "```",
+        "",
+    ]
 
 
 def _modules(target) -> str:
@@ -179,7 +207,6 @@ def _modules(target) -> str:
 
 def _num(v) -> str:
     return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-
 
 
 def _read_json(path: Path) -> dict:

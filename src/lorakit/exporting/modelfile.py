@@ -52,7 +52,7 @@ def chatml_format(tokenizer) -> ChatFormat | None:
         prefix, suffix = "<|im_start|>system\n", "<|im_end|>\n"
         if not (head.startswith(prefix) and head.endswith(suffix)):
             return None
-        default_system = head[len(prefix):-len(suffix)]
+        default_system = head[len(prefix) : -len(suffix)]
     return ChatFormat(default_system, tail)
 
 
@@ -60,15 +60,20 @@ def go_template(fmt: ChatFormat) -> str:
     """The Go template Ollama renders per request (its .Messages hold role and content)."""
     default = ""
     if fmt.default_system is not None:
-        default = ('{{- if and (eq $i 0) (ne $m.Role "system") }}<|im_start|>system\n'
-                   + _go_text(fmt.default_system) + "<|im_end|>\n{{ end }}")
+        default = (
+            '{{- if and (eq $i 0) (ne $m.Role "system") }}<|im_start|>system\n'
+            + _go_text(fmt.default_system)
+            + "<|im_end|>\n{{ end }}"
+        )
     return (
-        "{{- range $i, $m := .Messages }}" + default
+        "{{- range $i, $m := .Messages }}"
+        + default
         + "{{- $last := eq (len (slice $.Messages $i)) 1 }}"
         + "<|im_start|>{{ $m.Role }}\n{{ $m.Content }}"
         # A final assistant message stays open so Ollama can continue it.
         + '{{- if or (ne $m.Role "assistant") (not $last) }}<|im_end|>\n{{ end }}'
-        + '{{- if and $last (ne $m.Role "assistant") }}<|im_start|>assistant\n' + _go_text(fmt.generation_prompt)
+        + '{{- if and $last (ne $m.Role "assistant") }}<|im_start|>assistant\n'
+        + _go_text(fmt.generation_prompt)
         + "{{ end }}{{- end }}"
     )
 
@@ -78,8 +83,9 @@ def ollama_messages(messages: list[dict]) -> dict:
     return {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages]}
 
 
-def build_modelfile(tokenizer, gguf_name: str, stop_tokens: list[str], system: str | None = None,
-                    adapter: str | None = None) -> str | None:
+def build_modelfile(
+    tokenizer, gguf_name: str, stop_tokens: list[str], system: str | None = None, adapter: str | None = None
+) -> str | None:
     """The Modelfile text, or None when the chat template is not one lorakit can mirror exactly.
     `gguf_name` is a file beside the Modelfile or an absolute path (a shared base); `adapter` a LoRA GGUF
     beside it, applied over that base (Ollama's ADAPTER)."""

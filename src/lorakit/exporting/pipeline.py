@@ -19,16 +19,30 @@ from lorakit.errors import LorakitError
 from lorakit.exporting import quantize as kquant
 from lorakit.exporting.gguf_writer import QUANTS as WRITER_QUANTS
 from lorakit.exporting.gguf_writer import check_exportable
-from lorakit.exporting.outputs import card_base, measure_quality, slug, write_card, write_model_gguf, write_modelfile, written_quant
+from lorakit.exporting.outputs import (
+    card_base,
+    measure_quality,
+    slug,
+    write_card,
+    write_model_gguf,
+    write_modelfile,
+    written_quant,
+)
 from lorakit.exporting.quality import DEFAULT_TOKENS
 
 FORMATS = ("gguf", "gguf-lora")
 QUANTS = WRITER_QUANTS + tuple(kquant.K_QUANTS)
 
 
-def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: str = "q8_0",
-                 overwrite: bool = False, base_gguf: str | Path | None = None,
-                 quality_tokens: int = DEFAULT_TOKENS) -> Path:
+def export_model(
+    source: str | Path,
+    out: str | Path,
+    fmt: str = "gguf",
+    quant: str = "q8_0",
+    overwrite: bool = False,
+    base_gguf: str | Path | None = None,
+    quality_tokens: int = DEFAULT_TOKENS,
+) -> Path:
     """Export SOURCE (run directory, merged folder or model reference) to folder `out`; returns `out`.
 
     fmt "gguf-lora" writes the run's adapter alone, for `base_gguf` (a lorakit GGUF export of the same
@@ -39,7 +53,9 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: 
     if quant not in QUANTS:
         raise LorakitError(f"--quant {quant}: choose one of {', '.join(QUANTS)}")
     if base_gguf is not None and fmt != "gguf-lora":
-        raise LorakitError("--base-gguf: only with --format gguf-lora (the adapter needs a base; a merged export has one)")
+        raise LorakitError(
+            "--base-gguf: only with --format gguf-lora (the adapter needs a base; a merged export has one)"
+        )
     if quality_tokens < 0:
         raise LorakitError(f"--quality-tokens {quality_tokens}: give 0 (skip) or more")
     out = Path(out)
@@ -69,8 +85,14 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "gguf", quant: 
             written = time.perf_counter() - started
             has_modelfile = write_modelfile(model_dir, tmp, gguf_name, vocab, run)  # may refuse: before measuring
             quality = measure_quality(model_dir, run, tmp / gguf_name, quant, quality_tokens)
-            write_card(tmp, name, base_ref, model_dir, run, {"file": gguf_name, "quant": quant,
-                                                              "modelfile": has_modelfile, "quality": quality})
+            write_card(
+                tmp,
+                name,
+                base_ref,
+                model_dir,
+                run,
+                {"file": gguf_name, "quant": quant, "modelfile": has_modelfile, "quality": quality},
+            )
             mark_output(tmp, "export")
     size = (out / gguf_name).stat().st_size / 1e6
     print(f"exported {out / gguf_name} ({quant}, {size:.1f} MB) in {written:.0f} s")
@@ -104,5 +126,3 @@ def _resolve_source(source: str, scratch: Path, quant: str):
     model_dir = resolve_model(source)
     base_ref = card_base(model_dir) or source
     return model_dir, base_ref, None
-
-

@@ -53,9 +53,11 @@ class Quality:
         return self.loss - self.loss_fp32
 
     def line(self) -> str:
-        return (f"quality ({self.quant} vs float32, {self.tokens} held-out answer tokens from {self.source}): "
-                f"top-1 agreement {self.agreement:.1%}, loss {self.loss_fp32:.4f} -> {self.loss:.4f} "
-                f"({self.loss_change:+.4f}), perplexity {math.exp(self.loss_fp32):.3f} -> {math.exp(self.loss):.3f}")
+        return (
+            f"quality ({self.quant} vs float32, {self.tokens} held-out answer tokens from {self.source}): "
+            f"top-1 agreement {self.agreement:.1%}, loss {self.loss_fp32:.4f} -> {self.loss:.4f} "
+            f"({self.loss_change:+.4f}), perplexity {math.exp(self.loss_fp32):.3f} -> {math.exp(self.loss):.3f}"
+        )
 
     def as_dict(self) -> dict:
         return {"quant": self.quant, "agreement": self.agreement, "tokens": self.tokens, "source": self.source,
@@ -134,8 +136,12 @@ def measure(gguf_file: Path, model_dir: Path, ref: Reference, quant: str, adapte
     # transformers' GGUF loader reads the weights; the architecture comes from the float32 folder's config
     # (its GGUF config reader misses Qwen3's head_dim)
     with _quiet():
-        model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name,
-                                                     dtype=torch.float32, config=AutoConfig.from_pretrained(str(model_dir)))
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_file.parent),
+            gguf_file=gguf_file.name,
+            dtype=torch.float32,
+            config=AutoConfig.from_pretrained(str(model_dir)),
+        )
     model = _with_adapter(model, adapter_dir)
     top1, nll = [], []
     for ids, scored in ref.samples:

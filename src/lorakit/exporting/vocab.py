@@ -43,7 +43,11 @@ def read_vocab(model_dir: Path, n_vocab: int) -> GGUFVocab:
 
     spec = _tokenizer_json(model_dir)
     model = spec.get("model", {})
-    if model.get("type") != "BPE" or model.get("byte_fallback") or (spec.get("decoder") or {}).get("type") != "ByteLevel":
+    if (
+        model.get("type") != "BPE"
+        or model.get("byte_fallback")
+        or (spec.get("decoder") or {}).get("type") != "ByteLevel"
+    ):
         raise LorakitError(f"{model_dir}: only byte-level BPE tokenizers (Qwen, Llama 3, SmolLM2) can be exported "
                            "to GGUF yet")  # fmt: skip
     by_id: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
@@ -110,7 +114,9 @@ def _pre_tokenizer(spec: dict, model_dir: Path) -> str:
 
 def _regexes(node) -> list[str]:
     if isinstance(node, dict):
-        found = [node["pattern"]["Regex"]] if isinstance(node.get("pattern"), dict) and "Regex" in node["pattern"] else []
+        found = (
+            [node["pattern"]["Regex"]] if isinstance(node.get("pattern"), dict) and "Regex" in node["pattern"] else []
+        )
         for value in node.values():
             found += _regexes(value)
         return found

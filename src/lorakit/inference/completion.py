@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lorakit.inference.decoding import Detokenizer, SamplingParams, Sampler, StopMatcher
+from lorakit.inference.decoding import Detokenizer, Sampler, SamplingParams, StopMatcher
 from lorakit.inference.token_logprobs import TokenLogprob
 
 

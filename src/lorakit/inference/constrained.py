@@ -115,14 +115,14 @@ class GrammarMask:
             logits.copy_(keep)
             return
         bits = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
-        banned = np.unpackbits(bits, bitorder="little")[:self.vocab] == 0
-        logits[self.vocab:] = float("-inf")  # padded embedding rows: no token the grammar knows
+        banned = np.unpackbits(bits, bitorder="little")[: self.vocab] == 0
+        logits[self.vocab :] = float("-inf")  # padded embedding rows: no token the grammar knows
         if logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.is_contiguous():
             # numpy, single-threaded: torch's masked_fill over 150k entries costs 10-40 ms on a busy
             # 2-core CPU (thread hand-offs), numpy's copyto about 2 ms
-            np.copyto(logits.numpy()[:self.vocab], -np.inf, where=banned)
+            np.copyto(logits.numpy()[: self.vocab], -np.inf, where=banned)
         else:
-            logits[:self.vocab].masked_fill_(torch.from_numpy(banned).to(logits.device), float("-inf"))
+            logits[: self.vocab].masked_fill_(torch.from_numpy(banned).to(logits.device), float("-inf"))
 
     def accept(self, token: int) -> None:
         if not (self.matcher.is_stopped() or self.matcher.is_error()):
@@ -157,7 +157,7 @@ def json_grammar(tokenizer, eos_ids: set[int], schema: dict | None, reasoning: s
 # parsers do, the grammar applies after `</think>`. `reasoning` says where the prompt left off:
 # "none" (no reasoning possible, or the template closed it), "open" (the prompt ends inside `<think>`),
 # "optional" (the model may open a `<think>` block first).
-REASONING_RULES = 'THINK_TEXT: /(.|\\n)*/\nGAP: /[ \\t\\n]+/'
+REASONING_RULES = "THINK_TEXT: /(.|\\n)*/\nGAP: /[ \\t\\n]+/"
 
 
 def reasoning_prefix(lark: Lark, reasoning: str) -> str:

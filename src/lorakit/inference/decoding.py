@@ -60,7 +60,6 @@ class SamplingParams:
         self.stop = [s for s in self.stop if s]
 
 
-
 class Sampler:
     """Penalties, temperature, top-k and top-p over one logits row; seeded per request."""
 
@@ -84,7 +83,7 @@ class Sampler:
             self.counts = torch.zeros_like(logits)
             self.seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
             self.seen[torch.tensor(self.prompt_ids, device=logits.device).clamp(max=logits.shape[-1] - 1)] = True
-        logits[self.vocab_limit:] = float("-inf")
+        logits[self.vocab_limit :] = float("-inf")
         if self.mask is not None:
             self.mask.apply(logits)
         p = self.p
@@ -147,20 +146,20 @@ class Detokenizer:
     def push(self, token: int) -> str:
         """Add one token; return the new text that is now certain (maybe "")."""
         self.ids.append(token)
-        before = self._decode(self.ids[self.start:self.done])
-        now = self._decode(self.ids[self.start:])
+        before = self._decode(self.ids[self.start : self.done])
+        now = self._decode(self.ids[self.start :])
         # U+FFFD at the end means a character's bytes are still incomplete: wait for more tokens.
         if len(now) <= len(before) or now.endswith("\ufffd"):
             return ""
         self.start, self.done = self.done, len(self.ids)
-        return now[len(before):]
+        return now[len(before) :]
 
     def flush(self) -> str:
         """Whatever is still held back, less a character cut off by the end of generation."""
-        before = self._decode(self.ids[self.start:self.done])
-        now = self._decode(self.ids[self.start:])
+        before = self._decode(self.ids[self.start : self.done])
+        now = self._decode(self.ids[self.start :])
         self.start = self.done = len(self.ids)
-        return now[len(before):].rstrip("\ufffd") if len(now) > len(before) else ""
+        return now[len(before) :].rstrip("\ufffd") if len(now) > len(before) else ""
 
 
 class StopMatcher:
@@ -180,14 +179,14 @@ class StopMatcher:
         found = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
         if found:
             self.pending, self.hit = "", True
-            return buf[:min(found)], True
+            return buf[: min(found)], True
         keep = 0
         for k in range(min(len(buf), max(map(len, self.stops)) - 1), 0, -1):
             if any(s.startswith(buf[-k:]) for s in self.stops):
                 keep = k
                 break
-        self.pending = buf[len(buf) - keep:]
-        return buf[:len(buf) - keep], False
+        self.pending = buf[len(buf) - keep :]
+        return buf[: len(buf) - keep], False
 
     def flush(self) -> str:
         out, self.pending = self.pending, ""

@@ -23,7 +23,7 @@ import torch
 
 from lorakit.errors import LorakitError
 from lorakit.inference.completion import Chunk, Completion
-from lorakit.inference.decoding import SamplingParams, Sampler
+from lorakit.inference.decoding import Sampler, SamplingParams
 from lorakit.inference.reasoning import ReasoningSplitter, thinking_flag
 from lorakit.inference.token_logprobs import TokenLogprob, score_rows, token_logprob
 from lorakit.models.lora import peft_quietly
@@ -72,8 +72,9 @@ class Engine:
     One generation runs at a time per engine (`self.lock`); callers in other threads wait.
     """
 
-    def __init__(self, model, tokenizer, adapters: list[str] | None = None, max_context: int | None = None,
-                 name: str = "model"):
+    def __init__(
+        self, model, tokenizer, adapters: list[str] | None = None, max_context: int | None = None, name: str = "model"
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.adapters = list(adapters or [])
@@ -93,8 +94,14 @@ class Engine:
         self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
     @classmethod
-    def load(cls, model_ref: str | None, adapters: dict[str, str] | None = None, dtype: str = "auto",
-             device: str = "auto", max_context: int | None = None) -> "Engine":
+    def load(
+        cls,
+        model_ref: str | None,
+        adapters: dict[str, str] | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        max_context: int | None = None,
+    ) -> "Engine":
         """Load a base model and the given adapters (name -> RUN_DIR or adapter folder).
 
         Without `model_ref` the base comes from the first adapter's run config (`model.name`).
@@ -128,8 +135,9 @@ class Engine:
         if enable_thinking is not None:
             template_kwargs["enable_thinking"] = enable_thinking
         with self.tokenizer_lock:
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
-                                                      **template_kwargs)
+            text = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, **template_kwargs
+            )
             # The rendered text already holds every special token the template wants.
             return self.tokenizer.encode(text, add_special_tokens=False)
 
@@ -146,8 +154,9 @@ class Engine:
     def token_texts(self, ids: list[int]) -> list[str]:
         """Each id's own text, special tokens included (what logprobs name tokens by)."""
         with self.tokenizer_lock:
-            return [self.tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-                    for i in ids]
+            return [
+                self.tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False) for i in ids
+            ]
 
     def opens_reasoning(self, prompt_ids: list[int]) -> bool:
         """True when the prompt ends inside an open `<think>` block (templates that pre-open it)."""
@@ -156,28 +165,44 @@ class Engine:
         return tail.rstrip().endswith("<think>")
 
     # ---- conversations: render, generate, split off the reasoning -------------------------------
-    def answer(self, messages: list[dict], params: SamplingParams, adapter: str | None = None,
-               thinking: "str | bool | None" = None) -> Answer:
+    def answer(
+        self,
+        messages: list[dict],
+        params: SamplingParams,
+        adapter: str | None = None,
+        thinking: "str | bool | None" = None,
+    ) -> Answer:
         """The reply to one conversation. `thinking` is "off", "on", "auto" (the config's values) or the
         template's `enable_thinking` itself (None: the template's default)."""
         ids = self.chat_prompt(messages, enable_thinking=thinking_flag(thinking))
         return self._answer_of(ids, self.generate(ids, params, adapter))
 
-    def answer_batch(self, conversations: list[list[dict]], params: SamplingParams, adapter: str | None = None,
-                     thinking: "str | bool | None" = None) -> list[Answer]:
+    def answer_batch(
+        self,
+        conversations: list[list[dict]],
+        params: SamplingParams,
+        adapter: str | None = None,
+        thinking: "str | bool | None" = None,
+    ) -> list[Answer]:
         """Replies to several conversations, in order, decoded together (see `generate_batch`)."""
         flag = thinking_flag(thinking)
-        return self.answer_rendered([self.chat_prompt(m, enable_thinking=flag) for m in conversations], params,
-                                    adapter)
+        return self.answer_rendered([self.chat_prompt(m, enable_thinking=flag) for m in conversations], params, adapter)
 
-    def answer_rendered(self, prompts: list[list[int]], params: SamplingParams,
-                        adapter: str | None = None) -> list[Answer]:
+    def answer_rendered(
+        self, prompts: list[list[int]], params: SamplingParams, adapter: str | None = None
+    ) -> list[Answer]:
         """Replies to prompts already rendered into token ids (lm-eval renders its own), decoded together."""
         done = self.generate_batch(prompts, params, adapter)
         return [self._answer_of(ids, chunk) for ids, chunk in zip(prompts, done)]
 
-    def answer_stream(self, messages: list[dict], params: SamplingParams, adapter: str | None = None,
-                      thinking: "str | bool | None" = None, logprobs: int | None = None) -> Iterator[AnswerDelta]:
+    def answer_stream(
+        self,
+        messages: list[dict],
+        params: SamplingParams,
+        adapter: str | None = None,
+        thinking: "str | bool | None" = None,
+        logprobs: int | None = None,
+    ) -> Iterator[AnswerDelta]:
         """The reply to one conversation as it is generated: reasoning and answer deltas.
 
         Raises ValueError at once, as `stream` does; closing the iterator early stops generation.
@@ -189,12 +214,18 @@ class Engine:
     def _answer_of(self, prompt_ids: list[int], chunk: Chunk) -> Answer:
         splitter = ReasoningSplitter(self.opens_reasoning(prompt_ids))
         reasoning, text = splitter.feed(chunk.text, final=True)
-        return Answer(text, reasoning if splitter.saw_reasoning else None, chunk.finish_reason, chunk.prompt_tokens,
-                      chunk.completion_tokens)
+        return Answer(
+            text,
+            reasoning if splitter.saw_reasoning else None,
+            chunk.finish_reason,
+            chunk.prompt_tokens,
+            chunk.completion_tokens,
+        )
 
     # ---- generation ----------------------------------------------------------------------------
-    def stream(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
-               logprobs: int | None = None) -> Iterator[Chunk]:
+    def stream(
+        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None, logprobs: int | None = None
+    ) -> Iterator[Chunk]:
         """Generate from `prompt_ids`, yielding text chunks; the last chunk has finish_reason and counts.
 
         With `logprobs` (0-20), every chunk carries the log-probabilities of its tokens and that many
@@ -204,18 +235,25 @@ class Engine:
         """
         return self._stream(list(prompt_ids), params, adapter, self._budget(prompt_ids, params, adapter), logprobs)
 
-    def generate(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None,
-                 logprobs: int | None = None) -> Chunk:
+    def generate(
+        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None, logprobs: int | None = None
+    ) -> Chunk:
         """The whole completion as one Chunk (text = all of it)."""
         parts, scores, last = [], [], Chunk("")
         for last in self.stream(prompt_ids, params, adapter, logprobs):
             parts.append(last.text)
             scores += last.logprobs or []
-        return Chunk("".join(parts), last.finish_reason, last.prompt_tokens, last.completion_tokens,
-                     scores if logprobs is not None else None)
+        return Chunk(
+            "".join(parts),
+            last.finish_reason,
+            last.prompt_tokens,
+            last.completion_tokens,
+            scores if logprobs is not None else None,
+        )
 
-    def score(self, sequences: list[list[int]], adapter: str | None = None, last: list[int] | None = None,
-              top: int = 1) -> list[list[TokenLogprob]]:
+    def score(
+        self, sequences: list[list[int]], adapter: str | None = None, last: list[int] | None = None, top: int = 1
+    ) -> list[list[TokenLogprob]]:
         """Log-probabilities of each sequence's own tokens given the tokens before them (one forward pass
         per batch, no sampling): what the model thinks of a prompt, or of answers to choose from.
 
@@ -239,17 +277,27 @@ class Engine:
             start = 0
             while start < len(order):
                 part = [order[start]]
-                while (start + len(part) < len(order) and len(part) < BATCH_ROWS
-                       and (len(part) + 1) * (max(last[i] for i in part + [order[start + len(part)]]) + 1) * vocab
-                       <= SCORE_BUDGET):
+                while (
+                    start + len(part) < len(order)
+                    and len(part) < BATCH_ROWS
+                    and (len(part) + 1) * (max(last[i] for i in part + [order[start + len(part)]]) + 1) * vocab
+                    <= SCORE_BUDGET
+                ):
                     part.append(order[start + len(part)])
-                done.update(zip(part, score_rows(self.model, [sequences[i] for i in part], [last[i] for i in part],
-                                                 top, self.vocab_limit)))
+                done.update(
+                    zip(
+                        part,
+                        score_rows(
+                            self.model, [sequences[i] for i in part], [last[i] for i in part], top, self.vocab_limit
+                        ),
+                    )
+                )
                 start += len(part)
         return [done[i] for i in range(len(sequences))]
 
-    def generate_batch(self, prompts: list[list[int]], params: SamplingParams,
-                       adapter: str | None = None) -> list[Chunk]:
+    def generate_batch(
+        self, prompts: list[list[int]], params: SamplingParams, adapter: str | None = None
+    ) -> list[Chunk]:
         """Whole completions of several prompts (one Chunk each, in order), decoded together.
 
         Greedy gives the same text as `generate` on each prompt; sampling seeds every row with
@@ -262,7 +310,7 @@ class Engine:
         done: dict[int, Chunk] = {}
         with self.lock, self._adapter(adapter), torch.inference_mode():
             for start in range(0, len(order), BATCH_ROWS):
-                part = order[start:start + BATCH_ROWS]
+                part = order[start : start + BATCH_ROWS]
                 rows = [Completion(self, list(prompts[i]), params, budgets[i]) for i in part]
                 self._decode_rows(rows)
                 done.update((i, row.chunk()) for i, row in zip(part, rows))
@@ -301,14 +349,21 @@ class Engine:
         """
         width = max(len(row.prompt_ids) for row in rows)
         ids = torch.tensor([[0] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows],
-                            device=self.device)
+        mask = torch.tensor(
+            [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows], device=self.device
+        )
         live, cache = list(range(len(rows))), None
         while True:
             # Positions count real tokens only, so a padded row sees the same positions as alone.
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1, **{self._cache_arg: cache})
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_arg: cache},
+            )
             cache = getattr(out, self._cache_arg)
             keep, tokens = [], []
             for b, r in enumerate(live):

@@ -52,7 +52,7 @@ class ReasoningSplitter:
             if self.state == "start":
                 head = self.buf.lstrip()
                 if head.startswith(THINK_OPEN):
-                    self.buf, self.state, self.saw_reasoning = head[len(THINK_OPEN):], "reasoning", True
+                    self.buf, self.state, self.saw_reasoning = head[len(THINK_OPEN) :], "reasoning", True
                 elif THINK_OPEN.startswith(head):
                     return reasoning, content  # still could become "<think>": wait
                 else:
@@ -63,13 +63,13 @@ class ReasoningSplitter:
                 end = self.buf.find(THINK_CLOSE)
                 if end >= 0:
                     reasoning += self.buf[:end].rstrip()
-                    self.buf, self.state = self.buf[end + len(THINK_CLOSE):], "answer"
+                    self.buf, self.state = self.buf[end + len(THINK_CLOSE) :], "answer"
                     continue
                 # Hold back a partial "</think>" and trailing whitespace (it may precede the tag).
                 cut = len(self.buf) - _partial_suffix(self.buf, THINK_CLOSE)
                 out = self.buf[:cut].rstrip()
                 reasoning += out
-                self.buf = self.buf[len(out):]
+                self.buf = self.buf[len(out) :]
                 self._fresh = self._fresh and not out
                 return reasoning, content
             elif self.state == "answer":
@@ -102,4 +102,3 @@ def _partial_suffix(text: str, tag: str) -> int:
         if tag.startswith(text[-k:]):
             return k
     return 0
-

@@ -45,18 +45,23 @@ def score_rows(model, rows: list[list[int]], last: list[int], top: int, vocab_li
     ids = torch.tensor([[0] * (width - len(r)) + list(r) for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
-                   logits_to_keep=max(last) + 1).logits
+    logits = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=max(last) + 1
+    ).logits
     out = []
     for b, (row, n) in enumerate(zip(rows, last)):
         if n == 0:
             out.append([])
             continue
         # Position p's logits predict token p + 1: the last n tokens come from positions -n-1 .. -2.
-        logprobs = logits[b, -n - 1:-1].float().log_softmax(-1)
+        logprobs = logits[b, -n - 1 : -1].float().log_softmax(-1)
         targets = torch.tensor(row[-n:], device=device)
         chosen = logprobs.gather(-1, targets[:, None])[:, 0].tolist()
         values, alts = logprobs[:, :vocab_limit].topk(max(top, 1), dim=-1)
-        out.append([TokenLogprob(t, lp, list(zip(a, v)))
-                    for t, lp, a, v in zip(row[-n:], chosen, alts.tolist(), values.tolist())])
+        out.append(
+            [
+                TokenLogprob(t, lp, list(zip(a, v)))
+                for t, lp, a, v in zip(row[-n:], chosen, alts.tolist(), values.tolist())
+            ]
+        )
     return out

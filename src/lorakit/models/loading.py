@@ -70,13 +70,16 @@ def causal_lm_class(path: Path):
     if getattr(config, "is_encoder_decoder", False):
         raise LorakitError(f"{path}: {kind} is an encoder-decoder model; lorakit trains decoder-only causal LMs")
     if any(hasattr(config, a) for a in ("vision_config", "vision_tower", "audio_config")):
-        raise LorakitError(f"{path}: {kind} is a vision/audio-language model and lorakit has no text-only path for "
-                           f"it; use the family's text-only checkpoint")
+        raise LorakitError(
+            f"{path}: {kind} is a vision/audio-language model and lorakit has no text-only path for "
+            f"it; use the family's text-only checkpoint"
+        )
     try:
         return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
     except KeyError:
-        raise LorakitError(f"{path}: {kind} has no causal-LM class in transformers; lorakit trains causal LMs"
-                           ) from None
+        raise LorakitError(
+            f"{path}: {kind} has no causal-LM class in transformers; lorakit trains causal LMs"
+        ) from None
 
 
 def _bnb_config(quantize: str, compute_dtype, device: str):
@@ -88,10 +91,16 @@ def _bnb_config(quantize: str, compute_dtype, device: str):
     if importlib.util.find_spec("bitsandbytes") is None:
         from lorakit.install import install_command
 
-        raise LorakitError(f"model.quantize: bitsandbytes is not installed ({install_command('bitsandbytes', 'install-gpu')})")
+        raise LorakitError(
+            f"model.quantize: bitsandbytes is not installed ({install_command('bitsandbytes', 'install-gpu')})"
+        )
     from transformers import BitsAndBytesConfig
 
     if quantize == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )

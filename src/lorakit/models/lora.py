@@ -11,15 +11,18 @@ from lorakit.errors import LorakitError
 
 def attach_lora(model, cfg: LoraConfig):
     """Wrap `model` with a trainable PEFT LoRA adapter; everything else is frozen."""
-    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
 
     targets = cfg.target_modules
     if isinstance(targets, list):
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
         missing = [t for t in targets if t not in names]
         if missing:
-            raise LorakitError(f"lora.target_modules: {missing} not found in the model; "
-                               f"linear layers are e.g. {sorted(_linear_names(model))[:8]}")
+            raise LorakitError(
+                f"lora.target_modules: {missing} not found in the model; "
+                f"linear layers are e.g. {sorted(_linear_names(model))[:8]}"
+            )
     peft_cfg = PeftLoraConfig(
         task_type="CAUSAL_LM",
         r=cfg.r,

@@ -35,12 +35,16 @@ def weight_dtype(choice: str, device: str, precision: str = "auto") -> tuple[str
     if choice == "auto":
         return ("bfloat16" if on_cuda and torch.cuda.is_bf16_supported() else "float32"), None
     if choice in HALF and not on_cuda and precision != "bf16" and not cpu_has_fast_bf16():
-        return "float32", (f"model.dtype: {choice} -> float32: this CPU has no native bf16, where half-precision "
-                           f"matmuls run 7-60x slower (set train.precision=bf16 to keep {choice})")
+        return "float32", (
+            f"model.dtype: {choice} -> float32: this CPU has no native bf16, where half-precision "
+            f"matmuls run 7-60x slower (set train.precision=bf16 to keep {choice})"
+        )
     return choice, None
 
 
-def training_weights(choice: str, device: str, precision: str = "auto", fused: bool = True) -> tuple[str, bool, str | None]:
+def training_weights(
+    choice: str, device: str, precision: str = "auto", fused: bool = True
+) -> tuple[str, bool, str | None]:
     """For training: (dtype to load the weights in, whether to upcast all but the fused projections' frozen
     weights to float32 after loading (`upcast_except`), a one-line note when it differs from what was asked).
 
@@ -49,9 +53,15 @@ def training_weights(choice: str, device: str, precision: str = "auto", fused: b
     """
     dtype, note = weight_dtype(choice, device, precision)
     if fused and choice in HALF and dtype == "float32":
-        return choice, True, (f"model.dtype: {choice}: this CPU has no native bf16 (half-precision matmuls run 7-60x "
-                              f"slower), so the frozen projections are held in {choice} and every matmul runs in "
-                              f"float32 (train.precision=bf16 computes in {choice})")
+        return (
+            choice,
+            True,
+            (
+                f"model.dtype: {choice}: this CPU has no native bf16 (half-precision matmuls run 7-60x "
+                f"slower), so the frozen projections are held in {choice} and every matmul runs in "
+                f"float32 (train.precision=bf16 computes in {choice})"
+            ),
+        )
     return dtype, False, note
 
 

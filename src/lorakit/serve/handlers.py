@@ -43,8 +43,14 @@ log = logging.getLogger("lorakit.serve")
 class APIError(Exception):
     """An error for the client, sent in OpenAI's shape with this HTTP status."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
@@ -68,8 +74,10 @@ def list_models(state: ServerState) -> ModelList:
     """The base model, then each adapter with the base as its parent (as vLLM lists LoRA modules)."""
     ctx = state.engine.max_context
     cards = [ModelCard(id=state.base_name, root=state.base_root, max_model_len=ctx)]
-    cards += [ModelCard(id=name, root=path, parent=state.base_name, max_model_len=ctx)
-              for name, path in state.adapters.items()]
+    cards += [
+        ModelCard(id=name, root=path, parent=state.base_name, max_model_len=ctx)
+        for name, path in state.adapters.items()
+    ]
     return ModelList(data=cards)
 
 
@@ -77,8 +85,12 @@ async def chat_completion(state: ServerState, req: ChatCompletionRequest, discon
     """POST /v1/chat/completions. `disconnected`: an async callable, true once the client has gone."""
     _check_text(req)
     if len(req.messages) > state.limits.max_messages:
-        raise APIError(400, f"{len(req.messages)} messages; this server takes at most {state.limits.max_messages} "
-                            "(--max-messages)", param="messages", code="too_many_messages")
+        raise APIError(
+            400,
+            f"{len(req.messages)} messages; this server takes at most {state.limits.max_messages} (--max-messages)",
+            param="messages",
+            code="too_many_messages",
+        )
     _check_prompt_chars(state, sum(len(m.text()) + len(m.reasoning_content or "") for m in req.messages), "messages")
     adapter = _adapter_for(state, req.model)
     kwargs = dict(req.chat_template_kwargs or {})
@@ -113,12 +125,24 @@ async def chat_completion(state: ServerState, req: ChatCompletionRequest, discon
     for i, (text, final) in enumerate(zip(texts, finals)):
         reasoning, content = split_reasoning(text, opened)
         content, calls = plan.split(content)
-        logprobs = None if top is None else await run_in_threadpool(
-            chat_logprobs, state.engine, top, scores.get(i, {}).get("generated", []))
-        message = ResponseMessage(content=(content or None) if calls else content, reasoning_content=reasoning,
-                                  tool_calls=[c.to_openai() for c in calls] or None)
-        choices.append(ChatChoice(index=i, finish_reason="tool_calls" if calls else final.finish_reason,
-                                  logprobs=logprobs, message=message))
+        logprobs = (
+            None
+            if top is None
+            else await run_in_threadpool(chat_logprobs, state.engine, top, scores.get(i, {}).get("generated", []))
+        )
+        message = ResponseMessage(
+            content=(content or None) if calls else content,
+            reasoning_content=reasoning,
+            tool_calls=[c.to_openai() for c in calls] or None,
+        )
+        choices.append(
+            ChatChoice(
+                index=i,
+                finish_reason="tool_calls" if calls else final.finish_reason,
+                logprobs=logprobs,
+                message=message,
+            )
+        )
     usage = _usage(len(ids), finals)
     _log("chat", req.model, usage, finals, started)
     return ChatCompletionResponse(id=rid, created=created, model=req.model, choices=choices, usage=usage)
@@ -140,17 +164,30 @@ async def completion(state: ServerState, req: CompletionRequest, disconnected=No
     for p, ids in enumerate(encoded):
         budget = _budget(state, len(ids), req.max_tokens, "prompt")
         # max_tokens 0 (echo only) generates nothing; the sampling settings are then unused
-        tasks += [Task(ids, _params(req, max(budget, 1), i), adapter, p * req.n + i, logprobs=top,
-                       score_prompt=req.echo and top is not None, generate=budget > 0) for i in range(req.n)]
-    echoes = [(p if isinstance(p, str) else await run_in_threadpool(state.engine.decode, p)) if req.echo else ""
-              for p in prompts]
+        tasks += [
+            Task(
+                ids,
+                _params(req, max(budget, 1), i),
+                adapter,
+                p * req.n + i,
+                logprobs=top,
+                score_prompt=req.echo and top is not None,
+                generate=budget > 0,
+            )
+            for i in range(req.n)
+        ]
+    echoes = [
+        (p if isinstance(p, str) else await run_in_threadpool(state.engine.decode, p)) if req.echo else ""
+        for p in prompts
+    ]
     job = _submit(state, tasks)
     rid, created, started = f"cmpl-{uuid.uuid4().hex}", int(time.time()), time.perf_counter()
     prompt_tokens = sum(len(ids) for ids in encoded)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        events = _completion_events(job, req, rid, created, prompt_tokens, echoes, include_usage, started,
-                                    state.engine, encoded)
+        events = _completion_events(
+            job, req, rid, created, prompt_tokens, echoes, include_usage, started, state.engine, encoded
+        )
         return StreamingResponse(events, media_type="text/event-stream")
     scores: dict = {} if top is not None else None
     texts, finals = await _collect(job, len(tasks), disconnected, scores)
@@ -159,19 +196,37 @@ async def completion(state: ServerState, req: CompletionRequest, disconnected=No
         logprobs = None
         if top is not None:
             got = scores.get(i, {})
-            logprobs = await run_in_threadpool(completion_logprobs, state.engine, top,
-                                               encoded[i // req.n] if req.echo else None, got.get("prompt"),
-                                               got.get("generated"))
-        choices.append(CompletionChoice(index=i, text=echoes[i // req.n] + text, finish_reason=final.finish_reason,
-                                        logprobs=logprobs))
+            logprobs = await run_in_threadpool(
+                completion_logprobs,
+                state.engine,
+                top,
+                encoded[i // req.n] if req.echo else None,
+                got.get("prompt"),
+                got.get("generated"),
+            )
+        choices.append(
+            CompletionChoice(
+                index=i, text=echoes[i // req.n] + text, finish_reason=final.finish_reason, logprobs=logprobs
+            )
+        )
     usage = _usage(prompt_tokens, finals)
     _log("completion", req.model, usage, finals, started)
     return CompletionResponse(id=rid, created=created, model=req.model, choices=choices, usage=usage)
 
 
 # ---- streaming -------------------------------------------------------------------------------------
-async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, include_usage, started, engine=None,
-                       plan: ToolPlan | None = None):
+async def _chat_events(
+    job: Job,
+    req,
+    rid,
+    created,
+    prompt_tokens,
+    opened,
+    include_usage,
+    started,
+    engine=None,
+    plan: ToolPlan | None = None,
+):
     top = req.logprob_count()
     pending: dict[int, list] = {}  # token logprobs not yet sent, per choice
 
@@ -179,8 +234,16 @@ async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, inclu
         scored = pending.pop(index, None) if top is not None else None
         logprobs = chat_logprobs(engine, top, scored).model_dump() if scored else None
         choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        return _sse({"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                     "choices": [choice], **({"usage": None} if include_usage else {})})
+        return _sse(
+            {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": req.model,
+                "choices": [choice],
+                **({"usage": None} if include_usage else {}),
+            }
+        )
 
     splitters = [ReasoningSplitter(opened) for _ in range(req.n)]
     calls = [plan.stream() if plan else None for _ in range(req.n)]  # tool-call splitters, when calls are parsed
@@ -206,8 +269,9 @@ async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, inclu
             if chunk.finish_reason:
                 finals[index] = chunk
                 yield event(index, {}, "tool_calls" if found else chunk.finish_reason)
-        for line in _stream_end("chat.completion.chunk", "chat stream", req, rid, created, prompt_tokens, finals,
-                                include_usage, started):
+        for line in _stream_end(
+            "chat.completion.chunk", "chat stream", req, rid, created, prompt_tokens, finals, include_usage, started
+        ):
             yield line
     except GenerationFailed:
         yield _sse(APIError(500, "generation failed", "server_error").body())
@@ -216,8 +280,9 @@ async def _chat_events(job: Job, req, rid, created, prompt_tokens, opened, inclu
         job.cancel()  # client gone or stream over: stop generating
 
 
-async def _completion_events(job: Job, req, rid, created, prompt_tokens, echoes, include_usage, started,
-                             engine=None, encoded=None):
+async def _completion_events(
+    job: Job, req, rid, created, prompt_tokens, echoes, include_usage, started, engine=None, encoded=None
+):
     top = req.logprobs
     offsets = [0] * len(job.tasks)  # characters sent per choice, for text_offset
 
@@ -226,8 +291,16 @@ async def _completion_events(job: Job, req, rid, created, prompt_tokens, echoes,
             logprobs = logprobs.model_dump()
         choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
         offsets[index] += len(text)
-        return _sse({"id": rid, "object": "text_completion", "created": created, "model": req.model,
-                     "choices": [choice], **({"usage": None} if include_usage else {})})
+        return _sse(
+            {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": req.model,
+                "choices": [choice],
+                **({"usage": None} if include_usage else {}),
+            }
+        )
 
     finals: list[Chunk | None] = [None] * len(job.tasks)
     try:
@@ -236,18 +309,27 @@ async def _completion_events(job: Job, req, rid, created, prompt_tokens, echoes,
                 yield event(i, prefix)
         async for index, chunk in job:
             if isinstance(chunk, PromptScores):
-                yield event(index, echoes[index // req.n], None,
-                            completion_logprobs(engine, top, encoded[index // req.n], chunk.scores))
+                yield event(
+                    index,
+                    echoes[index // req.n],
+                    None,
+                    completion_logprobs(engine, top, encoded[index // req.n], chunk.scores),
+                )
                 continue
             if top is not None and (chunk.text or chunk.finish_reason or chunk.logprobs):
-                yield event(index, chunk.text, chunk.finish_reason,
-                            completion_logprobs(engine, top, generated=chunk.logprobs or [], offset=offsets[index]))
+                yield event(
+                    index,
+                    chunk.text,
+                    chunk.finish_reason,
+                    completion_logprobs(engine, top, generated=chunk.logprobs or [], offset=offsets[index]),
+                )
             elif chunk.text or chunk.finish_reason:
                 yield event(index, chunk.text, chunk.finish_reason)
             if chunk.finish_reason:
                 finals[index] = chunk
-        for line in _stream_end("text_completion", "completion stream", req, rid, created, prompt_tokens, finals,
-                                include_usage, started):
+        for line in _stream_end(
+            "text_completion", "completion stream", req, rid, created, prompt_tokens, finals, include_usage, started
+        ):
             yield line
     except GenerationFailed:
         yield _sse(APIError(500, "generation failed", "server_error").body())
@@ -261,16 +343,24 @@ def _check_text(req) -> None:
     """Refuse lone surrogates anywhere in the request, before any of it is tokenised, logged or echoed."""
     where = lone_surrogate(req.model_dump(exclude_none=True))
     if where:
-        raise APIError(400, f"{where}: the text holds a lone UTF-16 surrogate (e.g. \\ud800), which is not valid "
-                            "Unicode; send well-formed text", param=where)
+        raise APIError(
+            400,
+            f"{where}: the text holds a lone UTF-16 surrogate (e.g. \\ud800), which is not valid "
+            "Unicode; send well-formed text",
+            param=where,
+        )
 
 
 def _check_prompt_chars(state: ServerState, chars: int, param: str) -> None:
     """A prompt this long cannot fit the context; refuse it before spending seconds tokenising it."""
     most = state.limits.prompt_chars(state.engine.max_context)
     if chars > most:
-        raise APIError(400, f"the prompt has {chars} characters; this server takes at most {most} "
-                            "(--max-prompt-chars)", param=param, code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"the prompt has {chars} characters; this server takes at most {most} (--max-prompt-chars)",
+            param=param,
+            code="context_length_exceeded",
+        )
 
 
 def _adapter_for(state: ServerState, model: str) -> str | None:
@@ -279,8 +369,9 @@ def _adapter_for(state: ServerState, model: str) -> str | None:
     if model in state.adapters:
         return model
     names = ", ".join([state.base_name, *state.adapters])
-    raise APIError(404, f"model {model!r} does not exist; this server has: {names}", param="model",
-                   code="model_not_found")
+    raise APIError(
+        404, f"model {model!r} does not exist; this server has: {names}", param="model", code="model_not_found"
+    )
 
 
 def _budget(state: ServerState, prompt_len: int, max_tokens: int | None, param: str) -> int:
@@ -301,10 +392,15 @@ def _params(req: SamplingFields, budget: int, index: int, token_mask=None) -> Sa
         return SamplingParams(
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
-            top_k=max(req.top_k or 0, 0), max_new_tokens=budget,
-            seed=None if req.seed is None else req.seed + index, stop=req.stop_list(),
-            presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
-            repetition_penalty=req.repetition_penalty, token_mask=token_mask)
+            top_k=max(req.top_k or 0, 0),
+            max_new_tokens=budget,
+            seed=None if req.seed is None else req.seed + index,
+            stop=req.stop_list(),
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            repetition_penalty=req.repetition_penalty,
+            token_mask=token_mask,
+        )
     except ValueError as e:
         raise APIError(400, str(e)) from None
 
@@ -313,11 +409,14 @@ def _submit(state: ServerState, tasks: list[Task]) -> Job:
     try:
         return state.worker.submit(tasks)
     except QueueFull:
-        raise APIError(503, "the server is busy (request queue full); retry shortly",
-                       type="server_overloaded", code="queue_full") from None
+        raise APIError(
+            503, "the server is busy (request queue full); retry shortly", type="server_overloaded", code="queue_full"
+        ) from None
 
 
-async def _collect(job: Job, count: int, disconnected=None, scores: dict | None = None) -> tuple[list[str], list[Chunk]]:
+async def _collect(
+    job: Job, count: int, disconnected=None, scores: dict | None = None
+) -> tuple[list[str], list[Chunk]]:
     """Texts and last chunks per choice; with `scores`, also {choice: {"prompt": [...], "generated": [...]}}."""
     texts: list[list[str]] = [[] for _ in range(count)]
     finals: list[Chunk] = [Chunk("")] * count
@@ -362,8 +461,15 @@ def _sse(obj: dict) -> str:
 
 def _log(kind: str, model: str, usage: Usage, finals, started: float) -> None:
     reasons = ",".join(f.finish_reason or "-" for f in finals if f is not None)
-    log.info("%s model=%s prompt_tokens=%d completion_tokens=%d finish=%s time=%.2fs", kind, model,
-             usage.prompt_tokens, usage.completion_tokens, reasons, time.perf_counter() - started)
+    log.info(
+        "%s model=%s prompt_tokens=%d completion_tokens=%d finish=%s time=%.2fs",
+        kind,
+        model,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        reasons,
+        time.perf_counter() - started,
+    )
 
 
 def _stream_end(obj: str, label: str, req, rid, created, prompt_tokens, finals, include_usage, started) -> list[str]:
@@ -372,6 +478,16 @@ def _stream_end(obj: str, label: str, req, rid, created, prompt_tokens, finals, 
     _log(label, req.model, usage, finals, started)
     lines = []
     if include_usage:
-        lines.append(_sse({"id": rid, "object": obj, "created": created, "model": req.model, "choices": [],
-                           "usage": usage.model_dump()}))
+        lines.append(
+            _sse(
+                {
+                    "id": rid,
+                    "object": obj,
+                    "created": created,
+                    "model": req.model,
+                    "choices": [],
+                    "usage": usage.model_dump(),
+                }
+            )
+        )
     return lines + ["data: [DONE]\n\n"]

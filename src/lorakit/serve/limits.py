@@ -98,11 +98,26 @@ class BodySizeLimit:
 
     async def _refuse(self, send) -> None:
         mib = self.max_bytes / (1024 * 1024)
-        body = json.dumps({"error": {
-            "message": f"the request body is larger than this server's limit of {mib:g} MiB (--max-request-mb)",
-            "type": "invalid_request_error", "param": None, "code": "request_too_large"}}).encode()
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"the request body is larger than this server's limit of {mib:g} MiB (--max-request-mb)",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_too_large",
+                }
+            }
+        ).encode()
         # Connection: close, as the rest of the body is never read and cannot be skipped in HTTP/1.1.
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

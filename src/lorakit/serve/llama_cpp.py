@@ -57,8 +57,9 @@ def find_gguf(path: Path) -> Path:
     return path
 
 
-def build_llama_server_command(gguf: Path, served_name: str, host: str, port: int, api_key: str | None = None,
-                               max_model_len: int | None = None) -> list[str]:
+def build_llama_server_command(
+    gguf: Path, served_name: str, host: str, port: int, api_key: str | None = None, max_model_len: int | None = None
+) -> list[str]:
     """The llama-server argument list. --jinja renders the chat template embedded in the GGUF."""
     binary = settings.llama_server() or LLAMA_SERVER
     cmd = [binary, "-m", str(gguf), "--alias", served_name, "--host", host, "--port", str(port), "--jinja"]

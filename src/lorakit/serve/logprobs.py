@@ -11,9 +11,14 @@ from lorakit.inference.engine import Engine, TokenLogprob
 from lorakit.serve.protocol import ChatLogprobs, CompletionLogprobs, TokenLogprobEntry, TopLogprob
 
 
-def completion_logprobs(engine: Engine, top: int, prompt_ids: list[int] | None = None,
-                        prompt_scores: list[TokenLogprob] | None = None,
-                        generated: list[TokenLogprob] | None = None, offset: int = 0) -> CompletionLogprobs:
+def completion_logprobs(
+    engine: Engine,
+    top: int,
+    prompt_ids: list[int] | None = None,
+    prompt_scores: list[TokenLogprob] | None = None,
+    generated: list[TokenLogprob] | None = None,
+    offset: int = 0,
+) -> CompletionLogprobs:
     """The legacy block: the prompt's tokens first when echoed (the first one has no logprob), then the
     generated ones; `text_offset` counts characters from `offset`."""
     out = CompletionLogprobs()
@@ -42,11 +47,19 @@ def completion_logprobs(engine: Engine, top: int, prompt_ids: list[int] | None =
 def chat_logprobs(engine: Engine, top: int, generated: list[TokenLogprob]) -> ChatLogprobs:
     """The chat block: one entry per generated token with its `top` likeliest alternatives."""
     names = _names(engine, [(s.token, s) for s in generated], top)
-    return ChatLogprobs(content=[
-        TokenLogprobEntry(token=names[s.token], logprob=s.logprob, bytes=list(names[s.token].encode()),
-                          top_logprobs=[TopLogprob(token=names[a], logprob=v, bytes=list(names[a].encode()))
-                                        for a, v in s.top[:top]])
-        for s in generated])
+    return ChatLogprobs(
+        content=[
+            TokenLogprobEntry(
+                token=names[s.token],
+                logprob=s.logprob,
+                bytes=list(names[s.token].encode()),
+                top_logprobs=[
+                    TopLogprob(token=names[a], logprob=v, bytes=list(names[a].encode())) for a, v in s.top[:top]
+                ],
+            )
+            for s in generated
+        ]
+    )
 
 
 def _names(engine: Engine, entries, top: int) -> dict[int, str]:

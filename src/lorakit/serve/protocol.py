@@ -18,8 +18,17 @@ from lorakit.data.tools import schema_problem
 MAX_CHOICES = 16  # n x prompts per request: generation is sequential, so keep one request bounded
 MAX_LOGPROBS = 20  # alternatives per token, OpenAI's cap (vLLM's default max_logprobs too)
 # Template arguments the server sets itself; letting a request override them breaks prompt building.
-RESERVED_TEMPLATE_KWARGS = {"tokenize", "add_generation_prompt", "return_dict", "conversation", "messages",
-                            "continue_final_message", "return_assistant_tokens_mask", "tools", "documents"}
+RESERVED_TEMPLATE_KWARGS = {
+    "tokenize",
+    "add_generation_prompt",
+    "return_dict",
+    "conversation",
+    "messages",
+    "continue_final_message",
+    "return_assistant_tokens_mask",
+    "tools",
+    "documents",
+}
 
 
 # Accepted and ignored: labels for the caller's own bookkeeping, and hints about billing or caching.
@@ -53,8 +62,11 @@ class SamplingFields(_TopLevel):
     """Fields shared by /v1/completions and /v1/chat/completions."""
 
     model: str = Field(..., description="a name from /v1/models: the base model or a LoRA adapter")
-    max_tokens: Optional[int] = Field(None, ge=0, description="most tokens to generate (default: fill the context); "
-                                      "0 only with echo on /v1/completions")
+    max_tokens: Optional[int] = Field(
+        None,
+        ge=0,
+        description="most tokens to generate (default: fill the context); 0 only with echo on /v1/completions",
+    )
     temperature: Optional[float] = Field(None, ge=0, le=2, description="0 = greedy; default 1")
     top_p: Optional[float] = Field(None, gt=0, le=1, description="nucleus sampling mass; default 1")
     top_k: Optional[int] = Field(None, ge=-1, description="sample among the k likeliest tokens; 0 or -1 = off")
@@ -125,8 +137,11 @@ class FunctionDef(_Request):
     name: str = Field(..., pattern=TOOL_NAME)
     description: Optional[str] = None
     parameters: Optional[dict[str, Any]] = Field(None, description="a JSON Schema object (default: no arguments)")
-    strict: Optional[bool] = Field(None, description="arguments always follow the schema when the call is "
-                                   "constrained (tool_choice required or named); see docs/serving.md")
+    strict: Optional[bool] = Field(
+        None,
+        description="arguments always follow the schema when the call is "
+        "constrained (tool_choice required or named); see docs/serving.md",
+    )
 
     @model_validator(mode="after")
     def _check_schema(self):
@@ -184,17 +199,22 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1, description="OpenAI's newer name for max_tokens")
     chat_template_kwargs: Optional[dict[str, Any]] = Field(
-        None, description='extra chat template variables, e.g. {"enable_thinking": false} for Qwen3')
+        None, description='extra chat template variables, e.g. {"enable_thinking": false} for Qwen3'
+    )
     logprobs: Optional[bool] = Field(None, description="return each generated token's log-probability")
-    top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_LOGPROBS,
-                                        description="likeliest alternatives per token (needs logprobs: true)")
+    top_logprobs: Optional[int] = Field(
+        None, ge=0, le=MAX_LOGPROBS, description="likeliest alternatives per token (needs logprobs: true)"
+    )
     tools: Optional[list[ToolDef]] = Field(None, description="functions the model may call")
     tool_choice: Optional[Union[Literal["none", "auto", "required"], NamedToolChoice]] = Field(
-        None, description='"auto" (default with tools), "none", "required", or {"type": "function", '
-                          '"function": {"name": ...}}; required and named are enforced by constrained decoding')
+        None,
+        description='"auto" (default with tools), "none", "required", or {"type": "function", '
+        '"function": {"name": ...}}; required and named are enforced by constrained decoding',
+    )
     parallel_tool_calls: Optional[bool] = Field(None, description="may one answer make several calls (default true)")
     response_format: Optional[ResponseFormat] = Field(
-        None, description='{"type": "json_object"} or {"type": "json_schema", ...}: enforced by constrained decoding')
+        None, description='{"type": "json_object"} or {"type": "json_schema", ...}: enforced by constrained decoding'
+    )
 
     @model_validator(mode="after")
     def _check_tools(self):
@@ -203,8 +223,9 @@ class ChatCompletionRequest(SamplingFields):
             raise ValueError("tools: two tools have the same name")
         choice = self.tool_choice
         if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
-            raise ValueError(f"tool_choice: no tool named {choice.function.name!r} in tools "
-                             f"({', '.join(names) or 'none given'})")
+            raise ValueError(
+                f"tool_choice: no tool named {choice.function.name!r} in tools ({', '.join(names) or 'none given'})"
+            )
         if choice == "required" and not names:
             raise ValueError("tool_choice: required needs tools")
         forced = choice == "required" or isinstance(choice, NamedToolChoice)
@@ -213,7 +234,7 @@ class ChatCompletionRequest(SamplingFields):
         return self
 
     def tool_mode(self) -> str:
-        """"off" (no tools), "none", "auto", "required" or "named"."""
+        """ "off" (no tools), "none", "auto", "required" or "named"."""
         if not self.tools:
             return "off"
         if isinstance(self.tool_choice, NamedToolChoice):
@@ -246,11 +267,13 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: Union[str, list[str], list[int], list[list[int]]] = Field(
-        ..., description="text, several texts, token ids, or several lists of token ids")
+        ..., description="text, several texts, token ids, or several lists of token ids"
+    )
     echo: bool = Field(False, description="put the prompt in front of the completion")
     suffix: Optional[str] = Field(None, description="not supported; must be unset")
-    logprobs: Optional[int] = Field(None, ge=0, le=MAX_LOGPROBS,
-                                    description="log-probability of each token and this many alternatives")
+    logprobs: Optional[int] = Field(
+        None, ge=0, le=MAX_LOGPROBS, description="log-probability of each token and this many alternatives"
+    )
 
     @model_validator(mode="after")
     def _check_echo_only(self):

@@ -32,8 +32,9 @@ def run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_
     problems = preflight(model_dir, folders)
     if problems:
         raise LorakitError("vLLM would reject this: " + "; ".join(problems))
-    cmd = build_vllm_command(model_dir, folders, served_model_name or base_ref, host, port, api_key,
-                             max_model_len, dtype)
+    cmd = build_vllm_command(
+        model_dir, folders, served_model_name or base_ref, host, port, api_key, max_model_len, dtype
+    )
     if print_command:
         typer.echo(shlex.join(cmd))
         return
@@ -51,8 +52,16 @@ def run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_
         raise typer.Exit(code)
 
 
-def build_vllm_command(model_dir: Path, adapters: dict[str, Path], served_name: str, host: str, port: int,
-                       api_key: str | None = None, max_model_len: int | None = None, dtype: str = "auto") -> list[str]:
+def build_vllm_command(
+    model_dir: Path,
+    adapters: dict[str, Path],
+    served_name: str,
+    host: str,
+    port: int,
+    api_key: str | None = None,
+    max_model_len: int | None = None,
+    dtype: str = "auto",
+) -> list[str]:
     """The `vllm serve` argument list for a model folder and (optionally) LoRA adapter folders."""
     cmd = ["vllm", "serve", str(model_dir), "--served-model-name", served_name, "--host", host, "--port", str(port)]
     if dtype != "auto":

@@ -81,8 +81,18 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
                 k, v = _repeat_kv(k, groups), _repeat_kv(v, groups)
             out.append(_eager(q, k, v, mask, scale, softcap, sinks, dropout))
         else:
-            out.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=scale,
-                                                      dropout_p=dropout, enable_gqa=groups > 1))
+            out.append(
+                F.scaled_dot_product_attention(
+                    q,
+                    k,
+                    v,
+                    attn_mask=mask,
+                    is_causal=mask is None,
+                    scale=scale,
+                    dropout_p=dropout,
+                    enable_gqa=groups > 1,
+                )
+            )
     attn = out[0] if len(out) == 1 else torch.cat(out, dim=2)
     return attn.transpose(1, 2).contiguous(), None
 

@@ -28,8 +28,9 @@ def step_order(n_samples: int, epoch: int, seed: int) -> list[int]:
     return order
 
 
-def optimizer_steps(n_samples: int, samples_per_step: int, epochs: float, max_steps: int | None,
-                    seed: int) -> Iterator[tuple[int, int, list[int]]]:
+def optimizer_steps(
+    n_samples: int, samples_per_step: int, epochs: float, max_steps: int | None, seed: int
+) -> Iterator[tuple[int, int, list[int]]]:
     """Yield (step, epoch, sample indices) for every optimizer step of the run, 1-based steps."""
     steps_per_epoch = max(1, -(-n_samples // samples_per_step))
     total = max_steps or max(1, round(epochs * steps_per_epoch))
@@ -38,7 +39,7 @@ def optimizer_steps(n_samples: int, samples_per_step: int, epochs: float, max_st
         order = step_order(n_samples, epoch, seed)
         for start in range(0, n_samples, samples_per_step):
             step += 1
-            yield step, epoch, order[start:start + samples_per_step]
+            yield step, epoch, order[start : start + samples_per_step]
             if step >= total:
                 return
         epoch += 1
@@ -66,7 +67,7 @@ def pack(samples: Sequence[dict], share_prefix: bool = False) -> dict[str, torch
         segments.append((len(ids), len(ids) + n - n_shared))
         ids += s["input_ids"][n_shared:]
         # Shift labels here so that token t predicts t+1 within its own sample only.
-        labels += list(s["labels"][n_shared + 1:]) + [IGNORE]
+        labels += list(s["labels"][n_shared + 1 :]) + [IGNORE]
         pos += range(n_shared, n)
     batch = {
         "input_ids": torch.tensor([ids]),
@@ -91,8 +92,7 @@ def shared_prefix_length(samples: Sequence[dict]) -> int:
     while n < limit and all(s["input_ids"][n] == first[n] for s in samples):
         n += 1
     # position n-1 predicts token n, so n stops one short of the first supervised label of any sample
-    first_label = min(next((i for i, x in enumerate(s["labels"]) if x != IGNORE), len(s["labels"]))
-                      for s in samples)
+    first_label = min(next((i for i, x in enumerate(s["labels"]) if x != IGNORE), len(s["labels"])) for s in samples)
     n = min(n, first_label - 1)
     return n if n > 1 else 0
 
@@ -124,9 +124,15 @@ class TokenBudget:
     fill: bool = True
 
 
-def micro_batches(samples: Sequence[dict], batch_size: int, packing: bool, pad_id: int,
-                  share_prefix: bool = False, budget: TokenBudget | None = None,
-                  min_groups: int = 1) -> list[dict]:
+def micro_batches(
+    samples: Sequence[dict],
+    batch_size: int,
+    packing: bool,
+    pad_id: int,
+    share_prefix: bool = False,
+    budget: TokenBudget | None = None,
+    min_groups: int = 1,
+) -> list[dict]:
     """Split one optimizer step's samples into micro-batches: `batch_size` samples each, regrouped by a
     token `budget` when packing (see TokenBudget; a group holds at least one sample, and a filled budget
     makes at least `min_groups` micro-batches, one per process). The step's gradient is the same either
@@ -135,14 +141,15 @@ def micro_batches(samples: Sequence[dict], batch_size: int, packing: bool, pad_i
     if packing and budget and budget.fill:
         groups = token_groups(samples, budget.tokens, min_groups, share_prefix)
     else:
-        groups = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
+        groups = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
         if packing and budget:
             groups = [part for g in groups for part in token_groups(g, budget.tokens, 1, share_prefix)]
     return [pack(g, share_prefix) if packing else pad(g, pad_id) for g in groups]
 
 
-def token_groups(samples: Sequence[dict], budget: int, min_groups: int = 1,
-                 share_prefix: bool = False) -> list[list[dict]]:
+def token_groups(
+    samples: Sequence[dict], budget: int, min_groups: int = 1, share_prefix: bool = False
+) -> list[list[dict]]:
     """Consecutive samples, grouped greedily so that each group's packed row stays within `budget`
     tokens (counted as pack lays it out: with share_prefix, the common prefix once)."""
     total = sum(len(s["input_ids"]) for s in samples)

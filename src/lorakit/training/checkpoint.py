@@ -27,8 +27,9 @@ MANIFEST = "manifest.json"
 STATE = "training_state.pt"
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict,
-                    full: dict | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, model, optimizer, scheduler, state: dict, full: dict | None = None
+) -> Path:
     """Write checkpoint-<step> (adapter, optimizer, scheduler, RNG, trainer state, manifest) atomically;
     `full` is the gathered state of an FSDP-sharded run (`Distributed.full_state`). A full disk is one
     line naming the folder; the previous checkpoints are untouched."""
@@ -37,12 +38,15 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
         with atomic_dir(final, overwrite=True) as tmp:
             model.save_pretrained(tmp, state_dict=full["adapter"] if full else None)
             blob = io.BytesIO()  # serialised in memory, so a short write is a plain OSError with its errno
-            torch.save({
-                "optimizer": full["optimizer"] if full else optimizer.state_dict(),
-                "sharded_adapter": full["adapter"] if full else None,
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-            }, blob)
+            torch.save(
+                {
+                    "optimizer": full["optimizer"] if full else optimizer.state_dict(),
+                    "sharded_adapter": full["adapter"] if full else None,
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(),
+                },
+                blob,
+            )
             (tmp / STATE).write_bytes(blob.getvalue())
             (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
             (tmp / MANIFEST).write_text(json.dumps({"files": _digests(tmp)}, indent=2))
@@ -51,8 +55,10 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
             raise
         previous = checkpoint_dirs(run_dir)
         intact = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-        raise LorakitError(f"disk full while writing {final} ({_first_line(e)}); {intact}; free space "
-                           f"and continue with lorakit train <config> --resume") from None
+        raise LorakitError(
+            f"disk full while writing {final} ({_first_line(e)}); {intact}; free space "
+            f"and continue with lorakit train <config> --resume"
+        ) from None
     return final
 
 
@@ -62,8 +68,17 @@ def disk_full(e: BaseException) -> bool:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return True
         text = str(e)
-        if any(s in text for s in ("No space left", "File too large", "Disk quota", "StorageFull",
-                                   "FileTooLarge", "file write failed")):
+        if any(
+            s in text
+            for s in (
+                "No space left",
+                "File too large",
+                "Disk quota",
+                "StorageFull",
+                "FileTooLarge",
+                "file write failed",
+            )
+        ):
             return True
         e = e.__cause__ or e.__context__
     return False
@@ -106,11 +121,14 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, sharded: bool = Fal
     try:
         blob = torch.load(path / STATE, weights_only=True, map_location="cpu")
     except Exception as e:  # a pickle that asks for anything but tensors and plain data is refused here
-        raise LorakitError(f"{path / STATE}: not a plain tensor file, refusing to load it "
-                           f"({_first_line(e)[:160]})") from None
+        raise LorakitError(
+            f"{path / STATE}: not a plain tensor file, refusing to load it ({_first_line(e)[:160]})"
+        ) from None
     if (blob.get("sharded_adapter") is not None) != sharded:
-        raise LorakitError(f"{path}: written {'without' if sharded else 'with'} FSDP sharding; resume with the "
-                           f"same train.fsdp and number of processes (FSDP needs more than one)")
+        raise LorakitError(
+            f"{path}: written {'without' if sharded else 'with'} FSDP sharding; resume with the "
+            f"same train.fsdp and number of processes (FSDP needs more than one)"
+        )
     try:
         if sharded:
             from lorakit.training.distributed import load_full_state
@@ -121,8 +139,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, sharded: bool = Fal
             optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
     except (RuntimeError, ValueError, KeyError) as e:
-        raise LorakitError(f"{path}: checkpoint does not fit this model (lora.r, lora.target_modules or the "
-                           f"base architecture changed?): {_first_line(e)[:160]}") from None
+        raise LorakitError(
+            f"{path}: checkpoint does not fit this model (lora.r, lora.target_modules or the "
+            f"base architecture changed?): {_first_line(e)[:160]}"
+        ) from None
     _set_rng_state(blob["rng"])
     return json.loads((path / "state.json").read_text())
 
@@ -176,14 +196,16 @@ def find_resume_point(run_dir: Path, resume: str, say=None) -> Path:
         if problem is None:
             return p
         say(f"skipping {p}: {problem}")
-    raise LorakitError(f"{run_dir}: no intact checkpoint to resume from (all {len(ckpts)} failed their "
-                       f"checksums, see above); start over with --overwrite")
+    raise LorakitError(
+        f"{run_dir}: no intact checkpoint to resume from (all {len(ckpts)} failed their "
+        f"checksums, see above); start over with --overwrite"
+    )
 
 
 def _digests(folder: Path) -> dict:
-    return {f.name: {"sha256": file_sha256(f), "bytes": f.stat().st_size}
-            for f in sorted(folder.iterdir()) if f.is_file()}
-
+    return {
+        f.name: {"sha256": file_sha256(f), "bytes": f.stat().st_size} for f in sorted(folder.iterdir()) if f.is_file()
+    }
 
 
 def _rng_state() -> dict:
@@ -191,8 +213,13 @@ def _rng_state() -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }

@@ -29,11 +29,15 @@ def refuse_accelerate_sharding() -> None:
     """accelerate launch only sets these for accelerate.Accelerator, which lorakit's loop does not use:
     the run would silently train unsharded."""
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        raise LorakitError("accelerate launch with a DeepSpeed config: lorakit does not use DeepSpeed and would not "
-                           "shard; launch with a plain multi-GPU config or torchrun, and set train.fsdp=true to shard")
+        raise LorakitError(
+            "accelerate launch with a DeepSpeed config: lorakit does not use DeepSpeed and would not "
+            "shard; launch with a plain multi-GPU config or torchrun, and set train.fsdp=true to shard"
+        )
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        raise LorakitError("accelerate launch with an FSDP config: lorakit shards with its own FSDP; launch with a "
-                           "plain multi-GPU config or torchrun and set train.fsdp=true")
+        raise LorakitError(
+            "accelerate launch with an FSDP config: lorakit shards with its own FSDP; launch with a "
+            "plain multi-GPU config or torchrun and set train.fsdp=true"
+        )
 
 
 class Distributed:
@@ -54,8 +58,12 @@ class Distributed:
         if not td.is_initialized():
             # gloo next to nccl: the loss sums and stop flags are CPU tensors
             td.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
-        return cls(td.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")),
-                   int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+        return cls(
+            td.get_rank(),
+            world,
+            int(os.environ.get("LOCAL_RANK", "0")),
+            int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
+        )
 
     def shard(self, model, fsdp: bool, device: str, neftune_alpha: float = 0.0) -> LossModule:
         """The module to compute losses with; under `fsdp` with several processes its parameters are
@@ -80,7 +88,7 @@ class Distributed:
     def share(self, micro: list) -> list[tuple[dict, int]]:
         """This rank's micro-batches, each with weight 1. Under FSDP every rank must run the same number of
         forwards (each one all-gathers), so a rank that is short repeats one with weight 0."""
-        mine = [(mb, 1) for mb in micro[self.rank::self.world]]
+        mine = [(mb, 1) for mb in micro[self.rank :: self.world]]
         if self.fsdp:
             mine += [(micro[0], 0)] * (-(-len(micro) // self.world) - len(mine))
         return mine
@@ -105,8 +113,13 @@ class Distributed:
 
         # only the trainable tensors: a full model state dict would gather the whole base into host memory
         adapter = {n: p.full_tensor().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        optim = None if optimizer is None else get_optimizer_state_dict(
-            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        optim = (
+            None
+            if optimizer is None
+            else get_optimizer_state_dict(
+                model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+        )
         return {"adapter": adapter, "optimizer": optim} if self.rank == 0 else None
 
     def sum(self, value: float) -> float:
@@ -135,8 +148,7 @@ class Distributed:
 
 def load_full_state(model, optimizer, adapter: dict, optim_state: dict) -> None:
     """Put a full adapter and optimizer state (from `Distributed.full_state`) into a sharded model."""
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                         set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
     set_model_state_dict(model, adapter, options=StateDictOptions(full_state_dict=True, strict=False))
     set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))

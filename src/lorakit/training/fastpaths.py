@@ -61,8 +61,12 @@ class Paths:
     def record(self, device: str) -> dict:
         """What run.json keeps: the attention and fused forwards that ran, with the config's `auto`s resolved."""
         calls = attention.row_calls(self.calls, device.split(":")[0]) if self.packed else None
-        return {"attention": self.implementation, "packed_attention": calls, "fallback_reason": self.reason or None,
-                "fused": dict(sorted(self.fused.items()))}
+        return {
+            "attention": self.implementation,
+            "packed_attention": calls,
+            "fallback_reason": self.reason or None,
+            "fused": dict(sorted(self.fused.items())),
+        }
 
     def line(self) -> str:
         if self.packed:
@@ -80,8 +84,9 @@ def attention_features(model) -> tuple[list[str], list[str]]:
     have, missing = [], []
     window = getattr(config, "sliding_window", None)
     layer_types = getattr(config, "layer_types", None) or []
-    if window and ("sliding_attention" in layer_types
-                   or (not layer_types and getattr(config, "use_sliding_window", True))):
+    if window and (
+        "sliding_attention" in layer_types or (not layer_types and getattr(config, "use_sliding_window", True))
+    ):
         have.append(f"sliding window {window}")
     if getattr(config, "attn_logit_softcapping", None):
         have.append(f"softcap {config.attn_logit_softcapping:g}")
@@ -105,8 +110,10 @@ def choose(model, packing: bool = True, mode: str = "auto", calls: str = "auto")
     have, missing = attention_features(model)
     if mode == "packed" and (missing or not packing):
         why = ", ".join(missing) if missing else "train.packing is off (packed attention runs over packed rows)"
-        raise LorakitError(f"train.attention: packed: {why}; set train.attention=auto (transformers' own "
-                           f"attention where lorakit's cannot run) or fallback")
+        raise LorakitError(
+            f"train.attention: packed: {why}; set train.attention=auto (transformers' own "
+            f"attention where lorakit's cannot run) or fallback"
+        )
     if packing and not missing and mode != "fallback":
         return Paths(True, attention.NAME, have, calls=calls)
     if not packing:

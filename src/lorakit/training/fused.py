@@ -185,13 +185,21 @@ def _fusable_norm(module) -> bool:
     input: variants such as (1 + weight) scaling fail it)."""
     weight = getattr(module, "weight", None)
     eps = getattr(module, "variance_epsilon", None)
-    if (not type(module).__name__.endswith("RMSNorm") or not isinstance(weight, torch.nn.Parameter) or eps is None
-            or weight.requires_grad or weight.dim() != 1 or bool((weight == 0).any()) or list(module.children())):
+    if (
+        not type(module).__name__.endswith("RMSNorm")
+        or not isinstance(weight, torch.nn.Parameter)
+        or eps is None
+        or weight.requires_grad
+        or weight.dim() != 1
+        or bool((weight == 0).any())
+        or list(module.children())
+    ):
         return False
     x = torch.randn(3, weight.shape[0], generator=torch.Generator().manual_seed(0)).to(weight.device)
     with torch.no_grad():
-        return torch.allclose(module(x), _RMSNorm.apply(x, weight.float(), eps).to(module(x).dtype), rtol=1e-3,
-                              atol=1e-5)
+        return torch.allclose(
+            module(x), _RMSNorm.apply(x, weight.float(), eps).to(module(x).dtype), rtol=1e-3, atol=1e-5
+        )
 
 
 def _norm_forward(module):
@@ -209,12 +217,16 @@ def _norm_forward(module):
 def _fusable_lora(module) -> bool:
     from peft.tuners.lora import Linear
 
-    return (type(module) is Linear and type(module.base_layer) is torch.nn.Linear
-            and list(module.active_adapters) == ["default"] and not module.fan_in_fan_out
-            and not module.use_dora.get("default", False)
-            and isinstance(module.lora_dropout["default"], torch.nn.Identity)
-            and module.lora_B["default"].bias is None
-            and not any(p.requires_grad for p in module.base_layer.parameters()))
+    return (
+        type(module) is Linear
+        and type(module.base_layer) is torch.nn.Linear
+        and list(module.active_adapters) == ["default"]
+        and not module.fan_in_fan_out
+        and not module.use_dora.get("default", False)
+        and isinstance(module.lora_dropout["default"], torch.nn.Identity)
+        and module.lora_B["default"].bias is None
+        and not any(p.requires_grad for p in module.base_layer.parameters())
+    )
 
 
 def _lora_forward(module):
@@ -224,8 +236,15 @@ def _lora_forward(module):
         if args or kwargs or module.disable_adapters or module.merged:
             return original(x, *args, **kwargs)
         base = module.base_layer
-        return _LoraLinear.apply(x, base.weight, base.bias, module.lora_A["default"].weight,
-                                 module.lora_B["default"].weight, module.scaling["default"], _compute_dtype(x))
+        return _LoraLinear.apply(
+            x,
+            base.weight,
+            base.bias,
+            module.lora_A["default"].weight,
+            module.lora_B["default"].weight,
+            module.scaling["default"],
+            _compute_dtype(x),
+        )
 
     return forward
 
@@ -233,8 +252,10 @@ def _lora_forward(module):
 def _fusable_mlp(module) -> bool:
     # the Llama / Qwen / Mistral MLP: down_proj(act_fn(gate_proj(x)) * up_proj(x)) with act_fn silu
     act = getattr(module, "act_fn", None)
-    if not ({n for n, _ in module.named_children()} == {"gate_proj", "up_proj", "down_proj", "act_fn"}
-            and (isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation")):
+    if not (
+        {n for n, _ in module.named_children()} == {"gate_proj", "up_proj", "down_proj", "act_fn"}
+        and (isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation")
+    ):
         return False
     # and its forward is exactly that (checked on a probe input, as for norms: a subclass may add to it)
     weight = next(module.gate_proj.parameters())
@@ -256,20 +277,30 @@ def _frozen_linear(module) -> bool:
 def _mlp_forward(module):
     down = module.down_proj
     if _fusable_lora(down):
+
         def forward(x):
             gate, up = module.gate_proj(x), module.up_proj(x)
             lora = not (down.disable_adapters or down.merged)
-            return _SwiGLUDown.apply(gate, up, down.base_layer.weight, down.base_layer.bias,
-                                     down.lora_A["default"].weight if lora else None,
-                                     down.lora_B["default"].weight if lora else None,
-                                     down.scaling["default"], _compute_dtype(gate))
+            return _SwiGLUDown.apply(
+                gate,
+                up,
+                down.base_layer.weight,
+                down.base_layer.bias,
+                down.lora_A["default"].weight if lora else None,
+                down.lora_B["default"].weight if lora else None,
+                down.scaling["default"],
+                _compute_dtype(gate),
+            )
     elif _frozen_linear(down):
+
         def forward(x):
             gate, up = module.gate_proj(x), module.up_proj(x)
             return _SwiGLUDown.apply(gate, up, down.weight, down.bias, None, None, 0.0, _compute_dtype(gate))
     else:
+
         def forward(x):
             return down(_SwiGLU.apply(module.gate_proj(x), module.up_proj(x)))
+
     return forward
 
 

@@ -19,8 +19,9 @@ SCALE_REWARDS = ("group", "batch", "none")
 STD_EPS = 1e-4  # added to the std before dividing, as TRL does
 
 
-def group_advantages(rewards: torch.Tensor, num_generations: int, scale: str = "group"
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def group_advantages(
+    rewards: torch.Tensor, num_generations: int, scale: str = "group"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(advantages, std_is_zero) for rewards laid out as consecutive groups of `num_generations`.
 
     advantage = reward - its group's mean, divided by (std + 1e-4) with scale "group" (the group's std)
@@ -55,9 +56,16 @@ class TokenTerms:
     kl: torch.Tensor | None  # k3 estimate of KL(pi || ref); None when beta is 0
 
 
-def token_terms(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch.Tensor | None,
-                advantages: torch.Tensor, beta: float, epsilon: float, epsilon_high: float | None = None,
-                kl_ratio_correction: bool = True) -> TokenTerms:
+def token_terms(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor | None,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    beta: float,
+    epsilon: float,
+    epsilon_high: float | None = None,
+    kl_ratio_correction: bool = True,
+) -> TokenTerms:
     """-min(r * A, clip(r, 1 - eps, 1 + eps_high) * A) + beta * KL per token, with r = exp(logp - old_logp).
 
     `advantages` holds one value per token (its completion's advantage). Without `old_logp` (one
@@ -115,15 +123,19 @@ def denominator(loss_type: str, completions: int, tokens: int, max_completion_le
     raise ValueError(f"loss_type must be one of {LOSS_TYPES}, not {loss_type!r}")
 
 
-def clip_stats(ratio: torch.Tensor, advantages: torch.Tensor, epsilon: float, epsilon_high: float | None = None
-               ) -> dict[str, float]:
+def clip_stats(
+    ratio: torch.Tensor, advantages: torch.Tensor, epsilon: float, epsilon_high: float | None = None
+) -> dict[str, float]:
     """Share of tokens whose ratio was clipped (low: below 1 - eps with A < 0; high: above 1 + eps_high, A > 0)."""
     high = epsilon if epsilon_high is None else epsilon_high
     low_clip = (ratio < 1 - epsilon) & (advantages < 0)
     high_clip = (ratio > 1 + high) & (advantages > 0)
     n = max(ratio.numel(), 1)
-    return {"clip_ratio/low": float(low_clip.sum()) / n, "clip_ratio/high": float(high_clip.sum()) / n,
-            "clip_ratio/region": float((low_clip | high_clip).sum()) / n}
+    return {
+        "clip_ratio/low": float(low_clip.sum()) / n,
+        "clip_ratio/high": float(high_clip.sum()) / n,
+        "clip_ratio/region": float((low_clip | high_clip).sum()) / n,
+    }
 
 
 def _nanstd(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:

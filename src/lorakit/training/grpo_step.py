@@ -41,8 +41,9 @@ class GRPOSettings:
     kl_ratio_correction: bool = True
 
 
-def completion_units(completions: list[Completion], advantages: torch.Tensor, mask_truncated: bool = False
-                     ) -> list[dict]:
+def completion_units(
+    completions: list[Completion], advantages: torch.Tensor, mask_truncated: bool = False
+) -> list[dict]:
     """One unit per completion, for packing: the prompt unsupervised, the completion supervised (not at
     all when it was cut by the length limit and `mask_truncated` is on: TRL's mask_truncated_completions),
     with its advantage."""
@@ -59,22 +60,27 @@ def completion_tokens(unit: dict) -> int:
     return sum(1 for x in unit["labels"][1:] if x != IGNORE)
 
 
-def score_completions(completions: list[Completion], records: list[dict], rewards: list[Reward],
-                      settings: GRPOSettings) -> tuple[Scores, torch.Tensor, dict[str, float]]:
+def score_completions(
+    completions: list[Completion], records: list[dict], rewards: list[Reward], settings: GRPOSettings
+) -> tuple[Scores, torch.Tensor, dict[str, float]]:
     """Rewards, advantages and the rollout's metrics. `records[c.group]` is the prompt record of c;
     its other columns go to the reward functions, one value per completion."""
     rows = [records[c.group] for c in completions]
     prompts = [r["prompt"] for r in rows]
-    texts = [[{"role": "assistant", "content": c.text}] if isinstance(p, list) else c.text
-             for c, p in zip(completions, prompts)]
+    texts = [
+        [{"role": "assistant", "content": c.text}] if isinstance(p, list) else c.text
+        for c, p in zip(completions, prompts)
+    ]
     columns = {k: [r.get(k) for r in rows] for k in rows[0] if k not in ("prompt", "prompt_ids")}
     scores = score(rewards, prompts, texts, [c.completion_ids for c in completions], columns)
-    advantages, zero_std = grpo_loss.group_advantages(scores.total, settings.num_generations,
-                                                      settings.scale_rewards)
+    advantages, zero_std = grpo_loss.group_advantages(scores.total, settings.num_generations, settings.scale_rewards)
     lengths = torch.tensor([len(c.completion_ids) for c in completions], dtype=torch.float32)
-    metrics = {**scores.metrics(), "frac_reward_zero_std": float(zero_std.float().mean()),
-               "completions/mean_length": float(lengths.mean()),
-               "completions/clipped_ratio": sum(c.truncated for c in completions) / len(completions)}
+    metrics = {
+        **scores.metrics(),
+        "frac_reward_zero_std": float(zero_std.float().mean()),
+        "completions/mean_length": float(lengths.mean()),
+        "completions/clipped_ratio": sum(c.truncated for c in completions) / len(completions),
+    }
     return scores, advantages, metrics
 
 
@@ -85,8 +91,14 @@ def completion_table(completions: list[Completion], records: list[dict], scores:
     for i in list(range(0, len(completions), step))[:rows]:
         prompt = records[completions[i].group]["prompt"]
         text = prompt[-1]["content"] if isinstance(prompt, list) else prompt
-        out.append({"prompt": text, "completion": completions[i].text, "reward": _float(scores.total[i]),
-                    **{n: _float(scores.per_function[i, j]) for j, n in enumerate(scores.names)}})
+        out.append(
+            {
+                "prompt": text,
+                "completion": completions[i].text,
+                "reward": _float(scores.total[i]),
+                **{n: _float(scores.per_function[i, j]) for j, n in enumerate(scores.names)},
+            }
+        )
     return out
 
 
@@ -128,23 +140,28 @@ def completion_logprobs(model, batch: dict, temperature: float = 1.0) -> torch.T
     scale, softcap = logit_transform(causal_lm.config)
     out = []
     for start in range(0, targets.numel(), CHUNK):
-        logits = head(hidden[start:start + CHUNK]).float()
+        logits = head(hidden[start : start + CHUNK]).float()
         if scale != 1.0:
             logits = logits * scale
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         logp = F.log_softmax(logits / temperature, dim=-1)
-        out.append(logp.gather(1, targets[start:start + CHUNK, None]).squeeze(1))
+        out.append(logp.gather(1, targets[start : start + CHUNK, None]).squeeze(1))
     return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
 
 
 @torch.no_grad()
-def attach_fixed_logprobs(units: list[dict], logprobs: Callable[[dict], torch.Tensor], key: str,
-                          per_forward: int, pack: Callable[[list[dict]], dict]) -> None:
+def attach_fixed_logprobs(
+    units: list[dict],
+    logprobs: Callable[[dict], torch.Tensor],
+    key: str,
+    per_forward: int,
+    pack: Callable[[list[dict]], dict],
+) -> None:
     """Store each unit's completion-token log-probs under `key` ("old_logps": the policy at rollout time,
     for num_iterations > 1; "ref_logps": computed with the adapter off by the caller's `logprobs`)."""
     for start in range(0, len(units), per_forward):
-        part = units[start:start + per_forward]
+        part = units[start : start + per_forward]
         values = logprobs(pack(part)).float().cpu()
         for u, v in zip(part, values.split([completion_tokens(u) for u in part])):
             u[key] = v.tolist()
@@ -156,8 +173,16 @@ def micro_loss(logp: torch.Tensor, batch: dict, settings: GRPOSettings) -> tuple
     device = logp.device
     get = lambda key: batch[key].to(device) if key in batch else None  # noqa: E731
     advantages = get("advantages")
-    terms = grpo_loss.token_terms(logp, get("old_logps"), get("ref_logps"), advantages, settings.beta,
-                                  settings.epsilon, settings.epsilon_high, settings.kl_ratio_correction)
+    terms = grpo_loss.token_terms(
+        logp,
+        get("old_logps"),
+        get("ref_logps"),
+        advantages,
+        settings.beta,
+        settings.epsilon,
+        settings.epsilon_high,
+        settings.kl_ratio_correction,
+    )
     summed = grpo_loss.summed_loss(terms.loss, get("sample"), batch["n_samples"], settings.loss_type)
     if settings.loss_type == "bnpo":  # TRL normalises bnpo per micro-batch
         summed = summed / max(1, logp.numel())

@@ -22,14 +22,21 @@ class Diverged(LorakitError):
 def check_finite(step: int, loss: float, grad_norm: float, last_good: str | None) -> None:
     """Raise Diverged when this step's loss or gradient norm is NaN or infinite. Called before the
     optimizer step, so the weights (and every saved checkpoint) stay as they were after the last good step."""
-    bad = [f"{name} is {value}" for name, value in (("loss", loss), ("gradient norm", grad_norm))
-           if not math.isfinite(value)]
+    bad = [
+        f"{name} is {value}"
+        for name, value in (("loss", loss), ("gradient norm", grad_norm))
+        if not math.isfinite(value)
+    ]
     if not bad:
         return
     where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was saved before it"
-    raise Diverged(f"training diverged at step {step}: {' and '.join(bad)}; stopped without updating the "
-                   f"weights ({where}); lower train.lr or check the data, then continue with --resume "
-                   f"--resume-anyway or start over with --overwrite", step, last_good)
+    raise Diverged(
+        f"training diverged at step {step}: {' and '.join(bad)}; stopped without updating the "
+        f"weights ({where}); lower train.lr or check the data, then continue with --resume "
+        f"--resume-anyway or start over with --overwrite",
+        step,
+        last_good,
+    )
 
 
 class StopFlag:

@@ -36,9 +36,11 @@ from lorakit.training.objectives import objective_for
 from lorakit.training.objectives.base import Objective
 from lorakit.training.plan import Inputs, Plan, pack_budget, plan_run, resolve_inputs, use_checkpointing
 
+
 @dataclass
 class TrainState:
     """What a checkpoint's state.json holds and --resume restores: the step and the best eval so far."""
+
     step: int = 0
     best_eval_loss: float | None = None
     best_step: int | None = None
@@ -70,6 +72,7 @@ class TrainState:
 class Window:
     """Loss, metric and token sums since the last logged step; `denominator` is what the objective divides
     a step's sums by (SFT: supervised tokens, DPO: pairs)."""
+
     loss: float = 0.0
     denominator: int = 0
     tokens: int = 0
@@ -80,6 +83,7 @@ class Window:
 @dataclass
 class Setup:
     """One run's parts, built by `setup()` and used by every step."""
+
     cfg: RunConfig
     dist: Distributed
     inputs: Inputs
@@ -111,8 +115,14 @@ class Setup:
         return self.inputs.n_steps
 
 
-def train(cfg: RunConfig, resume: str | None = None, dry_run: bool = False, overwrite: bool = False,
-          resume_anyway: bool = False, on_setup: Callable[[Setup], None] | None = None) -> Path:
+def train(
+    cfg: RunConfig,
+    resume: str | None = None,
+    dry_run: bool = False,
+    overwrite: bool = False,
+    resume_anyway: bool = False,
+    on_setup: Callable[[Setup], None] | None = None,
+) -> Path:
     """Run (or plan, with dry_run) one training run described by `cfg`; returns the run directory.
     `on_setup` sees the built `Setup` (model with its adapter, optimizer) before the first step, e.g. to
     hook a profiler onto the model."""
@@ -193,8 +203,11 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
         model.enable_input_require_grads()
     budget = pack_budget(t, device, inputs.model_path, inputs.weight_dtype, checkpointing)
     if budget:
-        dist.print(f"packing up to {budget.tokens:,} tokens per forward (train.pack_tokens)" if budget.fill else
-                   f"{t.batch_size} samples per forward, split where over {budget.tokens:,} tokens (train.pack_tokens)")
+        dist.print(
+            f"packing up to {budget.tokens:,} tokens per forward (train.pack_tokens)"
+            if budget.fill
+            else f"{t.batch_size} samples per forward, split where over {budget.tokens:,} tokens (train.pack_tokens)"
+        )
     model.train()
     loss_of = dist.shard(model, t.fsdp, device, t.neftune_alpha or 0.0)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -212,11 +225,29 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     trainable, total = trainable_parameters(model)
-    dist.print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%); "
-               f"{len(inputs.data.train)} {objective.unit}, {inputs.n_steps} steps")
-    return Setup(run_cfg, dist, inputs, run_dir, model, loss_of, params, optimizer, scheduler,
-                 precision.autocast(t.precision, device), budget, batching.pad_token_id(inputs.tokenizer), state,
-                 state.step, str(ckpt) if ckpt else None, chosen, objective)
+    dist.print(
+        f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%); "
+        f"{len(inputs.data.train)} {objective.unit}, {inputs.n_steps} steps"
+    )
+    return Setup(
+        run_cfg,
+        dist,
+        inputs,
+        run_dir,
+        model,
+        loss_of,
+        params,
+        optimizer,
+        scheduler,
+        precision.autocast(t.precision, device),
+        budget,
+        batching.pad_token_id(inputs.tokenizer),
+        state,
+        state.step,
+        str(ckpt) if ckpt else None,
+        chosen,
+        objective,
+    )
 
 
 def run_steps(s: Setup) -> None:
@@ -229,11 +260,13 @@ def run_steps(s: Setup) -> None:
         tracker = Tracker(s.cfg.tracking, s.run_dir, s.cfg.model_dump(mode="json"), s.start_step)
     stop = guards.StopFlag()
     window = Window()
-    bar = tqdm(total=s.n_steps, initial=s.start_step, desc="train", unit="step", disable=dist.rank != 0,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=s.n_steps, initial=s.start_step, desc="train", unit="step", disable=dist.rank != 0, dynamic_ncols=True
+    )
     try:
-        for step, epoch, idxs in batching.optimizer_steps(len(s.data.train), s.inputs.samples_per_step, t.epochs,
-                                                          t.max_steps, t.seed):
+        for step, _epoch, idxs in batching.optimizer_steps(
+            len(s.data.train), s.inputs.samples_per_step, t.epochs, t.max_steps, t.seed
+        ):
             if step <= s.start_step:
                 continue
             grad_norm = _optimizer_step(s, [s.data.train[i] for i in idxs], window)
@@ -256,8 +289,9 @@ def run_steps(s: Setup) -> None:
                 _save_checkpoint(s)
             if stopping:
                 bar.close()
-                dist.print(f"\ninterrupted at step {step}; checkpoint saved. Continue with: "
-                           f"lorakit train <config> --resume")
+                dist.print(
+                    f"\ninterrupted at step {step}; checkpoint saved. Continue with: lorakit train <config> --resume"
+                )
                 sys.exit(stop.exit_code)
             if stopped_early:
                 break
@@ -318,11 +352,14 @@ def _optimizer_step(s: Setup, units: list[dict], window: Window) -> torch.Tensor
 def _log_row(s: Setup, window: Window, grad_norm) -> dict:
     elapsed = time.perf_counter() - window.t0
     per = max(1, window.denominator)
-    return {"loss": window.loss / per, "lr": s.scheduler.get_last_lr()[0],
-            "grad_norm": float(grad_norm),
-            "epoch": round(s.state.step * s.inputs.samples_per_step / len(s.data.train), 3),
-            "tokens_per_s": window.tokens * s.dist.world / max(elapsed, 1e-9),
-            **{k: v / per for k, v in window.metrics.items()}}
+    return {
+        "loss": window.loss / per,
+        "lr": s.scheduler.get_last_lr()[0],
+        "grad_norm": float(grad_norm),
+        "epoch": round(s.state.step * s.inputs.samples_per_step / len(s.data.train), 3),
+        "tokens_per_s": window.tokens * s.dist.world / max(elapsed, 1e-9),
+        **{k: v / per for k, v in window.metrics.items()},
+    }
 
 
 def _evaluate(s: Setup, tracker) -> tuple[bool, bool]:
@@ -343,8 +380,11 @@ def _save_checkpoint(s: Setup) -> None:
     s.state.objective = s.objective.state_dict()
     full = s.dist.full_state(s.model, s.optimizer)  # collective under FSDP: every rank calls it
     if s.dist.rank == 0:
-        s.last_good = str(checkpoint.save_checkpoint(s.run_dir, s.state.step, s.model, s.optimizer, s.scheduler,
-                                                     s.state.as_dict(), full))
+        s.last_good = str(
+            checkpoint.save_checkpoint(
+                s.run_dir, s.state.step, s.model, s.optimizer, s.scheduler, s.state.as_dict(), full
+            )
+        )
         best = s.state.best_checkpoint
         checkpoint.rotate(s.run_dir, s.cfg.train.save_total_limit, Path(best) if best else None)
 
@@ -356,8 +396,9 @@ def _stop_if_diverged(s: Setup, loss_sum: float, grad_norm: float) -> None:
         guards.check_finite(step, loss_sum, grad_norm, s.last_good)
     except guards.Diverged:
         if s.dist.rank == 0:
-            write_json(s.run_dir / "run.json", {"status": "diverged", "step": step,
-                                                "last_good_checkpoint": s.last_good})
+            write_json(
+                s.run_dir / "run.json", {"status": "diverged", "step": step, "last_good_checkpoint": s.last_good}
+            )
         raise
 
 
@@ -368,21 +409,29 @@ def _write_outputs(s: Setup, full: dict | None) -> None:
         s.model.save_pretrained(tmp, state_dict=full["adapter"] if full else None)
         s.inputs.tokenizer.save_pretrained(tmp)
     losses = [r["loss"] for r in read_metrics(s.run_dir / "metrics.jsonl") if "loss" in r]
-    write_json(s.run_dir / "run.json", {
-        "status": "completed",
-        "base_model": s.cfg.model.name,
-        "base_model_path": str(s.inputs.model_path),
-        "steps": s.state.step,
-        "best_eval_loss": s.state.best_eval_loss,
-        "best_step": s.state.best_step,
-        "best_checkpoint": checkpoint.existing_best(s.state.as_dict(), s.state.step, s.run_dir),
-        "data": s.data.stats,
-        "trained_with": {k: v for k, v in (s.state.trained_with or {}).items() if k != "config"},
-        "fast_paths": {**s.paths.record(s.device), "weight_dtype": s.inputs.weight_dtype,
-                       "compute_dtype": s.inputs.compute_dtype} if s.paths else None,
-        "resumes": s.state.resumes,
-        "final_train_loss": losses[-1] if losses else None,
-    })
+    write_json(
+        s.run_dir / "run.json",
+        {
+            "status": "completed",
+            "base_model": s.cfg.model.name,
+            "base_model_path": str(s.inputs.model_path),
+            "steps": s.state.step,
+            "best_eval_loss": s.state.best_eval_loss,
+            "best_step": s.state.best_step,
+            "best_checkpoint": checkpoint.existing_best(s.state.as_dict(), s.state.step, s.run_dir),
+            "data": s.data.stats,
+            "trained_with": {k: v for k, v in (s.state.trained_with or {}).items() if k != "config"},
+            "fast_paths": {
+                **s.paths.record(s.device),
+                "weight_dtype": s.inputs.weight_dtype,
+                "compute_dtype": s.inputs.compute_dtype,
+            }
+            if s.paths
+            else None,
+            "resumes": s.state.resumes,
+            "final_train_loss": losses[-1] if losses else None,
+        },
+    )
 
 
 def schedule(kind: str, total: int, warmup_ratio: float):

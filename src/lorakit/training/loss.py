@@ -49,8 +49,9 @@ def _transform(logits: torch.Tensor, scale: float, softcap: float) -> torch.Tens
     return logits
 
 
-def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
-                softcap: float = 0.0) -> torch.Tensor:
+def _chunk_loss(
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, scale: float = 1.0, softcap: float = 0.0
+) -> torch.Tensor:
     logits = _transform(head(hidden).float(), scale, softcap)
     return F.cross_entropy(logits, targets, reduction="sum")
 
@@ -63,7 +64,7 @@ def summed_loss(model: torch.nn.Module, batch: dict, neftune_alpha: float = 0.0)
         return _FusedHeadLoss.apply(hidden, head.weight, targets, scale, softcap)
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.numel(), CHUNK):
-        h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
+        h, t = hidden[start : start + CHUNK], targets[start : start + CHUNK]
         if torch.is_grad_enabled():
             total = total + checkpoint(_chunk_loss, head, h, t, scale, softcap, use_reentrant=False)
         else:
@@ -80,7 +81,7 @@ def token_logprobs(model: torch.nn.Module, batch: dict, neftune_alpha: float = 0
         return _FusedHeadLogprobs.apply(hidden, head.weight, targets, scale, softcap)
     parts = []
     for start in range(0, targets.numel(), CHUNK):
-        h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
+        h, t = hidden[start : start + CHUNK], targets[start : start + CHUNK]
         if torch.is_grad_enabled():
             parts.append(checkpoint(_chunk_logprobs, head, h, t, scale, softcap, use_reentrant=False))
         else:
@@ -121,8 +122,9 @@ def _supervised_hidden(model, batch: dict, neftune_alpha: float):
     return head, hidden[keep], labels[keep], scale, softcap
 
 
-def _chunk_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, scale: float = 1.0,
-                    softcap: float = 0.0) -> torch.Tensor:
+def _chunk_logprobs(
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, scale: float = 1.0, softcap: float = 0.0
+) -> torch.Tensor:
     logits = _transform(head(hidden).float(), scale, softcap)
     return -F.cross_entropy(logits, targets, reduction="none")
 
@@ -134,7 +136,7 @@ def neftune_noise(embeds: torch.Tensor, batch: dict, alpha: float) -> torch.Tens
     not shrink the noise as a whole-row L would."""
     if "segments" in batch:
         n_shared = int(batch.get("shared_prefix") or 0)
-        own = [b - a for a, b in batch["segments"][1 if n_shared else 0:]]
+        own = [b - a for a, b in batch["segments"][1 if n_shared else 0 :]]
         length = n_shared + sum(own) / max(len(own), 1)
     elif "attention_mask" in batch:
         length = float(batch["attention_mask"].sum(-1).float().mean())
@@ -159,7 +161,7 @@ class _FusedHeadLoss(torch.autograd.Function):
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, targets.numel(), CHUNK):
-            h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
+            h, t = hidden[start : start + CHUNK], targets[start : start + CHUNK]
             logits = F.linear(h, weight).float()
             if scale != 1.0:
                 logits.mul_(scale)
@@ -175,7 +177,7 @@ class _FusedHeadLoss(torch.autograd.Function):
                 probs.mul_(capped.square_().neg_().add_(1.0))
             if scale != 1.0:
                 probs.mul_(scale)
-            grad_hidden[start:start + CHUNK] = probs.to(weight.dtype) @ weight
+            grad_hidden[start : start + CHUNK] = probs.to(weight.dtype) @ weight
         ctx.save_for_backward(grad_hidden)
         ctx.hidden_dtype = hidden.dtype
         return total
@@ -196,7 +198,7 @@ class _FusedHeadLogprobs(torch.autograd.Function):
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
         logp = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
         for start in range(0, targets.numel(), CHUNK):
-            h, t = hidden[start:start + CHUNK], targets[start:start + CHUNK]
+            h, t = hidden[start : start + CHUNK], targets[start : start + CHUNK]
             logits = F.linear(h, weight).float()
             if scale != 1.0:
                 logits.mul_(scale)
@@ -205,14 +207,14 @@ class _FusedHeadLogprobs(torch.autograd.Function):
                 capped = logits.div_(softcap).tanh_()
                 logits = capped * softcap
             lse = torch.logsumexp(logits, dim=-1)
-            logp[start:start + CHUNK] = logits.gather(1, t[:, None]).squeeze(1) - lse
+            logp[start : start + CHUNK] = logits.gather(1, t[:, None]).squeeze(1) - lse
             probs = logits.sub_(lse[:, None]).exp_()
             probs[torch.arange(t.numel(), device=t.device), t] -= 1.0  # softmax - onehot = -d(logp)/d(logits)
             if capped is not None:
                 probs.mul_(capped.square_().neg_().add_(1.0))
             if scale != 1.0:
                 probs.mul_(scale)
-            grad_hidden[start:start + CHUNK] = (probs.neg_()).to(weight.dtype) @ weight
+            grad_hidden[start : start + CHUNK] = (probs.neg_()).to(weight.dtype) @ weight
         ctx.save_for_backward(grad_hidden)
         ctx.hidden_dtype = hidden.dtype
         return logp
@@ -241,8 +243,9 @@ class LossModule(torch.nn.Module):
 
 
 @torch.no_grad()
-def evaluate_loss(model, samples, batch_size, packing, pad_id, device, autocast, share_prefix=False,
-                  budget=None) -> float:
+def evaluate_loss(
+    model, samples, batch_size, packing, pad_id, device, autocast, share_prefix=False, budget=None
+) -> float:
     """Token-mean loss over `samples` (no dropout); `model` is a PEFT model or a `LossModule`. The same
     measure for the loop's eval steps and the eval stage's held-out loss."""
     model = model if isinstance(model, LossModule) else LossModule(model)

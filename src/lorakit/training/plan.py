@@ -87,9 +87,16 @@ def _count_params_from_config(model_path: Path) -> int:
     return one + (layers - 1) * (count(2) - one)
 
 
-def estimate_memory_gb(model_path: Path, n_params: int, weight_dtype: str, tokens_micro: int,
-                       lora_params: int, gradient_checkpointing: bool, compute_dtype: str | None = None,
-                       quantize: str = "none") -> float:
+def estimate_memory_gb(
+    model_path: Path,
+    n_params: int,
+    weight_dtype: str,
+    tokens_micro: int,
+    lora_params: int,
+    gradient_checkpointing: bool,
+    compute_dtype: str | None = None,
+    quantize: str = "none",
+) -> float:
     """A rough upper estimate: weights, LoRA params with grads and Adam moments, saved activations (in
     the compute dtype, by default the weights'), and one chunk of LM-head logits. Good to a factor of
     ~1.5, enough to pick a preset (checked against measured GPU peaks in docs/benchmarks.md)."""
@@ -97,8 +104,9 @@ def estimate_memory_gb(model_path: Path, n_params: int, weight_dtype: str, token
     vocab = cfg.get("vocab_size", 32000)
     weights = weight_bytes(model_path, n_params, weight_dtype, quantize)
     lora_state = lora_params * 16
-    activations = tokens_micro * activation_bytes_per_token(model_path, compute_dtype or weight_dtype,
-                                                            gradient_checkpointing)
+    activations = tokens_micro * activation_bytes_per_token(
+        model_path, compute_dtype or weight_dtype, gradient_checkpointing
+    )
     logits = 1024 * vocab * 4 * 3
     return (weights + lora_state + activations + logits) / 1e9
 
@@ -151,14 +159,22 @@ def _projection_shapes(model_path: Path) -> tuple[dict[str, tuple[int, int]], in
     heads = cfg.get("num_attention_heads", 16)
     kv = cfg.get("num_key_value_heads", heads)
     hd = cfg.get("head_dim", h // heads)
-    shapes = {"q_proj": (h, heads * hd), "k_proj": (h, kv * hd), "v_proj": (h, kv * hd),
-              "o_proj": (heads * hd, h), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    shapes = {
+        "q_proj": (h, heads * hd),
+        "k_proj": (h, kv * hd),
+        "v_proj": (h, kv * hd),
+        "o_proj": (heads * hd, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
     return shapes, layers
 
 
 @dataclass
 class Inputs:
     """Everything a run needs decided before any weights load; shared by the plan and the loop's setup."""
+
     device: str
     model_path: Path
     tokenizer: Any
@@ -192,16 +208,18 @@ def resolve_inputs(cfg, dist, device: str, replay: bool = False) -> Inputs:
     _check_fast_paths(t, sharded)
     check_backends(cfg.tracking)
     if cfg.model.quantize != "none" and not device.startswith("cuda"):
-        raise LorakitError(f"model.quantize: {cfg.model.quantize} (QLoRA) needs a CUDA GPU; "
-                           f"set model.quantize=none to train on CPU")
+        raise LorakitError(
+            f"model.quantize: {cfg.model.quantize} (QLoRA) needs a CUDA GPU; set model.quantize=none to train on CPU"
+        )
     if not cfg.data.path:
         raise LorakitError("data.path: no training data given (set data.path in the config or data.path=FILE)")
 
     model_path = resolve_model(cfg.model.name, cfg.model.source, cfg.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
     if cfg.data.replay and t.method != "sft":
-        raise LorakitError(f"data.replay: mixes SFT answers into the data, but train.method is {t.method}; "
-                           "set data.replay=0")
+        raise LorakitError(
+            f"data.replay: mixes SFT answers into the data, but train.method is {t.method}; set data.replay=0"
+        )
     objective = objective_for(cfg)
     data = objective.prepare(cfg.data, tokenizer, cache_root(cfg.model.cache_dir) / "prepared")
     if not data.train:
@@ -215,19 +233,24 @@ def resolve_inputs(cfg, dist, device: str, replay: bool = False) -> Inputs:
     n_steps = batching.total_steps(len(data.train), samples_per_step, t.epochs, t.max_steps)
     use_fused = fused.enabled(t.fused, device) and not sharded  # sharded: one dtype, peft's forwards
     weight_dtype, upcast, dtype_note = precision.training_weights(cfg.model.dtype, device, t.precision, use_fused)
-    return Inputs(device, model_path, tokenizer, data, samples_per_step, n_steps, use_fused, weight_dtype,
-                  upcast, dtype_note)
+    return Inputs(
+        device, model_path, tokenizer, data, samples_per_step, n_steps, use_fused, weight_dtype, upcast, dtype_note
+    )
 
 
 def _check_fast_paths(t, sharded: bool) -> None:
     """Fast-path settings that cannot run as asked, refused before anything loads (a model whose attention
     packed attention does not compute is refused once loaded: fastpaths.choose)."""
     if t.attention == "packed" and not t.packing:
-        raise LorakitError("train.attention: packed needs train.packing=true (packed attention runs over packed "
-                           "rows); set train.attention=auto or fallback")
+        raise LorakitError(
+            "train.attention: packed needs train.packing=true (packed attention runs over packed "
+            "rows); set train.attention=auto or fallback"
+        )
     if t.fused == "on" and sharded:
-        raise LorakitError("train.fused: on cannot run sharded (train.fsdp with several processes keeps one "
-                           "dtype and peft's forwards); set train.fused=auto or off")
+        raise LorakitError(
+            "train.fused: on cannot run sharded (train.fsdp with several processes keeps one "
+            "dtype and peft's forwards); set train.fused=auto or off"
+        )
 
 
 def plan_run(cfg, dist=None) -> Plan:
@@ -241,14 +264,31 @@ def plan_run(cfg, dist=None) -> Plan:
 
     dist = dist or Distributed.from_env()
     inputs = resolve_inputs(cfg, dist, pick_device(cfg.train.device, dist))
-    plan = estimate(cfg, inputs.data, inputs.model_path, inputs.samples_per_step, inputs.n_steps,
-                    inputs.weight_dtype, inputs.device, inputs.compute_dtype)
+    plan = estimate(
+        cfg,
+        inputs.data,
+        inputs.model_path,
+        inputs.samples_per_step,
+        inputs.n_steps,
+        inputs.weight_dtype,
+        inputs.device,
+        inputs.compute_dtype,
+    )
     plan.notes = [inputs.dtype_note] if inputs.dtype_note else []
     return plan
 
 
-def estimate(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, device, compute_dtype=None,
-             free_bytes: int | None = None) -> Plan:
+def estimate(
+    cfg,
+    data,
+    model_path,
+    samples_per_step,
+    n_steps,
+    weight_dtype,
+    device,
+    compute_dtype=None,
+    free_bytes: int | None = None,
+) -> Plan:
     """The plan's figures from already tokenized data; the memory estimate sizes the largest forward.
     `free_bytes`: the device memory free before loading (default: asked of the GPU; `lorakit doctor
     --gpu-memory` passes a card's), from which pack_tokens=auto sizes its forwards on CUDA."""
@@ -258,22 +298,43 @@ def estimate(cfg, data, model_path, samples_per_step, n_steps, weight_dtype, dev
     t = cfg.train
     checkpointing = use_checkpointing(t.gradient_checkpointing, device)
     longest = sorted(lengths)[-samples_per_step:] or [0]  # the step of the longest samples
-    tokens_micro = sum(longest[-t.batch_size:])  # its largest micro-batch of batch_size samples
+    tokens_micro = sum(longest[-t.batch_size :])  # its largest micro-batch of batch_size samples
     if t.packing and t.pack_tokens == "auto" and device.startswith("cuda"):
         free = free_bytes if free_bytes is not None else _cuda_free_bytes(device)
         # what auto will pick once the weights are in: half the memory they leave, as pack_budget does
         left = None if free is None else free - weight_bytes(model_path, n_params, weight_dtype, cfg.model.quantize)
-        budget = batching.TokenBudget(AUTO_PACK_TOKENS[1] if left is None else auto_pack_tokens(
-            left, activation_bytes_per_token(model_path, weight_dtype, checkpointing)))
+        budget = batching.TokenBudget(
+            AUTO_PACK_TOKENS[1]
+            if left is None
+            else auto_pack_tokens(left, activation_bytes_per_token(model_path, weight_dtype, checkpointing))
+        )
     else:
         budget = pack_budget(t, device, model_path, weight_dtype, False)
     if budget:  # filled: the step's samples in rows of up to budget tokens; a cap splits that micro-batch
         tokens_micro = max(longest[-1], min(budget.tokens, sum(longest) if budget.fill else tokens_micro))
-    mem = estimate_memory_gb(model_path, n_params, weight_dtype, tokens_micro,
-                             lora_param_count(model_path, cfg.lora.r, cfg.lora.target_modules),
-                             checkpointing, compute_dtype, cfg.model.quantize)
-    return Plan(len(data.train), len(data.eval), sum(lengths), sum(objective.unit_supervised(u) for u in data.train),
-                samples_per_step, n_steps, n_params, weight_dtype, device, mem, unit=objective.unit)
+    mem = estimate_memory_gb(
+        model_path,
+        n_params,
+        weight_dtype,
+        tokens_micro,
+        lora_param_count(model_path, cfg.lora.r, cfg.lora.target_modules),
+        checkpointing,
+        compute_dtype,
+        cfg.model.quantize,
+    )
+    return Plan(
+        len(data.train),
+        len(data.eval),
+        sum(lengths),
+        sum(objective.unit_supervised(u) for u in data.train),
+        samples_per_step,
+        n_steps,
+        n_params,
+        weight_dtype,
+        device,
+        mem,
+        unit=objective.unit,
+    )
 
 
 def pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: bool) -> batching.TokenBudget | None:

@@ -18,8 +18,9 @@ def base_model_answerer(cfg, model_path: Path, device: str):
 
         print(f"replay: the base model answers {len(messages)} general prompts (once; cached)", flush=True)
         engine = Engine.load(str(model_path), device=device)
-        done = engine.answer_batch(messages, SamplingParams(temperature=0, max_new_tokens=MAX_NEW_TOKENS),
-                                   thinking=cfg.data.thinking)
+        done = engine.answer_batch(
+            messages, SamplingParams(temperature=0, max_new_tokens=MAX_NEW_TOKENS), thinking=cfg.data.thinking
+        )
         del engine
         gc.collect()
         return [a.text for a in done]
@@ -40,11 +41,19 @@ def add_base_answers(cfg, data, model_path: Path, tokenizer, device: str, cache_
     split (lorakit.data.replay.add_replay, with this module's answerer), and a line saying so."""
     from lorakit.data.replay import add_replay
 
-    data = add_replay(cfg.data, data, tokenizer, base_model_answerer(cfg, model_path, device),
-                      replay_fingerprint(model_path, tokenizer), Path(cache_dir))
+    data = add_replay(
+        cfg.data,
+        data,
+        tokenizer,
+        base_model_answerer(cfg, model_path, device),
+        replay_fingerprint(model_path, tokenizer),
+        Path(cache_dir),
+    )
     st = data.stats
     if st.get("replay_wanted"):
-        print(f"replay: {st['replay_samples']} of {len(data.train)} training samples are the base model's answers "
-              f"to {st['replay_source']} ({st['replay_generated']} generated now, the rest cached or shipped)",
-              flush=True)
+        print(
+            f"replay: {st['replay_samples']} of {len(data.train)} training samples are the base model's answers "
+            f"to {st['replay_source']} ({st['replay_generated']} generated now, the rest cached or shipped)",
+            flush=True,
+        )
     return data

@@ -21,9 +21,18 @@ from lorakit.errors import LorakitError
 # train.fused are not among them: the fallback trains on padded batches, and the fused forwards decide
 # whether frozen weights are held in bf16.
 SAFE_KEYS = {
-    "train.output_dir", "train.logging_steps", "train.save_steps", "train.save_total_limit", "train.eval_steps",
-    "train.early_stopping_patience", "train.threads", "train.device", "train.pack_tokens", "train.share_prefix",
-    "train.gradient_checkpointing", "train.packed_attention",
+    "train.output_dir",
+    "train.logging_steps",
+    "train.save_steps",
+    "train.save_total_limit",
+    "train.eval_steps",
+    "train.early_stopping_patience",
+    "train.threads",
+    "train.device",
+    "train.pack_tokens",
+    "train.share_prefix",
+    "train.gradient_checkpointing",
+    "train.packed_attention",
 }
 SAFE_SECTIONS = ("tracking.",)
 # Compared by content instead (a moved data file or model folder is the same run).
@@ -54,8 +63,11 @@ def model_identity(model_path: Path) -> dict:
                     fh.seek((size - _SAMPLE) * i // (_SAMPLES - 1))
                     h.update(fh.read(_SAMPLE))
     config = folder / "config.json"
-    return {"config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None,
-            "weights_fingerprint": h.hexdigest()[:16], "weight_bytes": total}
+    return {
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None,
+        "weights_fingerprint": h.hexdigest()[:16],
+        "weight_bytes": total,
+    }
 
 
 def changes(old: dict, new: dict) -> list[str]:
@@ -72,10 +84,15 @@ def changes(old: dict, new: dict) -> list[str]:
     if old.get("data") != new.get("data"):
         out.append(f"data content: {old.get('data')} -> {new.get('data')} (data files, tokenizer or preparation)")
     if old.get("base_model") != new.get("base_model"):
-        what = [k for k in ("config_sha256", "weights_fingerprint", "weight_bytes")
-                if (old.get("base_model") or {}).get(k) != (new.get("base_model") or {}).get(k)]
-        out.append(f"base model: {', '.join(what)} differ ({_short(_flatten(old.get('config', {})).get('model.name'))}"
-                   f" -> {_short(_flatten(new.get('config', {})).get('model.name'))})")
+        what = [
+            k
+            for k in ("config_sha256", "weights_fingerprint", "weight_bytes")
+            if (old.get("base_model") or {}).get(k) != (new.get("base_model") or {}).get(k)
+        ]
+        out.append(
+            f"base model: {', '.join(what)} differ ({_short(_flatten(old.get('config', {})).get('model.name'))}"
+            f" -> {_short(_flatten(new.get('config', {})).get('model.name'))})"
+        )
     return out
 
 
@@ -83,16 +100,23 @@ def check_resume(ckpt: Path, state: dict, now: dict, anyway: bool, say) -> dict:
     """Refuse (or, with `anyway`, allow and report) a resume that changes training; return the record of
     this resume, which the run keeps in state['resumes'] and writes to run.json."""
     before = state.get("trained_with")
-    record = {"checkpoint": str(ckpt), "step": state.get("step", 0),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "changed": [], "resume_anyway": anyway}
+    record = {
+        "checkpoint": str(ckpt),
+        "step": state.get("step", 0),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "changed": [],
+        "resume_anyway": anyway,
+    }
     if before is None:
         say(f"note: {ckpt} records no training settings (written by an older lorakit); resuming unchecked")
         record["changed"] = ["unknown (checkpoint has no record)"]
         return record
     diff = changes(before, now)
     if diff and not anyway:
-        raise LorakitError(f"--resume would change how the run trains since {ckpt.name}: {'; '.join(diff)}; "
-                           f"restore them, start a new run, or pass --resume-anyway")
+        raise LorakitError(
+            f"--resume would change how the run trains since {ckpt.name}: {'; '.join(diff)}; "
+            f"restore them, start a new run, or pass --resume-anyway"
+        )
     if diff:
         say(f"resuming anyway although these changed: {'; '.join(diff)}")
     record["changed"] = diff

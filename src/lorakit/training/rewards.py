@@ -78,8 +78,9 @@ def load_rewards(entries: list, config_dir: str | Path | None = None) -> list[Re
         elif isinstance(entry, dict):
             unknown = set(entry) - {"function", "weight", "args"}
             if unknown or "function" not in entry:
-                raise LorakitError(f"{where}: a mapping takes function (required), weight and args; "
-                                   f"got {sorted(entry)}")
+                raise LorakitError(
+                    f"{where}: a mapping takes function (required), weight and args; got {sorted(entry)}"
+                )
             spec, weight, args = entry["function"], entry.get("weight", 1.0), entry.get("args")
         else:
             raise LorakitError(f"{where}: expected 'module:function' or a mapping, got {type(entry).__name__}")
@@ -101,8 +102,9 @@ def load_rewards(entries: list, config_dir: str | Path | None = None) -> list[Re
     return rewards
 
 
-def score(rewards: list[Reward], prompts: list, completions: list, completion_ids: list[list[int]],
-          columns: dict[str, list]) -> Scores:
+def score(
+    rewards: list[Reward], prompts: list, completions: list, completion_ids: list[list[int]], columns: dict[str, list]
+) -> Scores:
     """Call every reward function on the batch and check each answer.
 
     A function that raises, returns the wrong number of values, or a value that is not a finite number
@@ -113,28 +115,34 @@ def score(rewards: list[Reward], prompts: list, completions: list, completion_id
     table = torch.full((n, len(rewards)), float("nan"), dtype=torch.float32)
     for j, reward in enumerate(rewards):
         try:
-            values = reward.function(prompts=prompts, completions=completions, completion_ids=completion_ids,
-                                     **columns)
+            values = reward.function(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
         except Exception as e:  # any failure in user code: name it instead of a traceback mid-step
             i = _failing_sample(reward.function, prompts, completions, completion_ids, columns)
-            where = (f"on sample {i} (prompt {_preview(prompts[i])}, completion {_preview(completions[i])})"
-                     if i is not None else f"on the batch of {n}")
+            where = (
+                f"on sample {i} (prompt {_preview(prompts[i])}, completion {_preview(completions[i])})"
+                if i is not None
+                else f"on the batch of {n}"
+            )
             raise LorakitError(f"reward {reward.name} raised {type(e).__name__}: {_first_line(e)} {where}") from None
         try:
             values = list(values)
         except TypeError:
-            raise LorakitError(f"reward {reward.name} returned {type(values).__name__}, expected a list of "
-                               f"{n} numbers") from None
+            raise LorakitError(
+                f"reward {reward.name} returned {type(values).__name__}, expected a list of {n} numbers"
+            ) from None
         if len(values) != n:
-            raise LorakitError(f"reward {reward.name} returned {len(values)} values for {n} completions "
-                               "(one per completion expected)")
+            raise LorakitError(
+                f"reward {reward.name} returned {len(values)} values for {n} completions (one per completion expected)"
+            )
         for i, value in enumerate(values):
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise LorakitError(f"reward {reward.name} returned {value!r} for sample {i} "
-                                   f"(prompt {_preview(prompts[i])}, completion {_preview(completions[i])}); "
-                                   "expected a finite number or None")
+                raise LorakitError(
+                    f"reward {reward.name} returned {value!r} for sample {i} "
+                    f"(prompt {_preview(prompts[i])}, completion {_preview(completions[i])}); "
+                    "expected a finite number or None"
+                )
             table[i, j] = float(value)
     return Scores(table, [r.name for r in rewards], torch.tensor([r.weight for r in rewards]))
 
@@ -144,8 +152,12 @@ def _failing_sample(function, prompts, completions, completion_ids, columns) -> 
     error can name it; reward functions are cheap next to a generation step."""
     for i in range(len(completions)):
         try:
-            function(prompts=prompts[i:i + 1], completions=completions[i:i + 1],
-                     completion_ids=completion_ids[i:i + 1], **{k: v[i:i + 1] for k, v in columns.items()})
+            function(
+                prompts=prompts[i : i + 1],
+                completions=completions[i : i + 1],
+                completion_ids=completion_ids[i : i + 1],
+                **{k: v[i : i + 1] for k, v in columns.items()},
+            )
         except Exception:
             return i
     return None
@@ -204,7 +216,7 @@ def _preview(value: Any, width: int = 60) -> str:
     if isinstance(value, list) and value and isinstance(value[-1], dict):
         value = value[-1].get("content", "")
     text = " ".join(str(value).split())
-    return repr(text if len(text) <= width else text[:width - 3] + "...")
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
 
 
 def _nanmean(x: torch.Tensor) -> float:

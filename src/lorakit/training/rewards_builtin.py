@@ -38,21 +38,27 @@ def parse_number(text) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def regex_match(pattern: str, reward: float = 1.0, penalty: float = 0.0, full: bool = False,
-                dotall: bool = True):
+def regex_match(pattern: str, reward: float = 1.0, penalty: float = 0.0, full: bool = False, dotall: bool = True):
     """`reward` when the completion matches `pattern` (anywhere, or the whole text with `full`), else `penalty`."""
     compiled = re.compile(pattern, re.DOTALL if dotall else 0)
     test = compiled.fullmatch if full else compiled.search
 
     def format_match(completions, **_):
-        return [reward if test(completion_text(c).strip() if full else completion_text(c)) else penalty
-                for c in completions]
+        return [
+            reward if test(completion_text(c).strip() if full else completion_text(c)) else penalty for c in completions
+        ]
 
     return format_match
 
 
-def numeric_answer(column: str = "answer", pattern: str | None = None, tolerance: float = 0.0,
-                   relative: bool = False, reward: float = 1.0, penalty: float = 0.0):
+def numeric_answer(
+    column: str = "answer",
+    pattern: str | None = None,
+    tolerance: float = 0.0,
+    relative: bool = False,
+    reward: float = 1.0,
+    penalty: float = 0.0,
+):
     """`reward` when the completion's answer equals the number in `column` within `tolerance`, else `penalty`.
 
     The answer is group 1 of `pattern` when given (e.g. "<answer>(.*?)</answer>"), otherwise the last

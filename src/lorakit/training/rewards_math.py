@@ -23,8 +23,11 @@ SOLUTION_END = "</SOLUTION>"
 
 # The template opens the reasoning itself, so a completion starts inside it: the format is "reasoning,
 # REASONING_END, anything, SOLUTION_START answer SOLUTION_END", and only whitespace around it.
-_FORMAT = re.compile(rf"{re.escape(REASONING_END)}.*?{re.escape(SOLUTION_START)}(.+?){re.escape(SOLUTION_END)}"
-                     r"\s*$", re.DOTALL)
+_FORMAT = re.compile(
+    rf"{re.escape(REASONING_END)}.*?{re.escape(SOLUTION_START)}(.+?){re.escape(SOLUTION_END)}"
+    r"\s*$",
+    re.DOTALL,
+)
 _NUMBER = re.compile(rf"{re.escape(SOLUTION_START)}.*?(-?[\d\.,]+)", re.DOTALL)
 
 

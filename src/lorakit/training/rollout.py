@@ -64,8 +64,9 @@ class Rollout:
             return self.engine.encode(prompt)
         return self.engine.chat_prompt(prompt, enable_thinking=enable_thinking)
 
-    def generate(self, prompts: list[list[int]], progress: Callable[[int, int], None] | None = None
-                 ) -> list[Completion]:
+    def generate(
+        self, prompts: list[list[int]], progress: Callable[[int, int], None] | None = None
+    ) -> list[Completion]:
         """`num_generations` completions per prompt, grouped: completions of prompt i are at
         i * num_generations ... (i + 1) * num_generations - 1. `progress(done, total)` is called as
         batches of completions finish."""
@@ -76,19 +77,24 @@ class Rollout:
         with generation_mode(self.model), engine.lock, torch.inference_mode():
             # Completions of one prompt share a forward pass: equal lengths, no left padding.
             for start in range(0, len(jobs), BATCH_ROWS):
-                part = [_RecordingRow(engine, list(ids), self._params(seed), self._budget(ids))
-                        for (_, ids), seed in zip(jobs[start:start + BATCH_ROWS], seeds[start:start + BATCH_ROWS])]
+                part = [
+                    _RecordingRow(engine, list(ids), self._params(seed), self._budget(ids))
+                    for (_, ids), seed in zip(jobs[start : start + BATCH_ROWS], seeds[start : start + BATCH_ROWS])
+                ]
                 engine._decode_rows(part)
                 rows += part
                 if progress:
                     progress(len(rows), len(jobs))
-        return [Completion(group, list(ids), row.tokens, engine.decode(row.tokens), row.finish != "stop")
-                for (group, ids), row in zip(jobs, rows)]
+        return [
+            Completion(group, list(ids), row.tokens, engine.decode(row.tokens), row.finish != "stop")
+            for (group, ids), row in zip(jobs, rows)
+        ]
 
     def _params(self, seed: int) -> SamplingParams:
         s = self.settings
-        return SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                              max_new_tokens=s.max_completion_length, seed=seed)
+        return SamplingParams(
+            temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_completion_length, seed=seed
+        )
 
     def _budget(self, ids: list[int]) -> int:
         room = self.engine.max_context - len(ids)

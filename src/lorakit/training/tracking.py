@@ -21,8 +21,10 @@ def check_backends(cfg: TrackingConfig) -> None:
         if importlib.util.find_spec(name) is None:
             from lorakit.install import install_command
 
-            raise LorakitError(f"tracking.backends: {name} is not installed "
-                               f"({install_command(repr(PIP_NAMES[name]), DEPENDENCIES.get(name))})")
+            raise LorakitError(
+                f"tracking.backends: {name} is not installed "
+                f"({install_command(repr(PIP_NAMES[name]), DEPENDENCIES.get(name))})"
+            )
 
 
 class Tracker:
@@ -71,8 +73,13 @@ class _SwanLab:
 
         # swanlab.init must run before anything logs (transformers' integration fails with "No active
         # Run" otherwise); local mode needs no login and no network.
-        self.run = swanlab.init(project=cfg.project, experiment_name=name, config=config,
-                                mode=cfg.swanlab_mode, logdir=str(run_dir / "swanlog"))
+        self.run = swanlab.init(
+            project=cfg.project,
+            experiment_name=name,
+            config=config,
+            mode=cfg.swanlab_mode,
+            logdir=str(run_dir / "swanlog"),
+        )
         self._swanlab = swanlab
 
     def log(self, step: int, row: dict) -> None:
@@ -122,7 +129,9 @@ class _MLflow:
         mlflow.log_params({k: str(v)[:250] for k, v in _flatten(config).items()})
 
     def log(self, step: int, row: dict) -> None:
-        self.mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}, step=step)
+        self.mlflow.log_metrics(
+            {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}, step=step
+        )
 
     def close(self) -> None:
         self.mlflow.end_run()
@@ -163,8 +172,10 @@ def write_plots(run_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fname, keys, title in PLOTS:
-        series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
-                  for k in keys}
+        series = {
+            k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
+            for k in keys
+        }
         if not any(series.values()):
             continue
         fig = Chart(figsize=(6, 3.5), dpi=100)

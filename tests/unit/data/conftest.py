@@ -1,4 +1,5 @@
-"""Tokenizers for the data tests: the real Qwen3 tokenizer (built offline) and SmolLM2's, both with their chat templates."""
+"""Tokenizers for the data tests: the real Qwen3 tokenizer (built offline) and SmolLM2's, both with their
+chat templates."""
 
 from pathlib import Path
 

@@ -5,8 +5,7 @@ import os
 
 import pytest
 
-from lorakit.data import load_conversations
-from lorakit.data import readers
+from lorakit.data import load_conversations, readers
 from lorakit.data.problem_report import report_lines, validate_data
 from lorakit.errors import LorakitError
 
@@ -47,15 +46,18 @@ def test_truncated_json_array(tmp_path):
     assert validate_data(str(path)).conversations  # the complete first record still counts
 
 
-@pytest.mark.parametrize("body,msg", [
-    ('{"a": 1} trailing', "invalid JSON"),
-    ('[{"instruction": "q", "output": "a"}] extra', "extra data after the array"),
-    ('[{"instruction": "q", "output": "a"} {"x": 1}]', "expected ',' or ']'"),
-    ('"just a string"', "expected an array of records"),
-    ("[]", "empty array"),
-    ("   \n\n", "empty file"),
-    ("[" * 100_000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "body,msg",
+    [
+        ('{"a": 1} trailing', "invalid JSON"),
+        ('[{"instruction": "q", "output": "a"}] extra', "extra data after the array"),
+        ('[{"instruction": "q", "output": "a"} {"x": 1}]', "expected ',' or ']'"),
+        ('"just a string"', "expected an array of records"),
+        ("[]", "empty array"),
+        ("   \n\n", "empty file"),
+        ("[" * 100_000, "nested too deeply"),
+    ],
+)
 def test_malformed_json_files(tmp_path, body, msg):
     path = tmp_path / "x.json"
     path.write_text(body)
@@ -73,8 +75,13 @@ def test_empty_files(tmp_path, name):
 
 def test_non_utf8_line_is_reported_and_the_rest_read(tmp_path):
     path = tmp_path / "latin1.jsonl"
-    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + '{"instruction": "caf\xe9", "output": "x"}\n'.encode("latin-1")
-                     + json.dumps(GOOD).encode() + b"\n")
+    path.write_bytes(
+        json.dumps(GOOD).encode()
+        + b"\n"
+        + '{"instruction": "caf\xe9", "output": "x"}\n'.encode("latin-1")
+        + json.dumps(GOOD).encode()
+        + b"\n"
+    )
     result = validate_data(str(path))
     assert [str(p) for p in result.problems] == [f"{path}:2: not UTF-8 text (byte 0xe9 at column 21)"]
     assert len(result.conversations) == 2
@@ -83,8 +90,9 @@ def test_non_utf8_line_is_reported_and_the_rest_read(tmp_path):
 def test_utf16_file_gets_a_hint(tmp_path):
     path = tmp_path / "u16.json"
     path.write_bytes(json.dumps([GOOD]).encode("utf-16"))
-    assert problems(path) == [f"{path}:1: not UTF-8 text (byte 0xff at column 1); the file looks like UTF-16, "
-                              "save it as UTF-8"]
+    assert problems(path) == [
+        f"{path}:1: not UTF-8 text (byte 0xff at column 1); the file looks like UTF-16, save it as UTF-8"
+    ]
 
 
 def test_binary_file_gives_problems_not_a_traceback(tmp_path):
@@ -162,11 +170,14 @@ def test_paths_that_do_not_exist_or_hold_no_data(tmp_path):
 
 def test_wrong_types_inside_messages(tmp_path):
     path = tmp_path / "m.jsonl"
-    rows = [{"messages": "not a list"}, {"messages": [{"role": "user", "content": ["x"]}, "turn"]},
-            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>never closed"}]},
-            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "   "}]},
-            {"conversations": [{"from": "human", "value": "q"}, {"from": 3, "value": "a"}]},
-            {"instruction": "q", "output": "a", "history": [["only one"]]}]
+    rows = [
+        {"messages": "not a list"},
+        {"messages": [{"role": "user", "content": ["x"]}, "turn"]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>never closed"}]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "   "}]},
+        {"conversations": [{"from": "human", "value": "q"}, {"from": 3, "value": "a"}]},
+        {"instruction": "q", "output": "a", "history": [["only one"]]},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     got = problems(path)
     assert f"{path}:1: messages: expected a list, found a string" in got
@@ -187,22 +198,26 @@ def test_lone_surrogates_are_reported_with_file_line_and_field(tmp_path, qwen3_t
     """JSON may escape half a UTF-16 pair; validate names it, prepare stops on it in one line (issue 18)."""
     from lorakit.data.prepared import data_config, prepare_splits
 
-    rows = ['{"instruction": "q\\ud800", "output": "a"}',
-            '{"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "x\\udfffy"}]}',
-            '{"instruction": "q", "output": "a", "history": [["h\\udbff", "a"]]}',
-            '{"\\ud800": 1}',
-            json.dumps(GOOD)]
+    rows = [
+        '{"instruction": "q\\ud800", "output": "a"}',
+        '{"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "x\\udfffy"}]}',
+        '{"instruction": "q", "output": "a", "history": [["h\\udbff", "a"]]}',
+        '{"\\ud800": 1}',
+        json.dumps(GOOD),
+    ]
     path = tmp_path / "s.jsonl"
     path.write_text("\n".join(rows) + "\n")
     got = problems(path)
-    assert got == [f"{path}:1: instruction: lone UTF-16 surrogate \\ud800 at character 2: not valid Unicode text; "
-                   "fix or drop that escape",
-                   f"{path}:2: messages[1].content: lone UTF-16 surrogate \\udfff at character 2: not valid Unicode "
-                   "text; fix or drop that escape",
-                   f"{path}:3: history[0][0]: lone UTF-16 surrogate \\udbff at character 2: not valid Unicode text; "
-                   "fix or drop that escape",
-                   f"{path}:4: unknown schema (keys: \\ud800); expected alpaca (instruction/output), sharegpt "
-                   "(conversations), messages, or prompt/completion; map columns with --columns / data.columns"]
+    assert got == [
+        f"{path}:1: instruction: lone UTF-16 surrogate \\ud800 at character 2: not valid Unicode text; "
+        "fix or drop that escape",
+        f"{path}:2: messages[1].content: lone UTF-16 surrogate \\udfff at character 2: not valid Unicode "
+        "text; fix or drop that escape",
+        f"{path}:3: history[0][0]: lone UTF-16 surrogate \\udbff at character 2: not valid Unicode text; "
+        "fix or drop that escape",
+        f"{path}:4: unknown schema (keys: \\ud800); expected alpaca (instruction/output), sharegpt "
+        "(conversations), messages, or prompt/completion; map columns with --columns / data.columns",
+    ]
     for line in report_lines(validate_data(str(path))):
         line.encode("utf-8")  # every report line prints on a UTF-8 terminal
     with pytest.raises(LorakitError, match=r"s.jsonl:1: instruction: lone UTF-16 surrogate"):

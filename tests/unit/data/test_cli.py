@@ -11,8 +11,10 @@ runner = CliRunner()
 
 def test_validate_reports_mixed_schemas_and_column_mapping(tmp_path):
     path = tmp_path / "d.jsonl"
-    rows = [{"question": "q", "answer": "a"}, {"messages": [{"role": "user", "content": "u"},
-                                                            {"role": "assistant", "content": "m"}]}]
+    rows = [
+        {"question": "q", "answer": "a"},
+        {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "m"}]},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     bad = runner.invoke(app, ["validate", str(path)])
     assert bad.exit_code == 1 and f"{path}:1: unknown schema" in bad.output

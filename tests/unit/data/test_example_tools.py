@@ -40,14 +40,20 @@ def test_every_result_is_what_the_tool_returns():
 
 def test_the_tools():
     assert json.loads(call_tool("convert_units", {"value": 100, "from_unit": "C", "to_unit": "F"})) == {
-        "value": 212, "unit": "F"}
+        "value": 212,
+        "unit": "F",
+    }
     assert json.loads(call_tool("convert_units", {"value": 1, "from_unit": "mi", "to_unit": "km"}))["value"] == 1.6093
     assert json.loads(call_tool("calculate", {"expression": "(2 + 3) * 4 / 8"})) == {"result": 2.5}
     assert json.loads(call_tool("lookup_element", {"element": "Fe"}))["name"] == "iron"
-    for name, args in (("calculate", {"expression": "__import__('os').getcwd()"}), ("calculate", {"expression": "1/0"}),
-                       ("convert_units", {"value": 1, "from_unit": "kg", "to_unit": "km"}),
-                       ("lookup_element", {"element": "kryptonite"}), ("lookup_element", {"name": "iron"}),
-                       ("weather", {})):
+    for name, args in (
+        ("calculate", {"expression": "__import__('os').getcwd()"}),
+        ("calculate", {"expression": "1/0"}),
+        ("convert_units", {"value": 1, "from_unit": "kg", "to_unit": "km"}),
+        ("lookup_element", {"element": "kryptonite"}),
+        ("lookup_element", {"name": "iron"}),
+        ("weather", {}),
+    ):
         assert "error" in json.loads(call_tool(name, args))
 
 

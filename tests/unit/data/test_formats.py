@@ -16,8 +16,12 @@ def test_alpaca_jsonl(fixtures):
     convs = load_conversations(str(fixtures / "alpaca.jsonl"))
     assert roles(convs[0]) == [("user", "Translate to French\nGood morning", None), ("assistant", "Bonjour", None)]
     assert roles(convs[1])[0] == ("system", "You are terse.", None)
-    assert roles(convs[2]) == [("user", "Name a fruit", None), ("assistant", "Apple", None),
-                               ("user", "And another?", None), ("assistant", "Green", None)]
+    assert roles(convs[2]) == [
+        ("user", "Name a fruit", None),
+        ("assistant", "Apple", None),
+        ("user", "And another?", None),
+        ("assistant", "Green", None),
+    ]
     assert convs[1].source.endswith("alpaca.jsonl:2")
 
 
@@ -140,8 +144,9 @@ def test_datasets_save_to_disk_folders(tmp_path):
     assert [roles(c) for c in load_conversations(str(tmp_path / "dict"))] == [EXPECTED[0]] * 2
 
 
-@pytest.mark.parametrize("columns", [{"question": "instruction", "answer": "output"},
-                                     {"instruction": "question", "output": "answer"}])
+@pytest.mark.parametrize(
+    "columns", [{"question": "instruction", "answer": "output"}, {"instruction": "question", "output": "answer"}]
+)
 def test_column_mapping_either_direction(tmp_path, columns):
     path = tmp_path / "qa.jsonl"
     _write(path, "jsonl", [{"question": "q", "answer": "a"}])
@@ -151,8 +156,11 @@ def test_column_mapping_either_direction(tmp_path, columns):
 
 
 def test_bom_is_accepted(tmp_path):
-    for name, body in (("a.jsonl", json.dumps(RECORDS[0]) + "\n"), ("a.json", json.dumps([RECORDS[0]])),
-                       ("a.csv", "instruction,output\ni,o\n")):
+    for name, body in (
+        ("a.jsonl", json.dumps(RECORDS[0]) + "\n"),
+        ("a.json", json.dumps([RECORDS[0]])),
+        ("a.csv", "instruction,output\ni,o\n"),
+    ):
         (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + body.encode())
         assert roles(load_conversations(str(tmp_path / name))[0]) == EXPECTED[0]
 
@@ -166,8 +174,19 @@ def test_jsonl_written_as_json(tmp_path):
 def test_sharegpt_role_spellings():
     from lorakit.data.formats import to_conversation
 
-    rec = {"conversations": [{"from": "system", "value": "s"}, {"from": "user", "value": "u"},
-                             {"from": "assistant", "value": "a"}, {"from": "human", "value": "u2"},
-                             {"from": "chatgpt", "value": "a2"}]}
-    assert [m.role for m in to_conversation(rec, "x:1", "sharegpt").messages] == \
-        ["system", "user", "assistant", "user", "assistant"]
+    rec = {
+        "conversations": [
+            {"from": "system", "value": "s"},
+            {"from": "user", "value": "u"},
+            {"from": "assistant", "value": "a"},
+            {"from": "human", "value": "u2"},
+            {"from": "chatgpt", "value": "a2"},
+        ]
+    }
+    assert [m.role for m in to_conversation(rec, "x:1", "sharegpt").messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]

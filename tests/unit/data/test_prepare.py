@@ -7,7 +7,7 @@ import time
 import pytest
 
 from lorakit.config import DataConfig
-from lorakit.data import IGNORE, export_jsonl, prepare_splits, tokenize_conversation, load_conversations
+from lorakit.data import IGNORE, export_jsonl, load_conversations, prepare_splits, tokenize_conversation
 from lorakit.data.prepared import account_line
 from lorakit.errors import LorakitError
 
@@ -30,7 +30,7 @@ def test_huanhuan_prepared_like_tokenize_conversation(qwen3_tok, fixtures):
     st = data.stats
     assert st["records"] == 4 and st["train_samples"] == 4 and st["duplicates_dropped"] == 0
     assert st["train_tokens"] == sum(len(w["input_ids"]) for w in want)
-    assert st["train_supervised_tokens"] == sum(sum(l != IGNORE for l in w["labels"]) for w in want)
+    assert st["train_supervised_tokens"] == sum(sum(lab != IGNORE for lab in w["labels"]) for w in want)
 
 
 def test_eval_split_share_and_count_dedup_and_max_samples(qwen3_tok, tmp_path):
@@ -87,9 +87,11 @@ def test_samples_with_no_answer_left_after_truncation_are_dropped(qwen3_tok, tmp
     # the line `lorakit train` prints for it, and with data.dedup off, where nothing was checked
     assert account_line(data.stats, DataConfig(max_length=40)) == (
         "data: 2 records read, 0 exact duplicates dropped, 1 truncated at data.max_length=40 "
-        "(1 of them dropped: no answer token left); 1 train / 0 eval samples")
+        "(1 of them dropped: no answer token left); 1 train / 0 eval samples"
+    )
     assert account_line(data.stats, DataConfig(max_length=40, dedup=False)).startswith(
-        "data: 2 records read, duplicates kept (data.dedup false), 1 truncated")
+        "data: 2 records read, duplicates kept (data.dedup false), 1 truncated"
+    )
 
 
 def test_cache_hit_is_instant_and_invalidated_by_content_and_settings(qwen3_tok, tmp_path):

@@ -4,17 +4,20 @@ import json
 
 from rich.console import Console
 
-from lorakit.data.stats import inspect_data, plot_lengths, render_report
 from lorakit.data import load_conversations, tokenize_conversation
+from lorakit.data.stats import inspect_data, plot_lengths, render_report
 
 
 def test_counts_lengths_truncation_and_duplicates(qwen3_tok, fixtures, tmp_path):
     path = tmp_path / "d.jsonl"
     rows = json.loads((fixtures / "huanhuan.json").read_text(encoding="utf-8"))
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows + rows[:1]) + "{bad\n",
-                    encoding="utf-8")
-    want = [len(tokenize_conversation(qwen3_tok, c, max_length=10**6)["input_ids"])
-            for c in load_conversations(str(fixtures / "huanhuan.json"))]
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows + rows[:1]) + "{bad\n", encoding="utf-8"
+    )
+    want = [
+        len(tokenize_conversation(qwen3_tok, c, max_length=10**6)["input_ids"])
+        for c in load_conversations(str(fixtures / "huanhuan.json"))
+    ]
     res = inspect_data(str(path), qwen3_tok, max_length=40, preview=0)
     s = res.summary()
     assert res.lengths == want + want[:1]

@@ -55,8 +55,7 @@ class Exported:
         from lorakit.exporting import export_model
 
         if quant not in self._folders:
-            self._folders[quant] = export_model(self.merged, self.root / f"gguf-{quant}", quant=quant,
-                                                quality_tokens=0)
+            self._folders[quant] = export_model(self.merged, self.root / f"gguf-{quant}", quant=quant, quality_tokens=0)
         return self._folders[quant]
 
     def adapter_folder(self) -> Path:
@@ -64,8 +63,9 @@ class Exported:
         from lorakit.exporting import export_model
 
         if "lora" not in self._folders:
-            self._folders["lora"] = export_model(self.run, self.root / "gguf-lora", fmt="gguf-lora", quant="f16",
-                                                 quality_tokens=0)
+            self._folders["lora"] = export_model(
+                self.run, self.root / "gguf-lora", fmt="gguf-lora", quant="f16", quality_tokens=0
+            )
         return self._folders["lora"]
 
     def gguf(self, quant: str) -> Path:

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import gguf
 import pytest
-
 from test_export_llama_cpp import CONVERSATION, HERE, llama_cpp
 
 from lorakit.exporting.modelfile import hf_prompt
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not (HERE / "node_modules" / "node-llama-cpp").is_dir(),
-    reason="llama.cpp for the export tests is not installed (needs node and npm; run `make install`)")
+    reason="llama.cpp for the export tests is not installed (needs node and npm; run `make install`)",
+)
 
 MAX_TOKENS = 12
 
@@ -68,8 +68,10 @@ def test_adapter_over_base_in_llama_cpp_generates_as_the_merged_export(exported)
     merged = llama_cpp(exported.gguf("f16"), prompt, CONVERSATION, MAX_TOKENS)
     with_adapter = llama_cpp_lora(base, adapter, prompt)
     alone = llama_cpp(base, prompt, CONVERSATION, MAX_TOKENS)
-    print(f"\n{exported.base}: merged {merged['tokens']} / base + adapter {with_adapter['tokens']} / "
-          f"base alone {alone['tokens']}")
+    print(
+        f"\n{exported.base}: merged {merged['tokens']} / base + adapter {with_adapter['tokens']} / "
+        f"base alone {alone['tokens']}"
+    )
     assert with_adapter["tokens"] == merged["tokens"] and len(merged["tokens"]) > 0
 
 

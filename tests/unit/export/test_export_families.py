@@ -53,8 +53,9 @@ def test_qwen2_round_trips_through_transformers_gguf_loader(tmp_path, lorakit_ca
     from lorakit.models.builtin import qwen3_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir(lorakit_cache))
-    config = transformers.Qwen2Config(**dict(SMALL, vocab_size=151936, bos_token_id=None,
-                                             eos_token_id=tok.convert_tokens_to_ids("<|im_end|>")))
+    config = transformers.Qwen2Config(
+        **dict(SMALL, vocab_size=151936, bos_token_id=None, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    )
     torch.manual_seed(0)
     model = transformers.Qwen2ForCausalLM(config).eval()
     with torch.no_grad():
@@ -64,9 +65,14 @@ def test_qwen2_round_trips_through_transformers_gguf_loader(tmp_path, lorakit_ca
     tok.save_pretrained(tmp_path / "model")
     out = lorakit.export(tmp_path / "model", tmp_path / "gguf", quant="f16")
     path = next(out.glob("*.gguf"))
-    back = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
-                                                             config=config).eval()
-    ids = tok.apply_chat_template([{"role": "user", "content": "你好，今天天气如何？"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)["input_ids"]
+    back = transformers.AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32, config=config
+    ).eval()
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "你好，今天天气如何？"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(back(ids).logits, model(ids).logits, rtol=1e-4, atol=1e-5)

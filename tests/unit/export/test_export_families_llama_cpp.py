@@ -83,8 +83,12 @@ def runs(tmp_path_factory, lorakit_cache):
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir(lorakit_cache))
     tok_files = tmp_path_factory.mktemp("tokenizer")
     tok.save_pretrained(tok_files)  # once; each model folder gets a copy of the files
-    special = dict(vocab_size=len(tok), bos_token_id=None, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                   pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"))
+    special = dict(
+        vocab_size=len(tok),
+        bos_token_id=None,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+    )
     stops = {special["eos_token_id"], special["pad_token_id"]}
     ours, requests = {}, []
     for name in EXPORTED:
@@ -106,8 +110,15 @@ def runs(tmp_path_factory, lorakit_cache):
         tokens, margins = _greedy(engine.model, ids, stops)
         prompt = hf_prompt(engine.tokenizer, CONVERSATION)
         ours[name] = (model, ids, prompt, tokens, margins)
-        requests.append({"model": str(gguf), "prompt": prompt, "max_tokens": MAX_TOKENS,
-                         "messages": CONVERSATION, "top_probs": TOP_PROBS})
+        requests.append(
+            {
+                "model": str(gguf),
+                "prompt": prompt,
+                "max_tokens": MAX_TOKENS,
+                "messages": CONVERSATION,
+                "top_probs": TOP_PROBS,
+            }
+        )
     proc = subprocess.run(["node", "run_gguf.mjs"], input=json.dumps(requests), capture_output=True, text=True,
                           cwd=HERE, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

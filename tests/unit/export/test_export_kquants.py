@@ -30,7 +30,8 @@ FILE_TYPES = {"q6_k": gguf.LlamaFileType.MOSTLY_Q6_K, "q5_k_m": gguf.LlamaFileTy
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not (HERE / "node_modules" / "node-llama-cpp").is_dir(),
-    reason="llama.cpp for the export tests is not installed (needs node and npm; run `make install`)")
+    reason="llama.cpp for the export tests is not installed (needs node and npm; run `make install`)",
+)
 
 
 def llama_cpp_top1(gguf_file: Path, ids: list[int], lora: list[Path] | None = None) -> tuple[list[int], list[float]]:
@@ -53,9 +54,13 @@ def heldout_ids(merged: Path, limit: int = 512) -> list[int]:
 
     tok = AutoTokenizer.from_pretrained(merged)
     rows = json.loads(resources.files("lorakit").joinpath("assets/demo/heldout.json").read_text())
-    text = "".join(tok.apply_chat_template([{"role": "user", "content": r["instruction"]},
-                                            {"role": "assistant", "content": r["output"]}], tokenize=False)
-                   for r in rows[:8])
+    text = "".join(
+        tok.apply_chat_template(
+            [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]}],
+            tokenize=False,
+        )
+        for r in rows[:8]
+    )
     return tok(text, add_special_tokens=False).input_ids[:limit]
 
 
@@ -83,8 +88,10 @@ def test_k_quant_agrees_with_float32_in_llama_cpp(smollm2, quant):
     regret = (logits[miss, want[miss]] - logits[miss, got[miss]]).tolist()
     agree = 1 - len(miss) / len(want)
     floor, largest, median = FLOORS[quant]
-    print(f"\n{BASE} {quant} in llama.cpp: top-1 agreement {agree:.4f} over {len(want)} held-out tokens; "
-          f"{path.stat().st_size / 1e6:.1f} MB; float32 logit gap at the misses: {sorted(round(r, 3) for r in regret)}")
+    print(
+        f"\n{BASE} {quant} in llama.cpp: top-1 agreement {agree:.4f} over {len(want)} held-out tokens; "
+        f"{path.stat().st_size / 1e6:.1f} MB; float32 logit gap at the misses: {sorted(round(r, 3) for r in regret)}"
+    )
     assert agree >= floor
     # most misses are near-ties, and none is a token the float32 model ruled out: a broken file misses widely
     assert sorted(regret)[len(regret) // 2] < median if regret else True

@@ -24,7 +24,8 @@ CONVERSATION = [{"role": "user", "content": "Who are you, stranger?"},
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not (HERE / "node_modules" / "node-llama-cpp").is_dir(),
-    reason="llama.cpp for the export tests is not installed (needs node and npm; run `make install`)")
+    reason="llama.cpp for the export tests is not installed (needs node and npm; run `make install`)",
+)
 
 
 def llama_cpp(gguf: Path, prompt: str, messages: list[dict], max_tokens: int) -> dict:

@@ -73,7 +73,7 @@ def test_go_template_subset():
     data = {"Messages": [{"Role": "user", "Content": "a"}, {"Role": "assistant", "Content": "b"}], "X": 2}
     assert render("{{- range $i, $m := .Messages }}{{ $i }}={{ $m.Role }};{{ end }}", data) == "0=user;1=assistant;"
     assert render("x  {{- if eq .X 2 -}}  two  {{- else }}other{{ end }}", data) == "xtwo"
-    assert render('{{ if ne .X 2 }}a{{ else if and (eq .X 2) (not false) }}b{{ else }}c{{ end }}', data) == "b"  # fmt: skip
+    assert render('{{ if ne .X 2 }}a{{ else if and (eq .X 2) (not false) }}b{{ else }}c{{ end }}', data) == "b"  # noqa: E501  # fmt: skip
     assert render("{{ len (slice $.Messages 1) }}{{ $m := index .Messages 0 }}{{ $m.Role }}", data) == "1user"
     with pytest.raises(TemplateError):
         render("{{ range .Messages }}{{ end }}", data)

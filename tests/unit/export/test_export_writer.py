@@ -24,8 +24,11 @@ def test_rotary_rows_are_what_transformers_gguf_loader_undoes():
     w = np.arange(6 * 8 * 4, dtype=np.float32).reshape(6 * 8, 4)  # 6 heads of 8 rows
     moved = interleave_rotary_rows(w, 6)
     assert not np.array_equal(moved, w)
-    back = LlamaTensorProcessor(config={"num_attention_heads": 6, "num_key_value_heads": 6}).process(
-        moved, "blk.0.attn_q.weight").weights
+    back = (
+        LlamaTensorProcessor(config={"num_attention_heads": 6, "num_key_value_heads": 6})
+        .process(moved, "blk.0.attn_q.weight")
+        .weights
+    )
     assert np.array_equal(back, w)
 
 
@@ -45,8 +48,19 @@ def test_pre_tokenizer_names(tmp_path):
     for model, name in (("qwen3-tiny-random", "qwen2"), ("smollm2-135m-instruct", "smollm")):
         spec = json.loads((resolve_model(model) / "tokenizer.json").read_text())
         assert _pre_tokenizer(spec, tmp_path) == name
-    llama3 = {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {
-        "Regex": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"}}]}}
+    llama3 = {
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [
+                {
+                    "type": "Split",
+                    "pattern": {
+                        "Regex": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"  # noqa: E501
+                    },
+                }
+            ],
+        }
+    }
     assert _pre_tokenizer(llama3, tmp_path) == "llama-bpe"
     with pytest.raises(LorakitError, match="pre-tokenizer"):
         _pre_tokenizer({"pre_tokenizer": {"type": "Metaspace"}}, tmp_path)

@@ -83,8 +83,13 @@ def running_server(tokenizer, max_queue: int = 16, api_key: str | None = API_KEY
 
     model = ScriptedModel(tokenizer)
     engine = Engine(model, tokenizer, adapters=["shouty", "thinker"])
-    state = ServerState(engine, Worker(engine, max_queue), "base-model", "/models/base",
-                        adapters={"shouty": "/runs/shouty/adapter", "thinker": "/runs/thinker/adapter"})
+    state = ServerState(
+        engine,
+        Worker(engine, max_queue),
+        "base-model",
+        "/models/base",
+        adapters={"shouty": "/runs/shouty/adapter", "thinker": "/runs/thinker/adapter"},
+    )
     if limits is not None:
         state.limits = limits
     server = uvicorn.Server(uvicorn.Config(create_app(state, api_key), host="127.0.0.1", port=0, log_level="warning"))
@@ -103,8 +108,14 @@ def running_server(tokenizer, max_queue: int = 16, api_key: str | None = API_KEY
         state.worker.stop()
 
 
-def http(method: str, url: str, body=None, key: str | None = API_KEY, raw: bytes | None = None,
-         content_type: str = "application/json"):
+def http(
+    method: str,
+    url: str,
+    body=None,
+    key: str | None = API_KEY,
+    raw: bytes | None = None,
+    content_type: str = "application/json",
+):
     """A plain HTTP request: returns (status, parsed JSON or text, headers)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(url, data=data, method=method)

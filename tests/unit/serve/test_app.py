@@ -34,8 +34,11 @@ def test_chat_completion(client, tokenizer):
 
 def test_streaming_matches_and_reports_usage(client):
     full = client.chat.completions.create(model="base-model", messages=USER)
-    chunks = list(client.chat.completions.create(model="base-model", messages=USER, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="base-model", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
@@ -75,10 +78,12 @@ def test_reasoning_split(client):
 
 
 def test_thinking_switch_reaches_the_template(client):
-    on = client.chat.completions.create(model="base-model", messages=USER,
-                                        extra_body={"chat_template_kwargs": {"enable_thinking": True}})
-    off = client.chat.completions.create(model="base-model", messages=USER,
-                                         extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    on = client.chat.completions.create(
+        model="base-model", messages=USER, extra_body={"chat_template_kwargs": {"enable_thinking": True}}
+    )
+    off = client.chat.completions.create(
+        model="base-model", messages=USER, extra_body={"chat_template_kwargs": {"enable_thinking": False}}
+    )
     assert off.usage.prompt_tokens == on.usage.prompt_tokens + 4  # the empty <think>\n\n</think>\n\n block
 
 
@@ -98,8 +103,11 @@ def test_completions(client, tokenizer):
     ids = tokenizer.encode("Once upon", add_special_tokens=False)
     by_ids = client.completions.create(model="base-model", prompt=ids, max_tokens=5)
     assert by_ids.choices[0].text == r.choices[0].text and by_ids.usage.prompt_tokens == len(ids)
-    chunks = list(client.completions.create(model="base-model", prompt="x", stream=True, stop=["END"],
-                                            stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model="base-model", prompt="x", stream=True, stop=["END"], stream_options={"include_usage": True}
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == "Hello 你好 🫠 world. "
     assert chunks[-1].usage.completion_tokens > 0
 
@@ -107,31 +115,34 @@ def test_completions(client, tokenizer):
 def _assert_error(status, body, expected_status, param=None, code=None):
     assert status == expected_status, body
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
-    assert "Traceback" not in json.dumps(body) and "File \"" not in json.dumps(body)
+    assert "Traceback" not in json.dumps(body) and 'File "' not in json.dumps(body)
     if param is not None:
         assert body["error"]["param"] == param
     if code is not None:
         assert body["error"]["code"] == code
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"model": "base-model", "messages": USER, "temperature": "hot"}, "temperature"),
-    ({"model": "base-model", "messages": USER, "temperature": 3}, "temperature"),
-    ({"model": "base-model", "messages": USER, "top_p": 0}, "top_p"),
-    ({"model": "base-model", "messages": USER, "n": 0}, "n"),
-    ({"model": "base-model", "messages": USER, "max_tokens": -1}, "max_tokens"),
-    ({"model": "base-model", "messages": USER, "max_tokens": True}, "max_tokens"),
-    ({"model": "base-model", "messages": USER, "stream": "yes"}, "stream"),
-    ({"model": "base-model", "messages": []}, "messages"),
-    ({"model": "base-model", "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
-    ({"model": "base-model", "messages": "hi"}, "messages"),
-    ({"messages": USER}, "model"),
-    ({"model": "base-model", "messages": USER, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
-    ({"model": "base-model", "messages": USER, "logprobs": 1}, "logprobs"),
-    ({"model": "base-model", "messages": USER, "top_logprobs": 2}, None),
-    ({"model": "base-model", "messages": USER, "max_tokens": 0}, None),
-    ({"model": "base-model", "messages": USER, "chat_template_kwargs": {"enable_thinking": "no"}}, None),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"model": "base-model", "messages": USER, "temperature": "hot"}, "temperature"),
+        ({"model": "base-model", "messages": USER, "temperature": 3}, "temperature"),
+        ({"model": "base-model", "messages": USER, "top_p": 0}, "top_p"),
+        ({"model": "base-model", "messages": USER, "n": 0}, "n"),
+        ({"model": "base-model", "messages": USER, "max_tokens": -1}, "max_tokens"),
+        ({"model": "base-model", "messages": USER, "max_tokens": True}, "max_tokens"),
+        ({"model": "base-model", "messages": USER, "stream": "yes"}, "stream"),
+        ({"model": "base-model", "messages": []}, "messages"),
+        ({"model": "base-model", "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+        ({"model": "base-model", "messages": "hi"}, "messages"),
+        ({"messages": USER}, "model"),
+        ({"model": "base-model", "messages": USER, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"model": "base-model", "messages": USER, "logprobs": 1}, "logprobs"),
+        ({"model": "base-model", "messages": USER, "top_logprobs": 2}, None),
+        ({"model": "base-model", "messages": USER, "max_tokens": 0}, None),
+        ({"model": "base-model", "messages": USER, "chat_template_kwargs": {"enable_thinking": "no"}}, None),
+    ],
+)
 def test_bad_requests_are_400(base_url, body, param):
     status, reply, _ = http("POST", f"{base_url}/v1/chat/completions", body)
     _assert_error(status, reply, 400, param=param)
@@ -145,8 +156,9 @@ def test_malformed_json_unknown_model_context_and_routes(base_url):
     _assert_error(status, body, 400)
     status, body, _ = http("POST", f"{base_url}/v1/chat/completions", {"model": "nope", "messages": USER})
     _assert_error(status, body, 404, param="model", code="model_not_found")
-    status, body, _ = http("POST", f"{base_url}/v1/chat/completions",
-                           {"model": "base-model", "messages": USER, "max_tokens": 60})
+    status, body, _ = http(
+        "POST", f"{base_url}/v1/chat/completions", {"model": "base-model", "messages": USER, "max_tokens": 60}
+    )
     _assert_error(status, body, 400, code="context_length_exceeded")
     status, body, _ = http("POST", f"{base_url}/v1/completions", {"model": "base-model", "prompt": "1" * 100})
     _assert_error(status, body, 400, code="context_length_exceeded")
@@ -205,8 +217,7 @@ def test_concurrent_requests_do_not_mix(server, client):
         except Exception as e:  # collected: assertions in threads would be lost
             errors.append(e)
 
-    threads = [threading.Thread(target=worker, args=(name, i % 2 == 0))
-               for i, name in enumerate(list(expected) * 4)]
+    threads = [threading.Thread(target=worker, args=(name, i % 2 == 0)) for i, name in enumerate(list(expected) * 4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -223,8 +234,12 @@ def test_full_queue_answers_503(server, base_url):
         conns = []
         for _ in range(3):  # one runs, two wait
             conn = httpclient.HTTPConnection(base_url.removeprefix("http://"), timeout=60)
-            conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json",
-                                                                "Authorization": f"Bearer {API_KEY}"})
+            conn.request(
+                "POST",
+                "/v1/chat/completions",
+                body,
+                {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
+            )
             conns.append(conn)
             time.sleep(0.3)
         deadline = time.time() + 10
@@ -242,10 +257,13 @@ def test_full_queue_answers_503(server, base_url):
         conn.close()
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v1/chat/completions", {"model": "base-model", "messages": USER}),
-    ("/v1/completions", {"model": "base-model", "prompt": "hello"}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/chat/completions", {"model": "base-model", "messages": USER}),
+        ("/v1/completions", {"model": "base-model", "prompt": "hello"}),
+    ],
+)
 def test_client_disconnect_stops_a_whole_answer_too(server, base_url, path, body):
     """A non-streamed request whose client hangs up stops generating instead of finishing for nobody."""
     _, model, state = server
@@ -253,8 +271,12 @@ def test_client_disconnect_stops_a_whole_answer_too(server, base_url, path, body
     conn = httpclient.HTTPConnection(base_url.removeprefix("http://"), timeout=30)
     try:
         start = model.forwards
-        conn.request("POST", path, json.dumps(body).encode(),
-                     {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"})
+        conn.request(
+            "POST",
+            path,
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
+        )
         deadline = time.time() + 10
         while model.forwards < start + 2 and time.time() < deadline:  # generation under way
             time.sleep(0.05)
@@ -271,9 +293,12 @@ def test_client_disconnect_stops_generation(server, base_url):
     _, model, state = server
     model.delay = 0.2
     conn = httpclient.HTTPConnection(base_url.removeprefix("http://"), timeout=30)
-    conn.request("POST", "/v1/chat/completions",
-                 json.dumps({"model": "base-model", "messages": USER, "stream": True}).encode(),
-                 {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"})
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps({"model": "base-model", "messages": USER, "stream": True}).encode(),
+        {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
+    )
     resp = conn.getresponse()
     resp.readline()
     start = model.forwards
@@ -293,21 +318,29 @@ def test_logprobs_shapes_and_limits(base_url, client, tokenizer):
     assert len(lp.tokens) == len(ids) and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
     assert all(isinstance(v, float) for v in lp.token_logprobs[1:]) and r.usage.completion_tokens == 0
     assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
-    r = client.completions.create(model="base-model", prompt=[ids, ids], max_tokens=1, echo=True, logprobs=1,
-                                  temperature=0)
+    r = client.completions.create(
+        model="base-model", prompt=[ids, ids], max_tokens=1, echo=True, logprobs=1, temperature=0
+    )
     for choice in r.choices:  # prompt tokens + the one generated (what lm-eval's local-completions reads)
         assert len(choice.logprobs.token_logprobs) == len(ids) + 1
         assert max(choice.logprobs.top_logprobs[-1].values()) == choice.logprobs.token_logprobs[-1]
     r = client.chat.completions.create(model="base-model", messages=USER, logprobs=True, top_logprobs=3, max_tokens=4)
     content = r.choices[0].logprobs.content
     assert len(content) == 4 and all(len(e.top_logprobs) == 3 for e in content)
-    streamed = [e for c in client.chat.completions.create(model="base-model", messages=USER, logprobs=True,
-                                                          top_logprobs=1, max_tokens=4, stream=True)
-                for ch in c.choices if ch.logprobs for e in ch.logprobs.content]
+    streamed = [
+        e
+        for c in client.chat.completions.create(
+            model="base-model", messages=USER, logprobs=True, top_logprobs=1, max_tokens=4, stream=True
+        )
+        for ch in c.choices
+        if ch.logprobs
+        for e in ch.logprobs.content
+    ]
     assert [e.token for e in streamed] == [e.token for e in content]
     for path, body, param in (
-            ("/v1/completions", {"model": "base-model", "prompt": "x", "logprobs": 21}, "logprobs"),
-            ("/v1/completions", {"model": "base-model", "prompt": "x", "max_tokens": 0}, None),
-            ("/v1/completions", {"model": "base-model", "prompt": "x", "logprobs": True}, "logprobs")):
+        ("/v1/completions", {"model": "base-model", "prompt": "x", "logprobs": 21}, "logprobs"),
+        ("/v1/completions", {"model": "base-model", "prompt": "x", "max_tokens": 0}, None),
+        ("/v1/completions", {"model": "base-model", "prompt": "x", "logprobs": True}, "logprobs"),
+    ):
         status, reply, _ = http("POST", base_url + path, body)
         _assert_error(status, reply, 400, param=param)

@@ -30,8 +30,9 @@ def mutate(rng: random.Random, base: dict) -> dict:
         body["messages"][0] = {rng.choice(["role", "content", "name"]): rng.choice(ODD_VALUES)}
     if rng.random() < 0.1 and "messages" in body:
         body["tools"] = [TOOL]
-        body["tool_choice"] = rng.choice(["auto", "none", "required", {"type": "function", "function": {"name": "f"}},
-                                          rng.choice(ODD_VALUES)])
+        body["tool_choice"] = rng.choice(
+            ["auto", "none", "required", {"type": "function", "function": {"name": "f"}}, rng.choice(ODD_VALUES)]
+        )
         body["response_format"] = rng.choice([None, {"type": "json_object"}, {"type": "text"}])
     if rng.random() < 0.1:
         body["chat_template_kwargs"] = {rng.choice(["enable_thinking", "tokenize", "foo"]): rng.choice(ODD_VALUES)}

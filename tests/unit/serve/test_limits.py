@@ -58,8 +58,10 @@ def _length(reply: bytes) -> int:
 
 
 def _head(path: str, extra: str) -> str:
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {API_KEY}\r\n{extra}\r\n")
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {API_KEY}\r\n{extra}\r\n"
+    )
 
 
 def test_declared_oversized_body_is_refused_unread(small):
@@ -102,16 +104,25 @@ def test_default_prompt_cap_follows_the_context(server, base_url):
     assert status == 400 and "at most 1024" in body["error"]["message"]
 
 
-@pytest.mark.parametrize("path, body, param", [
-    ("/v1/completions", {"model": "shouty", "prompt": "a\ud800b"}, "prompt"),
-    ("/v1/completions", {"model": "shouty", "prompt": ["ok", "\udfff"]}, "prompt.1"),
-    ("/v1/chat/completions", {"model": "base-model", "messages": [{"role": "user", "content": "\ud800"}]},
-     "messages.0.content"),
-    ("/v1/chat/completions", {"model": "base-model", "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "x\udbff"}]}]}, "messages.0.content.0.text"),
-    ("/v1/chat/completions", {"model": "base-model", "messages": USER, "stop": ["\ud800"]}, "stop.0"),
-    ("/v1/chat/completions", {"model": "\ud800", "messages": USER}, "model"),
-])
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/v1/completions", {"model": "shouty", "prompt": "a\ud800b"}, "prompt"),
+        ("/v1/completions", {"model": "shouty", "prompt": ["ok", "\udfff"]}, "prompt.1"),
+        (
+            "/v1/chat/completions",
+            {"model": "base-model", "messages": [{"role": "user", "content": "\ud800"}]},
+            "messages.0.content",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "base-model", "messages": [{"role": "user", "content": [{"type": "text", "text": "x\udbff"}]}]},
+            "messages.0.content.0.text",
+        ),
+        ("/v1/chat/completions", {"model": "base-model", "messages": USER, "stop": ["\ud800"]}, "stop.0"),
+        ("/v1/chat/completions", {"model": "\ud800", "messages": USER}, "model"),
+    ],
+)
 def test_lone_surrogates_are_400_and_the_connection_stays_usable(base_url, path, body, param):
     conn = httpclient.HTTPConnection(base_url.removeprefix("http://"), timeout=30)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}

@@ -19,8 +19,20 @@ def serve(capsys, *args):
 def test_print_command_for_an_export_folder(tmp_path, capsys):
     (tmp_path / "persona-q8_0.gguf").write_bytes(b"GGUF" + bytes(20))
     (tmp_path / "Modelfile").write_text("FROM ./persona-q8_0.gguf\n")
-    code, out, _ = serve(capsys, "--model", tmp_path, "--print-command", "--port", 8081, "--api-key", "k",
-                         "--max-model-len", 4096, "--served-model-name", "tamsin")
+    code, out, _ = serve(
+        capsys,
+        "--model",
+        tmp_path,
+        "--print-command",
+        "--port",
+        8081,
+        "--api-key",
+        "k",
+        "--max-model-len",
+        4096,
+        "--served-model-name",
+        "tamsin",
+    )
     assert code == 0
     assert shlex.split(out) == ["llama-server", "-m", str(tmp_path / "persona-q8_0.gguf"), "--alias", "tamsin",
                                 "--host", "127.0.0.1", "--port", "8081", "--jinja", "--ctx-size", "4096",

@@ -15,8 +15,13 @@ from lorakit.serve.tool_calls.base import CallStream
 
 CALL = '<tool_call>\n{"name": "calculate", "arguments": {"expression": "2 + 2"}}\n</tool_call>'
 SCRIPTED: dict = {}  # the scripted model behind the `caller` server, to read the prompt it was given
-TOOL = {"type": "function", "function": {"name": "calculate", "parameters": {
-    "type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "calculate",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
+    },
+}
 
 
 def test_hermes_parse_gives_openai_calls_and_the_text_before():
@@ -33,13 +38,16 @@ def test_numbers_stay_as_written():
     assert calls[0].arguments == '{"x": 1E400, "y": -0.10}'
 
 
-@pytest.mark.parametrize("text", [
-    '<tool_call>\n{"name": "f", "arguments": {"x": 1}\n</tool_call>',  # not JSON
-    '<tool_call>\n{"name": "f", "arguments": {"x": NaN}}\n</tool_call>',  # Python's json takes NaN
-    '<tool_call>\n{"arguments": {}}\n</tool_call>',  # no name
-    '<tool_call>\n{"name": "f", "arguments": {}}',  # never closed
-    CALL + "\nand some words after",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<tool_call>\n{"name": "f", "arguments": {"x": 1}\n</tool_call>',  # not JSON
+        '<tool_call>\n{"name": "f", "arguments": {"x": NaN}}\n</tool_call>',  # Python's json takes NaN
+        '<tool_call>\n{"arguments": {}}\n</tool_call>',  # no name
+        '<tool_call>\n{"name": "f", "arguments": {}}',  # never closed
+        CALL + "\nand some words after",
+    ],
+)
 def test_malformed_calls_are_none(text):
     assert hermes.parse(text) is None
 
@@ -48,7 +56,7 @@ def test_stream_splitter_matches_the_whole_parse():
     text = "Sure.\n" + CALL
     for size in (1, 3, 7, len(text)):
         stream, content, calls = CallStream(hermes.OPEN_TAG, hermes.parse), "", []
-        pieces = [text[i:i + size] for i in range(0, len(text), size)]
+        pieces = [text[i : i + size] for i in range(0, len(text), size)]
         for i, piece in enumerate(pieces):
             more, found = stream.feed(piece, final=i == len(pieces) - 1)
             content += more
@@ -87,24 +95,40 @@ def test_constrained_calls_are_always_valid_json(qwen_engine):
     eng = qwen_engine
     # bounded, so every answer ends within the token budget (a free number or string under random
     # logits runs on for hundreds of tokens: valid so far, but cut off by the length limit)
-    schema = {"type": "object", "properties": {
-        "unit": {"type": "string", "enum": ["m", "ft", "kg"]}, "n": {"type": "integer", "minimum": -99, "maximum": 999},
-        "ok": {"type": "boolean"}, "tag": {"type": "string", "maxLength": 3},
-        "note": {"type": ["string", "null"], "enum": ["a\"b", None]}},
-        "required": ["unit", "n", "ok", "tag"], "additionalProperties": False}
-    tools = [{"type": "function", "function": {"name": "measure", "parameters": schema}},
-             {"type": "function", "function": {"name": "noop", "parameters": {"type": "object", "properties": {},
-                                                                               "additionalProperties": False}}}]
+    schema = {
+        "type": "object",
+        "properties": {
+            "unit": {"type": "string", "enum": ["m", "ft", "kg"]},
+            "n": {"type": "integer", "minimum": -99, "maximum": 999},
+            "ok": {"type": "boolean"},
+            "tag": {"type": "string", "maxLength": 3},
+            "note": {"type": ["string", "null"], "enum": ['a"b', None]},
+        },
+        "required": ["unit", "n", "ok", "tag"],
+        "additionalProperties": False,
+    }
+    tools = [
+        {"type": "function", "function": {"name": "measure", "parameters": schema}},
+        {
+            "type": "function",
+            "function": {
+                "name": "noop",
+                "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+            },
+        },
+    ]
     llg = llg_tokenizer(eng.tokenizer, eng.eos_ids)
-    grammar = Grammar("start: calls\n" + hermes.grammar(Lark(eng.tokenizer, llg), tools, parallel=False), llg,
-                      eng.eos_ids)
+    grammar = Grammar(
+        "start: calls\n" + hermes.grammar(Lark(eng.tokenizer, llg), tools, parallel=False), llg, eng.eos_ids
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 150k-entry ops on a busy 2-core machine: one thread is 10x faster than two
     try:
         texts = []
         for seed in range(200):
-            sampler = Sampler(SamplingParams(temperature=1.0, seed=seed, token_mask=grammar.mask), [1],
-                              eng.vocab_limit, "cpu")
+            sampler = Sampler(
+                SamplingParams(temperature=1.0, seed=seed, token_mask=grammar.mask), [1], eng.vocab_limit, "cpu"
+            )
             noise, ids = torch.Generator().manual_seed(seed), []
             for _ in range(64):
                 token = sampler.pick(torch.randn(eng.vocab_limit, generator=noise) * 4)
@@ -118,8 +142,10 @@ def test_constrained_calls_are_always_valid_json(qwen_engine):
         found = hermes.parse(text)
         assert found is not None and ended, text
         (call,) = found[1]
-        validate(json.loads(call.arguments, parse_constant=lambda c: pytest.fail(c)),
-                 tools[call.name == "noop"]["function"]["parameters"])
+        validate(
+            json.loads(call.arguments, parse_constant=lambda c: pytest.fail(c)),
+            tools[call.name == "noop"]["function"]["parameters"],
+        )
     assert len({t for t, _ in texts}) > 50  # sampled, not one answer 200 times ("noop" calls are all alike)
 
 
@@ -164,8 +190,10 @@ def test_call_text_becomes_tool_calls(caller):
     choice = got["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Checking."
     (call,) = choice["message"]["tool_calls"]
-    assert call["type"] == "function" and call["function"] == {"name": "calculate",
-                                                               "arguments": '{"expression": "2 + 2"}'}
+    assert call["type"] == "function" and call["function"] == {
+        "name": "calculate",
+        "arguments": '{"expression": "2 + 2"}',
+    }
 
 
 def test_malformed_call_comes_back_as_content(caller):
@@ -179,10 +207,12 @@ def test_malformed_call_comes_back_as_content(caller):
 
 
 def test_tool_history_renders_through_the_template(caller):
-    call = {"id": "call_1", "type": "function",
-            "function": {"name": "calculate", "arguments": '{"expression": "2+2"}'}}
-    messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": "call_1", "content": '{"result": 4}'}]
+    call = {"id": "call_1", "type": "function", "function": {"name": "calculate", "arguments": '{"expression": "2+2"}'}}
+    messages = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"result": 4}'},
+    ]
     status, got, _ = post(caller, model="base-model", messages=messages)
     assert status == 200, got
     prompt = SCRIPTED["model"].tokenizer_text(SCRIPTED["model"].last_prompt)

@@ -38,8 +38,19 @@ def adapter(root: Path, r: int = 8, targets=("q_proj", "v_proj"), keys=None, **e
 def test_merged_folder_command(tmp_path):
     merged = model_dir(tmp_path / "merged", model_type="llama")
     cmd = build_vllm_command(merged, {}, "persona", "127.0.0.1", 8000, max_model_len=8192)
-    assert cmd == ["vllm", "serve", str(merged), "--served-model-name", "persona", "--host", "127.0.0.1",
-                   "--port", "8000", "--max-model-len", "8192"]
+    assert cmd == [
+        "vllm",
+        "serve",
+        str(merged),
+        "--served-model-name",
+        "persona",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8000",
+        "--max-model-len",
+        "8192",
+    ]
 
 
 def test_base_plus_adapters_command(tmp_path):
@@ -65,8 +76,10 @@ def test_preflight_finds_what_vllm_rejects(tmp_path):
         "big": adapter(tmp_path / "big", r=1024) / "adapter",
         "head": adapter(tmp_path / "head", targets=["q_proj", "lm_head"]) / "adapter",
         "emb": adapter(tmp_path / "emb", modules_to_save=["embed_tokens"]) / "adapter",
-        "weights": adapter(tmp_path / "w", targets="all-linear",
-                           keys=["base_model.model.model.embed_tokens.lora_A.weight"]) / "adapter",
+        "weights": adapter(
+            tmp_path / "w", targets="all-linear", keys=["base_model.model.model.embed_tokens.lora_A.weight"]
+        )
+        / "adapter",
         "dora": adapter(tmp_path / "dora", use_dora=True) / "adapter",
         "ok": adapter(tmp_path / "ok", r=16) / "adapter",
     }
@@ -89,8 +102,17 @@ def test_run_vllm_print_and_missing_vllm(tmp_path, capsys, monkeypatch):
     with pytest.raises(LorakitError, match="vLLM is not installed"):
         run_vllm(str(base), {}, "m", "127.0.0.1", 8000, None, None, "auto", print_command=False)
     with pytest.raises(LorakitError, match="vLLM would reject this: adapter big: rank 1024"):
-        run_vllm(str(base), {"big": str(adapter(tmp_path / "big", r=1024, keys=["w"]))}, None, "127.0.0.1", 8000,
-                 None, None, "auto", print_command=True)
+        run_vllm(
+            str(base),
+            {"big": str(adapter(tmp_path / "big", r=1024, keys=["w"]))},
+            None,
+            "127.0.0.1",
+            8000,
+            None,
+            None,
+            "auto",
+            print_command=True,
+        )
 
 
 def test_lora_module_flags():

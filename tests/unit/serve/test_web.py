@@ -15,8 +15,14 @@ import time
 import pytest
 from scripted_server import running_server
 
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "",
-                             shutil.which("chromium-browser") or "") if p and os.path.exists(p)), None)
+CHROMIUM = next(
+    (
+        p
+        for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or "")
+        if p and os.path.exists(p)
+    ),
+    None,
+)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 
 
@@ -27,13 +33,24 @@ class Browser:
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
         to_chrome_r, from_chrome_w = _above_4(to_chrome_r), _above_4(from_chrome_w)
-        args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"]
+        args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ]
         # Chromium expects the pipe on fds 3 and 4; bash (dash has no fds above 9) moves our pipe
         # ends there in the child only.
         remap = f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w} {to_chrome_r}<&- {from_chrome_w}>&-'
-        self.proc = subprocess.Popen(["bash", "-c", remap, CHROMIUM, *args], pass_fds=(to_chrome_r, from_chrome_w),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            ["bash", "-c", remap, CHROMIUM, *args],
+            pass_fds=(to_chrome_r, from_chrome_w),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buffer, self._next_id, self.session = b"", 0, None
@@ -90,13 +107,16 @@ def _above_4(fd: int) -> int:
 
 def send(browser: Browser, text: str) -> dict:
     count = browser.js("document.querySelectorAll('.msg.assistant').length")
-    browser.js(f"document.getElementById('input').value = {json.dumps(text)};"
-               "document.getElementById('form').requestSubmit()")
+    browser.js(
+        f"document.getElementById('input').value = {json.dumps(text)};document.getElementById('form').requestSubmit()"
+    )
     browser.wait_for(f"document.querySelectorAll('.msg.assistant[data-done]').length > {count}")
-    return browser.js("(() => { const m = [...document.querySelectorAll('.msg.assistant')].pop();"
-                      "return {content: m.querySelector('.content').textContent,"
-                      "reasoning: m.querySelector('.reasoning').textContent,"
-                      "error: (m.querySelector('.error') || {}).textContent || ''}; })()")
+    return browser.js(
+        "(() => { const m = [...document.querySelectorAll('.msg.assistant')].pop();"
+        "return {content: m.querySelector('.content').textContent,"
+        "reasoning: m.querySelector('.reasoning').textContent,"
+        "error: (m.querySelector('.error') || {}).textContent || ''}; })()"
+    )
 
 
 def test_web_chat_streams_picks_models_and_toggles_thinking(tokenizer, tmp_path):
@@ -110,13 +130,16 @@ def test_web_chat_streams_picks_models_and_toggles_thinking(tokenizer, tmp_path)
             assert browser.js("document.getElementById('model').value") == "shouty"
             browser.js("document.getElementById('max_tokens').value = 30")  # the scripted model's context is 64
             assert send(browser, "hi") == {"content": "HELLO WORLD", "reasoning": "", "error": ""}
-            browser.js("document.getElementById('reset').click();"
-                       "document.getElementById('model').value = 'base-model'")
-            assert send(browser, "hello") == {"content": "Hello 你好 🫠 world. END more words", "reasoning": "",
-                                              "error": ""}
+            browser.js("document.getElementById('reset').click();document.getElementById('model').value = 'base-model'")
+            assert send(browser, "hello") == {
+                "content": "Hello 你好 🫠 world. END more words",
+                "reasoning": "",
+                "error": "",
+            }
             assert tokenizer.decode(model.last_prompt).endswith("<think>\n\n</think>\n\n")  # thinking off
-            browser.js("document.getElementById('model').value = 'thinker';"
-                       "document.getElementById('thinking').checked = true")
+            browser.js(
+                "document.getElementById('model').value = 'thinker';document.getElementById('thinking').checked = true"
+            )
             reply = send(browser, "why?")
             assert (reply["content"], reply["reasoning"]) == ("Answer.", "plan the answer")
             prompt = tokenizer.decode(model.last_prompt)

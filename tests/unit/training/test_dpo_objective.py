@@ -25,8 +25,10 @@ def ids(seed, n):
 
 
 SYSTEM = ids(0, 5)  # a prompt opening every pair shares
-PAIRS = [{"prompt": SYSTEM + ids(i, 4 + i), "chosen": ids(10 + i, 3 + 2 * i), "rejected": ids(20 + i, 6 - i)}
-         for i in range(3)]
+PAIRS = [
+    {"prompt": SYSTEM + ids(i, 4 + i), "chosen": ids(10 + i, 3 + 2 * i), "rejected": ids(20 + i, 6 - i)}
+    for i in range(3)
+]
 
 
 def model(packed=True, seed=0):

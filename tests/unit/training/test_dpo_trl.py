@@ -27,16 +27,19 @@ def ids(seed, n):
 
 
 # two prompts of different lengths, completions of different lengths (one longer than MAX_LENGTH allows)
-PAIRS = [{"prompt": ids(1, 7), "chosen": ids(2, 5), "rejected": ids(3, 9)},
-         {"prompt": ids(4, 11), "chosen": ids(5, 20), "rejected": ids(6, 4)},
-         {"prompt": ids(7, 6), "chosen": ids(8, 3), "rejected": ids(9, 6)}]
+PAIRS = [
+    {"prompt": ids(1, 7), "chosen": ids(2, 5), "rejected": ids(3, 9)},
+    {"prompt": ids(4, 11), "chosen": ids(5, 20), "rejected": ids(6, 4)},
+    {"prompt": ids(7, 6), "chosen": ids(8, 3), "rejected": ids(9, 6)},
+]
 
 
 def truncated(pairs):
     """lorakit's rule (data/preference_tokens.py): prompt whole, completions cut to fit MAX_LENGTH."""
     room = lambda p: MAX_LENGTH - len(p["prompt"])  # noqa: E731
-    return [{"prompt": p["prompt"], "chosen": p["chosen"][:room(p)], "rejected": p["rejected"][:room(p)]}
-            for p in pairs]
+    return [
+        {"prompt": p["prompt"], "chosen": p["chosen"][: room(p)], "rejected": p["rejected"][: room(p)]} for p in pairs
+    ]
 
 
 def tiny_tokenizer():
@@ -49,8 +52,10 @@ def tiny_tokenizer():
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} <eos> {% endfor %}"
-                         "{% if add_generation_prompt %}assistant : {% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} <eos> {% endfor %}"
+        "{% if add_generation_prompt %}assistant : {% endif %}"
+    )
     return tok
 
 
@@ -60,15 +65,36 @@ def trl_trainer(family, loss, tmp_path, **kw):
     from trl import DPOConfig, DPOTrainer
 
     tok = tiny_tokenizer()
-    args = DPOConfig(output_dir=str(tmp_path), beta=0.3, loss_type=loss, max_length=MAX_LENGTH, report_to=[],
-                     gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, **kw)
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": "hi"}],
-                               "chosen": [{"role": "assistant", "content": "yes"}],
-                               "rejected": [{"role": "assistant", "content": "no"}]}])
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        beta=0.3,
+        loss_type=loss,
+        max_length=MAX_LENGTH,
+        report_to=[],
+        gradient_checkpointing=False,
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        **kw,
+    )
+    data = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": "hi"}],
+                "chosen": [{"role": "assistant", "content": "yes"}],
+                "rejected": [{"role": "assistant", "content": "no"}],
+            }
+        ]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = DPOTrainer(build(BY_NAME[family]), args=args, train_dataset=data, processing_class=tok,
-                             peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, task_type="CAUSAL_LM"))
+        trainer = DPOTrainer(
+            build(BY_NAME[family]),
+            args=args,
+            train_dataset=data,
+            processing_class=tok,
+            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, task_type="CAUSAL_LM"),
+        )
     torch.manual_seed(5)
     with torch.no_grad():
         for n, p in trainer.model.named_parameters():
@@ -90,8 +116,9 @@ def lorakit_model(family, adapter: dict, packed: bool = True):
 
 
 def lorakit_loss(model, pairs, packing, **train):
-    cfg = RunConfig(train=dict(method="dpo", dpo_beta=0.3, batch_size=len(pairs), packing=packing,
-                               share_prefix=packing, **train))
+    cfg = RunConfig(
+        train=dict(method="dpo", dpo_beta=0.3, batch_size=len(pairs), packing=packing, share_prefix=packing, **train)
+    )
     objective = DPO(cfg)
     micro = objective.micro_batches(pairs, 0, None, 1)
     n = objective.begin_step(micro)
@@ -125,10 +152,13 @@ def assert_same(got, expected):
 
 # (TRL loss_type, its extra settings, lorakit's train settings); one TRL trainer per family, its loss
 # settings switched between cases (they are read at each compute_loss)
-LOSSES = [(["sigmoid"], {}, dict(dpo_loss="sigmoid")), (["ipo"], {}, dict(dpo_loss="ipo")),
-          (["hinge"], {}, dict(dpo_loss="hinge")),
-          (["robust"], dict(label_smoothing=0.2), dict(dpo_loss="robust", label_smoothing=0.2)),
-          (["sigmoid", "sft"], dict(loss_weights=[1.0, 0.7]), dict(dpo_loss="sigmoid", rpo_alpha=0.7))]
+LOSSES = [
+    (["sigmoid"], {}, dict(dpo_loss="sigmoid")),
+    (["ipo"], {}, dict(dpo_loss="ipo")),
+    (["hinge"], {}, dict(dpo_loss="hinge")),
+    (["robust"], dict(label_smoothing=0.2), dict(dpo_loss="robust", label_smoothing=0.2)),
+    (["sigmoid", "sft"], dict(loss_weights=[1.0, 0.7]), dict(dpo_loss="sigmoid", rpo_alpha=0.7)),
+]
 
 
 @pytest.mark.parametrize("family", ["qwen3", "mistral", "gemma2"])

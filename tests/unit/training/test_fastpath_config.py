@@ -29,8 +29,9 @@ def test_a_resume_under_another_attention_or_fused_setting_is_refused():
     with pytest.raises(LorakitError, match=re.escape('train.fused: "auto" -> "on"') + ".*--resume-anyway") as e:
         resume.check_resume(resume.Path("c/checkpoint-4"), state, _record(fused="on"), False, print)
     assert "\n" not in str(e.value)
-    record = resume.check_resume(resume.Path("c/checkpoint-4"), state, _record(attention="packed"), True,
-                                 lambda m: None)
+    record = resume.check_resume(
+        resume.Path("c/checkpoint-4"), state, _record(attention="packed"), True, lambda m: None
+    )
     assert record["resume_anyway"] and record["changed"] == ['train.attention: "auto" -> "packed"']
     # per-sample calls or one masked call per row: the same attention, a speed choice like pack_tokens
     assert resume.changes(before, _record(packed_attention="whole_row")) == []
@@ -52,28 +53,32 @@ def test_the_keys_load_from_a_file_as_typed_and_are_written_back(tmp_path):
     assert load_config(path, ["train.fused=on"]).train.fused == "on"
     assert RunConfig().train.attention == "auto" and RunConfig().train.fused == "auto"
     path.write_text("train:\n  attention: mask\n")
-    with pytest.raises(LorakitError, match=re.escape("c.yaml:2: train.attention: Input should be 'auto', "
-                                                     "'packed' or 'fallback'")):
+    with pytest.raises(
+        LorakitError, match=re.escape("c.yaml:2: train.attention: Input should be 'auto', 'packed' or 'fallback'")
+    ):
         load_config(path)
 
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("fastpaths") / "d.json"
-    path.write_text(json.dumps([{"instruction": f"question {i}?", "input": "", "output": f"answer {i}."}
-                                for i in range(6)]))
+    path.write_text(
+        json.dumps([{"instruction": f"question {i}?", "input": "", "output": f"answer {i}."} for i in range(6)])
+    )
     return path
 
 
 def _cfg(data_file, *more):
-    return load_config(None, ["model.name=qwen3-tiny-random", f"data.path={data_file}", "train.device=cpu",
-                              *more])
+    return load_config(None, ["model.name=qwen3-tiny-random", f"data.path={data_file}", "train.device=cpu", *more])
 
 
-@pytest.mark.parametrize("overrides, world, message", [
-    (["train.attention=packed", "train.packing=false"], 1, "train.attention: packed needs train.packing=true"),
-    (["train.fused=on", "train.fsdp=true"], 2, "train.fused: on cannot run sharded"),
-])
+@pytest.mark.parametrize(
+    "overrides, world, message",
+    [
+        (["train.attention=packed", "train.packing=false"], 1, "train.attention: packed needs train.packing=true"),
+        (["train.fused=on", "train.fsdp=true"], 2, "train.fused: on cannot run sharded"),
+    ],
+)
 def test_settings_that_cannot_run_as_asked_are_refused_before_loading(data_file, overrides, world, message):
     with pytest.raises(LorakitError, match=re.escape(message)) as e:
         plan_run(_cfg(data_file, *overrides), Distributed(world=world))
@@ -85,8 +90,12 @@ def test_fused_on_off_and_auto_pick_the_weight_dtype(data_file):
     loads fp32 where bf16 would be emulated, as peft's forwards cannot upcast."""
     from lorakit.models.precision import cpu_has_fast_bf16
 
-    dtypes = {mode: plan_run(_cfg(data_file, "model.dtype=bfloat16", "train.precision=fp32",
-                                  f"train.fused={mode}")).weight_dtype for mode in ("auto", "on", "off")}
+    dtypes = {
+        mode: plan_run(
+            _cfg(data_file, "model.dtype=bfloat16", "train.precision=fp32", f"train.fused={mode}")
+        ).weight_dtype
+        for mode in ("auto", "on", "off")
+    }
     assert dtypes["auto"] == dtypes["on"] == "bfloat16"
     assert dtypes["off"] == ("bfloat16" if cpu_has_fast_bf16() else "float32")
 

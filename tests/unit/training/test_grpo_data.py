@@ -16,13 +16,17 @@ ASSETS = Path(str(resources.files("lorakit") / "assets" / "arithmetic"))
 
 def test_prompt_forms_and_columns(tmp_path):
     f = tmp_path / "p.jsonl"
-    rows = [{"question": "1+1?", "solution": "2"},
-            {"prompt": [{"role": "user", "content": "hi"}], "solution": "x"},
-            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "solution": 3}]
+    rows = [
+        {"question": "1+1?", "solution": "2"},
+        {"prompt": [{"role": "user", "content": "hi"}], "solution": "x"},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "solution": 3},
+    ]
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     got = load_prompt_records(str(f), {"question": "prompt", "solution": "answer"}, system="Be brief.")
-    assert got[0] == {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}],
-                      "answer": "2"}
+    assert got[0] == {
+        "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}],
+        "answer": "2",
+    }
     assert got[2]["prompt"][-1] == {"role": "user", "content": "q"} and got[2]["answer"] == 3
 
 
@@ -64,8 +68,10 @@ def test_grpo_keys_in_the_config(tmp_path):
         load_config({"train": {"method": "grpo"}})
     cfg_file = tmp_path / "sub" / "run.yaml"
     cfg_file.parent.mkdir()
-    cfg_file.write_text("train:\n  method: grpo\n  rewards: [mine.py:score, {function: 'other.py:f', weight: 2}, "
-                        "'lorakit.training.rewards_math:format_exact']\n")
+    cfg_file.write_text(
+        "train:\n  method: grpo\n  rewards: [mine.py:score, {function: 'other.py:f', weight: 2}, "
+        "'lorakit.training.rewards_math:format_exact']\n"
+    )
     rewards = load_config(cfg_file).train.rewards  # files beside the config, made absolute for the run folder
     assert rewards[0] == f"{cfg_file.parent.resolve() / 'mine.py'}:score"
     assert rewards[1]["function"] == f"{cfg_file.parent.resolve() / 'other.py'}:f"

@@ -11,15 +11,25 @@ from lorakit.training import grpo_loss as G
 def test_group_advantages_by_hand():
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])  # two groups of 4
     adv, zero = G.group_advantages(rewards, 4, "group")
-    std = math.sqrt(((0.5 ** 2) * 4) / 3)  # group 1: mean 0.5, Bessel-corrected std
+    std = math.sqrt(((0.5**2) * 4) / 3)  # group 1: mean 0.5, Bessel-corrected std
     expected = [0.5 / (std + 1e-4), -0.5 / (std + 1e-4), -0.5 / (std + 1e-4), 0.5 / (std + 1e-4), 0, 0, 0, 0]
     assert adv.tolist() == pytest.approx(expected, rel=1e-6)
     assert zero.tolist() == [False] * 4 + [True] * 4
     assert G.group_advantages(rewards, 4, "none")[0].tolist() == [0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0]
     batch_std = float(rewards.std())
     assert G.group_advantages(rewards, 4, "batch")[0].tolist() == pytest.approx(
-        [0.5 / (batch_std + 1e-4), -0.5 / (batch_std + 1e-4), -0.5 / (batch_std + 1e-4), 0.5 / (batch_std + 1e-4),
-         0, 0, 0, 0], rel=1e-6)
+        [
+            0.5 / (batch_std + 1e-4),
+            -0.5 / (batch_std + 1e-4),
+            -0.5 / (batch_std + 1e-4),
+            0.5 / (batch_std + 1e-4),
+            0,
+            0,
+            0,
+            0,
+        ],
+        rel=1e-6,
+    )
 
 
 def test_unscored_completions_are_left_out_and_get_zero():
@@ -45,7 +55,9 @@ def test_clipped_objective_kl_and_normalisations_by_hand():
         value = G.summed_loss(terms.loss, sample, 2, kind) / G.denominator(kind, 2, 3, 8)
         assert float(value) == pytest.approx(sum(expected) / denom, rel=1e-6)
     corrected = G.token_terms(logp, old, ref, adv, beta=0.1, epsilon=0.2)  # TRL's default: KL times the ratio
-    assert float(corrected.kl[0]) == pytest.approx(kl[0] * r[0]) and float(corrected.kl[2]) == pytest.approx(kl[2] * r[2])
+    assert float(corrected.kl[0]) == pytest.approx(kl[0] * r[0]) and float(corrected.kl[2]) == pytest.approx(
+        kl[2] * r[2]
+    )
     stats = G.clip_stats(terms.ratio, adv, 0.2)
     assert stats["clip_ratio/high"] == pytest.approx(1 / 3) and stats["clip_ratio/low"] == pytest.approx(1 / 3)
     # Clipped tokens carry no policy gradient, only the KL's.
@@ -57,8 +69,9 @@ def test_clipped_objective_kl_and_normalisations_by_hand():
 
 def test_epsilon_high_and_first_iteration_ratio_one():
     logp = torch.tensor([-1.0], requires_grad=True)
-    terms = G.token_terms(logp, torch.tensor([-1.25]), None, torch.tensor([1.0]), beta=0.0, epsilon=0.2,
-                          epsilon_high=0.28)
+    terms = G.token_terms(
+        logp, torch.tensor([-1.25]), None, torch.tensor([1.0]), beta=0.0, epsilon=0.2, epsilon_high=0.28
+    )
     assert float(terms.loss) == pytest.approx(-math.exp(0.25) if math.exp(0.25) < 1.28 else -1.28)
     first = G.token_terms(logp, None, None, torch.tensor([2.0]), beta=0.0, epsilon=0.2)
     first.loss.sum().backward()

@@ -3,9 +3,9 @@
 import math
 
 import torch
+from tiny_models import tiny_qwen3
 
 from lorakit.training import batching, loss
-from tiny_models import tiny_qwen3
 
 
 def sample(n, n_prompt, seed):
@@ -46,4 +46,5 @@ def test_only_training_forwards_are_noisy():
 
     model.train()  # evaluate_loss switches to eval mode itself
     assert loss.evaluate_loss(model, SAMPLES, 2, True, 0, "cpu", nullcontext()) == loss.evaluate_loss(
-        noisy, SAMPLES, 2, True, 0, "cpu", nullcontext())
+        noisy, SAMPLES, 2, True, 0, "cpu", nullcontext()
+    )

@@ -13,15 +13,27 @@ from lorakit.training.plan import plan_run
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("plan") / "d.json"
-    path.write_text(json.dumps([{"instruction": f"question {i}?", "input": "", "output": f"answer number {i}."}
-                                for i in range(22)]))
+    path.write_text(
+        json.dumps([{"instruction": f"question {i}?", "input": "", "output": f"answer number {i}."} for i in range(22)])
+    )
     return path
 
 
 def _cfg(data_file, tmp_path, *more):
-    return load_config(None, ["model.name=qwen3-tiny-random", f"data.path={data_file}", "data.eval_split=2",
-                              f"train.output_dir={tmp_path / 'run'}", "train.device=cpu", "train.batch_size=2",
-                              "train.grad_accum=2", "train.epochs=2", *more])
+    return load_config(
+        None,
+        [
+            "model.name=qwen3-tiny-random",
+            f"data.path={data_file}",
+            "data.eval_split=2",
+            f"train.output_dir={tmp_path / 'run'}",
+            "train.device=cpu",
+            "train.batch_size=2",
+            "train.grad_accum=2",
+            "train.epochs=2",
+            *more,
+        ],
+    )
 
 
 def test_plan_counts_samples_steps_and_tokens(data_file, tmp_path):
@@ -38,10 +50,13 @@ def test_plan_follows_max_steps(data_file, tmp_path):
     assert plan_run(_cfg(data_file, tmp_path, "train.max_steps=3")).steps == 3
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.path=", "data.path: no training data given"),
-    ("model.quantize=4bit", "model.quantize: 4bit (QLoRA) needs a CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.path=", "data.path: no training data given"),
+        ("model.quantize=4bit", "model.quantize: 4bit (QLoRA) needs a CUDA GPU"),
+    ],
+)
 def test_plan_refuses_what_the_run_would_refuse(data_file, tmp_path, override, message):
     with pytest.raises(LorakitError, match=re.escape(message)):
         plan_run(_cfg(data_file, tmp_path, override))

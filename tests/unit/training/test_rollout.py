@@ -7,7 +7,8 @@ from lorakit import models
 from lorakit.config import LoraConfig
 from lorakit.inference.engine import Engine, SamplingParams
 from lorakit.models.lora import attach_lora
-from lorakit.training.attention import NAME as PACKED, use_packed_attention
+from lorakit.training.attention import NAME as PACKED
+from lorakit.training.attention import use_packed_attention
 from lorakit.training.rollout import Rollout, RolloutSettings
 
 BASE = "qwen3-tiny-random"

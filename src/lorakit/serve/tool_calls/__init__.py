@@ -28,6 +28,8 @@ def family_of(template: str, model: str) -> ModuleType:
         if family.writes_this_form(template):
             return family
     known = ", ".join(f.NAME for f in FAMILIES)
-    raise UnknownFamily(f"{model}: its chat template writes tool calls in a form this server does not parse "
-                        f"(it parses: {known}, the <tool_call> form of Qwen2.5 and Qwen3); "
-                        "serve it with --engine vllm, which has parsers for more families")
+    raise UnknownFamily(
+        f"{model}: its chat template writes tool calls in a form this server does not parse "
+        f"(it parses: {known}, the <tool_call> form of Qwen2.5 and Qwen3); "
+        "serve it with --engine vllm, which has parsers for more families"
+    )

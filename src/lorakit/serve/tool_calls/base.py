@@ -80,15 +80,15 @@ class CallStream:
             else:
                 held = max(_held_tail(self.text, "\n" + self.open_tag), _held_tail(self.text, self.open_tag))
                 end = len(self.text) - (0 if final else held)
-            out, self.sent = self.text[self.sent:end], end
+            out, self.sent = self.text[self.sent : end], end
         if not final:
             return out, []
         found = self.parse(self.text) if self.in_call else None
         if found is None:  # no call, or a malformed one: everything left is content
-            out, self.sent = out + self.text[self.sent:], len(self.text)
+            out, self.sent = out + self.text[self.sent :], len(self.text)
             return out, []
         content, calls = found
-        out, self.sent = out + content[self.sent:], len(self.text)
+        out, self.sent = out + content[self.sent :], len(self.text)
         return out, calls
 
 

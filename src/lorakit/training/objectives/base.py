@@ -24,6 +24,7 @@ import torch
 class StepLoss:
     """One micro-batch's contribution: `loss` summed (the loop divides by the step's denominator) and
     `metrics`, summed the same way (the loop logs metric_sum / denominator)."""
+
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]
 

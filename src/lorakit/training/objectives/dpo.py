@@ -37,8 +37,10 @@ REF_FILE = "ref_logps.json"
 def pair_samples(unit: dict) -> list[dict]:
     """The pair as two SFT-style samples (prompt unsupervised, completion supervised), chosen first."""
     prompt = unit["prompt"]
-    return [{"input_ids": prompt + unit[side], "labels": [IGNORE] * len(prompt) + unit[side]}
-            for side in ("chosen", "rejected")]
+    return [
+        {"input_ids": prompt + unit[side], "labels": [IGNORE] * len(prompt) + unit[side]}
+        for side in ("chosen", "rejected")
+    ]
 
 
 def pair_batch(units: Sequence[dict], packing: bool, share_prefix: bool, pad_id: int) -> dict:
@@ -84,7 +86,7 @@ class DPO(Objective):
 
     def micro_batches(self, units: Sequence[dict], pad_id: int, budget, world: int) -> list[dict]:
         t = self.cfg.train
-        groups = [list(units[i:i + t.batch_size]) for i in range(0, len(units), t.batch_size)]
+        groups = [list(units[i : i + t.batch_size]) for i in range(0, len(units), t.batch_size)]
         if t.packing and budget:  # a pair is never split; a group over the budget is
             groups = [part for g in groups for part in _by_budget(g, budget.tokens)]
         return [pair_batch(g, t.packing, t.share_prefix, pad_id) for g in groups]
@@ -103,8 +105,9 @@ class DPO(Objective):
             ref = reference_logps(loss_of, batch)
         chosen, rejected = logps[0::2], logps[1::2]
         chosen_ratio, rejected_ratio = chosen - ref[0::2], rejected - ref[1::2]
-        losses = pair_losses(t.dpo_loss, t.dpo_beta, t.label_smoothing, chosen_ratio, rejected_ratio,
-                             counts[0::2], counts[1::2])
+        losses = pair_losses(
+            t.dpo_loss, t.dpo_beta, t.label_smoothing, chosen_ratio, rejected_ratio, counts[0::2], counts[1::2]
+        )
         total = losses.sum()
         if t.rpo_alpha:
             # TRL's `sft` term is a token mean over the batch: its share of this step's pair-mean is
@@ -112,9 +115,14 @@ class DPO(Objective):
             total = total - t.rpo_alpha * chosen.sum() * (self._step_pairs / max(1, self._step_chosen_tokens))
         with torch.no_grad():
             r_c, r_r = t.dpo_beta * chosen_ratio.detach(), t.dpo_beta * rejected_ratio.detach()
-            metrics = {"rewards/chosen": r_c.sum(), "rewards/rejected": r_r.sum(),
-                       "accuracy": (r_c > r_r).float().sum(), "margin": (r_c - r_r).sum(),
-                       "logps/chosen": chosen.detach().sum(), "logps/rejected": rejected.detach().sum()}
+            metrics = {
+                "rewards/chosen": r_c.sum(),
+                "rewards/rejected": r_r.sum(),
+                "accuracy": (r_c > r_r).float().sum(),
+                "margin": (r_c - r_r).sum(),
+                "logps/chosen": chosen.detach().sum(),
+                "logps/rejected": rejected.detach().sum(),
+            }
         return StepLoss(total, metrics)
 
     @torch.no_grad()
@@ -147,8 +155,10 @@ class DPO(Objective):
         key = setup.data.stats.get("cache_key")
         cached = json.loads(path.read_text()) if path.is_file() else None
         if not cached or cached.get("data") != key:
-            cached = {"data": key, **{name: self._reference_of(setup, getattr(setup.data, name))
-                                      for name in ("train", "eval")}}
+            cached = {
+                "data": key,
+                **{name: self._reference_of(setup, getattr(setup.data, name)) for name in ("train", "eval")},
+            }
             if setup.dist.rank == 0:
                 write_json(path, cached)
         for name in ("train", "eval"):
@@ -160,8 +170,9 @@ class DPO(Objective):
         out = []
         t = self.cfg.train
         for i in range(0, len(units), t.batch_size):
-            mb = batching.to_device(pair_batch(units[i:i + t.batch_size], t.packing, t.share_prefix, setup.pad_id),
-                                    setup.device)
+            mb = batching.to_device(
+                pair_batch(units[i : i + t.batch_size], t.packing, t.share_prefix, setup.pad_id), setup.device
+            )
             with setup.autocast:
                 ref = reference_logps(setup.loss_of, mb)
             out += ref.reshape(-1, 2).tolist()

@@ -36,11 +36,19 @@ COMPLETIONS_FILE = "completions.jsonl"
 
 
 def settings_of(t) -> S.GRPOSettings:
-    return S.GRPOSettings(num_generations=t.num_generations, max_completion_length=t.max_completion_length,
-                          temperature=t.temperature, beta=t.beta, epsilon=t.epsilon, epsilon_high=t.epsilon_high,
-                          num_iterations=t.num_iterations, loss_type=t.loss_type, scale_rewards=t.scale_rewards,
-                          mask_truncated_completions=t.mask_truncated_completions,
-                          kl_ratio_correction=t.kl_ratio_correction)
+    return S.GRPOSettings(
+        num_generations=t.num_generations,
+        max_completion_length=t.max_completion_length,
+        temperature=t.temperature,
+        beta=t.beta,
+        epsilon=t.epsilon,
+        epsilon_high=t.epsilon_high,
+        num_iterations=t.num_iterations,
+        loss_type=t.loss_type,
+        scale_rewards=t.scale_rewards,
+        mask_truncated_completions=t.mask_truncated_completions,
+        kl_ratio_correction=t.kl_ratio_correction,
+    )
 
 
 class GRPO(Objective):
@@ -72,7 +80,7 @@ class GRPO(Objective):
             records = [r for r, k in zip(records, keys) if not (k in seen or seen.add(k))]
         dropped = read - len(records)
         if data_cfg.max_samples:
-            records = records[:data_cfg.max_samples]
+            records = records[: data_cfg.max_samples]
         if data_cfg.eval_path:
             held_out = load_prompt_records(data_cfg.eval_path, data_cfg.columns, data_cfg.system)
         else:
@@ -84,8 +92,13 @@ class GRPO(Objective):
         for r in records + held_out:
             r["prompt_ids"] = _chat_ids(tokenizer, r["prompt"], thinking)
         key = hashlib.sha256(json.dumps([r["prompt_ids"] for r in records + held_out]).encode()).hexdigest()
-        stats = {"records": read, "duplicates_dropped": dropped,
-                 "train_samples": len(records), "eval_samples": len(held_out), "cache_key": key}
+        stats = {
+            "records": read,
+            "duplicates_dropped": dropped,
+            "train_samples": len(records),
+            "eval_samples": len(held_out),
+            "cache_key": key,
+        }
         return PreparedData(records, held_out, stats)
 
     def unit_tokens(self, unit: dict) -> int:
@@ -115,15 +128,21 @@ class GRPO(Objective):
     def micro_batches(self, units: Sequence[dict], pad_id: int, budget, world: int) -> list[dict]:
         t = self.cfg.train
         per_forward = t.batch_size * self.settings.num_generations
-        return [S.pack_completions(list(units[i:i + per_forward]), t.packing, t.share_prefix, pad_id)
-                for i in range(0, len(units), per_forward)]
+        return [
+            S.pack_completions(list(units[i : i + per_forward]), t.packing, t.share_prefix, pad_id)
+            for i in range(0, len(units), per_forward)
+        ]
 
     def begin_step(self, micro: list[dict]) -> int:
         completions = sum(mb["n_samples"] for mb in micro)
         tokens = sum(mb["completion_tokens"] for mb in micro)
         denominator = S.step_denominator(self.settings, completions, tokens, len(micro))
-        self._step = {"completions": completions, "tokens": max(1, tokens), "denominator": max(1, denominator),
-                      "first": True}
+        self._step = {
+            "completions": completions,
+            "tokens": max(1, tokens),
+            "denominator": max(1, denominator),
+            "first": True,
+        }
         return denominator
 
     def loss(self, loss_of, batch: dict) -> StepLoss:
@@ -146,10 +165,17 @@ class GRPO(Objective):
 
         start = time.perf_counter()
         total = len(units) * self.settings.num_generations
-        with tqdm(total=total, desc="generate", unit="completion", leave=False,
-                  disable=setup.dist.rank != 0, dynamic_ncols=True) as bar:
-            completions = self.sampler.generate([u["prompt_ids"] for u in units],
-                                                progress=lambda done, _: bar.update(done - bar.n))
+        with tqdm(
+            total=total,
+            desc="generate",
+            unit="completion",
+            leave=False,
+            disable=setup.dist.rank != 0,
+            dynamic_ncols=True,
+        ) as bar:
+            completions = self.sampler.generate(
+                [u["prompt_ids"] for u in units], progress=lambda done, _: bar.update(done - bar.n)
+            )
         generation_s = time.perf_counter() - start
         scores, advantages, metrics = S.score_completions(completions, units, self.rewards, self.settings)
         batch = S.completion_units(completions, advantages, self.settings.mask_truncated_completions)
@@ -161,19 +187,29 @@ class GRPO(Objective):
 
         with setup.autocast:
             if self.settings.num_iterations > 1:
-                S.attach_fixed_logprobs(batch, lambda b: self._logprobs(setup.loss_of, b), "old_logps",
-                                        per_forward, pack)
+                S.attach_fixed_logprobs(
+                    batch, lambda b: self._logprobs(setup.loss_of, b), "old_logps", per_forward, pack
+                )
             if self.settings.beta:
-                S.attach_fixed_logprobs(batch, lambda b: self._reference(setup.loss_of, b), "ref_logps",
-                                        per_forward, pack)
-        self.batch_metrics = {**metrics, "time/generation_s": generation_s,
-                              "time/scoring_s": time.perf_counter() - start - generation_s}
+                S.attach_fixed_logprobs(
+                    batch, lambda b: self._reference(setup.loss_of, b), "ref_logps", per_forward, pack
+                )
+        self.batch_metrics = {
+            **metrics,
+            "time/generation_s": generation_s,
+            "time/scoring_s": time.perf_counter() - start - generation_s,
+        }
         every = self.cfg.train.log_completions_steps or self.cfg.train.logging_steps
         serves = range(step, step + self.settings.num_iterations)  # the steps this batch trains
         if any(k % every == 0 for k in serves) and setup.dist.rank == 0:
             with open(setup.run_dir / COMPLETIONS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, "completions": S.completion_table(completions, units, scores)},
-                                   ensure_ascii=False) + "\n")
+                f.write(
+                    json.dumps(
+                        {"step": step, "completions": S.completion_table(completions, units, scores)},
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
         return batch
 
     def _reference(self, loss_of, batch: dict) -> torch.Tensor:

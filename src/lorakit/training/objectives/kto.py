@@ -38,8 +38,14 @@ def mismatched(units: Sequence[dict]) -> list[dict]:
     return [{"prompt": u["prompt"], "completion": units[i - 1]["completion"]} for i, u in enumerate(units)]
 
 
-def kto_losses(ratio: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor, beta: float, w_desirable: float,
-               w_undesirable: float) -> torch.Tensor:
+def kto_losses(
+    ratio: torch.Tensor,
+    desirable: torch.Tensor,
+    kl: torch.Tensor,
+    beta: float,
+    w_desirable: float,
+    w_undesirable: float,
+) -> torch.Tensor:
     """Each answer's weighted KTO loss from its log-ratio r, its label and the KL estimate z."""
     good = w_desirable * (1 - torch.sigmoid(beta * (ratio - kl)))
     bad = w_undesirable * (1 - torch.sigmoid(beta * (kl - ratio)))
@@ -85,7 +91,7 @@ class KTO(Objective):
         t, m = self.cfg.train, self.cfg.data.max_length
         out = []
         for i in range(0, len(units), t.batch_size):
-            group = list(units[i:i + t.batch_size])
+            group = list(units[i : i + t.batch_size])
             batch = _rows(_samples(group, m), t.packing, t.share_prefix, pad_id)
             batch["answers"] = len(group)
             batch["desirable"] = torch.tensor([bool(u["label"]) for u in group])
@@ -138,4 +144,3 @@ class KTO(Objective):
                 sums[k] += float(v)
         loss_of.train(was_training)
         return {"eval_loss": total / max(1, n), **{f"eval_{k}": v / max(1, n) for k, v in sums.items()}}
-

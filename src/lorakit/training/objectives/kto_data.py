@@ -14,8 +14,8 @@ import json
 
 from lorakit.data.conversation import Conversation
 from lorakit.data.preference import Unpaired, load_preferences, record_kind
-from lorakit.data.prepared import PreparedData, _check_weights, _paths, _plan
 from lorakit.data.preference_tokens import _ids, common_prefix, pair_cache_key
+from lorakit.data.prepared import PreparedData, _check_weights, _paths, _plan
 from lorakit.data.readers import iter_records
 from lorakit.data.template import uses_thinking
 from lorakit.errors import LorakitError
@@ -33,12 +33,16 @@ def tokenize_unpaired(tokenizer, item: Unpaired, thinking: str = "off", max_leng
     room = max_length - n
     if room < 1:
         return None
-    return {"prompt": prompt[:n], "completion": completion[:room], "label": item.label,
-            "truncated": len(completion) > room}
+    return {
+        "prompt": prompt[:n],
+        "completion": completion[:room],
+        "label": item.label,
+        "truncated": len(completion) > room,
+    }
 
 
 def _form(paths) -> str:
-    """"unpaired" or "pair": the form of the first record (a file holds one form)."""
+    """ "unpaired" or "pair": the form of the first record (a file holds one form)."""
     for item in iter_records(_first(paths)):
         if isinstance(item, tuple):
             return record_kind(item[1]) or "unpaired"
@@ -54,8 +58,9 @@ def _first(paths):
 def load_unpaired(paths, columns, system) -> list[Unpaired]:
     if _form(paths) == "pair":  # TRL's unpairing: every chosen answer desirable, every rejected one not
         pairs = load_preferences(paths, columns, system, kind="pair")
-        return [Unpaired(p.prompt, p.chosen, True, p.source) for p in pairs] + \
-               [Unpaired(p.prompt, p.rejected, False, p.source) for p in pairs]
+        return [Unpaired(p.prompt, p.chosen, True, p.source) for p in pairs] + [
+            Unpaired(p.prompt, p.rejected, False, p.source) for p in pairs
+        ]
     return load_preferences(paths, columns, system, kind="unpaired")
 
 
@@ -68,11 +73,16 @@ def _tokenized(items: list[Unpaired], tokenizer, cfg, stats: dict, prefix: str) 
             continue
         truncated += t.pop("truncated")
         out.append(t)
-    stats.update({f"{prefix}_samples": len(out), f"{prefix}_truncated": truncated,
-                  f"{prefix}_dropped_no_loss": dropped,
-                  f"{prefix}_desirable": sum(u["label"] for u in out),
-                  f"{prefix}_tokens": sum(len(u["prompt"]) + len(u["completion"]) for u in out),
-                  f"{prefix}_supervised_tokens": sum(len(u["completion"]) for u in out)})
+    stats.update(
+        {
+            f"{prefix}_samples": len(out),
+            f"{prefix}_truncated": truncated,
+            f"{prefix}_dropped_no_loss": dropped,
+            f"{prefix}_desirable": sum(u["label"] for u in out),
+            f"{prefix}_tokens": sum(len(u["prompt"]) + len(u["completion"]) for u in out),
+            f"{prefix}_supervised_tokens": sum(len(u["completion"]) for u in out),
+        }
+    )
     return out
 
 
@@ -94,13 +104,19 @@ def prepare_unpaired(cfg, tokenizer) -> PreparedData:
         counts.append(len(part))
     stats = {"records": len(items) + dropped, "duplicates_dropped": dropped}
     train_at, eval_at = _plan(cfg, counts)
-    evals = load_unpaired(cfg.eval_path, cfg.columns or None, cfg.system) if cfg.eval_path else \
-        [items[i] for i in eval_at]
-    data = PreparedData(_tokenized([items[i] for i in train_at], tokenizer, cfg, stats, "train"),
-                        _tokenized(evals, tokenizer, cfg, stats, "eval"), stats)
+    evals = (
+        load_unpaired(cfg.eval_path, cfg.columns or None, cfg.system) if cfg.eval_path else [items[i] for i in eval_at]
+    )
+    data = PreparedData(
+        _tokenized([items[i] for i in train_at], tokenizer, cfg, stats, "train"),
+        _tokenized(evals, tokenizer, cfg, stats, "eval"),
+        stats,
+    )
     if not data.train:
-        raise LorakitError(f"{cfg.path}: no training answers left (every prompt fills max_length={cfg.max_length}); "
-                           "raise data.max_length")
+        raise LorakitError(
+            f"{cfg.path}: no training answers left (every prompt fills max_length={cfg.max_length}); "
+            "raise data.max_length"
+        )
     # the data's identity (files, settings, tokenizer): resume refuses a run whose data changed
     stats["cache_key"] = pair_cache_key(cfg, tokenizer)
     labels = {u["label"] for u in data.train}

@@ -47,8 +47,10 @@ def orpo_samples(unit: dict) -> list[dict]:
     """chosen (prompt and answer supervised: ORPO's NLL covers both), then rejected (answer only)."""
     prompt = unit["prompt"]
     chosen = prompt + unit["chosen"]
-    return [{"input_ids": chosen, "labels": [IGNORE] + chosen[1:]},
-            {"input_ids": prompt + unit["rejected"], "labels": [IGNORE] * len(prompt) + unit["rejected"]}]
+    return [
+        {"input_ids": chosen, "labels": [IGNORE] + chosen[1:]},
+        {"input_ids": prompt + unit["rejected"], "labels": [IGNORE] * len(prompt) + unit["rejected"]},
+    ]
 
 
 def orpo_batch(units: Sequence[dict], packing: bool, pad_id: int) -> dict:
@@ -73,7 +75,7 @@ class ORPO(DPO):
 
     def micro_batches(self, units: Sequence[dict], pad_id: int, budget, world: int) -> list[dict]:
         t = self.cfg.train
-        groups = [list(units[i:i + t.batch_size]) for i in range(0, len(units), t.batch_size)]
+        groups = [list(units[i : i + t.batch_size]) for i in range(0, len(units), t.batch_size)]
         if t.packing and budget:
             groups = [part for g in groups for part in _split(g, budget.tokens)]
         return [orpo_batch(g, t.packing, pad_id) for g in groups]
@@ -100,10 +102,16 @@ class ORPO(DPO):
         total = nll_sum * (self._step_pairs / max(1, self._step_nll_tokens)) - beta * ratio.sum()
         with torch.no_grad():
             r_c, r_r = beta * chosen.detach(), beta * rejected.detach()
-            metrics = {"rewards/chosen": r_c.sum(), "rewards/rejected": r_r.sum(),
-                       "accuracy": (r_c > r_r).float().sum(), "margin": (r_c - r_r).sum(),
-                       "logps/chosen": chosen.detach().sum(), "logps/rejected": rejected.detach().sum(),
-                       "log_odds_ratio": ratio.detach().sum(), "log_odds_chosen": log_odds.detach().sum()}
+            metrics = {
+                "rewards/chosen": r_c.sum(),
+                "rewards/rejected": r_r.sum(),
+                "accuracy": (r_c > r_r).float().sum(),
+                "margin": (r_c - r_r).sum(),
+                "logps/chosen": chosen.detach().sum(),
+                "logps/rejected": rejected.detach().sum(),
+                "log_odds_ratio": ratio.detach().sum(),
+                "log_odds_chosen": log_odds.detach().sum(),
+            }
         return StepLoss(total, metrics)
 
     def begin_run(self, setup) -> None:

@@ -35,6 +35,5 @@ class SFT(Objective):
         from lorakit.training.loss import evaluate_loss, perplexity
 
         t = self.cfg.train
-        value = evaluate_loss(loss_of, units, t.batch_size, t.packing, pad_id, device, autocast, t.share_prefix,
-                              budget)
+        value = evaluate_loss(loss_of, units, t.batch_size, t.packing, pad_id, device, autocast, t.share_prefix, budget)
         return {"eval_loss": value, "eval_ppl": perplexity(value)}

@@ -36,9 +36,14 @@ class SimPO(DPO):
         losses = simpo_losses(chosen, rejected, t.simpo_beta, t.simpo_gamma)
         with torch.no_grad():
             r_c, r_r = t.simpo_beta * chosen.detach(), t.simpo_beta * rejected.detach()
-            metrics = {"rewards/chosen": r_c.sum(), "rewards/rejected": r_r.sum(),
-                       "accuracy": (r_c > r_r).float().sum(), "margin": (r_c - r_r).sum(),
-                       "logps/chosen": chosen.detach().sum(), "logps/rejected": rejected.detach().sum()}
+            metrics = {
+                "rewards/chosen": r_c.sum(),
+                "rewards/rejected": r_r.sum(),
+                "accuracy": (r_c > r_r).float().sum(),
+                "margin": (r_c - r_r).sum(),
+                "logps/chosen": chosen.detach().sum(),
+                "logps/rejected": rejected.detach().sum(),
+            }
         return StepLoss(losses.sum(), metrics)
 
     def begin_run(self, setup) -> None:
