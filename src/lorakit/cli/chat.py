@@ -31,7 +31,8 @@ def chat_command(
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="answer this one message and exit")] = None,
     system: Annotated[Optional[str], typer.Option("--system", help="system prompt")] = None,
     temperature: Annotated[
-        Optional[float], typer.Option(help="sampling temperature, 0 = greedy (default 0.7, thinking 0.6)")
+        Optional[float],
+        typer.Option("--temperature", help="sampling temperature, 0 = greedy (default 0.7, thinking 0.6)"),
     ] = None,
     top_p: Annotated[
         Optional[float], typer.Option("--top-p", help="nucleus sampling mass (default 0.8, thinking 0.95)")
@@ -40,11 +41,11 @@ def chat_command(
         Optional[int], typer.Option("--top-k", help="sample among the k likeliest tokens, 0 = all (default 20)")
     ] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="longest answer in tokens")] = 512,
-    seed: Annotated[Optional[int], typer.Option(help="seed for reproducible sampling")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="seed for reproducible sampling")] = None,
     thinking: Annotated[
-        Literal["on", "off"], typer.Option(help="let the model reason before answering (Qwen3)")
+        Literal["on", "off"], typer.Option("--thinking", help="let the model reason before answering (Qwen3)")
     ] = "off",
-    dtype: Annotated[str, typer.Option(help="weight dtype: auto, float32, bfloat16, float16")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="weight dtype: auto, float32, bfloat16, float16")] = "auto",
 ) -> None:
     """Chat in the terminal. Example: lorakit chat --adapter runs/demo --prompt "Who are you?\""""
     if model is None and adapter is None:

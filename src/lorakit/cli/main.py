@@ -90,30 +90,48 @@ def merge(
 
 
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="training run directory"),
-    data: Optional[str] = typer.Option(None, "--data", help="held-out data (default: the run's eval split)"),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", help="JSON/JSONL/text file of prompts to compare"),
-    max_new_tokens: int = typer.Option(96, help="tokens per answer"),
-    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint of a judge model"),
-    judge_model: Optional[str] = typer.Option(None, help="judge model name"),
-    seed: int = typer.Option(0, help="seed for the sampled answers"),
-    persona_keywords: Optional[str] = typer.Option(None, help="comma-separated persona name/keywords to score"),
-    retention: Optional[str] = typer.Option(None, help="general questions file (default: the bundled set)"),
-    max_prompts: int = typer.Option(8, help="prompts compared side by side"),
-    lang: Optional[str] = typer.Option(
-        None,
-        "--lang",
-        help="en or zh: the bundled retention and identity "
-        "questions (default: data.language, else detected from the data)",
-    ),
-    tasks: Optional[str] = typer.Option(
-        None,
-        "--tasks",
-        help="lm-eval benchmarks instead, e.g. mmlu,cmmlu: base vs fine-tuned accuracy (see docs/eval.md)",
-    ),
-    limit: Optional[float] = typer.Option(None, "--limit", help="with --tasks: items per task (below 1: a fraction)"),
-    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="with --tasks: few-shot examples per item"),
-    include_path: Optional[Path] = typer.Option(None, "--include-path", help="with --tasks: folder of task YAMLs"),
+    run_dir: Annotated[Path, typer.Argument(help="training run directory")],
+    data: Annotated[Optional[str], typer.Option("--data", help="held-out data (default: the run's eval split)")] = None,
+    prompts: Annotated[
+        Optional[Path], typer.Option("--prompts", help="JSON/JSONL/text file of prompts to compare")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="tokens per answer")] = 96,
+    judge_url: Annotated[
+        Optional[str], typer.Option("--judge-url", help="OpenAI-compatible endpoint of a judge model")
+    ] = None,
+    judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="judge model name")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed for the sampled answers")] = 0,
+    persona_keywords: Annotated[
+        Optional[str], typer.Option("--persona-keywords", help="comma-separated persona name/keywords to score")
+    ] = None,
+    retention: Annotated[
+        Optional[str], typer.Option("--retention", help="general questions file (default: the bundled set)")
+    ] = None,
+    max_prompts: Annotated[int, typer.Option("--max-prompts", help="prompts compared side by side")] = 8,
+    lang: Annotated[
+        Optional[str],
+        typer.Option(
+            "--lang",
+            help="en or zh: the bundled retention and identity "
+            "questions (default: data.language, else detected from the data)",
+        ),
+    ] = None,
+    tasks: Annotated[
+        Optional[str],
+        typer.Option(
+            "--tasks",
+            help="lm-eval benchmarks instead, e.g. mmlu,cmmlu: base vs fine-tuned accuracy (see docs/eval.md)",
+        ),
+    ] = None,
+    limit: Annotated[
+        Optional[float], typer.Option("--limit", help="with --tasks: items per task (below 1: a fraction)")
+    ] = None,
+    num_fewshot: Annotated[
+        Optional[int], typer.Option("--num-fewshot", help="with --tasks: few-shot examples per item")
+    ] = None,
+    include_path: Annotated[
+        Optional[Path], typer.Option("--include-path", help="with --tasks: folder of task YAMLs")
+    ] = None,
 ) -> None:
     """Compare base and fine-tuned model: loss, answers side by side, persona and retention scores;
     or, with --tasks, standard benchmarks through lm-evaluation-harness."""
@@ -125,9 +143,9 @@ def evaluate(
         section = benchmark(run_dir, tasks, limit=limit, num_fewshot=num_fewshot, include_path=include_path)
         print_benchmarks(section, run_dir / "report.html")
         return
-    from lorakit.api import evaluate as run_eval
+    from lorakit import api
 
-    result = run_eval(
+    result = api.evaluate(
         run_dir,
         data=data,
         prompts=prompts,

@@ -26,9 +26,9 @@ def serve_command(
         typer.Option("--served-model-name", help="name clients use for the base model (default: --model as given)"),
     ] = None,
     host: Annotated[
-        str, typer.Option(help="address to bind; keep 127.0.0.1 unless you also set --api-key")
+        str, typer.Option("--host", help="address to bind; keep 127.0.0.1 unless you also set --api-key")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
     api_key: Annotated[
         Optional[str], typer.Option("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
     ] = None,
@@ -49,7 +49,7 @@ def serve_command(
         bool,
         typer.Option("--print-command", help="with --engine vllm or llama.cpp: print the engine's command and exit"),
     ] = False,
-    dtype: Annotated[str, typer.Option(help="weight dtype: auto, float32, bfloat16, float16")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="weight dtype: auto, float32, bfloat16, float16")] = "auto",
     max_request_mb: Annotated[
         float,
         typer.Option(
