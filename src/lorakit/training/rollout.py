@@ -18,8 +18,9 @@ from typing import Callable
 
 import torch
 
+from lorakit.inference import completion as engine_rows
 from lorakit.inference.decoding import SamplingParams
-from lorakit.inference.engine import BATCH_ROWS, Engine, _Row
+from lorakit.inference.engine import BATCH_ROWS, Engine
 
 SEED_RANGE = 2**62
 
@@ -109,7 +110,7 @@ class Rollout:
         self.rng.set_state(state["rng"])
 
 
-class _RecordingRow(_Row):
+class _RecordingRow(engine_rows.Completion):
     """An engine row that also keeps every token it was given, the end-of-sequence token included
     (the engine's own rows keep text only)."""
 

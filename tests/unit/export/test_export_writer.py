@@ -34,8 +34,9 @@ def test_rotary_rows_are_what_transformers_gguf_loader_undoes():
 
 @pytest.mark.parametrize("config, quant, says", [
     ({"model_type": "qwen3"}, "q5_k", "--quant q5_k"),
-    ({"model_type": "gemma2"}, "f16", "model type 'gemma2' cannot be exported"),
-    ({"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "f16", "RoPE scaling"),
+    ({"model_type": "mamba"}, "f16", "model type 'mamba' cannot be exported"),
+    ({"model_type": "qwen3", "num_hidden_layers": 2, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "f16",
+     "RoPE type 'yarn' is not exported"),
 ])  # fmt: skip
 def test_refusals_name_the_problem(tmp_path, config, quant, says):
     with pytest.raises(LorakitError, match=says):
