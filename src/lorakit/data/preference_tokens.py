@@ -85,15 +85,42 @@ def pair_cache_key(cfg, tokenizer) -> str:
     return h.hexdigest()[:24]
 
 
-def _tokenized(pairs: list[Preference], tokenizer, cfg, stats: dict, prefix: str) -> list[dict]:
+def tokenize_each(items: list, tokenize, tokenizer, cfg) -> tuple[list[dict], int, int]:
+    """`tokenize(tokenizer, item, thinking, max_length)` over items: (units, how many were truncated, how
+    many were dropped because truncation left them no loss). Pairs and KTO's answers share it."""
     out, truncated, dropped = [], 0, 0
-    for p in pairs:
-        t = tokenize_pair(tokenizer, p, cfg.thinking, cfg.max_length)
+    for item in items:
+        t = tokenize(tokenizer, item, cfg.thinking, cfg.max_length)
         if t is None:
             dropped += 1
             continue
         truncated += t.pop("truncated")
         out.append(t)
+    return out, truncated, dropped
+
+
+def read_unique(cfg, load, key) -> tuple[list, list[int], int]:
+    """Every data.path read with `load(path, columns, system)`, exact duplicates (same `key(item)`) dropped
+    when data.dedup: (items, items kept per path, duplicates dropped)."""
+    seen: set[str] = set()
+    items, counts, dropped = [], [], 0
+    for path in _paths(cfg):
+        part = []
+        for item in load(path, cfg.columns or None, cfg.system):
+            if cfg.dedup:
+                k = key(item)
+                if k in seen:
+                    dropped += 1
+                    continue
+                seen.add(k)
+            part.append(item)
+        items += part
+        counts.append(len(part))
+    return items, counts, dropped
+
+
+def _tokenized(pairs: list[Preference], tokenizer, cfg, stats: dict, prefix: str) -> list[dict]:
+    out, truncated, dropped = tokenize_each(pairs, tokenize_pair, tokenizer, cfg)
     stats.update(
         {
             f"{prefix}_samples": len(out),
@@ -123,20 +150,7 @@ def prepare_pairs(cfg, tokenizer, cache_dir: Path | None = None) -> PreparedData
         splits = json.loads((hit / "pairs.json").read_text())
         return PreparedData(splits["train"], splits["eval"], stats, hit)
     _check_weights(cfg)
-    seen: set[str] = set()
-    pairs, counts, dropped = [], [], 0
-    for path in _paths(cfg):
-        part = []
-        for p in load_preferences(path, cfg.columns or None, cfg.system):
-            if cfg.dedup:
-                k = p.key()
-                if k in seen:
-                    dropped += 1
-                    continue
-                seen.add(k)
-            part.append(p)
-        pairs += part
-        counts.append(len(part))
+    pairs, counts, dropped = read_unique(cfg, load_preferences, Preference.key)
     stats = {"records": len(pairs) + dropped, "duplicates_dropped": dropped, "truncation": TRUNCATION_RULE}
     train_at, eval_at = _plan(cfg, counts)
     evals = (

@@ -14,8 +14,8 @@ import json
 
 from lorakit.data.conversation import Conversation
 from lorakit.data.preference import Unpaired, load_preferences, record_kind
-from lorakit.data.preference_tokens import _ids, common_prefix, pair_cache_key
-from lorakit.data.prepared import PreparedData, _check_weights, _paths, _plan
+from lorakit.data.preference_tokens import _ids, common_prefix, pair_cache_key, read_unique, tokenize_each
+from lorakit.data.prepared import PreparedData, _check_weights, _plan
 from lorakit.data.readers import iter_records
 from lorakit.data.template import uses_thinking
 from lorakit.errors import LorakitError
@@ -65,14 +65,7 @@ def load_unpaired(paths, columns, system) -> list[Unpaired]:
 
 
 def _tokenized(items: list[Unpaired], tokenizer, cfg, stats: dict, prefix: str) -> list[dict]:
-    out, truncated, dropped = [], 0, 0
-    for item in items:
-        t = tokenize_unpaired(tokenizer, item, cfg.thinking, cfg.max_length)
-        if t is None:
-            dropped += 1
-            continue
-        truncated += t.pop("truncated")
-        out.append(t)
+    out, truncated, dropped = tokenize_each(items, tokenize_unpaired, tokenizer, cfg)
     stats.update(
         {
             f"{prefix}_samples": len(out),
@@ -86,22 +79,15 @@ def _tokenized(items: list[Unpaired], tokenizer, cfg, stats: dict, prefix: str) 
     return out
 
 
+def _key(u: Unpaired) -> str:
+    """Equal for exact duplicate answers (same prompt, completion and label)."""
+    return json.dumps([[m.role, m.content] for m in u.prompt + u.completion] + [u.label])
+
+
 def prepare_unpaired(cfg, tokenizer) -> PreparedData:
     """Read, deduplicate, split (data.eval_split / eval_path, seed, max_samples) and tokenize."""
     _check_weights(cfg)
-    seen: set[str] = set()
-    items, counts, dropped = [], [], 0
-    for path in _paths(cfg):
-        part = []
-        for u in load_unpaired(path, cfg.columns or None, cfg.system):
-            key = json.dumps([[m.role, m.content] for m in u.prompt + u.completion] + [u.label])
-            if cfg.dedup and key in seen:
-                dropped += 1
-                continue
-            seen.add(key)
-            part.append(u)
-        items += part
-        counts.append(len(part))
+    items, counts, dropped = read_unique(cfg, load_unpaired, _key)
     stats = {"records": len(items) + dropped, "duplicates_dropped": dropped}
     train_at, eval_at = _plan(cfg, counts)
     evals = (
