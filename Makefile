@@ -64,9 +64,10 @@ demo: install
 
 # Two pytest-xdist workers, whole modules each (module fixtures are built once): the suite is mostly
 # single-threaded CLI subprocesses, so two workers on 2 cores halve it (docs/benchmarks.md, "Test suite").
+# The 25 slowest tests are listed at the end, so the suite's budget (15 minutes) can be watched per test.
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 test-fast: install
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" tests

@@ -1,10 +1,12 @@
 """Atomic outputs never leave half-written folders; plots and metrics files come from one source."""
 
 import json
+import os
+import stat
 
 import pytest
 
-from lorakit.atomic import atomic_dir, write_json
+from lorakit.atomic import atomic_dir, write_bytes, write_json, write_text
 from lorakit.config import TrackingConfig
 from lorakit.errors import LorakitError
 from lorakit.training.tracking import Tracker, check_backends, read_metrics, write_plots
@@ -28,6 +30,23 @@ def test_atomic_dir_replaces_only_when_allowed(tmp_path):
     with atomic_dir(tmp_path / "out", overwrite=True) as tmp:
         (tmp / "new").write_text("new")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["new"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_outputs_get_the_permissions_of_a_plain_write(tmp_path, umask):
+    # temp files are 0600 and temp folders 0700; an output renamed from them must not stay so, or Ollama's
+    # own user cannot read an exported GGUF (the umask decides, as for open() and mkdir())
+    old = os.umask(umask)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        write_bytes(tmp_path / "b.bin", b"x")
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "inside").write_text("x")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(tmp_path / "a.txt") == mode(tmp_path / "b.bin") == 0o666 & ~umask
+    assert mode(tmp_path / "out") == 0o777 & ~umask
 
 
 def test_tracker_truncates_metrics_on_resume_and_plots(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lorakit.atomic import write_bytes
 from lorakit.data.conversation import ScanResult
 from lorakit.data.load import progress, scan_iter
 from lorakit.data.template import IGNORE, encode_with_offsets, label_tokens, render_with_spans
@@ -162,23 +163,7 @@ def plot_lengths(inspection: Inspection, path: str | Path) -> None:
     ax.set_ylabel("samples")
     ax.set_title(f"{len(inspection.lengths)} samples")
     ax.legend()
-    _write_bytes(path, png_bytes(fig, dpi=100, bbox_inches="tight"))
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    # lorakit.atomic writes text only; a PNG needs the same temp-file-and-rename for bytes.
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, png_bytes(fig, dpi=100, bbox_inches="tight"))
 
 
 def render_report(inspection: Inspection, console) -> None:
