@@ -1,6 +1,7 @@
 """DPO speed and memory: TRL's DPOTrainer against `lorakit.train` with train.method dpo, in one run.
 
     .venv/bin/python benchmarks/dpo_speed.py --pairs 32 --threads 2
+    .venv/bin/python benchmarks/dpo_speed.py --child lorakit --pairs 8 --profile   # where lorakit's time goes
 
 Data: --pairs preference pairs built from the shipped demo persona (assets/demo/persona.json): prompt =
 the question, chosen = the persona's answer, rejected = the answer to another question; both libraries
@@ -22,8 +23,10 @@ Methods, each in its own subprocess (so peak memory is its own), one after the o
   lorakit_pre  as lorakit with train.precompute_ref_logps=true.
 
 Measured: tokens/s = the pairs' tokens (prompt counted for both completions, as TRL's attention mask
-counts them) / wall time from the start of training (after model load and tokenization; any reference
-precompute included) to the end of the last optimizer step; peak memory = ru_maxrss of the child
+counts them) / wall time from the start of training (after model load and tokenization) to the end of
+the last optimizer step, plus the reference precompute where there is one (both run it before training
+starts, TRL in DPOTrainer's constructor, lorakit in the objective's begin_run: each is timed on its
+own and added); peak memory = ru_maxrss of the child
 (includes the model load). Also each method's first and last logged loss.
 """
 
@@ -75,7 +78,17 @@ def run_trl(pairs: list[dict], args, precompute: bool) -> dict:
     path = resolve_model("smollm2-135m-instruct")
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    marks: dict = {}
+    marks: dict = {"precompute": 0.0}
+    original_precompute = DPOTrainer._precompute_ref_logps
+
+    def timed_precompute(self, *a, **k):  # TRL 1.16 precomputes in DPOTrainer.__init__: timed and added
+        t0 = time.perf_counter()
+        try:
+            return original_precompute(self, *a, **k)
+        finally:
+            marks["precompute"] += time.perf_counter() - t0
+
+    DPOTrainer._precompute_ref_logps = timed_precompute
 
     class Timer(TrainerCallback):
         def on_train_begin(self, *a, **k):
@@ -115,12 +128,13 @@ def run_trl(pairs: list[dict], args, precompute: bool) -> dict:
     tokens = sum(
         2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in trainer.train_dataset
     )
-    marks["start"] = time.perf_counter()  # precompute (in train()) is inside the timed span
+    marks["start"] = time.perf_counter()
     trainer.train()
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     return {
         "tokens": tokens,
-        "seconds": marks["end"] - marks["start"],
+        "seconds": marks["end"] - marks["start"] + marks["precompute"],
+        "precompute_s": marks["precompute"],
         "first_loss": losses[0],
         "last_loss": losses[-1],
     }
@@ -132,7 +146,19 @@ def run_lorakit(pairs: list[dict], args, precompute: bool) -> dict:
     tmp = Path(tempfile.mkdtemp())
     data = tmp / "pairs.jsonl"
     data.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
-    marks: dict = {}
+    marks: dict = {"precompute": 0.0}
+    from lorakit.training.objectives.dpo import DPO
+
+    begin_run = DPO.begin_run
+
+    def timed_begin_run(self, setup):  # the reference precompute runs before on_setup: timed and added
+        t0 = time.perf_counter()
+        try:
+            return begin_run(self, setup)
+        finally:
+            marks["precompute"] += time.perf_counter() - t0
+
+    DPO.begin_run = timed_begin_run
 
     def hook(setup):
         step = setup.optimizer.step
@@ -169,14 +195,14 @@ def run_lorakit(pairs: list[dict], args, precompute: bool) -> dict:
             "precompute_ref_logps": precompute,
         },
     )
-    # the loop's begin_run (reference precompute) runs after on_setup: it is inside the timed span
     run = train_loop(cfg, on_setup=hook)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     del lorakit
     return {
         "tokens": marks["tokens"],
-        "seconds": marks["end"] - marks["start"],
+        "seconds": marks["end"] - marks["start"] + marks["precompute"],
+        "precompute_s": marks["precompute"],
         "first_loss": losses[0],
         "last_loss": losses[-1],
     }
@@ -187,11 +213,17 @@ def child(method: str, args) -> None:
 
     torch.set_num_threads(args.threads)
     pairs = make_pairs(args.pairs)
-    out = (
-        run_trl(pairs, args, method == "trl_pre")
-        if method.startswith("trl")
-        else run_lorakit(pairs, args, method == "lorakit_pre")
-    )
+    run = run_trl if method.startswith("trl") else run_lorakit
+    pre = method.endswith("_pre")
+    if args.profile:  # where the time goes: cProfile's cumulative table of the child, on stdout
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        out = prof.runcall(run, pairs, args, pre)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+    else:
+        out = run(pairs, args, pre)
     out.update(method=method, peak_mb=peak_mb(), tokens_per_s=out["tokens"] / out["seconds"])
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -202,6 +234,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--child", choices=METHODS)
+    ap.add_argument("--profile", action="store_true", help="with --child: print a cProfile table of that method")
     ap.add_argument("--parallel", action="store_true", help="run the methods at the same time (a shared machine)")
     args = ap.parse_args()
     if args.child:
@@ -232,7 +265,9 @@ def main() -> None:
         results.append(json.loads(line[7:]))
         r = results[-1]
         print(
-            f"{method:12s} {r['tokens_per_s']:8.1f} tokens/s  {r['seconds']:7.1f} s  peak {r['peak_mb']:7.0f} MB  "
+            f"{method:12s} {r['tokens_per_s']:8.1f} tokens/s  {r['tokens']:6d} tokens  {r['seconds']:7.1f} s "
+            f"(precompute {r['precompute_s']:5.1f} s)  "
+            f"peak {r['peak_mb']:7.0f} MB  "
             f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}",
             flush=True,
         )

@@ -1,5 +1,6 @@
 """examples/huanhuan.ipynb runs top to bottom in a real Jupyter kernel (nbclient + ipykernel), on the
-tiny built-in qwen3-tiny-random and ten records, so the notebook cannot go stale against the API."""
+tiny built-in qwen3-tiny-random and ten records, so the notebook cannot go stale against the API; its
+last cell runs DPO on the merged fine-tune with pairs made from the eval's answers."""
 
 import json
 import os
@@ -80,3 +81,7 @@ def test_notebook_trains_plots_evaluates_chats_and_merges(executed):
     assert chat and isinstance(eval(chat[0]["data"]["text/plain"]), str)
     trained = "".join(o.get("text", "") for o in _outputs(nb, "lorakit.train("))
     assert "train" in trained and "3/3" in trained, "no progress bar from lorakit.train"
+    dpo = tmp / "run-dpo"
+    assert (dpo / "adapter" / "adapter_model.safetensors").is_file() and (tmp / "run-pairs.jsonl").is_file()
+    metrics = "".join(o.get("data", {}).get("text/plain", "") for o in _outputs(nb, "dpo_run.metrics["))
+    assert "accuracy" in metrics and "margin" in metrics, metrics

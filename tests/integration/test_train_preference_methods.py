@@ -94,3 +94,45 @@ def test_eval_of_a_preference_run_scores_its_held_out_pairs(tmp_path):
     assert result["loss"]["samples"] == 4 and "eval split" in result["loss"]["data"]
     assert [a["prompt"] for a in result["answers"]][0].startswith("Question")
     assert json.loads((run / "eval.json").read_text())["preference"] == pref
+
+
+def test_eval_of_a_kto_run_scores_its_held_out_answers(tmp_path):
+    """`lorakit eval` of a KTO run: its held-out answers are unpaired, so the figure is KTO's implied reward
+    beta * (logp_tuned - logp_base): how often a desirable answer is rewarded above an undesirable one, and
+    the margin; the held-out loss is on the desirable answers."""
+    import lorakit
+    from lorakit.eval.unpaired import reward_summary
+
+    held = tmp_path / "held.jsonl"
+    held.write_text(
+        "".join(
+            json.dumps({"prompt": f"Question {20 + i}: who keeps the light?", "completion": answer, "label": label})
+            + "\n"
+            for i, (answer, label) in enumerate(
+                [
+                    ("I do, love, 40 nights a week. Fair winds!", True),
+                    ("As an AI assistant, I cannot keep lights (40).", False),
+                    ("I do, love, 41 nights a week. Fair winds!", True),
+                    ("As an AI assistant, I cannot keep lights (41).", False),
+                ]
+            )
+        )
+    )
+    cfg = config(tmp_path, "kto", method="kto", max_steps=3, eval_steps=None)
+    run = train(write_config(cfg, **{**_yaml(cfg), "data": {**_yaml(cfg)["data"], "eval_path": str(held)}}))
+    result = lorakit.evaluate(run, max_new_tokens=4, max_prompts=2)
+    pref = result["preference"]
+    assert (pref["answers"], pref["desirable"], pref["undesirable"]) == (4, 2, 2), pref
+    rewards = pref["rewards"]
+    assert rewards["margin"] > 0 and rewards["accuracy"] == 1.0, rewards  # three steps told them apart
+    assert rewards["margin"] == pytest.approx(rewards["desirable"] - rewards["undesirable"])
+    assert result["loss"]["samples"] == 2 and result["answers"][0]["prompt"].startswith("Question 20")
+    # ties count half; every answer on its side of 0 is sign-right
+    assert reward_summary([1.0, 0.5, 0.5, -1.0], [True, True, False, False])["accuracy"] == 0.875
+    assert reward_summary([1.0, 0.5, 0.5, -1.0], [True, True, False, False])["sign_accuracy"] == 0.75
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())

@@ -9,7 +9,8 @@ rewards with the base as the reference, beta * (logp_tuned - logp_base) per answ
 (chosen rewarded above rejected) and mean margin, the figures DPO's training log shows.
 
 The rest of a preference run's eval is the SFT eval's: its held-out loss is the loss on the chosen
-answers of these pairs, and the side-by-side prompts are their prompts.
+answers of these pairs, and the side-by-side prompts are their prompts. A KTO run's held-out answers
+are unpaired: lorakit.eval.unpaired scores them.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def heldout_pairs(cfg, tokenizer, data: str | None, bare: bool) -> dict:
             "preferences": load_preferences(data, cfg.data.columns or None, cfg.data.system),
             "source": str(data),
         }
+    if not bare and not data and getattr(cfg.train, "method", "sft") == "kto":  # unpaired: lorakit.eval.unpaired
+        from lorakit.eval.unpaired import heldout_answers
+
+        return heldout_answers(cfg, tokenizer)
     if bare or not is_preference_run(cfg) or cfg.train.method == "kto":
         return {
             "units": [],
@@ -87,6 +92,14 @@ def heldout(cfg, tokenizer, data: str | None, bare: bool, sft_heldout) -> tuple[
     With pairs (a preference run's eval split, or a --data pairs file) the loss phase scores their chosen
     answers and the side-by-side prompts are theirs; otherwise `sft_heldout()` gives the SFT held-out."""
     pairs = heldout_pairs(cfg, tokenizer, data, bare)
+    if pairs["units"] and pairs.get("unpaired"):  # a KTO run: the loss on its desirable held-out answers
+        from lorakit.eval.unpaired import desirable_conversations, desirable_samples
+
+        return {
+            "samples": desirable_samples(pairs["units"]),
+            "conversations": desirable_conversations(pairs["preferences"]),
+            "source": pairs["source"],
+        }, pairs
     if pairs["units"] and (not data or is_pairs_file(data)):
         return {
             "samples": chosen_samples(pairs["units"]),
@@ -150,6 +163,10 @@ def preference_scores(engine, held: dict, cfg, adapter: str) -> dict:
     units = held["units"]
     if not units:
         return {"data": held["source"], "skipped": held.get("skipped", "no held-out pairs")}
+    if held.get("unpaired"):
+        from lorakit.eval.unpaired import unpaired_scores
+
+        return unpaired_scores(engine, held, _beta(cfg), adapter)
     pad_id = pad_token_id(engine.tokenizer)
     with engine.model.disable_adapter():
         base, counts = pair_logps(engine.model, units, pad_id, engine.device)

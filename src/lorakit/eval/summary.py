@@ -34,7 +34,7 @@ def summary_rows(result: dict) -> list[tuple[str, object, object, bool]]:
             (f"retention right (of {retention['n']})", retention["base_right"], retention["finetuned_right"], False)
         )
     pref = result.get("preference") or {}
-    if "base" in pref:  # held-out preference pairs (lorakit.eval.preference)
+    if "pairs" in pref:  # held-out preference pairs (lorakit.eval.preference)
         n = pref["pairs"]
         rows.append(
             (
@@ -57,6 +57,25 @@ def summary_rows(result: dict) -> list[tuple[str, object, object, bool]]:
                 f"held-out pairs, implicit reward margin (beta {pref['beta']:g}, reference = base)",
                 0.0,
                 pref["rewards"]["margin"],
+                False,
+            )
+        )
+    if "undesirable" in pref:  # a KTO run's held-out answers (lorakit.eval.unpaired)
+        rewards, beta = pref["rewards"], pref["beta"]
+        if rewards["accuracy"] is not None:
+            rows.append(
+                (
+                    f"held-out answers, desirable rewarded above undesirable (share, beta {beta:g}, reference = base)",
+                    0.5,
+                    rewards["accuracy"],
+                    False,
+                )
+            )
+        rows.append(
+            (
+                f"held-out answers, implied reward margin desirable - undesirable (beta {beta:g})",
+                0.0,
+                rewards["margin"],
                 False,
             )
         )
