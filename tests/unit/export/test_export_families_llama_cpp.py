@@ -1,7 +1,8 @@
 """Every exportable family of the conformance matrix, run by the real llama.cpp (node-llama-cpp's prebuilt
 libllama): a tiny random model of the family with the Qwen BPE tokenizer is exported at f16, and
 llama.cpp must tokenize lorakit's chat prompt to lorakit's ids, continue it greedily with lorakit's
-tokens, and render lorakit's prompt with the chat template it reads from the file.
+tokens, and render lorakit's prompt with the chat template it reads from the file. The same base GGUF with a
+LoRA adapter GGUF of the family (`--format gguf-lora`'s writer) must continue it as the PEFT model does.
 
 The models are made "opinionated" (O(1) activations, a wide logit spread) so that a wrong graph detail
 (a missed (1+w), RoPE layout, window or multiplier) changes the greedy tokens; ties closer than NEAR_TIE
@@ -10,6 +11,7 @@ families share one node process (one llama.cpp load)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "conformance"))
 from families import BY_NAME, build  # noqa: E402
 from test_export_llama_cpp import CONVERSATION, HERE, pytestmark  # noqa: E402,F401  (same llama.cpp, same skip)
 
+from lorakit.exporting.adapter_gguf import write_adapter_gguf  # noqa: E402
 from lorakit.exporting.gguf_writer import export_refusal, write_gguf  # noqa: E402
 from lorakit.exporting.modelfile import hf_prompt  # noqa: E402
 
@@ -36,6 +39,10 @@ PROB_RTOL = 0.05
 # graph hard-codes the released one (the matrix's own config is refused: test_export_families.py).
 RELEASED = {"gemma2": dict(tie_word_embeddings=True), "qwen3-moe": dict(norm_topk_prob=True)}
 EXPORTED = ["llama3", "qwen2", "qwen3", "qwen3-moe", "gemma2", "gemma3", "phi3", "olmo2", "granite", "gpt-neox"]
+# LoRA targets: every linear layer, but for the MoE experts, which llama.cpp's LoRA GGUF cannot hold (refused:
+# test_export_refusals.py); the MoE family adapts attention and its router
+TARGETS = {"qwen3-moe": ["q_proj", "k_proj", "v_proj", "o_proj", "gate"]}
+RANK = 4
 
 
 def exported_family(name: str):
@@ -107,25 +114,43 @@ def runs(tmp_path_factory, lorakit_cache):
 
         engine = Engine(model, tok)
         ids = engine.chat_prompt(CONVERSATION, enable_thinking=False)
-        tokens, margins = _greedy(engine.model, ids, stops)
         prompt = hf_prompt(engine.tokenizer, CONVERSATION)
-        ours[name] = (model, ids, prompt, tokens, margins)
-        requests.append(
-            {
-                "model": str(gguf),
-                "prompt": prompt,
-                "max_tokens": MAX_TOKENS,
-                "messages": CONVERSATION,
-                "top_probs": TOP_PROBS,
-            }
-        )
+        request = {"model": str(gguf), "prompt": prompt, "max_tokens": MAX_TOKENS, "messages": CONVERSATION,
+                   "top_probs": TOP_PROBS}  # fmt: skip
+        adapted, adapter_gguf = _adapted(model, name, folder)
+        for key, run_model, extra in (
+            (name, model, {}),
+            (f"{name}+lora", adapted, {"lora": [str(adapter_gguf)]}),
+        ):
+            tokens, margins = _greedy(run_model, ids, stops)
+            ours[key] = (run_model, ids, prompt, tokens, margins)
+            requests.append({**request, **extra})
     proc = subprocess.run(["node", "run_gguf.mjs"], input=json.dumps(requests), capture_output=True, text=True,
                           cwd=HERE, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    theirs = dict(zip(EXPORTED, json.loads(proc.stdout)))
-    for name, (model, ids, prompt, tokens, margins) in ours.items():
-        ours[name] = (ids, prompt, tokens, margins, _probabilities(model, ids, theirs[name]["tokens"]))
+    theirs = dict(zip(ours, json.loads(proc.stdout)))
+    for key, (run_model, ids, prompt, tokens, margins) in ours.items():
+        ours[key] = (ids, prompt, tokens, margins, _probabilities(run_model, ids, theirs[key]["tokens"]))
     return ours, theirs
+
+
+def _adapted(model, name: str, folder: Path):
+    """(PEFT model, its adapter as a llama.cpp LoRA GGUF): a copy of `model` with a LoRA whose product is as
+    large as the weights it adapts (B ~ 1/sqrt(r) against peft's A), so it changes the greedy tokens."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=RANK, lora_alpha=2 * RANK, target_modules=TARGETS.get(name, "all-linear"))
+    adapted = get_peft_model(copy.deepcopy(model), config).eval()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for key, p in adapted.named_parameters():
+            if "lora_B" in key:
+                p.normal_(0, RANK**-0.5, generator=g)
+    adapted.save_pretrained(folder / "adapter")
+    out = folder / "tiny-random-lora.gguf"
+    base_config = json.loads((folder / "model" / "config.json").read_text())  # as `lorakit export` reads it
+    write_adapter_gguf(folder / "adapter", base_config, out, "tiny-random")
+    return adapted, out
 
 
 def _probabilities(model, ids: list[int], path: list[int]) -> torch.Tensor:
@@ -153,11 +178,13 @@ def _greedy(model, ids: list[int], stops: set[int]) -> tuple[list[int], list[flo
     return tokens, margins
 
 
-@pytest.mark.parametrize("name", EXPORTED)
+@pytest.mark.parametrize("name", EXPORTED + [f"{name}+lora" for name in EXPORTED])
 def test_llama_cpp_runs_the_family_as_lorakit_does(runs, name):
     ours, theirs = runs
     ids, prompt, want, margins, probs = ours[name]
     got = theirs[name]
+    if name.endswith("+lora"):  # the adapter must change the model, or this compares the base again
+        assert want != ours[name.removesuffix("+lora")][2]
     assert got["prompt_tokens"] == ids  # the same vocabulary, merges, pre-tokenizer and special tokens
     assert got["rendered"] == prompt  # the chat template in the file renders lorakit's prompt
     print(f"\n{name}: lorakit {want} / llama.cpp {got['tokens']} / margins {[round(m, 3) for m in margins]}")
