@@ -204,7 +204,8 @@ def _gpt_oss_refusal(cfg: dict) -> str | None:
     missing = "lorakit does not write gpt-oss's tensors yet (attention sinks, gate_up_proj de-interleaved into "
     missing += "gate and up, expert and router biases)"
     if rope["rope_type"] == "yarn" and rope.get("truncate") is False:
-        missing += ", and llama.cpp's YaRN rounds the RoPE correction range this config keeps unrounded (truncate: false)"
+        missing += ", and llama.cpp's YaRN rounds the RoPE correction range this config keeps unrounded "
+        missing += "(truncate: false)"
     return f"GPT-OSS is not exported: {missing}"
 
 
