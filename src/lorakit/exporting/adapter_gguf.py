@@ -3,11 +3,15 @@
 The layout is the one llama.cpp's convert_lora_to_gguf.py writes and src/llama-adapter.cpp reads:
 general.type "adapter", adapter.type "lora", adapter.lora.alpha, and per adapted weight a pair
 `<base tensor name>.lora_a` (PEFT's A, r x in) and `.lora_b` (PEFT's B, out x r). llama.cpp scales each
-pair by alpha / r with r read off lora_b. The base tensor names come from the same TensorNameMap (and the
-same rotary row order for Llama's q/k) as lorakit's base GGUF, so the adapter fits the file lorakit exports.
+pair by alpha / r with r read off lora_b. The base tensor names come from the same TensorNameMap as
+lorakit's base GGUF, and B gets the same row reorder as the weight it adapts (Llama's rotary q/k rows,
+GPT-NeoX's per-head qkv), so the adapter fits the file lorakit exports for every exported family. Fused
+projections (Phi-3's qkv_proj and gate_up_proj, GPT-NeoX's query_key_value) are one tensor in llama.cpp's
+graph too, so their pair applies to it as it is. Gemma's (1 + w) is on norms, which LoRA never adapts.
 
 What llama.cpp's adapter cannot hold is refused in one line: DoRA's magnitude vectors, trained biases,
-fully trained modules (modules_to_save), adapters on the embeddings or on a tied output. Per-module scales
+fully trained modules (modules_to_save), adapters on the embeddings, on a tied output or on MoE experts
+(llama.cpp's base GGUF stacks each layer's experts into one tensor). Per-module scales
 that differ from alpha / r (rsLoRA, alpha_pattern) are folded into B, which is exact.
 """
 
@@ -19,9 +23,6 @@ from pathlib import Path
 
 from lorakit.errors import LorakitError
 from lorakit.exporting.gguf_writer import FAMILIES, interleave_rotary_rows
-
-# Base families whose GGUF keeps each adapted projection as its own tensor, as the adapter has it.
-ADAPTER_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 
 ADAPTER_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
 
@@ -69,15 +70,7 @@ def write_adapter_gguf(adapter_dir: Path, base_config: dict, out_file: Path, nam
     from safetensors.torch import load_file
 
     cfg = check_adapter(adapter_dir)
-    kind = base_config.get("model_type")
-    if kind not in ADAPTER_FAMILIES:
-        # the other families' base GGUFs fuse, stack or regroup the adapted weights (Phi-3's qkv, MoE
-        # experts, GPT-NeoX's heads): an adapter written one to one would not line up with them
-        raise LorakitError(
-            f"{adapter_dir}: a LoRA GGUF for a {kind} base is not written yet (supported: "
-            f"{', '.join(ADAPTER_FAMILIES)}); export the merged model with --format gguf"
-        )
-    family = FAMILIES[kind]
+    family = FAMILIES[base_config["model_type"]]  # an exportable base (check_exportable ran before)
     arch = getattr(gguf.MODEL_ARCH, family.arch)
     names = gguf.TensorNameMap(arch, int(base_config["num_hidden_layers"]))
     weights_file = adapter_dir / "adapter_model.safetensors"
@@ -109,6 +102,11 @@ def write_adapter_gguf(adapter_dir: Path, base_config: dict, out_file: Path, nam
                 f"{weights_file}: an adapter on lm_head of a model with tied embeddings has no "
                 "output.weight to apply to in the base GGUF; export the merged model instead"
             )
+        if ".mlp.experts" in module:
+            raise LorakitError(
+                f"{weights_file}: {module}: LoRA on MoE experts cannot go into llama.cpp's LoRA GGUF (the base "
+                "GGUF stacks each layer's experts into one tensor); export the merged model (--format gguf) instead"
+            )
         base_name = names.get_name(module + ".weight", try_suffixes=(".weight",))
         if base_name is None:
             raise LorakitError(f"{weights_file}: {module} has no tensor in the base GGUF; llama.cpp cannot apply it")
@@ -116,13 +114,7 @@ def write_adapter_gguf(adapter_dir: Path, base_config: dict, out_file: Path, nam
         rank = a.shape[0]
         # llama.cpp multiplies by alpha / rank; anything else PEFT would use is folded into B
         b = b * np.float32(_scale(cfg, module, rank) / (alpha / rank))
-        if family.rotary_permute and module.endswith(("q_proj", "k_proj")):
-            heads = (
-                base_config["num_attention_heads"]
-                if module.endswith("q_proj")
-                else base_config.get("num_key_value_heads", base_config["num_attention_heads"])
-            )
-            b = interleave_rotary_rows(b, int(heads))  # B's rows are the weight's output rows
+        b = _as_exported_rows(b, module, family, base_config)
         writer.add_tensor(base_name + ".lora_a", np.ascontiguousarray(a, dtype=np.float32))
         writer.add_tensor(base_name + ".lora_b", np.ascontiguousarray(b, dtype=np.float32))
         targets.add(module.rsplit(".", 1)[-1])
@@ -133,6 +125,25 @@ def write_adapter_gguf(adapter_dir: Path, base_config: dict, out_file: Path, nam
     writer.write_tensors_to_file()
     writer.close()
     return {"alpha": alpha, "pairs": len(pairs), "targets": sorted(targets)}
+
+
+def _as_exported_rows(b, module: str, family, base_config: dict):
+    """B's rows are the adapted weight's output rows: reorder them as the base export reorders that weight's."""
+    if family.rotary_permute and module.endswith(("q_proj", "k_proj")):
+        heads = (
+            base_config["num_attention_heads"]
+            if module.endswith("q_proj")
+            else base_config.get("num_key_value_heads", base_config["num_attention_heads"])
+        )
+        b = interleave_rotary_rows(b, int(heads))
+    if family.tensors is not None:
+        # the family's own weight transforms (GPT-NeoX's qkv regrouping) act on rows; experts, which they
+        # stack, were refused above, so B passes through them under its weight's name
+        import torch
+
+        weight = module + ".weight"
+        b = family.tensors({weight: torch.from_numpy(b)}, base_config)[weight].numpy()
+    return b
 
 
 def check_base_gguf(base_gguf: Path, base_config: dict, adapter_dir: Path) -> None:

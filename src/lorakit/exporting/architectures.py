@@ -197,10 +197,16 @@ def _qwen3_moe_refusal(cfg: dict) -> str | None:
 
 
 def _gpt_oss_refusal(cfg: dict) -> str | None:
-    return (
-        "GPT-OSS is not exported yet: llama.cpp's YaRN rounds the correction range that transformers "
-        "keeps unrounded (truncate: false), and its MXFP4/expert layout is not written here"
-    )
+    # The pinned libllama has the gpt-oss graph (attn_sinks, swiglu_oai, its YaRN); what stops an exact
+    # export is said in the line: lorakit's tensor writer for it, and, for the released RoPE, llama.cpp's
+    # YaRN, which floors/ceils the correction range (ggml_rope_yarn_corr_dims) where the config does not
+    rope = rope_parameters(cfg)
+    missing = "lorakit does not write gpt-oss's tensors yet (attention sinks, gate_up_proj de-interleaved into "
+    missing += "gate and up, expert and router biases)"
+    if rope["rope_type"] == "yarn" and rope.get("truncate") is False:
+        missing += ", and llama.cpp's YaRN rounds the RoPE correction range this config keeps unrounded "
+        missing += "(truncate: false)"
+    return f"GPT-OSS is not exported: {missing}"
 
 
 _LLAMA_ROPE = ("default", "llama3")

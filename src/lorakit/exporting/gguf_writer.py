@@ -62,6 +62,8 @@ def write_gguf(model_dir: Path, out_file: Path, quant: str, name: str) -> GGUFVo
 def _write(model_dir: Path, cfg: dict, out_file: Path, quant: str, name: str) -> GGUFVocab:
     import gguf
 
+    from lorakit.exporting.gguf_arrays import GGUFArrayWriter
+
     family = FAMILIES[cfg["model_type"]]
     arch = getattr(gguf.MODEL_ARCH, family.arch)
     names = gguf.TensorNameMap(arch, int(cfg["num_hidden_layers"]))
@@ -69,7 +71,7 @@ def _write(model_dir: Path, cfg: dict, out_file: Path, quant: str, name: str) ->
     n_vocab = int(tensors["token_embd.weight"].shape[0])
     vocab = read_vocab(model_dir, n_vocab)
 
-    writer = gguf.GGUFWriter(str(out_file), gguf.MODEL_ARCH_NAMES[arch])
+    writer = GGUFArrayWriter(str(out_file), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
     _write_hparams(writer, cfg, family, n_vocab)

@@ -71,11 +71,17 @@ def read_vocab(model_dir: Path, n_vocab: int) -> GGUFVocab:
 
 
 def write_vocab(writer, vocab: GGUFVocab) -> None:
+    import gguf
+
+    from lorakit.exporting.gguf_arrays import add_int32_array, add_string_array
+
     writer.add_tokenizer_model("gpt2")  # llama.cpp's name for byte-level BPE
     writer.add_tokenizer_pre(vocab.pre)
-    writer.add_token_list(vocab.tokens)
-    writer.add_token_types(vocab.types)
-    writer.add_token_merges(vocab.merges)
+    # typed arrays: the GGUFArrayWriter packs them in one go (the keys add_token_list/types/merges use)
+    add_string_array(writer, gguf.Keys.Tokenizer.LIST, vocab.tokens)
+    add_int32_array(writer, gguf.Keys.Tokenizer.TOKEN_TYPE, vocab.types)
+    if vocab.merges:
+        add_string_array(writer, gguf.Keys.Tokenizer.MERGES, vocab.merges)
     adders = {"bos": writer.add_bos_token_id, "eos": writer.add_eos_token_id, "eot": writer.add_eot_token_id,
               "pad": writer.add_pad_token_id, "unk": writer.add_unk_token_id}  # fmt: skip
     for kind, token_id in vocab.special_ids.items():

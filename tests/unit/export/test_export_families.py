@@ -46,15 +46,17 @@ def test_other_families_are_refused_in_one_line_and_nothing_is_written(tmp_path,
 
 
 def test_qwen2_round_trips_through_transformers_gguf_loader(tmp_path, lorakit_cache):
-    """A tiny random Qwen2 (qkv bias) with the Qwen BPE vocabulary: the f16 GGUF read back by
-    transformers gives the logits of the weights rounded to float16."""
+    """A tiny random Qwen2 (qkv bias) with the Qwen BPE vocabulary (cut to its first tokens, as in the
+    llama.cpp family test): the f16 GGUF read back by transformers gives the logits of the weights rounded
+    to float16."""
+    from test_export_families_llama_cpp import cut_tokenizer
     from transformers import AutoTokenizer
 
     from lorakit.models.builtin import qwen3_tokenizer_dir
 
-    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir(lorakit_cache))
+    tok = AutoTokenizer.from_pretrained(cut_tokenizer(Path(qwen3_tokenizer_dir(lorakit_cache)), tmp_path / "tok"))
     config = transformers.Qwen2Config(
-        **dict(SMALL, vocab_size=151936, bos_token_id=None, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+        **dict(SMALL, vocab_size=len(tok), bos_token_id=None, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
     )
     torch.manual_seed(0)
     model = transformers.Qwen2ForCausalLM(config).eval()
@@ -63,7 +65,7 @@ def test_qwen2_round_trips_through_transformers_gguf_loader(tmp_path, lorakit_ca
             p.copy_(p.half().float())  # the weights an f16 file holds exactly
     model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
-    out = lorakit.export(tmp_path / "model", tmp_path / "gguf", quant="f16")
+    out = lorakit.export(tmp_path / "model", tmp_path / "gguf", quant="f16", quality_tokens=0)  # measured elsewhere
     path = next(out.glob("*.gguf"))
     back = transformers.AutoModelForCausalLM.from_pretrained(
         path.parent, gguf_file=path.name, dtype=torch.float32, config=config

@@ -1,7 +1,13 @@
 """Every exportable family of the conformance matrix, run by the real llama.cpp (node-llama-cpp's prebuilt
 libllama): a tiny random model of the family with the Qwen BPE tokenizer is exported at f16, and
 llama.cpp must tokenize lorakit's chat prompt to lorakit's ids, continue it greedily with lorakit's
-tokens, and render lorakit's prompt with the chat template it reads from the file.
+tokens, and render lorakit's prompt with the chat template it reads from the file. The same base GGUF with a
+LoRA adapter GGUF of the family (`--format gguf-lora`'s writer) must continue it as the PEFT model does.
+
+The tokenizer is Qwen's own cut to its first CUT_TOKENS tokens (its first merges, its pre-tokenizer, its
+special tokens and chat template): the graph is what differs between families, and a 150k-row vocabulary
+made every export, llama.cpp load and logit step ~40x dearer. The full Qwen vocabulary is proven in
+test_export_llama_cpp.py and test_export_roundtrip.py.
 
 The models are made "opinionated" (O(1) activations, a wide logit spread) so that a wrong graph detail
 (a missed (1+w), RoPE layout, window or multiplier) changes the greedy tokens; ties closer than NEAR_TIE
@@ -10,6 +16,7 @@ families share one node process (one llama.cpp load)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -24,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "conformance"))
 from families import BY_NAME, build  # noqa: E402
 from test_export_llama_cpp import CONVERSATION, HERE, pytestmark  # noqa: E402,F401  (same llama.cpp, same skip)
 
+from lorakit.exporting.adapter_gguf import write_adapter_gguf  # noqa: E402
 from lorakit.exporting.gguf_writer import export_refusal, write_gguf  # noqa: E402
 from lorakit.exporting.modelfile import hf_prompt  # noqa: E402
 
@@ -36,6 +44,28 @@ PROB_RTOL = 0.05
 # graph hard-codes the released one (the matrix's own config is refused: test_export_families.py).
 RELEASED = {"gemma2": dict(tie_word_embeddings=True), "qwen3-moe": dict(norm_topk_prob=True)}
 EXPORTED = ["llama3", "qwen2", "qwen3", "qwen3-moe", "gemma2", "gemma3", "phi3", "olmo2", "granite", "gpt-neox"]
+# LoRA targets: every linear layer, but for the MoE experts, which llama.cpp's LoRA GGUF cannot hold (refused:
+# test_export_refusals.py); the MoE family adapts attention and its router
+TARGETS = {"qwen3-moe": ["q_proj", "k_proj", "v_proj", "o_proj", "gate"]}
+RANK = 4
+CUT_TOKENS = 4096  # byte-level BPE: token 256 + k is merge k, so the first tokens and merges form a tokenizer
+
+
+def cut_tokenizer(source: Path, out: Path, n: int = CUT_TOKENS) -> Path:
+    """`source`'s byte-level BPE kept to its first `n` tokens and the merges that make them; its added
+    (special) tokens renumbered to follow them. Everything else (pre-tokenizer, template) is unchanged."""
+    spec = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
+    model = spec["model"]
+    model["vocab"] = {t: i for t, i in model["vocab"].items() if i < n}
+    model["merges"] = model["merges"][: n - 256]
+    for merge in model["merges"]:  # the cut is a tokenizer only if every merge's parts and result survive
+        a, b = merge if isinstance(merge, list) else merge.split(" ")
+        assert {a, b, a + b} <= model["vocab"].keys(), merge
+    for j, added in enumerate(spec["added_tokens"]):
+        added["id"] = n + j
+    shutil.copytree(source, out)
+    (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    return out
 
 
 def exported_family(name: str):
@@ -66,7 +96,7 @@ def opinionated(model) -> None:
 
 def _gain(name: str, config) -> float:
     if "lm_head" in name or "embed_out" in name:
-        return 4.0  # logits a few units apart: clear top-1 margins over a 150k vocabulary
+        return 4.0  # logits a few units apart: clear top-1 margins over the vocabulary
     if getattr(config, "attn_logit_softcapping", None) and name.endswith(("q_proj.weight", "k_proj.weight")):
         return 3.0  # attention scores beyond Gemma 2's cap of 2, so the cap bites
     return 1.0  # (larger gains inside the layers grow f16 rounding as fast as the margins)
@@ -80,7 +110,9 @@ def runs(tmp_path_factory, lorakit_cache):
     from lorakit.inference.engine import Engine
     from lorakit.models.builtin import qwen3_tokenizer_dir
 
-    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir(lorakit_cache))
+    cut = cut_tokenizer(Path(qwen3_tokenizer_dir(lorakit_cache)), tmp_path_factory.mktemp("cut") / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(cut)
+    assert len(tok) == CUT_TOKENS + 26 and tok.chat_template  # Qwen's 26 special tokens and its template
     tok_files = tmp_path_factory.mktemp("tokenizer")
     tok.save_pretrained(tok_files)  # once; each model folder gets a copy of the files
     special = dict(
@@ -90,7 +122,7 @@ def runs(tmp_path_factory, lorakit_cache):
         pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
     )
     stops = {special["eos_token_id"], special["pad_token_id"]}
-    ours, requests = {}, []
+    ours, requests, ours_models = {}, [], {}
     for name in EXPORTED:
         family = exported_family(name)
         family = dataclasses.replace(family, kwargs={**family.kwargs, **special})
@@ -107,25 +139,48 @@ def runs(tmp_path_factory, lorakit_cache):
 
         engine = Engine(model, tok)
         ids = engine.chat_prompt(CONVERSATION, enable_thinking=False)
-        tokens, margins = _greedy(engine.model, ids, stops)
         prompt = hf_prompt(engine.tokenizer, CONVERSATION)
-        ours[name] = (model, ids, prompt, tokens, margins)
-        requests.append(
-            {
-                "model": str(gguf),
-                "prompt": prompt,
-                "max_tokens": MAX_TOKENS,
-                "messages": CONVERSATION,
-                "top_probs": TOP_PROBS,
-            }
-        )
+        request = {"model": str(gguf), "prompt": prompt, "max_tokens": MAX_TOKENS, "messages": CONVERSATION,
+                   "top_probs": TOP_PROBS}  # fmt: skip
+        adapted, adapter_gguf = _adapted(model, name, folder)
+        for key, run_model, extra in (
+            (name, model, {}),
+            (f"{name}+lora", adapted, {"lora": [str(adapter_gguf)]}),
+        ):
+            tokens, margins = _greedy(run_model, ids, stops)
+            ours[key] = (run_model, ids, prompt, tokens, margins)
+            requests.append({**request, **extra})
+        ours_models[name] = model
     proc = subprocess.run(["node", "run_gguf.mjs"], input=json.dumps(requests), capture_output=True, text=True,
                           cwd=HERE, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    theirs = dict(zip(EXPORTED, json.loads(proc.stdout)))
-    for name, (model, ids, prompt, tokens, margins) in ours.items():
-        ours[name] = (ids, prompt, tokens, margins, _probabilities(model, ids, theirs[name]["tokens"]))
+    theirs = dict(zip(ours, json.loads(proc.stdout)))
+    for key, (run_model, ids, prompt, tokens, margins) in ours.items():
+        ours[key] = (ids, prompt, tokens, margins, _probabilities(run_model, ids, theirs[key]["tokens"]))
+    for name in EXPORTED:  # what the base alone gives on the adapted continuation: the adapter must move it
+        base_model, lora = ours_models[name], theirs[f"{name}+lora"]
+        theirs[f"{name}+lora"]["base_probs"] = _probabilities(base_model, ours[name][0], lora["tokens"])
     return ours, theirs
+
+
+def _adapted(model, name: str, folder: Path):
+    """(PEFT model, its adapter as a llama.cpp LoRA GGUF): a copy of `model` with a LoRA whose product is as
+    large as the weights it adapts (B ~ 1/sqrt(r) against peft's A), so it changes the greedy tokens."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=RANK, lora_alpha=2 * RANK, target_modules=TARGETS.get(name, "all-linear"))
+    torch.manual_seed(7)  # peft draws A from the global generator; this draw has no first-step near-tie
+    adapted = get_peft_model(copy.deepcopy(model), config).eval()
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for key, p in adapted.named_parameters():
+            if "lora_B" in key:
+                p.normal_(0, RANK**-0.5, generator=g)
+    adapted.save_pretrained(folder / "adapter")
+    out = folder / "tiny-random-lora.gguf"
+    base_config = json.loads((folder / "model" / "config.json").read_text())  # as `lorakit export` reads it
+    write_adapter_gguf(folder / "adapter", base_config, out, "tiny-random")
+    return adapted, out
 
 
 def _probabilities(model, ids: list[int], path: list[int]) -> torch.Tensor:
@@ -153,7 +208,7 @@ def _greedy(model, ids: list[int], stops: set[int]) -> tuple[list[int], list[flo
     return tokens, margins
 
 
-@pytest.mark.parametrize("name", EXPORTED)
+@pytest.mark.parametrize("name", EXPORTED + [f"{name}+lora" for name in EXPORTED])
 def test_llama_cpp_runs_the_family_as_lorakit_does(runs, name):
     ours, theirs = runs
     ids, prompt, want, margins, probs = ours[name]
@@ -170,9 +225,18 @@ def test_llama_cpp_runs_the_family_as_lorakit_does(runs, name):
     assert margins[0] >= NEAR_TIE, "the first token is a near-tie: the model compares nothing"
     # The whole distribution, not only its argmax: llama.cpp's likeliest tokens at every step of its own
     # continuation have lorakit's probabilities (f16 rounding moves them by ~1e-3 relative).
-    worst = max(abs(float(probs[step, token]) - p) / p for step, top in enumerate(got["top_probs"]) for token, p in top)
+    worst = _worst(probs, got["top_probs"])
     print(f"{name}: largest relative probability difference {worst:.2e}")
     assert worst < PROB_RTOL
+    if name.endswith("+lora"):
+        # llama.cpp without the adapter would be 10x further off: the adapter is applied, not the base compared
+        # again (Gemma 2's final softcap of 3 flattens its probabilities, so a fixed bound would not see it)
+        assert _worst(got["base_probs"], got["top_probs"]) > 10 * worst
+
+
+def _worst(probs: torch.Tensor, top_probs: list) -> float:
+    """Largest relative difference between llama.cpp's likeliest tokens' probabilities and `probs`'."""
+    return max(abs(float(probs[step, token]) - p) / p for step, top in enumerate(top_probs) for token, p in top)
 
 
 def test_the_released_settings_are_what_the_matrix_config_lacks():

@@ -56,3 +56,23 @@ def test_adapter_refusals(exports, tmp_path):
     config = json.loads((dora / "adapter" / "adapter_config.json").read_text())
     (dora / "adapter" / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
     _refused(tmp_path / "out", "use_dora: llama.cpp's LoRA GGUF has no DoRA", source=dora, fmt="gguf-lora")
+
+
+def test_adapter_on_moe_experts_is_refused_naming_the_module(tmp_path):
+    """PEFT's all-linear adapts Qwen3-MoE's fused experts; llama.cpp's LoRA GGUF has no per-expert pairs."""
+    import sys
+    from pathlib import Path
+
+    from peft import LoraConfig, get_peft_model
+
+    from lorakit.exporting.adapter_gguf import write_adapter_gguf
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "conformance"))
+    from families import BY_NAME, build
+
+    model = build(BY_NAME["qwen3-moe"])
+    get_peft_model(model, LoraConfig(r=2, target_modules="all-linear")).save_pretrained(tmp_path / "adapter")
+    out = tmp_path / "lora.gguf"
+    with pytest.raises(LorakitError, match=r"model\.layers\.0\.mlp\.experts: LoRA on MoE experts") as info:
+        write_adapter_gguf(tmp_path / "adapter", model.config.to_dict(), out, "moe")
+    assert "\n" not in str(info.value) and not out.exists()

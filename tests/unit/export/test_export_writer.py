@@ -65,3 +65,18 @@ def test_pre_tokenizer_names(tmp_path):
     assert _pre_tokenizer(llama3, tmp_path) == "llama-bpe"
     with pytest.raises(LorakitError, match="pre-tokenizer"):
         _pre_tokenizer({"pre_tokenizer": {"type": "Metaspace"}}, tmp_path)
+
+
+def test_the_array_writer_packs_the_bytes_the_gguf_package_does(tmp_path):
+    """GGUFArrayWriter's one-go packing of the tokenizer arrays is byte for byte the package's own."""
+    import gguf
+
+    from lorakit.exporting.gguf_arrays import GGUFArrayWriter
+
+    tokens = ["a", "Ġthe", "你好", "<|im_end|>", "ĊĊ", "é" * 40]
+    ours = GGUFArrayWriter(tmp_path / "a.gguf", "qwen3")
+    theirs = gguf.GGUFWriter(tmp_path / "b.gguf", "qwen3")
+    for values, sub in ((tokens, gguf.GGUFValueType.STRING), ([1, 3, 6, -1, 2**31 - 1], gguf.GGUFValueType.INT32)):
+        for add_vtype in (True, False):
+            want = theirs._pack_val(values, gguf.GGUFValueType.ARRAY, add_vtype)  # the package infers the type
+            assert ours._pack_val(values, gguf.GGUFValueType.ARRAY, add_vtype, sub_type=sub) == want
