@@ -39,6 +39,12 @@ class ModelConfig(Section):
     quantize: Literal["none", "4bit", "8bit"] = Field(
         "none", description="load the frozen base quantised with bitsandbytes (QLoRA); CUDA only"
     )
+    chat_template: Optional[str] = Field(
+        None,
+        description="chat template replacing the model's own: a .jinja file (relative to the config file) "
+        "or a shipped one (smollm2-tools: SmolLM2 with tool calls); saved with the adapter, so chat, serve, "
+        "eval and merge use it too",
+    )
 
 
 class DataConfig(Section):
@@ -555,6 +561,7 @@ def load_config(path: str | Path | dict | None, overrides: list[str] | dict | No
             raise LorakitError(f"{p}: config is not UTF-8 text") from None
         data, lines = _load_with_lines(text, source)
         _anchor_reward_files(data, p.parent)
+        _anchor_chat_template(data, p.parent)
     given: dict[str, str] = {}  # dotted key -> the override that set it, for errors
     if isinstance(overrides, dict):
         pairs = list(overrides.items())
@@ -601,6 +608,22 @@ def _anchor_reward_files(data: dict, folder: Path) -> None:
                 entry[key] = anchored
             else:
                 rewards[i] = anchored
+
+
+def is_template_name(value: str) -> bool:
+    """model.chat_template values like `smollm2-tools` name a shipped template; anything else is a path."""
+    import re
+
+    return re.fullmatch(r"[a-z0-9][a-z0-9-]*", value) is not None
+
+
+def _anchor_chat_template(data: dict, folder: Path) -> None:
+    """model.chat_template names a file beside the config (or a shipped template): make a relative path
+    absolute, as for train.rewards, so the run's config.yaml names the same file from anywhere."""
+    model = data.get("model")
+    value = model.get("chat_template") if isinstance(model, dict) else None
+    if isinstance(value, str) and value and not is_template_name(value) and not Path(value).expanduser().is_absolute():
+        model["chat_template"] = str((folder / value).resolve())
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

@@ -108,8 +108,9 @@ def test_streamed_call_comes_as_openai_streams_it(server, choice):
     head = calls[0][0]  # first: index, id, type and name, with empty arguments
     assert head.index == 0 and head.id.startswith("call_") and head.type == "function"
     assert head.function.name and head.function.arguments == ""
-    arguments = "".join(tc.function.arguments or "" for d in calls for tc in d if tc.index == 0)
-    check_call(head.function.name, arguments)
+    fragments = [tc.function.arguments for d in calls for tc in d if tc.index == 0 and tc.function.arguments]
+    assert len(fragments) > 1, fragments  # the arguments stream as they are generated, not in one piece
+    check_call(head.function.name, "".join(fragments))
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
     if isinstance(choice, dict):
         assert head.function.name == "pick_colour"

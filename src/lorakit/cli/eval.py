@@ -27,7 +27,7 @@ def print_summary(result: dict, report: Path) -> None:
         table.add_row(label, short(base), short(tuned), change)
     console = Console()  # notes below are soft-wrapped: a narrow terminal must not split them mid-phrase
     console.print(table)
-    for section in ("loss", "persona"):
+    for section in ("loss", "persona", "tool_calls"):
         if (result.get(section) or {}).get("skipped"):
             console.print(f"{section}: {result[section]['skipped']}", markup=False, soft_wrap=True)
     if result.get("persona", {}).get("rule"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from lorakit.eval import preference, scores, tradeoff
+from lorakit.eval import preference, scores, tool_calls, tradeoff
 from lorakit.eval.answers import SAMPLED, answer_all, retention_budget, side_by_side
 from lorakit.eval.heldout import heldout_data, heldout_loss
 from lorakit.eval.inputs import EvalInputs, read_inputs
@@ -55,6 +55,11 @@ def evaluate(
     loss = heldout_loss(engine, held, run.cfg, ADAPTER)
     pref = preference.preference_scores(engine, pairs, run.cfg, ADAPTER)  # held-out pairs: base vs tuned
     clock.lap("loss_s")
+    calls = tool_calls.tool_call_scores(
+        engine, held["conversations"], held["source"], run.cfg.data.thinking, ADAPTER, max_new_tokens
+    )
+    if calls and not calls.get("skipped"):
+        clock.lap("tool_calls_s")
     asked, prompts_source, notes = choose_prompts(run, prompts, held, max_prompts)
     identity = (
         [user_prompt(q, run.cfg.data.system) for q in scores.identity_questions(run.language)]
@@ -91,6 +96,7 @@ def evaluate(
         },
         "loss": loss,
         "preference": pref,
+        "tool_calls": calls,
         "answers": answers,
         "persona": persona,
         "retention": kept,

@@ -223,6 +223,48 @@ def _judge(result: dict) -> str:
     )
 
 
+def _tool_calls(result: dict) -> str:
+    """The tool-call phase (lorakit.eval.tool_calls): rates per model, then turns where the two differ."""
+    t = result.get("tool_calls")
+    if not t:
+        return ""
+    if "base" not in t:
+        return f"<h2>Tool calls</h2><p class='note'>{_esc(t.get('skipped', 'not computed'))}</p>"
+    measures = (
+        ("function name right", "name_accuracy", t["call_turns"]),
+        ("arguments exact and valid against the schema", "args_accuracy", t["call_turns"]),
+        ("a call where one is expected", "call_rate", t["call_turns"]),
+        ("no call where none is expected", "no_call_accuracy", t["answer_turns"]),
+    )
+    rows = "".join(
+        f"<tr><td>{label} (of {n} turns)</td><td class='num'>{fixed(t['base'][key])}</td>"
+        f"<td class='num'>{fixed(t['finetuned'][key])}</td>{_change(t['base'][key], t['finetuned'][key], False)}</tr>"
+        for label, key, n in measures
+        if n
+    )
+    examples = "".join(
+        f"<tr><td class='text'>{_esc(e['question'])}<br><code>{_esc(e['source'])}</code> turn {e['turn']}</td>"
+        f"<td class='text'>{_esc(e['expected'])}</td>"
+        + "".join(
+            f"<td class='text'>{_mark(e[side]['right'])} {_esc(e[side]['text'])}"
+            f"{'<br><i>' + _esc(e[side]['problem']) + '</i>' if e[side]['problem'] else ''}</td>"
+            for side in ("base", "finetuned")
+        )
+        + "</tr>"
+        for e in t["examples"]
+    )
+    notes = "".join(f"<p class='note'>{_esc(n)}</p>" for n in t.get("notes", []))
+    return (
+        f"<h2>Tool calls</h2><p class='note'>Every assistant turn of the held-out tool conversations in "
+        f"{_esc(t['data'])}: {t['call_turns']} that call, {t['answer_turns']} that answer in words. Greedy, up "
+        f"to {t['max_new_tokens']} new tokens; answers parsed by the server's {_esc(t['parser'])} parser. "
+        f"Malformed call text: base {t['base']['malformed']}, fine-tuned {t['finetuned']['malformed']}.</p>{notes}"
+        "<table><tr><th>measure</th><th>base</th><th>fine-tuned</th><th>change</th></tr>"
+        f"{rows}</table><table class='wide'><col style='width:22%'><col><col><col>"
+        f"<tr><th>turn</th><th>expected</th><th>base</th><th>fine-tuned</th></tr>{examples}</table>"
+    )
+
+
 def _answers(result: dict) -> str:
     terms = []
     p = result.get("persona") or {}
@@ -291,6 +333,7 @@ def render_report(result: dict, metrics: list[dict]) -> str:
             _summary(result),
             _benchmarks(result),
             _loss(result),
+            _tool_calls(result),
             _curves(metrics, result),
             _persona(result),
             _answers(result),

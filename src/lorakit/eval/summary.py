@@ -79,9 +79,29 @@ def summary_rows(result: dict) -> list[tuple[str, object, object, bool]]:
                 False,
             )
         )
+    rows += tool_call_rows(result.get("tool_calls") or {})
     judge = result.get("judge") or {}
     if judge.get("base_mean") is not None or judge.get("finetuned_mean") is not None:
         rows.append(("judge score (1-10)", judge.get("base_mean"), judge.get("finetuned_mean"), False))
+    return rows
+
+
+def tool_call_rows(calls: dict) -> list[tuple[str, object, object, bool]]:
+    """The tool-call phase's counts (lorakit.eval.tool_calls): calls right, and no call where none is due."""
+    if "base" not in calls:
+        return []
+    n, k = calls["call_turns"], calls["answer_turns"]
+    base, tuned = calls["base"], calls["finetuned"]
+    rows = []
+    if n:
+        rows += [
+            (f"tool calls, function name right (of {n})", base["name_right"], tuned["name_right"], False),
+            (f"tool calls, arguments exact and valid (of {n})", base["args_right"], tuned["args_right"], False),
+        ]
+    if k:
+        rows.append(
+            (f"tool calls, none where none is due (of {k})", base["no_call_right"], tuned["no_call_right"], False)
+        )
     return rows
 
 

@@ -27,6 +27,7 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise LorakitError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16")
     from lorakit.models import load_model, load_tokenizer, resolve_model
+    from lorakit.models.template_override import use_adapter_template
 
     source = run.config.model.source if run.config else "hf"
     cache = run.config.model.cache_dir if run.config else None
@@ -49,7 +50,8 @@ def merge(run_dir: str | Path, out: str | Path, dtype: str = "auto", overwrite: 
     merged = model.merge_and_unload()
     merged = merged.to(getattr(torch, dtype))
     merged.config.dtype = getattr(torch, dtype)
-    tokenizer = load_tokenizer(base_path)  # training never changes the tokenizer
+    # training changes no token, only the chat template when model.chat_template replaced it
+    tokenizer = use_adapter_template(load_tokenizer(base_path), [run.adapter_dir])
     with atomic_dir(out, overwrite=overwrite) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -108,6 +108,7 @@ class Engine:
         With several adapters, all share one copy of the base; `adapter=None` uses the bare base.
         """
         from lorakit import models
+        from lorakit.models.template_override import use_adapter_template
 
         adapters = dict(adapters or {})
         folders = {name: adapter_folder(path) for name, path in adapters.items()}
@@ -118,7 +119,8 @@ class Engine:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         path = models.resolve_model(model_ref)
-        tokenizer = models.load_tokenizer(path)
+        # the template the adapters were trained with (model.chat_template), else the base's own
+        tokenizer = use_adapter_template(models.load_tokenizer(path), list(folders.values()))
         model = models.load_model(path, dtype=dtype, device=device)
         if folders:
             model = _attach_adapters(model, folders)

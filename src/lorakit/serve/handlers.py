@@ -254,21 +254,19 @@ async def _chat_events(
         async for index, chunk in job:
             pending.setdefault(index, []).extend(chunk.logprobs or [])
             reasoning, content = splitters[index].feed(chunk.text, final=chunk.finish_reason is not None)
-            found = []
+            deltas = []
             if calls[index] is not None:
-                content, found = calls[index].feed(content, final=chunk.finish_reason is not None)
+                content, deltas = calls[index].feed(content, final=chunk.finish_reason is not None)
             if reasoning:
                 yield event(index, {"reasoning_content": reasoning})
             if content:
                 yield event(index, {"content": content})
-            for k, call in enumerate(found):
-                # as OpenAI streams a call: its id, type and name first, then the arguments
-                head = {"index": k, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-                yield event(index, {"tool_calls": [head]})
-                yield event(index, {"tool_calls": [{"index": k, "function": {"arguments": call.arguments}}]})
+            for delta in deltas:  # as OpenAI streams a call: id, type and name first, then argument fragments
+                yield event(index, {"tool_calls": [delta.to_openai()]})
             if chunk.finish_reason:
                 finals[index] = chunk
-                yield event(index, {}, "tool_calls" if found else chunk.finish_reason)
+                called = calls[index] is not None and calls[index].calls
+                yield event(index, {}, "tool_calls" if called else chunk.finish_reason)
         for line in _stream_end(
             "chat.completion.chunk", "chat stream", req, rid, created, prompt_tokens, finals, include_usage, started
         ):

@@ -199,6 +199,7 @@ def resolve_inputs(cfg, dist, device: str, replay: bool = False) -> Inputs:
     """
     from lorakit import settings
     from lorakit.models import cache_root, load_tokenizer, precision, resolve_model
+    from lorakit.models.template_override import apply_chat_template
     from lorakit.training import fused
     from lorakit.training.tracking import check_backends
 
@@ -215,7 +216,7 @@ def resolve_inputs(cfg, dist, device: str, replay: bool = False) -> Inputs:
         raise LorakitError("data.path: no training data given (set data.path in the config or data.path=FILE)")
 
     model_path = resolve_model(cfg.model.name, cfg.model.source, cfg.model.cache_dir)
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = apply_chat_template(load_tokenizer(model_path), cfg.model.chat_template)
     if cfg.data.replay and t.method != "sft":
         raise LorakitError(
             f"data.replay: mixes SFT answers into the data, but train.method is {t.method}; set data.replay=0"

@@ -52,16 +52,42 @@ def test_malformed_calls_are_none(text):
     assert hermes.parse(text) is None
 
 
+def _streamed(text: str, size: int):
+    """Content and calls as a client assembles them from `size`-character pieces, plus the stream."""
+    stream, content, calls, fragments = hermes.stream(), "", {}, {}
+    pieces = [text[i : i + size] for i in range(0, len(text), size)]
+    for i, piece in enumerate(pieces):
+        more, deltas = stream.feed(piece, final=i == len(pieces) - 1)
+        content += more
+        for d in deltas:
+            if d.id is not None:
+                assert d.index not in calls and d.arguments == ""  # the head comes once, before any argument
+                calls[d.index] = {"id": d.id, "name": d.name, "arguments": ""}
+            else:
+                calls[d.index]["arguments"] += d.arguments
+                fragments[d.index] = fragments.get(d.index, 0) + 1
+    return content, [calls[k] for k in sorted(calls)], fragments, stream
+
+
 def test_stream_splitter_matches_the_whole_parse():
-    text = "Sure.\n" + CALL
+    nested = CALL.replace('"2 + 2"}', '"{2 + 2}", "note": "a } and a \\" in a string", "xs": [1, {"y": 2}]}')
+    text = "Sure.\n" + CALL + "\n" + nested
+    _, whole = hermes.parse(text)
     for size in (1, 3, 7, len(text)):
-        stream, content, calls = CallStream(hermes.OPEN_TAG, hermes.parse), "", []
-        pieces = [text[i : i + size] for i in range(0, len(text), size)]
-        for i, piece in enumerate(pieces):
-            more, found = stream.feed(piece, final=i == len(pieces) - 1)
-            content += more
-            calls += found
-        assert content == "Sure." and [c.name for c in calls] == ["calculate"]
+        content, calls, fragments, stream = _streamed(text, size)
+        assert content == "Sure."
+        assert [(c["name"], c["arguments"]) for c in calls] == [(c.name, c.arguments) for c in whole]
+        assert [c["id"] for c in calls] == [c.id for c in stream.calls]  # the final calls keep the streamed ids
+        if size < 8:  # the arguments went out as they were written, in many pieces
+            assert min(fragments.values()) > 1
+    assert json.loads(whole[1].arguments)["note"] == 'a } and a " in a string'
+
+
+def test_arguments_written_otherwise_still_come_whole():
+    # arguments as JSON text (some models write them so): not streamed, sent whole at the end
+    text = '<tool_call>\n{"name": "calculate", "arguments": "{\\"expression\\": \\"1\\"}"}\n</tool_call>'
+    content, calls, fragments, _ = _streamed(text, 2)
+    assert content == "" and calls[0]["arguments"] == '{"expression": "1"}' and fragments == {0: 1}
 
 
 def test_stream_splitter_sends_content_early_and_malformed_calls_as_content():

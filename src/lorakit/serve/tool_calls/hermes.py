@@ -10,11 +10,13 @@ import json
 import re
 
 from lorakit.data.tools import HERMES_CLOSE, HERMES_OPEN, parse_hermes
-from lorakit.serve.tool_calls.base import CallStream, ParsedCall, dumps_exact, loads_exact, new_call_id
+from lorakit.serve.tool_calls.base import CallStream, ParsedCall, dumps_exact, loads_exact, new_call_id, object_end
 
 NAME = "hermes"
 OPEN_TAG = HERMES_OPEN
 _BLOCK = re.compile(re.escape(HERMES_OPEN) + r"(.*?)" + re.escape(HERMES_CLOSE), re.DOTALL)
+# The start of a block up to its arguments object: what a stream must see before it can name the call.
+_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*(?=\{)')
 
 
 def writes_this_form(template: str) -> bool:
@@ -30,11 +32,37 @@ def parse(text: str) -> tuple[str, list[ParsedCall]] | None:
     content, calls = found
     out = []
     for call, block in zip(calls, _BLOCK.finditer(text, text.find(HERMES_OPEN))):
-        arguments = _exact_arguments(block.group(1))
+        arguments = _written_arguments(block.group(1)) or _exact_arguments(block.group(1))
         if arguments is None:
             return None
         out.append(ParsedCall(new_call_id(), call.name, arguments))
     return content, out
+
+
+def call_head(body: str) -> tuple[str, int] | None:
+    """(function name, offset of the arguments object) once the start of a block's body reads
+    `{"name": "...", "arguments": {`; None before that, or when the block is written another way."""
+    m = _HEAD.match(body)
+    if m is None:
+        return None
+    try:
+        return json.loads(m.group(1)), m.end()
+    except json.JSONDecodeError:
+        return None
+
+
+def _written_arguments(block: str) -> str | None:
+    """The arguments object exactly as the model wrote it, when the block is `{"name": ..., "arguments":
+    {...}}`: streaming sends that text as it comes, so the finished call must carry the same text."""
+    head = call_head(block)
+    end = object_end(block, head[1]) if head else None
+    if end is None or block[end:].strip() != "}":
+        return None
+    try:
+        loads_exact(block[head[1] : end])
+    except ValueError:  # NaN or Infinity: not JSON, though Python's json took them
+        return None
+    return block[head[1] : end]
 
 
 def _exact_arguments(block: str) -> str | None:
@@ -49,7 +77,7 @@ def _exact_arguments(block: str) -> str | None:
 
 
 def stream() -> CallStream:
-    return CallStream(HERMES_OPEN, parse)
+    return CallStream(HERMES_OPEN, parse, call_head)
 
 
 def grammar(lark, tools: list[dict], parallel: bool) -> str:
