@@ -83,6 +83,7 @@ def test_completion_tables_reach_tensorboard_and_swanlab(run):
 
     logged = [json.loads(x) for x in (run / "completions.jsonl").read_text().splitlines()]
     assert [t["step"] for t in logged] == [1, 2]
+    assert (run / "plots" / "reward.png").read_bytes()[:4] == b"\x89PNG"  # the reward curve
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     texts = {e.step: e.tensor_proto.string_val[0].decode() for e in events.Tensors("completions/text_summary")}

@@ -242,6 +242,7 @@ PLOTS = [
     ("learning_rate", ["lr"], "learning rate"),
     ("grad_norm", ["grad_norm"], "gradient norm"),
     ("throughput", ["tokens_per_s"], "real tokens / s"),
+    ("reward", ["reward", "eval_reward"], "reward (GRPO: training samples, greedy held-out)"),
 ]
 
 
