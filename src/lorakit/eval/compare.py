@@ -201,6 +201,9 @@ def score_persona(setup, identity: list[Prompt], got: dict, answers: list[dict])
 def score_retention(run: EvalInputs, got: dict) -> dict:
     """General questions right, base against fine-tuned, with advice when the fine-tune forgot."""
     kept = scores.score_retention(run.retention_items, got["base"]["general"], got["finetuned"]["general"])
+    if not run.bare and rewards.is_grpo_run(run.cfg):
+        # The replay lever is SFT's (GRPO trains on its own samples, not on data): no advice to give.
+        return kept
     kept_advice = tradeoff.advice(kept, 0 if run.bare else run.cfg.data.replay)
     if kept_advice:
         kept["advice"] = kept_advice
