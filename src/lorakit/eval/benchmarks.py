@@ -250,7 +250,8 @@ def _merge(out_dir: Path, info, section: dict) -> dict:
 def _write(out_dir: Path, result: dict) -> None:
     from lorakit.atomic import write_json, write_text
     from lorakit.eval.report import render_report
-    from lorakit.training.tracking import read_metrics
+    from lorakit.training.tracking import read_completions, read_metrics
 
     write_json(out_dir / "eval.json", result)
-    write_text(out_dir / "report.html", render_report(result, read_metrics(out_dir / "metrics.jsonl")))
+    page = render_report(result, read_metrics(out_dir / "metrics.jsonl"), read_completions(out_dir))
+    write_text(out_dir / "report.html", page)

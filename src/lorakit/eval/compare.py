@@ -2,7 +2,8 @@
 
 `evaluate` composes phases that each return data: read and check the inputs (before torch); load the
 base model once with the adapter on it (the base answers come from the same weights with the adapter
-switched off); held-out loss of both; answers of both to the same prompts, greedy and sampled;
+switched off); held-out loss of both (for a GRPO run: the held-out prompts scored by its reward
+functions, greedy and pass@k, instead); answers of both to the same prompts, greedy and sampled;
 persona and retention scores; an optional judge. It writes eval.json and report.html into the run
 and returns what eval.json holds; the terminal summary is the CLI's (lorakit.cli.eval).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from lorakit.eval import preference, scores, tool_calls, tradeoff
+from lorakit.eval import preference, rewards, scores, tool_calls, tradeoff
 from lorakit.eval.answers import SAMPLED, answer_all, retention_budget, side_by_side
 from lorakit.eval.heldout import heldout_data, heldout_loss
 from lorakit.eval.inputs import EvalInputs, read_inputs
@@ -49,9 +50,14 @@ def evaluate(
     run = read_inputs(run_dir, data, prompts, persona_keywords, retention, lang, judge_url)
     engine = load_engine(run)
     clock.lap("load_s")
-    held, pairs = preference.heldout(
-        run.cfg, engine.tokenizer, data, run.bare, lambda: heldout_data(run.cfg, engine.tokenizer, data, run.bare)
-    )
+    grpo = rewards.is_grpo_run(run.cfg) and not run.bare
+    if grpo:  # prompts and reward functions, no reference answers: rewards instead of a loss
+        prompts_held = rewards.heldout_prompts(run.cfg, engine.tokenizer, data, run.bare)
+        held, pairs = rewards.as_heldout(prompts_held), {"units": [], "source": "none", "skipped": "a GRPO run"}
+    else:
+        held, pairs = preference.heldout(
+            run.cfg, engine.tokenizer, data, run.bare, lambda: heldout_data(run.cfg, engine.tokenizer, data, run.bare)
+        )
     loss = heldout_loss(engine, held, run.cfg, ADAPTER)
     pref = preference.preference_scores(engine, pairs, run.cfg, ADAPTER)  # held-out pairs: base vs tuned
     clock.lap("loss_s")
@@ -60,6 +66,9 @@ def evaluate(
     )
     if calls and not calls.get("skipped"):
         clock.lap("tool_calls_s")
+    scored = rewards.reward_scores(engine, prompts_held, run.cfg, ADAPTER, seed) if grpo else None
+    if grpo:
+        clock.lap("rewards_s")
     asked, prompts_source, notes = choose_prompts(run, prompts, held, max_prompts)
     identity = (
         [user_prompt(q, run.cfg.data.system) for q in scores.identity_questions(run.language)]
@@ -97,6 +106,7 @@ def evaluate(
         "loss": loss,
         "preference": pref,
         "tool_calls": calls,
+        "rewards": scored,
         "answers": answers,
         "persona": persona,
         "retention": kept,
@@ -145,7 +155,13 @@ def choose_prompts(run: EvalInputs, prompts, held: dict, cap: int) -> tuple[list
     asked, source = run.asked, str(prompts)
     if asked is None:
         asked, source = prompts_from_conversations(held["conversations"], cap), held["source"]
-    if not asked and not run.bare and run.cfg.data.path and not preference.is_preference_run(run.cfg):
+    if (
+        not asked
+        and not run.bare
+        and run.cfg.data.path
+        and not preference.is_preference_run(run.cfg)
+        and not rewards.is_grpo_run(run.cfg)
+    ):
         from lorakit.data import load_conversations
 
         cfg = run.cfg.data
@@ -191,6 +207,9 @@ def score_persona(setup, identity: list[Prompt], got: dict, answers: list[dict])
 def score_retention(run: EvalInputs, got: dict) -> dict:
     """General questions right, base against fine-tuned, with advice when the fine-tune forgot."""
     kept = scores.score_retention(run.retention_items, got["base"]["general"], got["finetuned"]["general"])
+    if not run.bare and rewards.is_grpo_run(run.cfg):
+        # The replay lever is SFT's (GRPO trains on its own samples, not on data): no advice to give.
+        return kept
     kept_advice = tradeoff.advice(kept, 0 if run.bare else run.cfg.data.replay)
     if kept_advice:
         kept["advice"] = kept_advice
@@ -223,8 +242,9 @@ def write_result(out_dir, result: dict) -> None:
     from lorakit.atomic import write_json, write_text
     from lorakit.eval.benchmarks import earlier_benchmarks
     from lorakit.eval.report import render_report
-    from lorakit.training.tracking import read_metrics
+    from lorakit.training.tracking import read_completions, read_metrics
 
     result.update(earlier_benchmarks(out_dir))  # an earlier `--tasks` section stays in eval.json
     write_json(out_dir / "eval.json", result)
-    write_text(out_dir / "report.html", render_report(result, read_metrics(out_dir / "metrics.jsonl")))
+    page = render_report(result, read_metrics(out_dir / "metrics.jsonl"), read_completions(out_dir))
+    write_text(out_dir / "report.html", page)

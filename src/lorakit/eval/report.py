@@ -114,6 +114,83 @@ def _loss(result: dict) -> str:
     )
 
 
+def _rewards(result: dict) -> str:
+    """A GRPO run's held-out rewards (lorakit.eval.rewards): each function, then greedy completions."""
+    r = result.get("rewards")
+    if not r:
+        return ""
+    if "base" not in r:
+        return f"<h2>Held-out rewards</h2><p class='note'>{_esc(r.get('skipped', 'not computed'))}</p>"
+    n, k, base, tuned = r["prompts"], r["k"], r["base"], r["finetuned"]
+    s = r["sampling"]
+    rows = "".join(
+        f"<tr><td>{_esc(f['name'])}{' (answer check)' if f['checks_answer'] else ''}</td>"
+        f"<td class='num'>{f['weight']:g}</td><td class='num'>{fixed(f['full_score'], 2)}"
+        f"{' (highest seen)' if f['full_score_source'] == 'observed' else ''}</td>"
+        + "".join(
+            f"<td class='num'>{fixed(side['greedy']['per_function'][f['name']][key])}</td>"
+            for key in ("mean", "at_full")
+            for side in (base, tuned)
+        )
+        + "</tr>"
+        for f in r["rewards"]
+    )
+    items = "".join(
+        f"<tr><td class='text'>{_esc(i['prompt'])}</td>"
+        + "".join(
+            f"<td class='text'>{_mark(i[side]['solved'])} {_esc(i[side]['completion'])}<br><span class='note'>"
+            + _esc(", ".join(f"{name} {fixed(v, 2)}" for name, v in i[side]["rewards"].items()))
+            + "</span></td>"
+            for side in ("base", "finetuned")
+        )
+        + "</tr>"
+        for i in r["items"]
+    )
+    return (
+        f"<h2>Held-out rewards: accuracy {tuned['greedy']['solved']}/{n} fine-tuned vs "
+        f"{base['greedy']['solved']}/{n} base; pass@{k} {tuned['sampled']['passed']}/{n} vs "
+        f"{base['sampled']['passed']}/{n}</h2>"
+        f"<p class='note'>{n} prompts from {_esc(r['data'])}, scored by the run's reward functions. Greedy: one "
+        f"completion per prompt; right = every answer check at its full score. pass@{k}: {k} completions per "
+        f"prompt sampled at temperature {s['temperature']:g}, top_p {s['top_p']:g}, top_k {s['top_k']} "
+        f"(seed {s['seed']}, the same seeds for both), a prompt passes when any is right. Up to "
+        f"{s['max_completion_length']} tokens per completion.</p>"
+        "<table><tr><th rowspan='2'>reward</th><th rowspan='2'>weight</th><th rowspan='2'>full score</th>"
+        "<th colspan='2'>greedy mean</th><th colspan='2'>share at full score</th></tr>"
+        "<tr><th>base</th><th>fine-tuned</th><th>base</th><th>fine-tuned</th></tr>"
+        f"{rows}</table>"
+        f"<p class='note'>Greedy completions of the first {len(r['items'])} prompts:</p>"
+        "<table class='wide'><col style='width:24%'><col><col>"
+        f"<tr><th>prompt</th><th>base</th><th>fine-tuned</th></tr>{items}</table>"
+    )
+
+
+def _completions(tables: list[dict]) -> str:
+    """The latest sample completions the GRPO run logged while training (completions.jsonl)."""
+    if not tables:
+        return ""
+    parts = []
+    for table in tables:
+        rows = table["completions"]
+        names = [k for k in rows[0] if k not in ("prompt", "completion")] if rows else []
+        head = "".join(f"<th>{_esc(n)}</th>" for n in names)
+        body = "".join(
+            f"<tr><td class='text'>{_esc(row['prompt'])}</td><td class='text'>{_esc(row['completion'])}</td>"
+            + "".join(f"<td class='num'>{fixed(row.get(n), 2)}</td>" for n in names)
+            + "</tr>"
+            for row in rows
+        )
+        parts.append(
+            f"<h3>Step {table['step']}</h3><table class='wide'><col style='width:28%'><col>"
+            + "<col style='width:9%'>" * len(names)
+            + f"<tr><th>prompt</th><th>completion</th>{head}</tr>{body}</table>"
+        )
+    return (
+        "<h2>Completions during training</h2><p class='note'>Sampled completions and their rewards, as the run "
+        f"logged them (completions.jsonl), the last {len(tables)} logged steps.</p>" + "".join(parts)
+    )
+
+
 def _persona(result: dict) -> str:
     p = result.get("persona") or {}
     if "n" not in p:
@@ -321,12 +398,18 @@ def _benchmarks_header(result: dict) -> str:
     )
 
 
-def render_report(result: dict, metrics: list[dict]) -> str:
+def render_report(result: dict, metrics: list[dict], completions: list[dict] | None = None) -> str:
     """The whole HTML page for one evaluation result (the content of eval.json).
 
-    eval.json written by `lorakit eval --tasks` alone holds only the benchmarks section."""
+    eval.json written by `lorakit eval --tasks` alone holds only the benchmarks section. `completions` are
+    the latest tables of a GRPO run's completions.jsonl ({"step", "completions": rows})."""
     if "answers" not in result:
-        parts = [_benchmarks_header(result), _benchmarks(result), _curves(metrics, result)]
+        parts = [
+            _benchmarks_header(result),
+            _benchmarks(result),
+            _curves(metrics, result),
+            _completions(completions or []),
+        ]
     else:
         parts = [
             _header(result),
@@ -335,6 +418,8 @@ def render_report(result: dict, metrics: list[dict]) -> str:
             _loss(result),
             _tool_calls(result),
             _curves(metrics, result),
+            _rewards(result),
+            _completions(completions or []),
             _persona(result),
             _answers(result),
             _retention(result),

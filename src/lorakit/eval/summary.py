@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["summary_rows", "verdict", "short", "fixed", "signed_change", "value_text"]
+__all__ = ["summary_rows", "reward_rows", "verdict", "short", "fixed", "signed_change", "value_text"]
 
 DASH = "–"  # a value that is missing (a side not computed)
 
@@ -80,6 +80,7 @@ def summary_rows(result: dict) -> list[tuple[str, object, object, bool]]:
             )
         )
     rows += tool_call_rows(result.get("tool_calls") or {})
+    rows += reward_rows(result.get("rewards") or {})
     judge = result.get("judge") or {}
     if judge.get("base_mean") is not None or judge.get("finetuned_mean") is not None:
         rows.append(("judge score (1-10)", judge.get("base_mean"), judge.get("finetuned_mean"), False))
@@ -102,6 +103,31 @@ def tool_call_rows(calls: dict) -> list[tuple[str, object, object, bool]]:
         rows.append(
             (f"tool calls, none where none is due (of {k})", base["no_call_right"], tuned["no_call_right"], False)
         )
+    return rows
+
+
+def reward_rows(scored: dict) -> list[tuple[str, object, object, bool]]:
+    """A GRPO run's held-out rewards (lorakit.eval.rewards): greedy accuracy and rewards, then pass@k."""
+    if "base" not in scored:
+        return []
+    n, k, base, tuned = scored["prompts"], scored["k"], scored["base"], scored["finetuned"]
+    rows = [
+        (f"held-out accuracy, greedy (of {n} prompts)", base["greedy"]["solved"], tuned["greedy"]["solved"], False),
+        ("held-out reward, greedy mean", base["greedy"]["reward"], tuned["greedy"]["reward"], False),
+    ]
+    for name, b in base["greedy"]["per_function"].items():
+        rows.append((f"  reward {name}, greedy mean", b["mean"], tuned["greedy"]["per_function"][name]["mean"], False))
+    rows.append(
+        (f"held-out pass@{k}, sampled (of {n} prompts)", base["sampled"]["passed"], tuned["sampled"]["passed"], False)
+    )
+    rows.append(
+        (
+            f"held-out reward, sampled mean ({k} per prompt)",
+            base["sampled"]["reward"],
+            tuned["sampled"]["reward"],
+            False,
+        )
+    )
     return rows
 
 

@@ -1,7 +1,9 @@
 """Built-in reward factories for the common cases: a format check, a numeric answer, a length penalty.
 
 Each is a factory: the config gives its settings under `args` and gets back a reward function with
-TRL's signature (see `lorakit.training.rewards`):
+TRL's signature (see `lorakit.training.rewards`). Each function carries `full_score`, the best value it
+can give, and `numeric_answer`'s also `checks_answer`: `lorakit eval` calls a completion right when its
+answer checks are at full score (lorakit.eval.rewards).
 
     train:
       rewards:
@@ -48,6 +50,7 @@ def regex_match(pattern: str, reward: float = 1.0, penalty: float = 0.0, full: b
             reward if test(completion_text(c).strip() if full else completion_text(c)) else penalty for c in completions
         ]
 
+    format_match.full_score = max(reward, penalty)
     return format_match
 
 
@@ -81,6 +84,7 @@ def numeric_answer(
             out.append(reward if got is not None and abs(got - target) <= limit else penalty)
         return out
 
+    numeric_match.full_score, numeric_match.checks_answer = max(reward, penalty), True
     return numeric_match
 
 
@@ -94,6 +98,7 @@ def length_penalty(target: int, scale: float = 1.0):
             raise ValueError("length_penalty needs completion_ids")
         return [-scale * max(0, len(ids) - target) / target for ids in completion_ids]
 
+    length.full_score = 0.0
     return length
 
 

@@ -81,3 +81,10 @@ def number_check(prompts, completions, answer, **_) -> list[float]:
         t = parse_number(truth)
         scores.append(3.5 if t is not None and guess == t else -1.5)
     return scores
+
+
+# The best score of each, and which check the answer, for `lorakit eval`'s accuracy (lorakit.eval.rewards).
+format_exact.full_score = 3.0
+format_approximate.full_score = 1.5
+answer_check.full_score, answer_check.checks_answer = 5.0, True
+number_check.full_score, number_check.checks_answer = 3.5, True

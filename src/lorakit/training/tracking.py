@@ -1,8 +1,14 @@
 """Experiment tracking: a metrics.jsonl file always, plus SwanLab, TensorBoard, W&B or MLflow on request,
-and PNG plots of the curves at the end of a run."""
+and PNG plots of the curves at the end of a run.
+
+A GRPO run also appends tables of sample completions with their rewards to the run's completions.jsonl
+(COMPLETIONS_FILE); the tracker forwards each new table to the backends as it logs, each backend in the
+form it shows tables in.
+"""
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import math
@@ -12,6 +18,7 @@ from lorakit.config import TrackingConfig
 from lorakit.errors import LorakitError
 
 DEPENDENCIES = {"swanlab": "install", "tensorboard": "install"}  # installed by default: `make install` restores them
+COMPLETIONS_FILE = "completions.jsonl"  # GRPO's sample completions, one {"step", "completions"} per line
 PIP_NAMES = {"swanlab": "swanlab[dashboard]", "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
@@ -39,6 +46,9 @@ class Tracker:
         name = cfg.experiment or self.run_dir.name
         for backend in cfg.backends:
             self._sinks.append(_OPENERS[backend](cfg, self.run_dir, name, config))
+        # Tables already in the file (a resumed run's) went to the backends the first time.
+        completions = self.run_dir / COMPLETIONS_FILE
+        self._tables_read = completions.stat().st_size if completions.exists() else 0
 
     def log(self, step: int, metrics: dict) -> None:
         row = {"step": step, **{k: v for k, v in metrics.items() if v is not None}}
@@ -46,11 +56,61 @@ class Tracker:
         self._file.flush()
         for sink in self._sinks:
             sink.log(step, row)
+        self._forward_tables()
+
+    def _forward_tables(self) -> None:
+        """Send the completion tables appended to completions.jsonl since the last call to every backend."""
+        path = self.run_dir / COMPLETIONS_FILE
+        if not self._sinks or not path.exists():
+            return
+        with open(path, "rb") as f:
+            f.seek(self._tables_read)
+            data = f.read()
+        done = data.rfind(b"\n") + 1  # a line still being written waits for the next call
+        self._tables_read += done
+        for line in data[:done].decode("utf-8").splitlines():
+            if line.strip():
+                table = json.loads(line)
+                for sink in self._sinks:
+                    sink.log_table(table["step"], table["completions"])
 
     def close(self) -> None:
+        self._forward_tables()
         self._file.close()
         for sink in self._sinks:
             sink.close()
+
+
+def read_completions(run_dir: Path, last: int = 3) -> list[dict]:
+    """The last `last` completion tables of a GRPO run ({"step", "completions": rows}); [] without any."""
+    path = Path(run_dir) / COMPLETIONS_FILE
+    if not path.exists():
+        return []
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [json.loads(ln) for ln in lines[-last:]] if last > 0 else []
+
+
+def table_columns(rows: list[dict]) -> list[str]:
+    """The columns of a completions table: prompt, completion, then the rewards in their order."""
+    names = list(rows[0]) if rows else []
+    return ["prompt", "completion"] + [n for n in names if n not in ("prompt", "completion")]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A completions table as Markdown (TensorBoard's text plugin renders it); HTML, pipes and newlines escaped."""
+    columns = table_columns(rows)
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        text = "" if value is None else str(value)
+        # TensorBoard sanitises HTML in Markdown: the completions' own tags (<answer>) must be entities
+        text = html.escape(text, quote=False).replace("\\", "\\\\").replace("|", "\\|")
+        return text.replace("\n", "<br>")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _truncate_metrics(path: Path, keep_until: int) -> None:
@@ -85,6 +145,12 @@ class _SwanLab:
     def log(self, step: int, row: dict) -> None:
         self._swanlab.log({k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}, step=step)
 
+    def log_table(self, step: int, rows: list[dict]) -> None:
+        # SwanLab's table chart (an ECharts table, what TRL logs its completions as).
+        columns = table_columns(rows)
+        table = self._swanlab.echarts.Table().add(columns, [[_cell(r.get(c)) for c in columns] for r in rows])
+        self._swanlab.log({"completions": table}, step=step)
+
     def close(self) -> None:
         self._swanlab.finish()
 
@@ -102,6 +168,10 @@ class _TensorBoard:
                 self.writer.add_scalar(k, v, step)
         self.writer.flush()
 
+    def log_table(self, step: int, rows: list[dict]) -> None:
+        self.writer.add_text("completions", markdown_table(rows), step)
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
 
@@ -114,6 +184,13 @@ class _WandB:
 
     def log(self, step: int, row: dict) -> None:
         self.run.log({k: v for k, v in row.items() if k != "step"}, step=step)
+
+    def log_table(self, step: int, rows: list[dict]) -> None:
+        import wandb
+
+        columns = table_columns(rows)
+        table = wandb.Table(columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows])
+        self.run.log({"completions": table}, step=step)
 
     def close(self) -> None:
         self.run.finish()
@@ -133,8 +210,19 @@ class _MLflow:
             {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}, step=step
         )
 
+    def log_table(self, step: int, rows: list[dict]) -> None:
+        columns = table_columns(rows)
+        self.mlflow.log_table(
+            {c: [_cell(r.get(c)) for r in rows] for c in columns}, artifact_file=f"completions/step_{step:06d}.json"
+        )
+
     def close(self) -> None:
         self.mlflow.end_run()
+
+
+def _cell(value):
+    """A table cell: numbers and text as they are, None (a reward that did not apply) as an empty cell."""
+    return "" if value is None else value
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -154,6 +242,7 @@ PLOTS = [
     ("learning_rate", ["lr"], "learning rate"),
     ("grad_norm", ["grad_norm"], "gradient norm"),
     ("throughput", ["tokens_per_s"], "real tokens / s"),
+    ("reward", ["reward", "eval_reward"], "reward (GRPO: training samples, greedy held-out)"),
 ]
 
 

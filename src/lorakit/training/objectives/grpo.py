@@ -31,8 +31,7 @@ from lorakit.training import grpo_step as S
 from lorakit.training.objectives.base import Objective, StepLoss
 from lorakit.training.rewards import load_rewards
 from lorakit.training.rollout import Rollout, RolloutSettings
-
-COMPLETIONS_FILE = "completions.jsonl"
+from lorakit.training.tracking import COMPLETIONS_FILE  # the tracker forwards its tables to the backends
 
 
 def settings_of(t) -> S.GRPOSettings:
