@@ -108,6 +108,22 @@ def _qwen3_moe(writer, cfg: dict) -> None:
     writer.add_expert_feed_forward_length(int(cfg["moe_intermediate_size"]))
 
 
+def _gpt_oss(writer, cfg: dict) -> None:
+    import gguf
+
+    writer.add_expert_count(n_experts(cfg))
+    writer.add_expert_used_count(int(cfg["num_experts_per_tok"]))
+    writer.add_expert_feed_forward_length(int(cfg["intermediate_size"]))
+    _window_keys(writer, cfg)
+    rope = rope_parameters(cfg)
+    if rope["rope_type"] == "yarn":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+        writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+        writer.add_rope_scaling_yarn_beta_fast(float(rope.get("beta_fast", 32.0)))
+        writer.add_rope_scaling_yarn_beta_slow(float(rope.get("beta_slow", 1.0)))
+
+
 def _gpt_neox(writer, cfg: dict) -> None:
     writer.add_parallel_residual(bool(cfg.get("use_parallel_residual", True)))
     writer.add_layer_norm_eps(float(cfg["layer_norm_eps"]))
@@ -131,6 +147,31 @@ def _stack_experts(weights: dict, cfg: dict) -> dict:
         stacked.setdefault(f"{prefix}.mlp.experts.{proj}", {})[int(expert)] = tensor
     for name, by_expert in stacked.items():
         out[name] = torch.stack([by_expert[e] for e in range(count)])
+    return out
+
+
+def _gpt_oss_experts(weights: dict, cfg: dict) -> dict:
+    """GPT-OSS stores each layer's experts as x @ W ([experts, in, out]) with gate and up interleaved on the
+    last dim (gate = [..., ::2], up = [..., 1::2]); llama.cpp reads separate [experts, out, in] gate, up and
+    down tensors with [experts, out] biases, and the sinks as attn_sinks.weight."""
+    out = {}
+    for name, tensor in weights.items():
+        if name.endswith("self_attn.sinks"):
+            out[name + ".weight"] = tensor
+        elif name.endswith("mlp.experts.gate_up_proj"):
+            base = name[: -len("gate_up_proj")]
+            out[base + "gate_proj.weight"] = tensor[..., ::2].transpose(1, 2).contiguous()
+            out[base + "up_proj.weight"] = tensor[..., 1::2].transpose(1, 2).contiguous()
+        elif name.endswith("mlp.experts.gate_up_proj_bias"):
+            base = name[: -len("gate_up_proj_bias")]
+            out[base + "gate_proj.bias"] = tensor[..., ::2].contiguous()
+            out[base + "up_proj.bias"] = tensor[..., 1::2].contiguous()
+        elif name.endswith("mlp.experts.down_proj"):
+            out[name + ".weight"] = tensor.transpose(1, 2).contiguous()
+        elif name.endswith("mlp.experts.down_proj_bias"):
+            out[name[: -len("_bias")] + ".bias"] = tensor
+        else:
+            out[name] = tensor
     return out
 
 
@@ -197,16 +238,20 @@ def _qwen3_moe_refusal(cfg: dict) -> str | None:
 
 
 def _gpt_oss_refusal(cfg: dict) -> str | None:
-    # The pinned libllama has the gpt-oss graph (attn_sinks, swiglu_oai, its YaRN); what stops an exact
-    # export is said in the line: lorakit's tensor writer for it, and, for the released RoPE, llama.cpp's
-    # YaRN, which floors/ceils the correction range (ggml_rope_yarn_corr_dims) where the config does not
+    # llama.cpp's gpt-oss graph hard-codes the released SwiGLU clamp and slope (ggml_swiglu_oai)
+    alpha, limit = float(cfg.get("swiglu_alpha", 1.702)), float(cfg.get("swiglu_limit", 7.0))
+    if abs(alpha - 1.702) > 1e-6 or abs(limit - 7.0) > 1e-6:
+        return f"swiglu_alpha {alpha} / swiglu_limit {limit} are not exported: llama.cpp's gpt-oss uses 1.702 / 7.0"
+    # llama.cpp's YaRN floors/ceils the correction range (ggml_rope_yarn_corr_dims); truncate: false (the
+    # released checkpoints' setting) keeps it unrounded, which changes the blend of the frequencies between
+    # the bounds: on the matrix's tiny config the probabilities then differ by ~10% in llama.cpp
     rope = rope_parameters(cfg)
-    missing = "lorakit does not write gpt-oss's tensors yet (attention sinks, gate_up_proj de-interleaved into "
-    missing += "gate and up, expert and router biases)"
     if rope["rope_type"] == "yarn" and rope.get("truncate") is False:
-        missing += ", and llama.cpp's YaRN rounds the RoPE correction range this config keeps unrounded "
-        missing += "(truncate: false)"
-    return f"GPT-OSS is not exported: {missing}"
+        return ("RoPE yarn with truncate false is not exported: llama.cpp's YaRN rounds the correction range "
+                "this config keeps unrounded (truncate true is exported)")  # fmt: skip
+    if rope["rope_type"] == "yarn" and {"attention_factor", "mscale", "mscale_all_dim"} & rope.keys():
+        return "RoPE yarn with attention_factor/mscale is not exported: llama.cpp's gpt-oss takes 1 + 0.1 ln(factor)"
+    return None
 
 
 _LLAMA_ROPE = ("default", "llama3")
@@ -228,7 +273,15 @@ FAMILIES = {
     "gpt_neox": Family(
         "GPTNEOX", rotary_permute=False, output=REQUIRED, layer_norm=True, hparams=_gpt_neox, tensors=_gpt_neox_qkv
     ),
-    "gpt_oss": Family("GPT_OSS", rotary_permute=False, output=REQUIRED, refusal=_gpt_oss_refusal),
+    "gpt_oss": Family(
+        "GPT_OSS",
+        rotary_permute=False,
+        output=REQUIRED,
+        rope_types=("default", "yarn"),
+        hparams=_gpt_oss,
+        tensors=_gpt_oss_experts,
+        refusal=_gpt_oss_refusal,
+    ),
 }
 
 

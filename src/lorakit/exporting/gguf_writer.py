@@ -81,7 +81,7 @@ def _write(model_dir: Path, cfg: dict, out_file: Path, quant: str, name: str) ->
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for gguf_name, data in tensors.items():
-        data, qtype = _encode(data, quant, gguf)
+        data, qtype = _encode(data, quant, gguf, keep_f32=gguf_name.endswith(".bias"))
         writer.add_tensor(gguf_name, data, raw_dtype=qtype)
 
     writer.write_header_to_file()
@@ -153,13 +153,13 @@ def interleave_rotary_rows(w, n_heads: int):
     return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _encode(data, quant: str, gguf):
-    """(bytes-or-array, quant type) for one tensor: vectors stay F32; rows not a multiple of the block
-    size fall back to F16, as llama.cpp's converter does."""
+def _encode(data, quant: str, gguf, keep_f32: bool = False):
+    """(bytes-or-array, quant type) for one tensor: vectors and biases (GPT-OSS's per-expert ones are 2-D)
+    stay F32; rows not a multiple of the block size fall back to F16, as llama.cpp's converter does."""
     import numpy as np
 
     data = np.ascontiguousarray(data, dtype=np.float32)
-    if data.ndim < 2:
+    if data.ndim < 2 or keep_f32:
         return data, gguf.GGMLQuantizationType.F32
     qtype = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16,
              "q8_0": gguf.GGMLQuantizationType.Q8_0}[quant]  # fmt: skip

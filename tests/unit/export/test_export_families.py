@@ -13,7 +13,7 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "conformance"))
-from families import FAMILIES, SMALL  # noqa: E402
+from families import BY_NAME, FAMILIES, SMALL  # noqa: E402
 
 import lorakit  # noqa: E402
 from lorakit.exporting.gguf_writer import export_refusal  # noqa: E402
@@ -33,7 +33,7 @@ def test_the_column_marks_what_llama_cpp_runs():
     # each is run by llama.cpp; RELEASED's families are run with their released setting, which the
     # matrix's generic config lacks (so it is refused, below); + SmolLM2 (Llama) in test_export_llama_cpp.py
     assert exportable == set(EXPORTED) - set(RELEASED)
-    assert {f.name for f in REFUSED} == {"qwen2-window", "mistral", "gpt-oss"} | set(RELEASED)
+    assert {f.name for f in REFUSED} == {"qwen2-window", "mistral"} | set(RELEASED)
 
 
 @pytest.mark.parametrize("family", REFUSED, ids=lambda f: f.name)
@@ -78,3 +78,14 @@ def test_qwen2_round_trips_through_transformers_gguf_loader(tmp_path, lorakit_ca
     )["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(back(ids).logits, model(ids).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_gpt_oss_is_refused_where_llama_cpp_hard_codes_otherwise():
+    """llama.cpp's gpt-oss graph rounds YaRN's correction range, takes YaRN's attention factor from the
+    scale factor and fixes the SwiGLU slope and clamp: a config that says otherwise is refused."""
+    config = _config(BY_NAME["gpt-oss"]).to_dict()
+    rounded = {**config["rope_parameters"], "truncate": True}
+    assert "truncate false" in export_refusal(config)
+    assert export_refusal({**config, "rope_parameters": rounded}) is None
+    assert "attention_factor" in export_refusal({**config, "rope_parameters": {**rounded, "attention_factor": 2.0}})
+    assert "swiglu_limit" in export_refusal({**config, "rope_parameters": rounded, "swiglu_limit": 5.0})

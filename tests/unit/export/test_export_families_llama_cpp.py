@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "conformance"))
 from families import BY_NAME, build  # noqa: E402
@@ -40,13 +41,21 @@ NEAR_TIE = 0.05  # float32 top-2 logit margin below which f16 arithmetic may pic
 TOP_PROBS = 5  # llama.cpp's likeliest tokens per step whose probabilities are compared
 PROB_RTOL = 0.05
 
-# The released checkpoints' settings where the matrix's generic config differs from them and llama.cpp's
-# graph hard-codes the released one (the matrix's own config is refused: test_export_families.py).
-RELEASED = {"gemma2": dict(tie_word_embeddings=True), "qwen3-moe": dict(norm_topk_prob=True)}
-EXPORTED = ["llama3", "qwen2", "qwen3", "qwen3-moe", "gemma2", "gemma3", "phi3", "olmo2", "granite", "gpt-neox"]
+# The settings llama.cpp's graph hard-codes where the matrix's generic config differs from them (the matrix's
+# own config is refused: test_export_families.py): the released checkpoints' for Gemma 2 and Qwen3-MoE; for
+# GPT-OSS, YaRN with truncate: true (llama.cpp rounds the correction range; the released truncate: false is
+# refused, as it moves the probabilities by ~10% here)
+RELEASED = {
+    "gemma2": dict(tie_word_embeddings=True),
+    "qwen3-moe": dict(norm_topk_prob=True),
+    "gpt-oss": dict(rope_parameters={**transformers.GptOssConfig().rope_parameters, "truncate": True}),
+}
+EXPORTED = ["llama3", "qwen2", "qwen3", "qwen3-moe", "gemma2", "gemma3", "phi3", "olmo2", "granite", "gpt-neox",
+            "gpt-oss"]  # fmt: skip
 # LoRA targets: every linear layer, but for the MoE experts, which llama.cpp's LoRA GGUF cannot hold (refused:
-# test_export_refusals.py); the MoE family adapts attention and its router
-TARGETS = {"qwen3-moe": ["q_proj", "k_proj", "v_proj", "o_proj", "gate"]}
+# test_export_refusals.py); Qwen3-MoE adapts attention and its router, GPT-OSS its attention
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+TARGETS = {"qwen3-moe": ATTENTION + ["gate"], "gpt-oss": ATTENTION}  # GPT-OSS's router is no nn.Linear
 RANK = 4
 CUT_TOKENS = 4096  # byte-level BPE: token 256 + k is merge k, so the first tokens and merges form a tokenizer
 
