@@ -70,7 +70,10 @@ def build_vllm_command(
         cmd += ["--max-model-len", str(max_model_len)]
     if api_key:
         cmd += ["--api-key", api_key]
-    cmd += parser_flags(model_dir)
+    template = adapter_template(model_dir, adapters)
+    if template:
+        cmd += ["--chat-template", template]
+    cmd += parser_flags(model_dir, template)
     if adapters:
         rank = max(adapter_rank(folder) for folder in adapters.values())
         cmd += ["--enable-lora", "--max-lora-rank", str(vllm_rank(rank)), "--max-loras", str(len(adapters))]
@@ -78,7 +81,29 @@ def build_vllm_command(
     return cmd
 
 
-def parser_flags(model_dir: Path) -> list[str]:
+def adapter_template(model_dir: Path, adapters: dict[str, Path]) -> str | None:
+    """The chat template the adapters were trained with (model.chat_template), when it is not the base's.
+
+    vLLM renders every request with the base folder's template; an adapter trained with a replacement
+    (SmolLM2 with a tool-calling template, say) must be served with that one, or its prompts would not be
+    the ones it learned. Returns the path of the adapter's chat_template.jinja (or the text, for a template
+    kept in tokenizer_config.json), for `--chat-template`; None when the base's own serves them all.
+    """
+    from lorakit.models.template_override import saved_chat_template, use_adapter_template
+
+    class _Base:  # use_adapter_template works on a tokenizer; only its template matters here
+        chat_template = _chat_template(model_dir) or None
+
+    chosen = use_adapter_template(_Base(), list(adapters.values())).chat_template
+    if not chosen or chosen == _Base.chat_template:
+        return None
+    for folder in adapters.values():
+        if saved_chat_template(folder) == chosen and (Path(folder) / "chat_template.jinja").is_file():
+            return str(Path(folder) / "chat_template.jinja")
+    return chosen
+
+
+def parser_flags(model_dir: Path, template: str | None = None) -> list[str]:
     """vLLM's tool-call and reasoning parsers for this model, as the built-in server parses it.
 
     The chat template decides the tool-call form (the same test as serve/tool_calls: Hermes
@@ -89,7 +114,8 @@ def parser_flags(model_dir: Path) -> list[str]:
     from lorakit.serve.tool_calls import hermes
 
     flags = []
-    if hermes.writes_this_form(_chat_template(model_dir)):
+    text = Path(template).read_text(encoding="utf-8") if template and Path(template).is_file() else template
+    if hermes.writes_this_form(text or _chat_template(model_dir)):
         flags += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
     if _model_type(model_dir) == "qwen3":
         flags += ["--reasoning-parser", "qwen3"]

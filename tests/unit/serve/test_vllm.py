@@ -144,3 +144,26 @@ def test_tool_and_reasoning_parsers_follow_the_template(tmp_path, capsys):
     llama = model_dir(tmp_path / "llama", model_type="llama")
     (llama / "chat_template.jinja").write_text("{{ '<|python_tag|>' }}")
     assert "--tool-call-parser" not in build_vllm_command(llama, {}, "l", "h", 1)
+
+
+def test_adapter_trained_with_a_replacement_template_is_served_with_it(tmp_path):
+    """model.chat_template: SmolLM2-like base without tool support, adapter saved with the shipped tool
+    template. vLLM must render with the adapter's template (else the prompts differ from training), and
+    the tool parser follows that template; two adapters with different templates are refused."""
+    from lorakit.models.template_override import SHIPPED
+
+    base = model_dir(tmp_path / "base", model_type="llama")
+    (base / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    plain = adapter(tmp_path / "plain", r=8) / "adapter"
+    (plain / "chat_template.jinja").write_text((base / "chat_template.jinja").read_text())
+    assert "--chat-template" not in build_vllm_command(base, {"p": plain}, "m", "h", 1)
+    tools = adapter(tmp_path / "tools", r=8) / "adapter"
+    (tools / "chat_template.jinja").write_text(SHIPPED["smollm2-tools"].read_text())
+    cmd = build_vllm_command(base, {"t": tools, "p": plain}, "m", "h", 1)
+    at = cmd.index("--chat-template")
+    assert cmd[at + 1] == str(tools / "chat_template.jinja")
+    assert cmd[at + 2 : at + 5] == ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+    other = adapter(tmp_path / "other", r=8) / "adapter"
+    (other / "chat_template.jinja").write_text("{{ 'x' }}")
+    with pytest.raises(LorakitError, match="different chat templates"):
+        build_vllm_command(base, {"t": tools, "o": other}, "m", "h", 1)
