@@ -1,9 +1,9 @@
 """Small verifiable tasks of our own for GRPO: arithmetic with integer answers, at two levels.
 
 - `words` (train.jsonl, heldout.jsonl): one-step word problems, four operations, numbers up to 40.
-- `easy` (easy_train.jsonl, easy_heldout.jsonl): "What is 7 + 5?" and "What is 13 - 6?" with numbers
-  up to 12 (the first number of a difference up to 20). The CPU demo trains on it: SmolLM2-135M gets the word problems'
-  number right too rarely for the answer reward to give GRPO any signal, these about half the time.
+- `easy` (easy_train.jsonl, easy_heldout.jsonl): "What is 7 + 5?" and "What is 13 - 6?", numbers up
+  to 12 (up to 20 for the first number of a difference). The CPU demo trains on this level: SmolLM2-135M
+  so rarely got a word problem's number right that the answer reward gave GRPO no signal.
 
 Seeded, so the shipped files (src/lorakit/assets/arithmetic/) can be rebuilt exactly:
     python -m lorakit.data.arithmetic src/lorakit/assets/arithmetic [--level words|easy|all]
