@@ -62,14 +62,18 @@ def easy_questions() -> list[dict]:
 
 
 def make_easy(train: int, heldout: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """The easy level split: `heldout` questions set aside, then `train` drawn from the rest. The
-    space is small (306), so training questions repeat (each about once or twice) but a held-out
-    question never appears in training."""
+    """The easy level split: `heldout` questions set aside, then `train` draws (with replacement) from
+    the rest, each question kept once, in the order first drawn (400 draws give 169 distinct questions;
+    lorakit's loader would drop the repeats anyway). A held-out question never appears in training."""
     rows = easy_questions()
     rng = random.Random(seed)
     rng.shuffle(rows)
     held, pool = rows[:heldout], rows[heldout:]
-    return [rng.choice(pool) for _ in range(train)], held
+    drawn = {}  # prompt -> record; a dict keeps the order of first insertion
+    for _ in range(train):
+        record = rng.choice(pool)
+        drawn.setdefault(record["prompt"], record)
+    return list(drawn.values()), held
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:

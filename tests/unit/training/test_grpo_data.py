@@ -53,7 +53,7 @@ def test_the_easy_level_is_shipped_exactly_and_its_heldout_is_unseen(tmp_path):
         assert (tmp_path / name).read_text() == (ASSETS / name).read_text()
     train = [json.loads(line) for line in (ASSETS / "easy_train.jsonl").read_text().splitlines()]
     heldout = [json.loads(line) for line in (ASSETS / "easy_heldout.jsonl").read_text().splitlines()]
-    assert (len(train), len(heldout), len({r["prompt"] for r in heldout})) == (400, 100, 100)
+    assert (len(train), len({r["prompt"] for r in train}), len({r["prompt"] for r in heldout})) == (169, 169, 100)
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in heldout}
     for r in train + heldout:  # the answer is the question's own sum or difference
         a, op, b = r["prompt"].removeprefix("What is ").rstrip("?").split()
