@@ -1,6 +1,6 @@
 """The GRPO demo end to end: train configs/demo-grpo.yaml, then `lorakit eval` base against tuned.
 
-    python benchmarks/grpo_demo.py --run /tmp/grpo-demo [--heldout 40] [--figure docs/grpo_demo_reward.png]
+    python benchmarks/grpo_demo.py --run /tmp/grpo-demo [--heldout 60] [--figure docs/grpo_demo_reward.png]
     python benchmarks/grpo_demo.py --run /tmp/grpo-demo --skip-train   # eval a finished run again
 
 1. `lorakit train configs/demo-grpo.yaml` into RUN (skipped with --skip-train);
