@@ -1,6 +1,6 @@
 """The GRPO demo end to end: train configs/demo-grpo.yaml, then `lorakit eval` base against tuned.
 
-    python benchmarks/grpo_demo.py --run /tmp/grpo-demo [--heldout 40] [--figure docs/grpo_demo_reward.png]
+    python benchmarks/grpo_demo.py --run /tmp/grpo-demo [--heldout 60] [--figure docs/grpo_demo_reward.png]
     python benchmarks/grpo_demo.py --run /tmp/grpo-demo --skip-train   # eval a finished run again
 
 1. `lorakit train configs/demo-grpo.yaml` into RUN (skipped with --skip-train);
@@ -25,9 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "demo-grpo.yaml"
-HELDOUT = ROOT / "src" / "lorakit" / "assets" / "arithmetic" / "heldout.jsonl"
+# the held-out prompts the config names (data.eval_path, relative to the repository root)
+HELDOUT = ROOT / yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["data"]["eval_path"]
 
 
 def stage(name: str, command: list[str], env: dict) -> float:

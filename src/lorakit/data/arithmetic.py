@@ -1,15 +1,19 @@
-"""A small verifiable task of our own for the GRPO demo: arithmetic word problems with integer answers,
-and a format to answer in (the number between <answer> and </answer>).
+"""Small verifiable tasks of our own for GRPO: arithmetic with integer answers, at two levels.
+
+- `words` (train.jsonl, heldout.jsonl): one-step word problems, four operations, numbers up to 40.
+- `easy` (easy_train.jsonl, easy_heldout.jsonl): "What is 7 + 5?" and "What is 13 - 6?", numbers up
+  to 12 (up to 20 for the first number of a difference). The CPU demo trains on this level: SmolLM2-135M
+  so rarely got a word problem's number right that the answer reward gave GRPO no signal.
 
 Seeded, so the shipped files (src/lorakit/assets/arithmetic/) can be rebuilt exactly:
-    python -m lorakit.data.arithmetic src/lorakit/assets/arithmetic
+    python -m lorakit.data.arithmetic src/lorakit/assets/arithmetic [--level words|easy|all]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 SYSTEM = (
@@ -49,15 +53,56 @@ def make(n: int, seed: int) -> list[dict]:
     return [problem(rng) for _ in range(n)]
 
 
-def write(folder: Path, train: int = 400, heldout: int = 100, seed: int = 0) -> None:
-    """train.jsonl and heldout.jsonl; held-out problems never repeat a training question."""
-    records = make(train, seed)
-    seen = {r["prompt"] for r in records}
-    extra = [r for r in make(heldout * 3, seed + 1) if r["prompt"] not in seen][:heldout]
+def easy_questions() -> list[dict]:
+    """Every question of the easy level, in a fixed order: a + b for a, b in 1..12, and a - b for
+    b in 1..12 and a in b+1..20 (so the answer is positive). 144 + 162 = 306 questions."""
+    rows = [{"prompt": f"What is {a} + {b}?", "answer": str(a + b)} for a in range(1, 13) for b in range(1, 13)]
+    rows += [{"prompt": f"What is {a} - {b}?", "answer": str(a - b)} for b in range(1, 13) for a in range(b + 1, 21)]
+    return rows
+
+
+def make_easy(train: int, heldout: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """The easy level split: `heldout` questions set aside, then `train` draws (with replacement) from
+    the rest, each question kept once, in the order first drawn (400 draws give 169 distinct questions;
+    lorakit's loader would drop the repeats anyway). A held-out question never appears in training."""
+    rows = easy_questions()
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    held, pool = rows[:heldout], rows[heldout:]
+    drawn = {}  # prompt -> record; a dict keeps the order of first insertion
+    for _ in range(train):
+        record = rng.choice(pool)
+        drawn.setdefault(record["prompt"], record)
+    return list(drawn.values()), held
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def write(folder: Path, train: int = 400, heldout: int = 100, seed: int = 0, level: str = "words") -> None:
+    """Write one level's two files into `folder`; held-out problems never repeat a training question.
+
+    words: train.jsonl, heldout.jsonl; easy: easy_train.jsonl, easy_heldout.jsonl."""
+    if level == "easy":
+        records, extra = make_easy(train, heldout, seed)
+        names = ("easy_train.jsonl", "easy_heldout.jsonl")
+    elif level == "words":
+        records = make(train, seed)
+        seen = {r["prompt"] for r in records}
+        extra = [r for r in make(heldout * 3, seed + 1) if r["prompt"] not in seen][:heldout]
+        names = ("train.jsonl", "heldout.jsonl")
+    else:
+        raise ValueError(f"unknown arithmetic level {level!r}: use words or easy")
     folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train.jsonl", records), ("heldout.jsonl", extra)):
-        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    for name, rows in zip(names, (records, extra)):
+        _write_rows(folder / name, rows)
 
 
 if __name__ == "__main__":
-    write(Path(sys.argv[1] if len(sys.argv) > 1 else "src/lorakit/assets/arithmetic"))
+    parser = argparse.ArgumentParser(description="Write lorakit's arithmetic task files.")
+    parser.add_argument("folder", nargs="?", default="src/lorakit/assets/arithmetic", type=Path)
+    parser.add_argument("--level", choices=["words", "easy", "all"], default="all")
+    args = parser.parse_args()
+    for level in ("words", "easy") if args.level == "all" else (args.level,):
+        write(args.folder, level=level)

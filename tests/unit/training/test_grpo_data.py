@@ -47,6 +47,19 @@ def test_the_shipped_task_is_what_the_seeded_generator_writes(tmp_path):
     assert all(int(r["answer"]) >= 0 for r in heldout)
 
 
+def test_the_easy_level_is_shipped_exactly_and_its_heldout_is_unseen(tmp_path):
+    arithmetic.write(tmp_path, level="easy")
+    for name in ("easy_train.jsonl", "easy_heldout.jsonl"):
+        assert (tmp_path / name).read_text() == (ASSETS / name).read_text()
+    train = [json.loads(line) for line in (ASSETS / "easy_train.jsonl").read_text().splitlines()]
+    heldout = [json.loads(line) for line in (ASSETS / "easy_heldout.jsonl").read_text().splitlines()]
+    assert (len(train), len({r["prompt"] for r in train}), len({r["prompt"] for r in heldout})) == (169, 169, 100)
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in heldout}
+    for r in train + heldout:  # the answer is the question's own sum or difference
+        a, op, b = r["prompt"].removeprefix("What is ").rstrip("?").split()
+        assert int(r["answer"]) == (int(a) + int(b) if op == "+" else int(a) - int(b)) > 0
+
+
 def test_tutorial_rewards():
     good = f"adding them{M.REASONING_END}so {M.SOLUTION_START}42{M.SOLUTION_END}\n"
     near = f"x{M.REASONING_END}{M.SOLUTION_START}40{M.SOLUTION_END}"
