@@ -55,6 +55,7 @@ LONGEST_FIRST = (
     "integration/test_train_cli.py",
     "integration/test_demo_cli.py",
     "integration/test_faults.py",
+    "integration/test_train_dpo.py",
     "unit/export/test_export_roundtrip.py",
     "integration/test_eval_tasks.py",
     "integration/test_eval_cli.py",
@@ -64,6 +65,9 @@ LONGEST_FIRST = (
     "integration/test_serve.py",
     "integration/test_data_cli.py",
     "integration/test_eval_chinese.py",
+    "integration/test_notebook.py",
+    "unit/export/test_export_quality.py",
+    "integration/test_eval_tool_calls_cli.py",
 )
 
 
