@@ -13,8 +13,9 @@ def make_run(root: Path, base: str, seed: int) -> Path:
     from lorakit.config import ModelConfig, RunConfig, config_to_yaml
 
     path = models.resolve_model(base)
-    model = get_peft_model(models.load_model(path), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    # peft draws A from the global generator: seed before it, or A depends on what ran earlier in the worker
     torch.manual_seed(seed)
+    model = get_peft_model(models.load_model(path), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
