@@ -17,9 +17,11 @@ Methods, each in its own subprocess (so peak memory is its own), one after the o
             reference forward per step. padding_free is switched off by TRL 1.16 itself (it says the
             feature is "temporarily unavailable"), so batches are padded.
   trl_pre   as trl with precompute_ref_log_probs=True (one reference pass over the data first).
-  lorakit   lorakit.train(), batch_size 1 x grad_accum 4: one pair per forward, chosen and rejected
-            packed in one row with the whole prompt stored and computed once; reference per step
-            under no_grad with the adapter off, same row.
+  lorakit   lorakit.train(), batch_size 4 (TRL's batch): a step's 4 pairs in one forward, one packed
+            row with attention kept within each sample and each pair's prompt stored and computed once
+            for its two answers; reference per step under no_grad with the adapter off, same row.
+            --lorakit-batch 1 runs one pair per forward x grad_accum 4 (the layout before the twelfth
+            session's CPU cap counted a pair as two rows).
   lorakit_pre  as lorakit with train.precompute_ref_logps=true.
 
 Measured: tokens/s = the pairs' tokens (prompt counted for both completions, as TRL's attention mask
@@ -183,8 +185,8 @@ def run_lorakit(pairs: list[dict], args, precompute: bool) -> dict:
             "method": "dpo",
             "output_dir": str(tmp / "run"),
             "epochs": 1,
-            "batch_size": 1,
-            "grad_accum": 4,
+            "batch_size": args.lorakit_batch,
+            "grad_accum": 4 // args.lorakit_batch,
             "lr": 5e-6,
             "dpo_beta": 0.1,
             "precision": "fp32",
@@ -232,6 +234,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lorakit-batch", type=int, default=4, choices=(1, 2, 4), help="lorakit's pairs per forward")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--child", choices=METHODS)
     ap.add_argument("--profile", action="store_true", help="with --child: print a cProfile table of that method")
@@ -243,7 +246,18 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOKENIZERS_PARALLELISM": "false"}
     methods = args.methods.split(",")
     cmds = {
-        m: [sys.executable, __file__, "--child", m, "--pairs", str(args.pairs), "--threads", str(args.threads)]
+        m: [
+            sys.executable,
+            __file__,
+            "--child",
+            m,
+            "--pairs",
+            str(args.pairs),
+            "--threads",
+            str(args.threads),
+            "--lorakit-batch",
+            str(args.lorakit_batch),
+        ]
         for m in methods
     }
     if args.parallel:  # all at once: on a shared machine every method then sees the same load

@@ -129,7 +129,7 @@ class TrainConfig(Section):
         description="with packing, fill each forward with up to this many tokens of the step's samples "
         "instead of batch_size samples (same gradient, fewer launches); auto = sized to free GPU memory on "
         "CUDA; on CPU batch_size samples per forward, split where the row would pass 128 tokens per sample "
-        "(bounds peak memory); null = batch_size samples, no cap",
+        "(a preference pair counts as two; bounds peak memory); null = batch_size samples, no cap",
     )
     attention: Literal["auto", "packed", "fallback"] = Field(
         "auto",

@@ -174,6 +174,21 @@ def test_pack_tokens_budget(value, device, packing, expected):
     assert pack_budget(t, device, Path("unused"), "float32", False) == expected
 
 
+def test_cpu_cap_counts_a_preference_pair_as_two_rows():
+    """auto on CPU caps a forward at 128 tokens per row: a DPO pair is two rows (chosen and rejected), so
+    TRL's batch of 4 pairs (~540 tokens here) stays one forward instead of being split at 512."""
+    from lorakit.training.batching import TokenBudget
+    from lorakit.training.objectives import objective_for
+    from lorakit.training.plan import pack_budget
+
+    for method, rows in (("sft", 1), ("dpo", 2), ("orpo", 2), ("simpo", 2), ("kto", 1)):
+        cfg = load_config(None, [f"train.method={method}", "train.batch_size=4"])
+        per_unit = objective_for(cfg).rows_per_unit
+        assert per_unit == rows, method
+        budget = pack_budget(cfg.train, "cpu", Path("unused"), "float32", False, per_unit)
+        assert budget == TokenBudget(128 * 4 * rows, fill=False), method
+
+
 def test_low_memory_preset_is_qlora_with_checkpointing():
     from lorakit.config import PRESETS
 

@@ -96,16 +96,19 @@ class _LoraLinear(torch.autograd.Function):
         return grad_x, None, None, grad_a, grad_b, None, None
 
 
-def _swiglu_grads(grad, gate, up):
+def _swiglu_grads(grad, gate, up, keep_product: bool = False):
     """Gradients of silu(gate) * up at gate and up, computed in fp32 and rounded once, as autograd's own
-    silu backward does."""
+    silu backward does; with `keep_product` also silu(gate) * up itself (what the down projection's LoRA A
+    gradient needs), from the same sigmoid instead of a second pass over the MLP's width."""
     dtype = gate.dtype
     grad, gate, up = grad.float(), gate.float(), up.float()
     sig = torch.sigmoid(gate)
-    grad_up = grad * gate * sig
-    # d silu(g) / dg = sig * (1 + g * (1 - sig))
-    grad_gate = grad.mul_(up).mul_(sig).mul_(gate * (1 - sig) + 1)
-    return grad_gate.to(dtype), grad_up.to(dtype)
+    silu = gate * sig
+    grad_up = grad * silu
+    product = (silu * up).to(dtype) if keep_product else None
+    # d silu(g) / dg = sig * (1 + g * (1 - sig)) = sig + silu * (1 - sig)
+    grad_gate = grad.mul_(up).mul_(torch.addcmul(sig, silu, 1 - sig))
+    return grad_gate.to(dtype), grad_up.to(dtype), product
 
 
 class _SwiGLU(torch.autograd.Function):
@@ -118,7 +121,7 @@ class _SwiGLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return _swiglu_grads(grad, *ctx.saved_tensors)
+        return _swiglu_grads(grad, *ctx.saved_tensors)[:2]
 
 
 class _SwiGLUDown(torch.autograd.Function):
@@ -147,17 +150,18 @@ class _SwiGLUDown(torch.autograd.Function):
         gate2, up2 = gate.reshape(-1, width), up.reshape(-1, width)
         grad_a = grad_b = None
         grad_p = g @ _upcast(weight, dtype)
+        want_a = lora_a is not None and ctx.needs_input_grad[4]
+        gh = None
         if lora_a is not None:
             a, b = lora_a.to(dtype), lora_b.to(dtype)
             gh = (g @ b).mul_(ctx.scale)
             if ctx.needs_input_grad[5]:
                 grad_b = (g.t() @ h).mul_(ctx.scale).to(lora_b.dtype)
-            if ctx.needs_input_grad[4]:
-                p = F.silu(gate2.to(dtype)).mul_(up2.to(dtype))  # as in the forward
-                grad_a = (gh.t() @ p).to(lora_a.dtype)
-                del p
             grad_p.addmm_(gh, a)
-        grad_gate, grad_up = _swiglu_grads(grad_p, gate2, up2)
+        # the product silu(gate) * up, recomputed for A's gradient, comes out of the same sigmoid pass
+        grad_gate, grad_up, p = _swiglu_grads(grad_p, gate2, up2, keep_product=want_a)
+        if want_a:
+            grad_a = (gh.t() @ p.to(dtype)).to(lora_a.dtype)
         return (grad_gate.view(gate.shape), grad_up.view(up.shape), None, None, grad_a, grad_b, None, None)
 
 

@@ -201,12 +201,14 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    budget = pack_budget(t, device, inputs.model_path, inputs.weight_dtype, checkpointing)
+    objective = objective_for(run_cfg)
+    budget = pack_budget(t, device, inputs.model_path, inputs.weight_dtype, checkpointing, objective.rows_per_unit)
     if budget:
         dist.print(
             f"packing up to {budget.tokens:,} tokens per forward (train.pack_tokens)"
             if budget.fill
-            else f"{t.batch_size} samples per forward, split where over {budget.tokens:,} tokens (train.pack_tokens)"
+            else f"{t.batch_size} {objective.unit} per forward, split where over {budget.tokens:,} tokens "
+            "(train.pack_tokens)"
         )
     model.train()
     loss_of = dist.shard(model, t.fsdp, device, t.neftune_alpha or 0.0)
@@ -219,7 +221,6 @@ def setup(cfg: RunConfig, resume: str | None = None, overwrite: bool = False, re
         state = TrainState.from_dict(checkpoint.load_checkpoint(ckpt, model, optimizer, scheduler, sharded=dist.fsdp))
         dist.print(f"resuming from {ckpt} (step {state.step})")
     state.trained_with, state.resumes = now, resumes
-    objective = objective_for(run_cfg)
     objective.load_state_dict(state.objective)
     if dist.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

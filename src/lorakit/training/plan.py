@@ -310,7 +310,7 @@ def estimate(
             else auto_pack_tokens(left, activation_bytes_per_token(model_path, weight_dtype, checkpointing))
         )
     else:
-        budget = pack_budget(t, device, model_path, weight_dtype, False)
+        budget = pack_budget(t, device, model_path, weight_dtype, False, objective.rows_per_unit)
     if budget:  # filled: the step's samples in rows of up to budget tokens; a cap splits that micro-batch
         tokens_micro = max(longest[-1], min(budget.tokens, sum(longest) if budget.fill else tokens_micro))
     mem = estimate_memory_gb(
@@ -338,17 +338,20 @@ def estimate(
     )
 
 
-def pack_budget(t, device: str, model_path, weight_dtype: str, checkpointing: bool) -> batching.TokenBudget | None:
+def pack_budget(
+    t, device: str, model_path, weight_dtype: str, checkpointing: bool, rows_per_unit: int = 1
+) -> batching.TokenBudget | None:
     """Tokens per forward (train.pack_tokens). A number fills rows up to that many tokens. auto on CUDA
     fills half the GPU memory still free after loading with activations (the rest is for logits chunks,
     optimizer state and fragmentation); auto on CPU keeps batch_size samples per forward, where larger
-    forwards gain little, and only caps the row at CPU_TOKENS_PER_SAMPLE x batch_size tokens (docs/benchmarks.md)."""
+    forwards gain little, and only caps the row at CPU_TOKENS_PER_SAMPLE x batch_size x rows_per_unit tokens
+    (docs/benchmarks.md; a preference pair is two rows, chosen and rejected)."""
     if not t.packing or t.pack_tokens is None:
         return None
     if t.pack_tokens != "auto":
         return batching.TokenBudget(t.pack_tokens)
     if not device.startswith("cuda"):
-        return batching.TokenBudget(CPU_TOKENS_PER_SAMPLE * t.batch_size, fill=False)
+        return batching.TokenBudget(CPU_TOKENS_PER_SAMPLE * t.batch_size * rows_per_unit, fill=False)
     per_token = activation_bytes_per_token(model_path, weight_dtype, checkpointing)
     return batching.TokenBudget(auto_pack_tokens(_cuda_free_bytes(device), per_token))
 

@@ -35,6 +35,9 @@ class Objective:
     name: str = ""
     data_kind: str = "conversations"  # what the data stage reads: conversations | pairs | unpaired | prompts
     unit: str = "samples"  # what one unit is called in messages ("pairs", ...)
+    # model rows (samples) one unit lays out: a preference pair is two, chosen and rejected. The CPU cap
+    # on a forward's tokens (training/plan.py: pack_budget) counts rows, so a pair gets two rows' room.
+    rows_per_unit: int = 1
 
     def __init__(self, cfg):
         self.cfg = cfg  # the RunConfig as the steps run it

@@ -67,6 +67,7 @@ class DPO(Objective):
     name = "dpo"
     data_kind = "pairs"
     unit = "pairs"
+    rows_per_unit = 2
 
     def __init__(self, cfg):
         super().__init__(cfg)
