@@ -17,14 +17,30 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lorakit.errors import LorakitError
 from lorakit.serve.handlers import APIError, ServerState
-from lorakit.serve.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 from lorakit.serve.vllm import RUNTIME_LORA_ENV
 
 log = logging.getLogger("lorakit.serve")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # as every request body here: no field ignored
+
+
+class LoadLoRAAdapterRequest(_Strict):
+    """POST /v1/load_lora_adapter's body, as vLLM defines it."""
+
+    lora_name: str = Field(..., min_length=1, description="the name requests will give as `model`")
+    lora_path: str = Field(..., min_length=1, description="an adapter folder (adapter_config.json + weights)")
+    load_inplace: bool = Field(False, description="replace an adapter already loaded under this name")
+
+
+class UnloadLoRAAdapterRequest(_Strict):
+    lora_name: str = Field(..., min_length=1)
 
 
 def install_runtime_lora(app: FastAPI, state: ServerState) -> None:

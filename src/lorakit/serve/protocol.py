@@ -309,18 +309,6 @@ class CompletionRequest(SamplingFields):
         return list(self.prompt)
 
 
-class LoadLoRAAdapterRequest(_Request):
-    """POST /v1/load_lora_adapter, vLLM's runtime LoRA API (enabled as vLLM enables it: serve/lora_runtime.py)."""
-
-    lora_name: str = Field(..., min_length=1, description="the name requests will give as `model`")
-    lora_path: str = Field(..., min_length=1, description="an adapter folder (adapter_config.json + weights)")
-    load_inplace: bool = Field(False, description="replace an adapter already loaded under this name")
-
-
-class UnloadLoRAAdapterRequest(_Request):
-    lora_name: str = Field(..., min_length=1)
-
-
 # ---- responses -------------------------------------------------------------------------------------
 class Usage(BaseModel):
     prompt_tokens: int = 0

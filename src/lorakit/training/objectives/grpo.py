@@ -131,8 +131,9 @@ class GRPO(Objective):
         """The same seeds give the same tokens only from the same sampler: lorakit's (in this process or
         its server) or vLLM's. A resume that switches between them changes the maths from here on, so it
         is refused as a changed setting is (train.generation_server's address itself may change)."""
-        before, self._engine = self._engine, engine
+        before = self._engine
         if before is None or before == engine:
+            self._engine = engine
             return
         change = f"the completions were sampled by {before}, now by {engine} (train.generation_server)"
         if not (resumes and resumes[-1].get("resume_anyway")):
@@ -142,6 +143,7 @@ class GRPO(Objective):
             )
         print(f"resuming anyway although {change}")
         resumes[-1]["changed"] = list(resumes[-1].get("changed") or []) + [change]
+        self._engine = engine
 
     def rollout(self, setup, units: list[dict]) -> list[dict]:
         step = setup.state.step + 1  # the step about to run
