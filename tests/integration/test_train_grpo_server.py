@@ -26,7 +26,9 @@ QUICK = {"max_steps": 2, "num_iterations": 1, "beta": 0.0, "eval_steps": 100, "s
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server([*SERVER_ARGS, "--allow-runtime-lora"], tmp_path_factory.mktemp("logs") / "serve.log")
+    # a queue shorter than the rollout's requests: the client must wait out the 503s (Retry-After)
+    args = [*SERVER_ARGS, "--allow-runtime-lora", "--max-queue", "2"]
+    srv = Server(args, tmp_path_factory.mktemp("logs") / "serve.log")
     yield srv
     srv.stop()
 
@@ -49,6 +51,7 @@ def test_server_rollouts_equal_in_process_rollouts(tmp_path, data, server):  # n
     # a new adapter for each rollout (steps 1 and 2, the final eval), the one before unloaded; the folder
     # keeps only the last
     log = server.log.read_text()
+    assert '"POST /v1/completions HTTP/1.1" 503' in log
     assert log.count(": loaded LoRA adapter lorakit-remote-") == 3 and log.count(": unloaded LoRA adapter") == 2
     (held,) = (remote / "rollout_adapter").iterdir()
     assert held.name.endswith("-step2") and (held / "adapter_config.json").is_file()

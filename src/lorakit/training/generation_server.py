@@ -15,16 +15,17 @@ names the server and what to do; none reaches the step as a traceback or a NaN.
 
 from __future__ import annotations
 
-import os
+import time
 from dataclasses import dataclass
 
 import httpx
 
+from lorakit import settings
 from lorakit.errors import LorakitError
 
 # Reading may take long: a request waits behind the others the server is generating. Connecting may not.
 TIMEOUT = httpx.Timeout(connect=10.0, read=900.0, write=60.0, pool=900.0)
-API_KEY_ENV = "LORAKIT_GENERATION_SERVER_KEY"  # the server's --api-key, kept out of config.yaml
+BUSY_RETRIES = 60  # a 503 (queue full) is retried after its Retry-After, this many times at most
 START_HINT = "lorakit serve --engine vllm --allow-runtime-lora --model BASE (or --engine builtin on CPU)"
 
 
@@ -41,7 +42,7 @@ class GenerationServer:
 
     def __init__(self, url: str):
         self.url = url.rstrip("/")
-        key = os.environ.get(API_KEY_ENV)
+        key = settings.generation_server_key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=self.url, timeout=TIMEOUT, headers=headers)
 
@@ -90,6 +91,11 @@ class GenerationServer:
         where = f"{self.url}{path}"
         try:
             response = self.http.request(method, path, json=body)
+            for _ in range(BUSY_RETRIES):  # lorakit's server answers 503 while --max-queue requests wait
+                if response.status_code != 503:
+                    break
+                time.sleep(_retry_after(response))
+                response = self.http.request(method, path, json=body)
         except httpx.TimeoutException:
             raise LorakitError(f"train.generation_server: {where} did not answer in time; "
                                "is the server overloaded or stuck? (its log says)") from None  # fmt: skip
@@ -104,7 +110,9 @@ class GenerationServer:
                 "with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (lorakit serve --allow-runtime-lora does it)"
             )
         if response.status_code == 401:
-            raise LorakitError(f"train.generation_server: {self.url} wants an API key; set {API_KEY_ENV}")
+            raise LorakitError(
+                f"train.generation_server: {self.url} wants an API key; set {settings.GENERATION_SERVER_KEY}"
+            )
         if response.status_code != 200:
             raise LorakitError(
                 f"train.generation_server: {where} refused ({response.status_code}): {_message(response)}"
@@ -131,6 +139,13 @@ def _message(response: httpx.Response) -> str:
     error = body.get("error", body) if isinstance(body, dict) else body
     message = (error.get("message") or error.get("detail")) if isinstance(error, dict) else None
     return " ".join(str(message or body).split())[:300]
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(30.0, max(0.1, float(response.headers.get("Retry-After", 1))))
+    except ValueError:
+        return 1.0
 
 
 def _first_line(e: BaseException) -> str:
