@@ -43,8 +43,9 @@ def evals(run) -> list:
 
 
 def test_server_rollouts_equal_in_process_rollouts(tmp_path, data, server):  # noqa: F811
-    local = train(grpo_config(tmp_path, "local", data, **QUICK))
-    remote = train(grpo_config(tmp_path, "remote", data, generation_server=server.url, **QUICK))
+    sampling = {**QUICK, "temperature": 0.9, "top_p": 0.95, "top_k": 50}  # each must reach the server's sampler
+    local = train(grpo_config(tmp_path, "local", data, **sampling))
+    remote = train(grpo_config(tmp_path, "remote", data, generation_server=server.url, **sampling))
     assert completions(remote) == completions(local)
     assert_same_adapter(adapter(local), adapter(remote), atol=0.0)
     assert evals(remote) == evals(local)  # the held-out greedy completions went through the server too

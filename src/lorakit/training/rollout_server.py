@@ -65,15 +65,6 @@ class AdapterSync:
         self._remove_others(keep=name)
         return name
 
-    def close(self) -> None:
-        """Unload the last adapter (best effort: the run is over either way) and remove the folder."""
-        if self.name is not None:
-            try:
-                self.server.unload_adapter(self.name)
-            except LorakitError:
-                pass
-        shutil.rmtree(self.folder, ignore_errors=True)
-
     def _remove_others(self, keep: str) -> None:
         # earlier steps' folders, and the temp folders of saves a kill interrupted
         for entry in self.folder.iterdir() if self.folder.is_dir() else ():
@@ -122,7 +113,7 @@ class ServerRollout:
             "max_tokens": min(s.max_completion_length, room),
             "temperature": s.temperature,
             "top_p": s.top_p,
-            "top_k": s.top_k,  # 0 = off for both servers (vLLM also takes -1)
+            "top_k": s.top_k or -1,  # -1 = off, as every vLLM version and lorakit's server take it
             "seed": seed,
             "n": 1,
             "return_token_ids": True,
