@@ -76,3 +76,15 @@ def _client_error(status: int, body: dict) -> GenerationServer:
     client = GenerationServer("http://testserver")
     client.http = TestClient(app)
     return client
+
+
+def test_a_full_queue_is_waited_out():
+    from fastapi.responses import JSONResponse
+
+    answers = [JSONResponse({"error": {"message": "busy"}}, 503, headers={"Retry-After": "0.1"})] * 2
+    answers.append({"choices": [{"index": 0, "text": "", "token_ids": [7], "finish_reason": "stop"}]})
+    app = FastAPI()
+    app.post("/v1/completions")(lambda: answers.pop(0))
+    client = GenerationServer("http://testserver")
+    client.http = TestClient(app)
+    assert client.complete(BODY).token_ids == [7] and not answers
