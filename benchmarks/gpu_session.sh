@@ -6,6 +6,9 @@
 #   bash benchmarks/gpu_session.sh main    # qwen3-4b-random, then qwen3-0.6b-random as time allows
 #   bash benchmarks/gpu_session.sh job     # the README's job once on qwen3-4b-random (~6 min): doctor, train
 #                                          # under a 24 GiB cap, merge, reload, greedy chat, vLLM + openai
+#   bash benchmarks/gpu_session.sh grpo-vllm  # GRPO rollouts through `lorakit serve --engine vllm` (runtime
+#                                          # LoRA, train.generation_server) on qwen3-0.6b-random, ~5 min: a few
+#                                          # steps, then the same steps in process; needs vLLM (.venv-vllm)
 #
 # It expects three ignored folders beside the code, prepared on a machine with network:
 #   .whl/      wheels of the Python packages the GPU image lacks or has in other versions (pip download
@@ -87,6 +90,45 @@ job() {  # the README's job on qwen3-4b-random (JOB_MODEL=qwen3-tiny-random DEV=
   echo "job: ${FAILED:-every step passed}"
 }
 
+grpo_vllm() {  # GRPO whose rollouts go through vLLM as a server (docs/grpo.md, "Generation on a GPU")
+  local model=${GRPO_MODEL:-qwen3-0.6b-random} w=$OUT/grpo-vllm port=8012
+  FAILED=""
+  rm -rf "$w" && mkdir -p "$w"
+  local dir; dir=$(build "$model" | tail -1)
+  local vllm; vllm=$(command -v vllm || ls .venv-vllm/bin/vllm 2>/dev/null)
+  if [ -z "$vllm" ] || [ "$DEV" != cuda ]; then
+    echo "== grpo-vllm: vLLM is not installed here (or no GPU): skipped"; return
+  fi
+  # the command lorakit would run, plus a memory share that leaves the rest of the GPU to the trainer
+  local cmd; cmd=$(python3 -m lorakit serve --engine vllm --model "$dir" --served-model-name base --port $port \
+    --max-model-len 1024 --allow-runtime-lora --max-lora-rank 16 --print-command) || { echo "print-command failed"; return; }
+  echo "== grpo-vllm: $cmd --gpu-memory-utilization 0.35"
+  (PATH="$(dirname "$vllm"):$PATH" eval "$cmd --gpu-memory-utilization 0.35" > "$OUT/grpo-vllm-server.log" 2>&1) &
+  local server=$! waited=0
+  until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do
+    sleep 5; waited=$((waited + 5))
+    if [ $waited -ge 300 ] || ! kill -0 $server 2>/dev/null; then
+      echo "== grpo-vllm: the server did not come up"; tail -20 "$OUT/grpo-vllm-server.log"; return
+    fi
+  done
+  local set=(model.name="$dir" train.max_steps="${GRPO_STEPS:-4}" train.save_steps=2 train.eval_steps=100
+             train.device="$DEV" train.threads=8 "tracking.backends=[]")
+  step grpo-server 400 python3 -m lorakit train configs/demo-grpo.yaml "${set[@]}" train.output_dir="$w/server" \
+    train.generation_server=http://127.0.0.1:$port
+  pkill -P $server || true
+  kill $server 2>/dev/null; wait $server 2>/dev/null
+  step grpo-in-process 400 python3 -m lorakit train configs/demo-grpo.yaml "${set[@]}" train.output_dir="$w/local"
+  python3 - "$w" <<'PY'
+import json, sys
+from pathlib import Path
+for run in ("server", "local"):
+    rows = [json.loads(x) for x in (Path(sys.argv[1]) / run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    print(run, [(r["step"], round(r["reward"], 3), round(r["time/generation_s"], 2)) for r in steps])
+PY
+  echo "grpo-vllm: ${FAILED:-every step passed}"
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader || true
 python3 - <<'EOF'
 import importlib
@@ -121,6 +163,9 @@ case "$stage" in
     ;;
   job)
     job
+    ;;
+  grpo-vllm)
+    grpo_vllm
     ;;
 esac
 echo "stage $stage done in $(( $(date +%s) - start )) s"

@@ -6,11 +6,12 @@ name the file, line and key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from lorakit.errors import LorakitError
 
@@ -280,6 +281,19 @@ class TrainConfig(Section):
         description="grpo: every N steps, a few completions "
         "with their rewards go to completions.jsonl; null = logging_steps",
     )
+    generation_server: Optional[str] = Field(
+        None,
+        description="grpo: sample through this OpenAI-compatible server (http://host:port, e.g. `lorakit serve "
+        "--engine vllm --allow-runtime-lora`), which gets each step's adapter through vLLM's runtime LoRA API; "
+        "null = in this process (docs/grpo.md)",
+    )
+
+    @field_validator("generation_server")
+    @classmethod
+    def _server_url(cls, url: Optional[str]) -> Optional[str]:
+        if url is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+            raise ValueError("expected http://host:port")
+        return url
 
     @model_validator(mode="before")
     @classmethod
@@ -320,6 +334,7 @@ METHOD_KEYS = {
             "mask_truncated_completions",
             "kl_ratio_correction",
             "log_completions_steps",
+            "generation_server",
         ),
         "grpo",
     ),

@@ -19,6 +19,7 @@ from lorakit.errors import LorakitError
 CACHE = "LORAKIT_CACHE"
 LLAMA_SERVER = "LORAKIT_LLAMA_SERVER"
 JUDGE_API_KEY = "LORAKIT_JUDGE_API_KEY"
+GENERATION_SERVER_KEY = "LORAKIT_GENERATION_SERVER_KEY"
 DEBUG = "LORAKIT_DEBUG"
 LLAMA_CPP_LIB = "LORAKIT_LLAMA_CPP_LIB"
 
@@ -55,6 +56,12 @@ def judge_api_key() -> str | None:
     """LORAKIT_JUDGE_API_KEY, else OPENAI_API_KEY: the key `lorakit eval --judge-url` sends to a hosted
     judge; None when neither is set (a local server accepts any key)."""
     return _get(JUDGE_API_KEY) or _get("OPENAI_API_KEY")
+
+
+def generation_server_key() -> str | None:
+    """LORAKIT_GENERATION_SERVER_KEY: the API key GRPO's rollouts send to train.generation_server (its
+    --api-key, kept out of config.yaml); None when unset."""
+    return _get(GENERATION_SERVER_KEY)
 
 
 def debug() -> bool:

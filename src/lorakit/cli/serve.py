@@ -67,6 +67,22 @@ def serve_command(
             "(default: 16 x the context length; builtin engine)",
         ),
     ] = None,
+    allow_runtime_lora: Annotated[
+        bool,
+        typer.Option(
+            "--allow-runtime-lora",
+            help="vLLM's POST /v1/load_lora_adapter and /v1/unload_lora_adapter, for GRPO's "
+            "train.generation_server (as VLLM_ALLOW_RUNTIME_LORA_UPDATING=True does); builtin and vllm",
+        ),
+    ] = False,
+    max_lora_rank: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-lora-rank",
+            help="with --engine vllm: the largest LoRA rank it will take "
+            "(default: the adapters', or 64 for adapters loaded at runtime)",
+        ),
+    ] = None,
 ) -> None:
     """Serve a model and its LoRA adapters. Example: lorakit serve --lora-modules persona=runs/demo"""
     adapters = parse_lora_modules(lora_modules or [])
@@ -76,11 +92,22 @@ def serve_command(
         raise LorakitError("--max-queue must be >= 1, --port in 1..65535 and --max-model-len >= 2")
     if not max_request_mb > 0 or max_messages < 1 or (max_prompt_chars is not None and max_prompt_chars < 1):
         raise LorakitError("--max-request-mb must be > 0, --max-messages and --max-prompt-chars >= 1")
+    if max_lora_rank is not None and (engine != "vllm" or max_lora_rank < 1):
+        raise LorakitError("--max-lora-rank: a positive rank, for --engine vllm only (the builtin engine takes any)")
+    from lorakit.serve.vllm import runtime_lora_allowed
+
+    runtime_lora = runtime_lora_allowed(allow_runtime_lora)
     if engine == "vllm":
         from lorakit.serve.vllm import run_vllm
 
-        run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_len, dtype, print_command)
+        run_vllm(
+            model, adapters, served_model_name, host, port, api_key, max_model_len, dtype, print_command,
+            runtime_lora, max_lora_rank,
+        )  # fmt: skip
         return
+    if engine == "llama.cpp" and allow_runtime_lora:
+        raise LorakitError("--allow-runtime-lora: llama.cpp's server cannot load adapters at runtime; "
+                           "use --engine builtin or vllm")  # fmt: skip
     if engine == "llama.cpp":
         from lorakit.serve.llama_cpp import run_llama_cpp
 
@@ -93,7 +120,9 @@ def serve_command(
     limits = Limits(int(max_request_mb * 1024 * 1024), max_messages, max_prompt_chars)
     from lorakit.serve.builtin import run_builtin
 
-    run_builtin(model, adapters, served_model_name, host, port, api_key, max_queue, max_model_len, dtype, limits)
+    run_builtin(
+        model, adapters, served_model_name, host, port, api_key, max_queue, max_model_len, dtype, limits, runtime_lora
+    )
 
 
 def parse_lora_modules(items: list[str]) -> dict[str, str]:

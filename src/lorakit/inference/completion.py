@@ -14,7 +14,8 @@ class Chunk:
     """A piece of a completion. `finish_reason` ("stop" or "length") is set on the last chunk only.
 
     `logprobs` (only when asked for) covers the tokens generated since the previous chunk, the end
-    of sequence token included; a chunk's text may hold back part of them.
+    of sequence token included; a chunk's text may hold back part of them. `token_ids` (the last chunk
+    only) lists every generated id, the end-of-sequence token included, as vLLM's `return_token_ids` does.
     """
 
     text: str
@@ -22,6 +23,7 @@ class Chunk:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     logprobs: list[TokenLogprob] | None = None
+    token_ids: list[int] | None = None
 
 
 class Completion:
@@ -38,10 +40,12 @@ class Completion:
         self.produced = 0
         self.finish: str | None = None  # set once the row is over: "stop" or "length"
         self.parts: list[str] = []
+        self.tokens: list[int] = []  # every id taken, for callers that train on or return token ids
 
     def take(self, token: int) -> str:
         """Add one generated token; return the text that became safe to show (maybe "")."""
         self.produced += 1
+        self.tokens.append(token)
         text = ""
         if token in self.eos_ids:
             self.finish = "stop"
@@ -66,4 +70,4 @@ class Completion:
     def chunk(self) -> Chunk:
         """The whole completion (call once the row is over)."""
         tail = self.tail()
-        return Chunk("".join(self.parts) + tail, self.finish, len(self.prompt_ids), self.produced)
+        return Chunk("".join(self.parts) + tail, self.finish, len(self.prompt_ids), self.produced, None, self.tokens)

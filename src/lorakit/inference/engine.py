@@ -123,7 +123,7 @@ class Engine:
         tokenizer = use_adapter_template(models.load_tokenizer(path), list(folders.values()))
         model = models.load_model(path, dtype=dtype, device=device)
         if folders:
-            model = _attach_adapters(model, folders)
+            model = attach_adapters(model, folders)
         return cls(model, tokenizer, list(folders), max_context=max_context, name=str(model_ref))
 
     # ---- prompts -------------------------------------------------------------------------------
@@ -251,6 +251,7 @@ class Engine:
             last.prompt_tokens,
             last.completion_tokens,
             scores if logprobs is not None else None,
+            last.token_ids,
         )
 
     def score(
@@ -342,7 +343,7 @@ class Engine:
                     pending = None if logprobs is None else []
                 if row.finish:
                     break
-            yield Chunk(row.tail(), row.finish, len(prompt_ids), row.produced, pending)
+            yield Chunk(row.tail(), row.finish, len(prompt_ids), row.produced, pending, row.tokens)
 
     def _decode_rows(self, rows: list[Completion]) -> None:
         """Run `rows` to their ends together: left-padded prompts, an attention mask, one KV cache.
@@ -415,7 +416,7 @@ def _split_stream(chunks: Iterator[Chunk], splitter: ReasoningSplitter) -> Itera
             yield AnswerDelta(reasoning, text, chunk)
 
 
-def _attach_adapters(model, folders: dict[str, Path]):
+def attach_adapters(model, folders: dict[str, Path]):
     from peft import PeftModel
 
     peft_model = None

@@ -39,8 +39,9 @@ _ERRORS = {
 }
 
 
-def create_app(state: ServerState, api_key: str | None = None) -> FastAPI:
-    """Build the app around a loaded engine and its worker. `api_key` guards every /v1 route."""
+def create_app(state: ServerState, api_key: str | None = None, runtime_lora: bool = False) -> FastAPI:
+    """Build the app around a loaded engine and its worker. `api_key` guards every /v1 route;
+    `runtime_lora` adds vLLM's load/unload adapter routes (serve/lora_runtime.py)."""
     app = FastAPI(title="lorakit", version=__version__, description="OpenAI-compatible API over lorakit models")
     app.state.lorakit = state
     _install_error_handlers(app)
@@ -63,6 +64,11 @@ def create_app(state: ServerState, api_key: str | None = None) -> FastAPI:
     @app.post("/v1/completions", response_model=CompletionResponse, responses=_ERRORS)
     async def completions(req: CompletionRequest, request: Request):
         return await handlers.completion(state, req, request.is_disconnected)
+
+    if runtime_lora:
+        from lorakit.serve.lora_runtime import install_runtime_lora
+
+        install_runtime_lora(app, state)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:

@@ -15,9 +15,19 @@ from lorakit.errors import LorakitError
 
 
 def run_builtin(
-    model, adapters, served_model_name, host, port, api_key, max_queue, max_model_len, dtype, limits=None
+    model,
+    adapters,
+    served_model_name,
+    host,
+    port,
+    api_key,
+    max_queue,
+    max_model_len,
+    dtype,
+    limits=None,
+    runtime_lora: bool = False,
 ) -> None:
-    """Load the engine, then run uvicorn until Ctrl-C."""
+    """Load the engine, then run uvicorn until Ctrl-C. `runtime_lora`: vLLM's load/unload adapter routes."""
     from lorakit.rundir import adapter_folder, base_model_of
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,7 +64,7 @@ def run_builtin(
     state = ServerState(eng, Worker(eng, max_queue), base_name, base_root=_root(base_ref), adapters=folders)
     if limits is not None:
         state.limits = limits
-    app = create_app(state, api_key)
+    app = create_app(state, api_key, runtime_lora)
     names = ", ".join([base_name, *adapters])
     print(
         f"serving {names} on http://{host}:{port}/v1 (web chat at http://{host}:{port}/)", file=sys.stderr, flush=True

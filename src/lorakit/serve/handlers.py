@@ -204,9 +204,14 @@ async def completion(state: ServerState, req: CompletionRequest, disconnected=No
                 got.get("prompt"),
                 got.get("generated"),
             )
+        ids = {"prompt_token_ids": encoded[i // req.n], "token_ids": final.token_ids or []}
         choices.append(
             CompletionChoice(
-                index=i, text=echoes[i // req.n] + text, finish_reason=final.finish_reason, logprobs=logprobs
+                index=i,
+                text=echoes[i // req.n] + text,
+                finish_reason=final.finish_reason,
+                logprobs=logprobs,
+                **(ids if req.return_token_ids else {}),
             )
         )
     usage = _usage(prompt_tokens, finals)

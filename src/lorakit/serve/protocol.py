@@ -274,6 +274,17 @@ class CompletionRequest(SamplingFields):
     logprobs: Optional[int] = Field(
         None, ge=0, le=MAX_LOGPROBS, description="log-probability of each token and this many alternatives"
     )
+    return_token_ids: Optional[bool] = Field(
+        None,
+        description="vLLM extension: each choice also carries prompt_token_ids and token_ids (every generated "
+        "id, the end-of-sequence token included); not with stream on this server",
+    )
+
+    @model_validator(mode="after")
+    def _check_token_ids(self):
+        if self.return_token_ids and self.stream:
+            raise ValueError("return_token_ids: this server returns token ids only without stream")
+        return self
 
     @model_validator(mode="after")
     def _check_echo_only(self):
@@ -384,6 +395,9 @@ class CompletionChoice(BaseModel):
     text: str
     finish_reason: Optional[Literal["stop", "length"]] = None
     logprobs: Optional[CompletionLogprobs] = None
+    # vLLM's names, filled with return_token_ids (null otherwise, as vLLM sends them)
+    prompt_token_ids: Optional[list[int]] = None
+    token_ids: Optional[list[int]] = None
 
 
 class CompletionResponse(BaseModel):

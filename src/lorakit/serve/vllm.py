@@ -7,6 +7,7 @@ first and each problem is reported in one line.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -17,12 +18,36 @@ import typer
 from lorakit.errors import LorakitError
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
+# vLLM registers /v1/load_lora_adapter and /v1/unload_lora_adapter only with this set to 1 or true; the
+# built-in server follows the same switch (serve/lora_runtime.py)
+RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+RUNTIME_LORA_RANK = 64  # --max-lora-rank when adapters come at runtime and none is given: lora.r up to 64
+
+
+def runtime_lora_allowed(flag: bool = False) -> bool:
+    """`--allow-runtime-lora`, or the variable as vLLM reads it ("1" or "true", any case)."""
+    return flag or os.environ.get(RUNTIME_LORA_ENV, "0").strip().lower() in ("1", "true")
+
+
 _EMBEDDING_NAMES = ("lm_head", "embed_tokens", "wte", "embed_out", "word_embeddings", "output_layer")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model")
 
 
-def run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_len, dtype, print_command) -> None:
-    """Check, then print (`print_command`) or run the vLLM server command."""
+def run_vllm(
+    model,
+    adapters,
+    served_model_name,
+    host,
+    port,
+    api_key,
+    max_model_len,
+    dtype,
+    print_command,
+    runtime_lora: bool = False,
+    max_lora_rank: int | None = None,
+) -> None:
+    """Check, then print (`print_command`) or run the vLLM server command. `runtime_lora`: the trainer may
+    load adapters while it runs (GRPO's train.generation_server), so LoRA is on even without adapters."""
     from lorakit.models import resolve_model
     from lorakit.rundir import adapter_folder, base_model_of
 
@@ -33,10 +58,12 @@ def run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_
     if problems:
         raise LorakitError("vLLM would reject this: " + "; ".join(problems))
     cmd = build_vllm_command(
-        model_dir, folders, served_model_name or base_ref, host, port, api_key, max_model_len, dtype
-    )
+        model_dir, folders, served_model_name or base_ref, host, port, api_key, max_model_len, dtype,
+        runtime_lora, max_lora_rank,
+    )  # fmt: skip
+    env = {RUNTIME_LORA_ENV: "True"} if runtime_lora else {}
     if print_command:
-        typer.echo(shlex.join(cmd))
+        typer.echo(shlex.join([f"{k}={v}" for k, v in env.items()] + cmd))
         return
     from lorakit.install import install_command, vllm_executable
 
@@ -46,8 +73,8 @@ def run_vllm(model, adapters, served_model_name, host, port, api_key, max_model_
         raise LorakitError(f"vLLM is not installed ({hint}); use --engine builtin, "
                            "or --print-command to see the command")  # fmt: skip
     cmd[0] = exe
-    print(f"running: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    code = subprocess.call(cmd)
+    print(f"running: {shlex.join([f'{k}={v}' for k, v in env.items()] + cmd)}", file=sys.stderr, flush=True)
+    code = subprocess.call(cmd, env={**os.environ, **env})
     if code:
         raise typer.Exit(code)
 
@@ -61,8 +88,14 @@ def build_vllm_command(
     api_key: str | None = None,
     max_model_len: int | None = None,
     dtype: str = "auto",
+    runtime_lora: bool = False,
+    max_lora_rank: int | None = None,
 ) -> list[str]:
-    """The `vllm serve` argument list for a model folder and (optionally) LoRA adapter folders."""
+    """The `vllm serve` argument list for a model folder and (optionally) LoRA adapter folders.
+
+    With `runtime_lora` LoRA is on even without adapters, the rank limit is `max_lora_rank` (else the
+    adapters', else RUNTIME_LORA_RANK), and two more adapter slots are kept: a trainer loads its new
+    adapter before it unloads the old one."""
     cmd = ["vllm", "serve", str(model_dir), "--served-model-name", served_name, "--host", host, "--port", str(port)]
     if dtype != "auto":
         cmd += ["--dtype", dtype]
@@ -74,9 +107,12 @@ def build_vllm_command(
     if template:
         cmd += ["--chat-template", template]
     cmd += parser_flags(model_dir, template)
+    if adapters or runtime_lora:
+        ranks = [adapter_rank(folder) for folder in adapters.values()]
+        rank = max(ranks + [max_lora_rank or 0]) or RUNTIME_LORA_RANK
+        slots = len(adapters) + (2 if runtime_lora else 0)
+        cmd += ["--enable-lora", "--max-lora-rank", str(vllm_rank(rank)), "--max-loras", str(slots)]
     if adapters:
-        rank = max(adapter_rank(folder) for folder in adapters.values())
-        cmd += ["--enable-lora", "--max-lora-rank", str(vllm_rank(rank)), "--max-loras", str(len(adapters))]
         cmd += ["--lora-modules", *(f"{name}={folder}" for name, folder in adapters.items())]
     return cmd
 

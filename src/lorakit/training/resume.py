@@ -33,6 +33,10 @@ SAFE_KEYS = {
     "train.share_prefix",
     "train.gradient_checkpointing",
     "train.packed_attention",
+    # where the completions are sampled, not how: a restarted server on another port is the same run. What
+    # does change the tokens (vLLM's sampler against lorakit's, for the same seeds) is the engine behind the
+    # address, which the GRPO objective records in its state and checks on resume (objectives/grpo.py).
+    "train.generation_server",
 }
 SAFE_SECTIONS = ("tracking.",)
 # Compared by content instead (a moved data file or model folder is the same run).

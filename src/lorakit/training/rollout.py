@@ -79,7 +79,7 @@ class Rollout:
             # Completions of one prompt share a forward pass: equal lengths, no left padding.
             for start in range(0, len(jobs), BATCH_ROWS):
                 part = [
-                    _RecordingRow(engine, list(ids), self._params(seed), self._budget(ids))
+                    engine_rows.Completion(engine, list(ids), self._params(seed), self._budget(ids))
                     for (_, ids), seed in zip(jobs[start : start + BATCH_ROWS], seeds[start : start + BATCH_ROWS])
                 ]
                 engine._decode_rows(part)
@@ -108,19 +108,6 @@ class Rollout:
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.set_state(state["rng"])
-
-
-class _RecordingRow(engine_rows.Completion):
-    """An engine row that also keeps every token it was given, the end-of-sequence token included
-    (the engine's own rows keep text only)."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.tokens: list[int] = []
-
-    def take(self, token: int) -> str:
-        self.tokens.append(token)
-        return super().take(token)
 
 
 @contextlib.contextmanager

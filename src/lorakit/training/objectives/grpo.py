@@ -26,12 +26,15 @@ from typing import Sequence
 
 import torch
 
+from lorakit.errors import LorakitError
 from lorakit.training import batching
 from lorakit.training import grpo_step as S
 from lorakit.training.objectives.base import Objective, StepLoss
 from lorakit.training.rewards import load_rewards
 from lorakit.training.rollout import Rollout, RolloutSettings
 from lorakit.training.tracking import COMPLETIONS_FILE  # the tracker forwards its tables to the backends
+
+IN_PROCESS = "lorakit"  # the sampler's name in the checkpoint: lorakit's own, as its server's owned_by says
 
 
 def settings_of(t) -> S.GRPOSettings:
@@ -64,6 +67,7 @@ class GRPO(Objective):
         self.batch: list[dict] | None = None  # the generation batch in use (completion units)
         self.batch_metrics: dict[str, float] = {}
         self._rng_state: str | None = None
+        self._engine: str | None = None  # which sampler drew the completions so far (a checkpoint's record)
         self._step = {"completions": 0, "tokens": 0, "denominator": 1}
 
     # -- data -------------------------------------------------------------------------------------------
@@ -112,10 +116,34 @@ class GRPO(Objective):
         sampling = RolloutSettings(t.num_generations, t.max_completion_length, t.temperature, t.top_p, t.top_k)
         tokenizer = setup.inputs.tokenizer
         self.sampler = Rollout(setup.model, tokenizer, sampling, seed=t.seed)
+        self.greedy = Rollout(setup.model, tokenizer, RolloutSettings(1, t.max_completion_length, 0.0), seed=0)
+        engine = IN_PROCESS
+        if t.generation_server:  # the same interface; the adapter goes to the server each step
+            from lorakit.training.rollout_server import server_rollouts
+
+            self.sampler, self.greedy, engine = server_rollouts(setup, self.sampler, self.greedy, t.generation_server)
+        self._check_engine(engine, setup.state.resumes)
         if self._rng_state is not None:
             self.sampler.rng.set_state(_decode_state(self._rng_state))
-        self.greedy = Rollout(setup.model, tokenizer, RolloutSettings(1, t.max_completion_length, 0.0), seed=0)
         self.setup = setup
+
+    def _check_engine(self, engine: str, resumes: list[dict]) -> None:
+        """The same seeds give the same tokens only from the same sampler: lorakit's (in this process or
+        its server) or vLLM's. A resume that switches between them changes the maths from here on, so it
+        is refused as a changed setting is (train.generation_server's address itself may change)."""
+        before = self._engine
+        if before is None or before == engine:
+            self._engine = engine
+            return
+        change = f"the completions were sampled by {before}, now by {engine} (train.generation_server)"
+        if not (resumes and resumes[-1].get("resume_anyway")):
+            raise LorakitError(
+                f"--resume would change how the run trains: {change}; the same seeds give other tokens from "
+                "another engine; use a server of the same engine, start a new run, or pass --resume-anyway"
+            )
+        print(f"resuming anyway although {change}")
+        resumes[-1]["changed"] = list(resumes[-1].get("changed") or []) + [change]
+        self._engine = engine
 
     def rollout(self, setup, units: list[dict]) -> list[dict]:
         step = setup.state.step + 1  # the step about to run
@@ -229,12 +257,15 @@ class GRPO(Objective):
     # -- exact resume ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         state = {"rng": _encode_state(self.sampler.rng.get_state()) if self.sampler else self._rng_state}
+        state["engine"] = self._engine or IN_PROCESS
         if self.settings.num_iterations > 1 and self.batch is not None:
             state["batch"], state["batch_metrics"] = self.batch, self.batch_metrics
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self._rng_state = state.get("rng")
+        # a checkpoint from before servers existed was sampled in process
+        self._engine = state.get("engine", IN_PROCESS) if state else None
         self.batch = state.get("batch")
         self.batch_metrics = state.get("batch_metrics", {})
         if self.sampler is not None and self._rng_state is not None:
