@@ -1,6 +1,6 @@
 """DPO speed and memory: TRL's DPOTrainer against `lorakit.train` with train.method dpo, in one run.
 
-    .venv/bin/python benchmarks/dpo_speed.py --pairs 32 --threads 2
+    .venv/bin/python benchmarks/dpo_speed.py --methods trl,lorakit --pairs 8 --threads 1 --rounds 5
     .venv/bin/python benchmarks/dpo_speed.py --child lorakit --pairs 8 --profile   # where lorakit's time goes
 
 Data: --pairs preference pairs built from the shipped demo persona (assets/demo/persona.json): prompt =
@@ -230,6 +230,12 @@ def child(method: str, args) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
+def median_run(rs: list[dict]) -> dict:
+    """The run of median tokens/s (the upper middle one of an even count), its peak memory the largest seen."""
+    mid = sorted(rs, key=lambda r: r["tokens_per_s"])[len(rs) // 2]
+    return {**mid, "peak_mb": max(r["peak_mb"] for r in rs)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=32)
@@ -239,6 +245,7 @@ def main() -> None:
     ap.add_argument("--child", choices=METHODS)
     ap.add_argument("--profile", action="store_true", help="with --child: print a cProfile table of that method")
     ap.add_argument("--parallel", action="store_true", help="run the methods at the same time (a shared machine)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians are compared")
     args = ap.parse_args()
     if args.child:
         child(args.child, args)
@@ -260,31 +267,36 @@ def main() -> None:
         ]
         for m in methods
     }
-    if args.parallel:  # all at once: on a shared machine every method then sees the same load
-        procs = {
-            m: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            for m, c in cmds.items()
-        }
-        outputs = {m: p.communicate() for m, p in procs.items()}
-    results = []
-    for method in methods:
-        if args.parallel:
-            stdout, stderr = outputs[method]
-        else:
-            proc = subprocess.run(cmds[method], capture_output=True, text=True, env=env)
-            stdout, stderr = proc.stdout, proc.stderr
-        line = next((x for x in stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"{method} failed:\n{stderr[-3000:]}")
-        results.append(json.loads(line[7:]))
-        r = results[-1]
-        print(
-            f"{method:12s} {r['tokens_per_s']:8.1f} tokens/s  {r['tokens']:6d} tokens  {r['seconds']:7.1f} s "
-            f"(precompute {r['precompute_s']:5.1f} s)  "
-            f"peak {r['peak_mb']:7.0f} MB  "
-            f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}",
-            flush=True,
-        )
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    for _ in range(args.rounds):  # interleaved rounds (a, b, a, b, ...): slow spells hit every method
+        if args.parallel:  # all at once: on a shared machine every method then sees the same load
+            procs = {
+                m: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                for m, c in cmds.items()
+            }
+            outputs = {m: p.communicate() for m, p in procs.items()}
+        for method in methods:
+            if args.parallel:
+                stdout, stderr = outputs[method]
+            else:
+                proc = subprocess.run(cmds[method], capture_output=True, text=True, env=env)
+                stdout, stderr = proc.stdout, proc.stderr
+            line = next((x for x in stdout.splitlines() if x.startswith("RESULT ")), None)
+            if line is None:
+                sys.exit(f"{method} failed:\n{stderr[-3000:]}")
+            r = json.loads(line[7:])
+            runs[method].append(r)
+            print(
+                f"{method:12s} {r['tokens_per_s']:8.1f} tokens/s  {r['tokens']:6d} tokens  {r['seconds']:7.1f} s "
+                f"(precompute {r['precompute_s']:5.1f} s)  "
+                f"peak {r['peak_mb']:7.0f} MB  "
+                f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}",
+                flush=True,
+            )
+    results = [median_run(rs) for rs in runs.values()]
+    if args.rounds > 1:
+        for r in results:
+            print(f"median {r['method']:12s} {r['tokens_per_s']:8.1f} tokens/s  peak {r['peak_mb']:7.0f} MB")
     by = {r["method"]: r for r in results}
     trl = [by[m] for m in ("trl", "trl_pre") if m in by]
     ours = [by[m] for m in ("lorakit", "lorakit_pre") if m in by]

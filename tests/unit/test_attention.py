@@ -6,7 +6,7 @@ import torch
 from tiny_models import tiny_qwen3
 
 from lorakit.training import batching, loss
-from lorakit.training.attention import _segments, row_mask, use_packed_attention
+from lorakit.training.attention import _segments, prefix_contexts, row_mask, use_packed_attention
 
 
 def with_prefix(prefix, n, n_prompt, seed):
@@ -78,13 +78,15 @@ def test_pack_gives_the_segments_the_position_ids_imply(share):
 
 
 def test_row_mask_is_causal_within_samples_and_open_to_the_prefix():
-    m = row_mask([(0, 2), (2, 4), (4, 5)], n_shared=2, length=5)[0, 0].int().tolist()
+    segments = [(0, 2), (2, 4), (4, 5)]
+    m = row_mask(segments, prefix_contexts(segments, 2), length=5)[0, 0].int().tolist()
     assert m == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 1]]
 
 
 def test_row_mask_window_counts_positions_within_the_sample():
     # prefix of 2, samples (2, 5) and (5, 6): positions 2,3,4 and 2; a window of 2 sees itself and one before
-    m = row_mask([(0, 2), (2, 5), (5, 6)], n_shared=2, length=6, window=2)[0, 0].int().tolist()
+    segments = [(0, 2), (2, 5), (5, 6)]
+    m = row_mask(segments, prefix_contexts(segments, 2), length=6, window=2)[0, 0].int().tolist()
     assert m == [
         [1, 0, 0, 0, 0, 0],
         [1, 1, 0, 0, 0, 0],

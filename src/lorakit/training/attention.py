@@ -8,7 +8,9 @@ gets its own causal SDPA call on a slice of the row (no mask, and grouped-query 
 un-repeated). On a GPU, where every kernel launch costs more than these small products, the row
 runs as one masked SDPA call whose mask is built once per forward and shared by all layers
 (`train.packed_attention` picks either on any device).
-It also serves rows whose samples share a prefix stored once (batching.pack with share_prefix).
+It also serves rows whose samples share a prefix stored once (batching.pack with share_prefix), and
+rows of grouped samples (batching.pack_groups: a row-wide prefix, then each group's prompt once), where
+each segment attends to the segments its `segment_contexts` entry names, then causally to itself.
 
 What the model's own attention computes besides causal softmax attention arrives as keyword arguments
 of the attention interface, per layer, and is computed here exactly as transformers' eager attention
@@ -51,6 +53,7 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     n_shared = int(kwargs.get("shared_prefix_len") or 0)
     length = query.shape[2]
     segments = kwargs.get("sample_segments") or _segments(kwargs.get("position_ids"), length, n_shared)
+    contexts = kwargs.get("segment_contexts") or prefix_contexts(segments, n_shared)
     dropout = dropout if module.training else 0.0
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     window = kwargs.get("sliding_window") or 0
@@ -60,18 +63,18 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     # eager layers always go sample by sample: their explicit scores over a whole row (16k tokens on a
     # GPU) would cost heads x row^2 floats, where the samples' own cost the sum of their squares
     if len(segments) > 1 and _one_call(module, query.device) and not eager:
-        mask = _row_mask(tuple(segments), n_shared, length, query.device, window)
+        mask = _row_mask(tuple(segments), tuple(contexts), length, query.device, window)
         if groups > 1:  # repeated explicitly: not every masked SDPA kernel takes grouped-query heads
             key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
         attn = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale, dropout_p=dropout)
         return attn.transpose(1, 2).contiguous(), None
     out = []
-    for a, b in segments:
+    for (a, b), context in zip(segments, contexts):
         q, k, v = query[:, :, a:b], key[:, :, a:b], value[:, :, a:b]
-        prefix = n_shared if n_shared and a >= n_shared else 0
+        prefix = sum(c1 - c0 for c0, c1 in context)
         if prefix:
-            k = torch.cat([key[:, :, :n_shared], k], dim=2)
-            v = torch.cat([value[:, :, :n_shared], v], dim=2)
+            k = torch.cat([key[:, :, c0:c1] for c0, c1 in context] + [k], dim=2)
+            v = torch.cat([value[:, :, c0:c1] for c0, c1 in context] + [v], dim=2)
         # positions within the sample: the prefix is 0..prefix-1, this segment's tokens follow it
         mask = None
         if prefix or eager or (window and prefix + b - a > window):
@@ -144,25 +147,29 @@ def _segments(position_ids, length: int, n_shared: int = 0) -> list[tuple[int, i
     return list(zip(starts, starts[1:] + [length]))
 
 
-def row_mask(segments, n_shared: int, length: int, device="cpu", window: int = 0) -> torch.Tensor:
-    """(1, 1, length, length) bool, True where query i may attend key j: causal, within i's own segment,
-    and, for a sample after a shared prefix of n_shared tokens, to the whole prefix; with a window, only
-    to keys fewer than `window` positions (counted within the sample) before i."""
-    owner = torch.empty(length, dtype=torch.long)
+def prefix_contexts(segments, n_shared: int) -> list[tuple]:
+    """What each segment of a batching.pack row attends to before itself: the shared prefix of n_shared
+    tokens, for every sample after it; nothing for the prefix itself or in a row without one."""
+    return [((0, n_shared),) if n_shared and a >= n_shared else () for a, _ in segments]
+
+
+def row_mask(segments, contexts, length: int, device="cpu", window: int = 0) -> torch.Tensor:
+    """(1, 1, length, length) bool, True where query i may attend key j: causal within i's own segment,
+    and every key of the segments i's context names (batching.pack's shared prefix, pack_groups' prefixes);
+    with a window, only to keys fewer than `window` positions (counted within the sample) before i."""
+    mask = torch.zeros(length, length, dtype=torch.bool)
     spos = torch.arange(length)  # each token's position within its sample
-    for i, (a, b) in enumerate(segments):
-        owner[a:b] = i
-        if n_shared and a >= n_shared:
-            spos[a:b] = torch.arange(n_shared, n_shared + b - a)
-        else:
-            spos[a:b] = torch.arange(b - a)
-    if n_shared:
-        owner[:n_shared] = -1  # the prefix is everyone's
-    owner, spos = owner.to(device), spos.to(device)
-    pos = torch.arange(length, device=device)
-    mask = (owner[:, None] == owner[None, :]) | (owner[None, :] == -1)
-    mask &= pos[None, :] <= pos[:, None]
+    for (a, b), context in zip(segments, contexts):
+        mask[a:b, a:b] = torch.ones(b - a, b - a, dtype=torch.bool).tril()
+        offset = 0
+        for c0, c1 in context:
+            mask[a:b, c0:c1] = True
+            offset += c1 - c0
+        spos[a:b] = torch.arange(offset, offset + b - a)
+    mask, spos = mask.to(device), spos.to(device)
     if window:
+        # a context's keys sit at the positions its own segment gives them, which are the positions
+        # they hold in the sample that attends to them
         mask &= spos[:, None] - spos[None, :] < window
     # rows padded to a multiple of 16 elements: the memory-efficient CUDA kernel wants an aligned stride
     wide = torch.zeros(length, -(-length // 16) * 16, dtype=torch.bool, device=device)
@@ -170,15 +177,15 @@ def row_mask(segments, n_shared: int, length: int, device="cpu", window: int = 0
     return wide[None, None, :, :length]
 
 
-def _row_mask(segments: tuple, n_shared: int, length: int, device, window: int = 0) -> torch.Tensor:
+def _row_mask(segments: tuple, contexts: tuple, length: int, device, window: int = 0) -> torch.Tensor:
     # one forward calls this once per layer with the same row: build each window's mask once (and again
     # only when gradient checkpointing recomputes the forward of the same row)
-    row = (segments, n_shared, length, str(device))
+    row = (segments, contexts, length, str(device))
     if _mask_cache.get("row") != row:
         _mask_cache.clear()
         _mask_cache["row"] = row
     if window not in _mask_cache:
-        _mask_cache[window] = row_mask(segments, n_shared, length, device, window)
+        _mask_cache[window] = row_mask(segments, contexts, length, device, window)
     return _mask_cache[window]
 
 

@@ -81,6 +81,54 @@ def pack(samples: Sequence[dict], share_prefix: bool = False) -> dict[str, torch
     return batch
 
 
+def pack_groups(groups: Sequence[Sequence[dict]]) -> dict:
+    """One row for samples that come in groups sharing a prompt (a preference pair's chosen and rejected,
+    a GRPO prompt's completions): the prefix common to every sample is stored once, then each group's
+    own further shared prefix once, then each sample's own tokens, so every group's prompt is computed
+    once however many groups share the forward (pack with share_prefix shares only the row-wide prefix).
+
+    Each segment of the row attends causally to itself after the segments its "contexts" entry names,
+    and "samples" says which segments are samples (the others are prefixes, without labels). Exact for
+    the same reason as pack: a prefix's hidden states cannot depend on what follows it."""
+    everyone = [s for g in groups for s in g]
+    n_row = shared_prefix_length(everyone)
+    ids, labels, pos = list(everyone[0]["input_ids"][:n_row]), [IGNORE] * n_row, list(range(n_row))
+    segments, contexts, samples = [], [], []
+    row_prefix: tuple = ()
+    if n_row:
+        segments.append((0, n_row))
+        contexts.append(())
+        row_prefix = ((0, n_row),)
+    for group in groups:
+        n_group = max(shared_prefix_length(group), n_row) if len(group) > 1 else n_row
+        context = row_prefix
+        if n_group > n_row:  # the group's own part of its prompt, once
+            start = len(ids)
+            ids += group[0]["input_ids"][n_row:n_group]
+            labels += [IGNORE] * (n_group - n_row)
+            pos += range(n_row, n_group)
+            segments.append((start, len(ids)))
+            contexts.append(row_prefix)
+            context = row_prefix + ((start, len(ids)),)
+        for s in group:
+            n = len(s["input_ids"])
+            samples.append(len(segments))
+            segments.append((len(ids), len(ids) + n - n_group))
+            contexts.append(context)
+            ids += s["input_ids"][n_group:]
+            labels += list(s["labels"][n_group + 1 :]) + [IGNORE]  # t predicts t+1 within its own sample
+            pos += range(n_group, n)
+    return {
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([pos]),
+        "shift_labels": torch.tensor([labels]),
+        "sample_tokens": sum(len(s["input_ids"]) for s in everyone),
+        "segments": segments,
+        "contexts": contexts,
+        "samples": samples,
+    }
+
+
 def shared_prefix_length(samples: Sequence[dict]) -> int:
     """Tokens at the start that every sample has and none supervises (nor predicts the next of); 0 for a
     single sample or when every sample would be left without a token of its own."""

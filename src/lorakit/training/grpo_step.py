@@ -107,7 +107,11 @@ def pack_completions(units: list[dict], packing: bool = True, share_prefix: bool
     plus what the loss needs, per supervised token in row order: `sample` (which completion),
     `advantages`, and the old / reference log-probs when the units carry them."""
     samples = [{"input_ids": u["input_ids"], "labels": u["labels"]} for u in units]
-    batch = batching.pack(samples, share_prefix) if packing else batching.pad(samples, pad_id)
+    groups = _by_prompt(samples)
+    if packing and share_prefix and len(groups) > 1:  # each prompt once, however many share the forward
+        batch = batching.pack_groups(groups)
+    else:
+        batch = batching.pack(samples, share_prefix) if packing else batching.pad(samples, pad_id)
     counts = torch.tensor([completion_tokens(u) for u in units])
     sample = torch.repeat_interleave(torch.arange(len(units)), counts)
     batch["sample"] = sample
@@ -118,6 +122,22 @@ def pack_completions(units: list[dict], packing: bool = True, share_prefix: bool
         if all(key in u for u in units):
             batch[key] = torch.tensor([x for u in units for x in u[key]], dtype=torch.float32)
     return batch
+
+
+def _by_prompt(samples: list[dict]) -> list[list[dict]]:
+    """Consecutive samples with the same prompt (the unsupervised tokens before the first label), together,
+    in order: a rollout's completions of one prompt sit next to each other."""
+    groups: list[list[dict]] = []
+    last = None
+    for s in samples:
+        first = next((i for i, x in enumerate(s["labels"]) if x != IGNORE), len(s["labels"]))
+        prompt = s["input_ids"][:first]
+        if groups and prompt == last:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+        last = prompt
+    return groups
 
 
 def completion_logprobs(model, batch: dict, temperature: float = 1.0) -> torch.Tensor:
@@ -134,6 +154,8 @@ def completion_logprobs(model, batch: dict, temperature: float = 1.0) -> torch.T
         inputs["shared_prefix_len"] = batch["shared_prefix"]
     if "segments" in batch:
         inputs["sample_segments"] = batch["segments"]
+    if "contexts" in batch:
+        inputs["segment_contexts"] = batch["contexts"]
     hidden = decoder(**inputs, use_cache=False).last_hidden_state
     keep = batch["shift_labels"] != IGNORE
     hidden, targets = hidden[keep], batch["shift_labels"][keep]

@@ -97,7 +97,10 @@ def sample_index(batch: dict) -> torch.Tensor:
     if "segments" not in batch:
         return keep.nonzero()[:, 0]
     owner = torch.full((labels.shape[-1],), -1, dtype=torch.long, device=labels.device)
-    segments = batch["segments"][1:] if batch.get("shared_prefix") else batch["segments"]
+    if "samples" in batch:  # batching.pack_groups: prefixes are segments too, but no samples
+        segments = [batch["segments"][i] for i in batch["samples"]]
+    else:
+        segments = batch["segments"][1:] if batch.get("shared_prefix") else batch["segments"]
     for k, (a, b) in enumerate(segments):
         owner[a:b] = k
     return owner[keep[0]]
@@ -115,6 +118,8 @@ def _supervised_hidden(model, batch: dict, neftune_alpha: float):
         inputs["shared_prefix_len"] = batch["shared_prefix"]
     if "segments" in batch:  # likewise: where each sample lies in the row, as Python ints
         inputs["sample_segments"] = batch["segments"]
+    if "contexts" in batch:  # batching.pack_groups: what each segment attends to before itself
+        inputs["segment_contexts"] = batch["contexts"]
     hidden = decoder(**inputs, use_cache=False).last_hidden_state
     labels = batch["shift_labels"]
     keep = labels != IGNORE
@@ -134,7 +139,13 @@ def neftune_noise(embeds: torch.Tensor, batch: dict, alpha: float) -> torch.Tens
     embeddings of training forwards only. L is a sample's length: in a packed row, the mean length of its
     samples (a shared prefix counted in each), in a padded batch the mean unpadded length, so packing does
     not shrink the noise as a whole-row L would."""
-    if "segments" in batch:
+    if "samples" in batch:  # batching.pack_groups: a sample is its contexts and its own tokens
+        lengths = [
+            sum(c1 - c0 for c0, c1 in batch["contexts"][i]) + batch["segments"][i][1] - batch["segments"][i][0]
+            for i in batch["samples"]
+        ]
+        length = sum(lengths) / max(len(lengths), 1)
+    elif "segments" in batch:
         n_shared = int(batch.get("shared_prefix") or 0)
         own = [b - a for a, b in batch["segments"][1 if n_shared else 0 :]]
         length = n_shared + sum(own) / max(len(own), 1)

@@ -31,10 +31,10 @@ PAIRS = [
 ]
 
 
-def model(packed=True, seed=0):
+def model(packed=True, seed=0, calls="auto"):
     m = attach_lora(build(BY_NAME["qwen3"]), LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]))
     if packed:
-        use_packed_attention(m)
+        use_packed_attention(m, calls)
     torch.manual_seed(seed)
     for n, p in m.named_parameters():
         if "lora_B" in n:
@@ -62,7 +62,8 @@ def assert_close(a, b):
 def test_layouts_give_the_same_loss_and_gradients():
     reference = step(model(packed=False), packing=False, batch_size=3)
     assert_close(step(model(), packing=True, share_prefix=True, batch_size=1), reference)  # whole prompt shared
-    assert_close(step(model(), packing=True, share_prefix=True, batch_size=3), reference)  # SYSTEM shared
+    assert_close(step(model(), packing=True, share_prefix=True, batch_size=3), reference)  # each prompt once
+    assert_close(step(model(calls="whole_row"), packing=True, share_prefix=True, batch_size=3), reference)  # GPU's
     assert_close(step(model(), packing=True, share_prefix=False, batch_size=2), reference)
 
 
@@ -73,6 +74,22 @@ def test_a_pair_shares_its_whole_prompt_in_one_row():
     assert row["shared_prefix"] == len(p["prompt"]) - 1  # the last prompt token predicts each answer's first
     assert row["input_ids"].shape[1] == len(p["prompt"]) + 1 + len(p["chosen"]) + len(p["rejected"])
     assert row["pairs"] == 1
+
+
+def test_pairs_in_one_forward_store_each_prompt_once():
+    """Three pairs in a row: the opening they all share once, each pair's further prompt once (less its
+    last token, which each answer keeps to predict its first token from), then each answer."""
+    from lorakit.training import batching
+
+    row = DPO(RunConfig(train=dict(method="dpo", batch_size=3))).micro_batches(PAIRS, 0, None, 1)[0]
+    everyone = [{"input_ids": p["prompt"] + p[k], "labels": [-100] * len(p["prompt"]) + p[k]}
+                for p in PAIRS for k in ("chosen", "rejected")]  # fmt: skip
+    opening = batching.shared_prefix_length(everyone)
+    assert opening >= len(SYSTEM)
+    own_prompts = sum(len(p["prompt"]) - 1 - opening for p in PAIRS)
+    answers = sum(2 + len(p["chosen"]) + len(p["rejected"]) for p in PAIRS)
+    assert row["input_ids"].shape[1] == opening + own_prompts + answers
+    assert len(row["samples"]) == 6 and row["pairs"] == 3
 
 
 def test_the_registry_builds_each_method():

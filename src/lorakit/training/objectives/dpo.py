@@ -2,8 +2,9 @@
 
 A unit is a pair {"prompt", "chosen", "rejected"} (token ids; lorakit.data.preference_tokens). A
 micro-batch lays out `train.batch_size` pairs as samples [chosen_1, rejected_1, chosen_2, ...]: one
-packed row with per-sample attention (the prompt shared by all its samples stored and computed once:
-with one pair per forward, the whole prompt), or a padded batch where the model has no packed path.
+packed row with per-sample attention, each pair's prompt stored and computed once for its two answers
+(batching.pack_groups; the opening all pairs share, once for the row), or a padded batch where the model
+has no packed path.
 
 The loss of a pair compares how much the tuned model raised each answer's log-probability over the
 reference, which is the same model with the adapter switched off (no second copy in memory), run under
@@ -47,7 +48,10 @@ def pair_batch(units: Sequence[dict], packing: bool, share_prefix: bool, pad_id:
     """One forward's pairs: samples [c1, r1, c2, r2, ...], packed or padded, with the pair count, each
     pair's chosen-token count and, when precomputed, the reference log-probs."""
     samples = [s for u in units for s in pair_samples(u)]
-    batch = batching.pack(samples, share_prefix) if packing else batching.pad(samples, pad_id)
+    if packing and share_prefix and len(units) > 1:  # each pair's prompt once, not once per answer
+        batch = batching.pack_groups([pair_samples(u) for u in units])
+    else:
+        batch = batching.pack(samples, share_prefix) if packing else batching.pad(samples, pad_id)
     batch["pairs"] = len(units)
     batch["chosen_tokens"] = sum(len(u["chosen"]) for u in units)
     if all("ref" in u for u in units):
