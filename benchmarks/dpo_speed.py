@@ -16,13 +16,15 @@ Methods, each in its own subprocess (so peak memory is its own), one after the o
   trl       DPOTrainer, per_device_train_batch_size 4, gradient checkpointing off (faster on CPU),
             reference forward per step. padding_free is switched off by TRL 1.16 itself (it says the
             feature is "temporarily unavailable"), so batches are padded.
-  trl_pre   as trl with precompute_ref_log_probs=True (one reference pass over the data first).
+  trl_pre   as trl with precompute_ref_log_probs=True (one reference pass over the data first, 16 pairs
+            per batch: without a backward, larger batches are faster).
   lorakit   lorakit.train(), batch_size 4 (TRL's batch): a step's 4 pairs in one forward, one packed
             row with attention kept within each sample and each pair's prompt stored and computed once
             for its two answers; reference per step under no_grad with the adapter off, same row.
             --lorakit-batch 1 runs one pair per forward x grad_accum 4 (the layout before the twelfth
             session's CPU cap counted a pair as two rows).
-  lorakit_pre  as lorakit with train.precompute_ref_logps=true.
+  lorakit_pre  as lorakit with train.precompute_ref_logps=true (its pass packs up to 2,048 tokens of
+            pairs per forward).
 
 Measured: tokens/s = the pairs' tokens (prompt counted for both completions, as TRL's attention mask
 counts them) / wall time from the start of training (after model load and tokenization) to the end of
@@ -117,6 +119,8 @@ def run_trl(pairs: list[dict], args, precompute: bool) -> dict:
         logging_steps=1,
         seed=42,
         precompute_ref_log_probs=precompute,
+        # the reference pass keeps nothing for a backward: larger batches there are faster, as for lorakit
+        precompute_ref_batch_size=16 if precompute else None,
         dataloader_num_workers=0,
     )
     trainer = DPOTrainer(
