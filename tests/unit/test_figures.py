@@ -49,3 +49,13 @@ def test_library_charts_leave_matplotlib_global_state_alone(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"pyplot": False, "same_backend": True}
+
+
+def test_a_grpo_runs_chart_says_its_eval_curve_is_minus_the_reward():
+    """A GRPO run's eval_loss is minus the held-out reward, not nats per token: the chart says so."""
+    from lorakit.eval.report import loss_chart_svg
+
+    metrics = [{"step": 1, "loss": 0.1, "eval_loss": -0.2}, {"step": 2, "loss": 0.05, "eval_loss": -0.5}]
+    rewarded = loss_chart_svg(metrics, None, None, rewarded=True)
+    assert "minus held-out reward" in rewarded and "nats" not in rewarded
+    assert "nats / token" in loss_chart_svg(metrics, None, None)

@@ -43,8 +43,12 @@ def _change(base, tuned, lower_is_better: bool) -> str:
     return f"<td class='num {verdict(tuned - base, lower_is_better)}'>{signed_change(base, tuned)}</td>"
 
 
-def loss_chart_svg(metrics: list[dict], base_loss: float | None, tuned_loss: float | None) -> str:
-    """Train and eval loss per step from metrics.jsonl, with the two held-out losses as lines; inline SVG."""
+def loss_chart_svg(
+    metrics: list[dict], base_loss: float | None, tuned_loss: float | None, rewarded: bool = False
+) -> str:
+    """Train and eval loss per step from metrics.jsonl, with the two held-out losses as lines; inline SVG.
+    `rewarded` (a GRPO run): its eval_loss is minus the held-out reward and its loss the GRPO objective, not
+    nats per token, and the axis says so."""
     import matplotlib.ticker
 
     from lorakit.figures import Chart, svg_inline
@@ -57,7 +61,8 @@ def loss_chart_svg(metrics: list[dict], base_loss: float | None, tuned_loss: flo
         return ""
     fig = Chart(figsize=(7.5, 3.4), dpi=96)
     ax = fig.add_subplot()
-    for key, label in (("loss", "train loss"), ("eval_loss", "eval loss (during training)")):
+    eval_label = "minus held-out reward (during training)" if rewarded else "eval loss (during training)"
+    for key, label in (("loss", "train loss"), ("eval_loss", eval_label)):
         if series[key]:
             ax.plot(*zip(*series[key]), marker="o" if len(series[key]) < 40 else None, markersize=3, label=label)
     for value, label, style in ((base_loss, "base model, held-out", "--"), (tuned_loss, "fine-tuned, held-out", ":")):
@@ -65,7 +70,7 @@ def loss_chart_svg(metrics: list[dict], base_loss: float | None, tuned_loss: flo
             ax.axhline(value, linestyle=style, color="#555" if style == "--" else "#137333", linewidth=1.2, label=label)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (nats / token)")
+    ax.set_ylabel("GRPO loss / minus reward" if rewarded else "loss (nats / token)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return svg_inline(fig)
@@ -98,7 +103,12 @@ def _summary(result: dict) -> str:
 
 def _curves(metrics: list[dict], result: dict) -> str:
     loss = result.get("loss") or {}
-    svg = loss_chart_svg(metrics, (loss.get("base") or {}).get("loss"), (loss.get("finetuned") or {}).get("loss"))
+    svg = loss_chart_svg(
+        metrics,
+        (loss.get("base") or {}).get("loss"),
+        (loss.get("finetuned") or {}).get("loss"),
+        rewarded=bool(result.get("rewards")),
+    )
     body = f"<div class='chart'>{svg}</div>" if svg else "<p class='note'>no metrics.jsonl in the run directory</p>"
     return "<h2>Training curves</h2>" + body
 
