@@ -60,6 +60,22 @@ def release() -> None:
     _upcast_buffers.clear()
 
 
+class _NoBackward:
+    """The ctx a Function's forward writes to when nothing will call its backward (no grad: decoding,
+    a reference pass): it keeps nothing."""
+
+    def save_for_backward(self, *tensors) -> None:
+        pass
+
+
+def _run(fn, *args):
+    """fn.apply(*args), or, without grad, fn.forward itself: the same arithmetic, bit for bit, without
+    autograd's per-call bookkeeping (measurable when decoding calls these 200 times per token)."""
+    if torch.is_grad_enabled():
+        return fn.apply(*args)
+    return fn.forward(_NoBackward(), *args)
+
+
 class _LoraLinear(torch.autograd.Function):
     """y = x W^T + bias + scale * (x A^T) B^T, with W frozen and A, B trainable."""
 
@@ -213,7 +229,7 @@ def _norm_forward(module):
         # in fp32 only: from a half-precision output the input could not be recovered exactly
         if x.dtype != torch.float32 or module.weight.dtype != torch.float32:
             return original(x)
-        return _RMSNorm.apply(x, module.weight, module.variance_epsilon)
+        return _run(_RMSNorm, x, module.weight, module.variance_epsilon)
 
     return forward
 
@@ -240,7 +256,8 @@ def _lora_forward(module):
         if args or kwargs or module.disable_adapters or module.merged:
             return original(x, *args, **kwargs)
         base = module.base_layer
-        return _LoraLinear.apply(
+        return _run(
+            _LoraLinear,
             x,
             base.weight,
             base.bias,
@@ -285,7 +302,8 @@ def _mlp_forward(module):
         def forward(x):
             gate, up = module.gate_proj(x), module.up_proj(x)
             lora = not (down.disable_adapters or down.merged)
-            return _SwiGLUDown.apply(
+            return _run(
+                _SwiGLUDown,
                 gate,
                 up,
                 down.base_layer.weight,
@@ -299,11 +317,11 @@ def _mlp_forward(module):
 
         def forward(x):
             gate, up = module.gate_proj(x), module.up_proj(x)
-            return _SwiGLUDown.apply(gate, up, down.weight, down.bias, None, None, 0.0, _compute_dtype(gate))
+            return _run(_SwiGLUDown, gate, up, down.weight, down.bias, None, None, 0.0, _compute_dtype(gate))
     else:
 
         def forward(x):
-            return down(_SwiGLU.apply(module.gate_proj(x), module.up_proj(x)))
+            return down(_run(_SwiGLU, module.gate_proj(x), module.up_proj(x)))
 
     return forward
 
