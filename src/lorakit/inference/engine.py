@@ -22,6 +22,7 @@ from typing import Iterator
 import torch
 
 from lorakit.errors import LorakitError
+from lorakit.inference import cpu_head
 from lorakit.inference.completion import Chunk, Completion
 from lorakit.inference.decoding import Sampler, SamplingParams
 from lorakit.inference.reasoning import ReasoningSplitter, thinking_flag
@@ -90,6 +91,8 @@ class Engine:
         # an id the tokenizer cannot decode.
         self.vocab_limit = len(tokenizer)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if self.device.type == "cpu":
+            cpu_head.install(base)
         # transformers 5.x renamed `past_key_values` to `cache`; support both spellings.
         self._cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
