@@ -299,6 +299,7 @@ def test_generate_batch_greedy_equals_generate(engine, monkeypatch):
 
     prompts = [engine.chat_prompt([{"role": "user", "content": q}], enable_thinking=False) for q in BATCH_QUESTIONS]
     prompts.append(engine.encode("Once upon a time"))  # a completion prompt, shorter than the chat ones
+    prompts += [prompts[1], prompts[1], prompts[-1]]  # repeated prompts share one prefill
     monkeypatch.setattr(generate, "BATCH_ROWS", 3)  # several forward batches, rows of unequal length in each
     out = assert_batch_matches_single(engine, prompts, GREEDY)
     assert all(c.completion_tokens for c in out)

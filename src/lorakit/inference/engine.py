@@ -351,14 +351,17 @@ class Engine:
     def _decode_rows(self, rows: list[Completion]) -> None:
         """Run `rows` to their ends together: left-padded prompts, an attention mask, one KV cache.
 
-        A finished row leaves the batch (and the cache) at once, so the others do not pay for it.
+        A finished row leaves the batch (and the cache) at once, so the others do not pay for it. Rows
+        with the same prompt (GRPO's completions of one prompt, a request's `n`) share its prefill: each
+        distinct prompt runs once, then every row continues from a copy of its prompt's cache.
         """
-        width = max(len(row.prompt_ids) for row in rows)
-        ids = torch.tensor([[0] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=self.device)
-        mask = torch.tensor(
-            [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows], device=self.device
-        )
-        live, cache = list(range(len(rows))), None
+        distinct: dict[tuple, int] = {}
+        owner = [distinct.setdefault(tuple(r.prompt_ids), len(distinct)) for r in rows]
+        prompts = [list(p) for p in distinct]
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        live, cache, prefill = list(range(len(rows))), None, True
         while True:
             # Positions count real tokens only, so a padded row sees the same positions as alone.
             positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
@@ -371,9 +374,17 @@ class Engine:
                 **{self._cache_arg: cache},
             )
             cache = getattr(out, self._cache_arg)
+            logits = out.logits[:, -1]
+            if prefill:  # from one row per distinct prompt to one per completion
+                prefill = False
+                index = torch.tensor(owner, device=self.device)
+                if len(prompts) < len(rows):
+                    cache.batch_select_indices(index)
+                    mask = mask[index]
+                logits = logits[index]  # a copy per row: a sampler may mask its logits in place
             keep, tokens = [], []
             for b, r in enumerate(live):
-                token = rows[r].sampler.pick(out.logits[b, -1])
+                token = rows[r].sampler.pick(logits[b])
                 rows[r].take(token)
                 if not rows[r].finish:
                     keep.append(b)
