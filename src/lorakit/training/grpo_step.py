@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from lorakit.data.template import IGNORE
 from lorakit.training import batching, grpo_loss
-from lorakit.training.loss import CHUNK, logit_transform
+from lorakit.training.loss import CHUNK, decoder_inputs, logit_transform
 from lorakit.training.rewards import Reward, Scores, score
 from lorakit.training.rollout import Completion
 
@@ -149,14 +149,7 @@ def completion_logprobs(model, batch: dict, temperature: float = 1.0) -> torch.T
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-    if "shared_prefix" in batch:
-        inputs["shared_prefix_len"] = batch["shared_prefix"]
-    if "segments" in batch:
-        inputs["sample_segments"] = batch["segments"]
-    if "contexts" in batch:
-        inputs["segment_contexts"] = batch["contexts"]
-    hidden = decoder(**inputs, use_cache=False).last_hidden_state
+    hidden = decoder(**decoder_inputs(batch), use_cache=False).last_hidden_state
     keep = batch["shift_labels"] != IGNORE
     hidden, targets = hidden[keep], batch["shift_labels"][keep]
     scale, softcap = logit_transform(causal_lm.config)

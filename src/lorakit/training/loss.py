@@ -106,20 +106,28 @@ def sample_index(batch: dict) -> torch.Tensor:
     return owner[keep[0]]
 
 
+def decoder_inputs(batch: dict) -> dict:
+    """The decoder's keyword arguments for a batching row or padded batch: its tensors, and the row's
+    layout for lorakit.training.attention.packed_attention (the shared prefix's length, where each
+    segment lies as Python ints, and what each segment attends to before itself)."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    if "shared_prefix" in batch:
+        inputs["shared_prefix_len"] = batch["shared_prefix"]
+    if "segments" in batch:
+        inputs["sample_segments"] = batch["segments"]
+    if "contexts" in batch:  # batching.pack_groups
+        inputs["segment_contexts"] = batch["contexts"]
+    return inputs
+
+
 def _supervised_hidden(model, batch: dict, neftune_alpha: float):
     """(head, hidden states at the supervised positions, their targets, logit scale, softcap)."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    inputs = decoder_inputs(batch)
     if neftune_alpha:
         embeds = decoder.get_input_embeddings()(inputs.pop("input_ids"))
         inputs["inputs_embeds"] = embeds + neftune_noise(embeds, batch, neftune_alpha)
-    if "shared_prefix" in batch:  # read by lorakit.training.attention.packed_attention
-        inputs["shared_prefix_len"] = batch["shared_prefix"]
-    if "segments" in batch:  # likewise: where each sample lies in the row, as Python ints
-        inputs["sample_segments"] = batch["segments"]
-    if "contexts" in batch:  # batching.pack_groups: what each segment attends to before itself
-        inputs["segment_contexts"] = batch["contexts"]
     hidden = decoder(**inputs, use_cache=False).last_hidden_state
     labels = batch["shift_labels"]
     keep = labels != IGNORE

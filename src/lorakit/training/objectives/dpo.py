@@ -48,9 +48,10 @@ def pair_samples(unit: dict) -> list[dict]:
 def pair_batch(units: Sequence[dict], packing: bool, share_prefix: bool, pad_id: int) -> dict:
     """One forward's pairs: samples [c1, r1, c2, r2, ...], packed or padded, with the pair count, each
     pair's chosen-token count and, when precomputed, the reference log-probs."""
-    samples = [s for u in units for s in pair_samples(u)]
+    pairs = [pair_samples(u) for u in units]
+    samples = [s for pair in pairs for s in pair]
     if packing and share_prefix and len(units) > 1:  # each pair's prompt once, not once per answer
-        batch = batching.pack_groups([pair_samples(u) for u in units])
+        batch = batching.pack_groups(pairs)
     else:
         batch = batching.pack(samples, share_prefix) if packing else batching.pad(samples, pad_id)
     batch["pairs"] = len(units)
