@@ -32,10 +32,13 @@ def loss_and_grads(model, batch):
 
 
 def assert_same(a, b, rtol=1e-5, atol=1e-6):
+    """Loss to rtol; gradients to 10 rtol, with a floor of 1e-5 of each tensor's largest entry (the
+    conformance matrix's): the fused functions order fp32 sums differently from peft's matmuls."""
     assert torch.allclose(a[0], b[0], rtol=rtol), (a[0], b[0])
     assert a[1].keys() == b[1].keys()
     for name in a[1]:
-        assert torch.allclose(a[1][name], b[1][name], rtol=rtol * 10, atol=atol), name
+        floor = max(atol, 1e-5 * float(b[1][name].abs().max()))
+        assert torch.allclose(a[1][name], b[1][name], rtol=rtol * 10, atol=floor), name
 
 
 def test_fused_forwards_give_peft_s_loss_and_gradients():

@@ -39,6 +39,7 @@ CALLS_ATTR = "_lorakit_packed_calls"
 # what packed_attention computes beyond causal softmax attention (lorakit.training.fastpaths reads this)
 SUPPORTS = frozenset({"sliding_window", "softcap", "sinks", "grouped_query"})
 _mask_cache: dict = {}
+_sample_cache: dict = {}  # small per-sample masks, by shape (_cached_sample_mask)
 
 
 def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
@@ -69,16 +70,17 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
         attn = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale, dropout_p=dropout)
         return attn.transpose(1, 2).contiguous(), None
     out = []
-    for (a, b), context in zip(segments, contexts):
-        q, k, v = query[:, :, a:b], key[:, :, a:b], value[:, :, a:b]
+    queries, keys, values = (_pieces(t, segments) for t in (query, key, value))
+    for i, ((a, b), context) in enumerate(zip(segments, contexts)):
+        q, k, v = queries(i), keys(i), values(i)
         prefix = sum(c1 - c0 for c0, c1 in context)
         if prefix:
-            k = torch.cat([key[:, :, c0:c1] for c0, c1 in context] + [k], dim=2)
-            v = torch.cat([value[:, :, c0:c1] for c0, c1 in context] + [v], dim=2)
+            k = torch.cat([keys(c) for c in context] + [k], dim=2)
+            v = torch.cat([values(c) for c in context] + [v], dim=2)
         # positions within the sample: the prefix is 0..prefix-1, this segment's tokens follow it
         mask = None
         if prefix or eager or (window and prefix + b - a > window):
-            mask = _sample_mask(b - a, prefix, window, query.device)
+            mask = _cached_sample_mask(b - a, prefix, window, query.device)
         if eager:
             if groups > 1:
                 k, v = _repeat_kv(k, groups), _repeat_kv(v, groups)
@@ -96,8 +98,33 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
                     enable_gqa=groups > 1,
                 )
             )
-    attn = out[0] if len(out) == 1 else torch.cat(out, dim=2)
-    return attn.transpose(1, 2).contiguous(), None
+    if len(out) == 1:
+        return out[0].transpose(1, 2).contiguous(), None
+    # each sample's (1, n, heads, dim) view, concatenated along the tokens: the cat writes the
+    # (batch, seq, heads, dim) layout the caller wants, so no transposed copy follows
+    return torch.cat([o.transpose(1, 2) for o in out], dim=1), None
+
+
+def _pieces(t: torch.Tensor, segments):
+    """index -> t's tokens of segments[index] (an int) or of a (start, end) range. When the segments
+    tile the row in order, one split makes every piece: under autograd each slice of a row would
+    otherwise get its own backward that zero-fills a row-sized gradient, one per sample and layer
+    (a tenth of a DPO step's attention time on CPU); a split's backward is one cat."""
+    sizes = [b - a for a, b in segments]
+    tiled = segments[0][0] == 0 and segments[-1][1] == t.shape[2]
+    tiled = tiled and all(segments[i][1] == segments[i + 1][0] for i in range(len(segments) - 1))
+    parts = t.split(sizes, dim=2) if tiled and min(sizes) > 0 else None
+    where = {tuple(seg): i for i, seg in enumerate(segments)} if parts is not None else {}
+
+    def piece(key):
+        if isinstance(key, int):
+            if parts is not None:
+                return parts[key]
+            key = segments[key]
+        i = where.get(tuple(key))
+        return parts[i] if i is not None else t[:, :, key[0] : key[1]]
+
+    return piece
 
 
 def _eager(q, k, v, mask, scale: float, softcap: float, sinks, dropout: float) -> torch.Tensor:
@@ -125,6 +152,18 @@ def _sample_mask(n: int, prefix: int, window: int, device) -> torch.Tensor:
     mask = k <= q
     if window:
         mask &= q - k < window
+    return mask
+
+
+def _cached_sample_mask(n: int, prefix: int, window: int, device) -> torch.Tensor:
+    """_sample_mask, built once per row and shape: every layer of a forward asks for the same ones."""
+    key = (n, prefix, window, str(device))
+    mask = _sample_cache.get(key)
+    if mask is None:
+        # bounded: a row has a few shapes per sample, long rows' masks are large (4k x 8k: 32 MiB)
+        if sum(m.numel() for m in _sample_cache.values()) + n * (prefix + n) > 2**26:
+            _sample_cache.clear()
+        mask = _sample_cache[key] = _sample_mask(n, prefix, window, device)
     return mask
 
 

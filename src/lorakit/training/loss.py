@@ -23,6 +23,9 @@ from lorakit.data.template import IGNORE
 from lorakit.training import batching
 
 CHUNK = 1024
+# vocabulary entries per step of the CPU head (_head_chunk): 4,096 x 576 fp32 of head and 1,024 rows of
+# logits stay within a 32 MB last-level cache
+VOCAB_CHUNK = 4096
 
 
 def perplexity(loss: float) -> float:
@@ -60,8 +63,10 @@ def summed_loss(model: torch.nn.Module, batch: dict, neftune_alpha: float = 0.0)
     """Sum of token losses over supervised positions of `batch` (divide by the token count yourself).
     `neftune_alpha` > 0 adds NEFTune noise to the input embeddings (see `neftune_noise`)."""
     head, hidden, targets, scale, softcap = _supervised_hidden(model, batch, neftune_alpha)
-    if _fusable(head) and torch.is_grad_enabled():
-        return _FusedHeadLoss.apply(hidden, head.weight, targets, scale, softcap)
+    if _fusable(head):
+        if torch.is_grad_enabled():
+            return _FusedHeadLoss.apply(hidden, head.weight, targets, scale, softcap)
+        return -_head_logprobs(hidden, head.weight, targets, scale, softcap).sum()
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.numel(), CHUNK):
         h, t = hidden[start : start + CHUNK], targets[start : start + CHUNK]
@@ -77,8 +82,10 @@ def token_logprobs(model: torch.nn.Module, batch: dict, neftune_alpha: float = 0
     The head runs only on those positions, a chunk at a time: no full-vocabulary logits. Preference and
     RL objectives sum them per sample (`sample_index` says which position belongs to which sample)."""
     head, hidden, targets, scale, softcap = _supervised_hidden(model, batch, neftune_alpha)
-    if _fusable(head) and torch.is_grad_enabled():
-        return _FusedHeadLogprobs.apply(hidden, head.weight, targets, scale, softcap)
+    if _fusable(head):
+        if torch.is_grad_enabled():
+            return _FusedHeadLogprobs.apply(hidden, head.weight, targets, scale, softcap)
+        return _head_logprobs(hidden, head.weight, targets, scale, softcap)
     parts = []
     for start in range(0, targets.numel(), CHUNK):
         h, t = hidden[start : start + CHUNK], targets[start : start + CHUNK]
@@ -170,6 +177,63 @@ def _fusable(head) -> bool:
     return type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
 
 
+def _head_chunk(hidden, weight, targets, scale: float, softcap: float, want_grad: bool):
+    """log p(target) of each row of the logits `hidden @ weight.T` (scaled, then softcapped:
+    logit_transform), in fp32; with `want_grad` also -d(log p)/d(hidden) = (softmax - onehot) @ W.
+
+    On a CPU the vocabulary is walked VOCAB_CHUNK entries at a time with a running max and sum (the
+    online softmax): a chunk's logits and its slice of the head stay in the last-level cache between
+    the logits matmul, the exponentials and the gradient's matmul, where whole-vocabulary logits
+    (83 MB for 424 rows of SmolLM2's 49,152) would be written and re-read from memory five times, and
+    no buffer wider than a chunk is ever allocated. Elsewhere the whole vocabulary is one chunk."""
+    n, vocab = targets.numel(), weight.shape[0]
+    step = VOCAB_CHUNK if hidden.device.type == "cpu" else vocab
+    peak = torch.full((n,), float("-inf"), dtype=torch.float32, device=hidden.device)
+    total = torch.zeros(n, dtype=torch.float32, device=hidden.device)
+    target = torch.empty(n, dtype=torch.float32, device=hidden.device)
+    acc = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if want_grad else None
+    for v0 in range(0, vocab, step):
+        w = weight[v0 : v0 + step]
+        logits = F.linear(hidden, w).float()
+        if scale != 1.0:
+            logits.mul_(scale)
+        capped = None
+        if softcap:
+            capped = logits.div_(softcap).tanh_()  # kept: d(cap * tanh(z / cap)) / dz = 1 - tanh^2
+            logits = capped * softcap
+        here = ((targets >= v0) & (targets < v0 + w.shape[0])).nonzero().squeeze(1)
+        target[here] = logits[here, targets[here] - v0]
+        new_peak = torch.maximum(peak, logits.amax(1))
+        rescale = torch.exp(peak - new_peak)  # what the sums so far are worth against the new max
+        logits.sub_(new_peak[:, None]).exp_()
+        total.mul_(rescale).add_(logits.sum(1))
+        if want_grad:
+            if capped is not None:
+                logits.mul_(capped.square_().neg_().add_(1.0))
+            acc.mul_(rescale[:, None]).add_(logits.to(w.dtype) @ w)
+        peak = new_peak
+    logp = target - peak - total.log()
+    if not want_grad:
+        return logp, None
+    onehot = weight[targets].float()  # the target's row of the head, times d(cap)/dz at the target
+    if softcap:
+        onehot.mul_(1.0 - (target / softcap).square()[:, None])
+    grad = acc.div_(total[:, None]).sub_(onehot)
+    return logp, grad.mul_(scale) if scale != 1.0 else grad
+
+
+def _head_logprobs(hidden, weight, targets, scale: float = 1.0, softcap: float = 0.0) -> torch.Tensor:
+    """_head_chunk's log-probs chunk by chunk, without gradients (a reference pass, an eval loss)."""
+    if not targets.numel():
+        return hidden.new_zeros(0, dtype=torch.float32)
+    return torch.cat(
+        [
+            _head_chunk(hidden[i : i + CHUNK], weight, targets[i : i + CHUNK], scale, softcap, False)[0]
+            for i in range(0, targets.numel(), CHUNK)
+        ]
+    )
+
+
 class _FusedHeadLoss(torch.autograd.Function):
     """Summed cross entropy of the logits `hidden @ weight.T` (scaled, then softcapped: logit_transform)
     against `targets`, with d(loss)/d(hidden) computed chunk by chunk in forward; backward only scales
@@ -180,23 +244,9 @@ class _FusedHeadLoss(torch.autograd.Function):
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, targets.numel(), CHUNK):
-            h, t = hidden[start : start + CHUNK], targets[start : start + CHUNK]
-            logits = F.linear(h, weight).float()
-            if scale != 1.0:
-                logits.mul_(scale)
-            capped = None
-            if softcap:
-                capped = logits.div_(softcap).tanh_()  # kept: d(cap * tanh(z / cap)) / dz = 1 - tanh^2
-                logits = capped * softcap
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            probs = logits.sub_(lse[:, None]).exp_()  # reuse the logits buffer: softmax in place
-            probs[torch.arange(t.numel(), device=t.device), t] -= 1.0
-            if capped is not None:
-                probs.mul_(capped.square_().neg_().add_(1.0))
-            if scale != 1.0:
-                probs.mul_(scale)
-            grad_hidden[start : start + CHUNK] = probs.to(weight.dtype) @ weight
+            rows = slice(start, start + CHUNK)
+            logp, grad_hidden[rows] = _head_chunk(hidden[rows], weight, targets[rows], scale, softcap, True)
+            total -= logp.sum()
         ctx.save_for_backward(grad_hidden)
         ctx.hidden_dtype = hidden.dtype
         return total
@@ -217,23 +267,9 @@ class _FusedHeadLogprobs(torch.autograd.Function):
         grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
         logp = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
         for start in range(0, targets.numel(), CHUNK):
-            h, t = hidden[start : start + CHUNK], targets[start : start + CHUNK]
-            logits = F.linear(h, weight).float()
-            if scale != 1.0:
-                logits.mul_(scale)
-            capped = None
-            if softcap:
-                capped = logits.div_(softcap).tanh_()
-                logits = capped * softcap
-            lse = torch.logsumexp(logits, dim=-1)
-            logp[start : start + CHUNK] = logits.gather(1, t[:, None]).squeeze(1) - lse
-            probs = logits.sub_(lse[:, None]).exp_()
-            probs[torch.arange(t.numel(), device=t.device), t] -= 1.0  # softmax - onehot = -d(logp)/d(logits)
-            if capped is not None:
-                probs.mul_(capped.square_().neg_().add_(1.0))
-            if scale != 1.0:
-                probs.mul_(scale)
-            grad_hidden[start : start + CHUNK] = (probs.neg_()).to(weight.dtype) @ weight
+            rows = slice(start, start + CHUNK)
+            logp[rows], grad = _head_chunk(hidden[rows], weight, targets[rows], scale, softcap, True)
+            grad_hidden[rows] = grad.neg_()
         ctx.save_for_backward(grad_hidden)
         ctx.hidden_dtype = hidden.dtype
         return logp

@@ -85,3 +85,23 @@ def test_sample_index_names_each_supervised_position_s_sample():
     assert loss.sample_index(batching.pack(samples, share_prefix=True)).tolist() == expected
     assert loss.sample_index(batching.pack(samples)).tolist() == expected
     assert loss.sample_index(batching.pad(samples, pad_id=0)).tolist() == expected
+
+
+def test_cpu_head_walks_the_vocabulary_in_chunks_exactly(monkeypatch):
+    """The CPU head's online softmax (VOCAB_CHUNK entries at a time, here 37 of 300, the last chunk short)
+    gives full-vocabulary log-probs and gradients, with a logit scale and a final softcap too."""
+    monkeypatch.setattr(loss, "VOCAB_CHUNK", 37)
+    g = torch.Generator().manual_seed(0)
+    weight, hidden = torch.randn(300, 16, generator=g), torch.randn(11, 16, generator=g)
+    targets = torch.randint(0, 300, (11,), generator=g)
+    targets[0], targets[1] = 0, 299  # the first and the last entry of the vocabulary
+    for scale, softcap in ((1.0, 0.0), (0.25, 0.0), (1.0, 3.0), (2.0, 3.0)):
+        h = hidden.clone().requires_grad_(True)
+        logits = loss._transform(h @ weight.T, scale, softcap)
+        expected = torch.log_softmax(logits, -1).gather(1, targets[:, None]).squeeze(1)
+        (expected_grad,) = torch.autograd.grad(expected.sum(), h)  # row i's gradient is d logp_i / d h_i
+        logp, minus_grad = loss._head_chunk(hidden, weight, targets, scale, softcap, True)
+        assert torch.allclose(logp, expected.detach(), rtol=1e-5, atol=1e-6), (scale, softcap)
+        assert torch.allclose(-minus_grad, expected_grad, rtol=1e-5, atol=1e-6), (scale, softcap)
+        alone = loss._head_logprobs(hidden, weight, targets, scale, softcap)
+        assert torch.allclose(alone, expected.detach(), rtol=1e-5, atol=1e-6), (scale, softcap)
