@@ -4,7 +4,8 @@ The vocabulary of Qwen3 has 151,936 entries: full logits for a 2,048-token row a
 (twice that with their gradient). Running the LM head only on supervised positions, a chunk at a
 time, keeps the peak to one chunk of logits. For a plain frozen head the gradient with respect to
 the hidden states is computed in the same pass as the loss (softmax minus one-hot, times the head
-weight), so the head's matmul is never recomputed in backward.
+weight), so the head's matmul is never recomputed in backward. On a CPU such a head also walks the
+vocabulary in chunks with a running max and sum (_head_chunk), so a chunk of logits stays in cache.
 
 What a model's causal-LM forward does to the head's output before its loss is done here too, since
 the loss runs the head itself: Granite divides the logits by `logits_scaling`, Cohere multiplies them
