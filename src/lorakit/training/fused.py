@@ -187,7 +187,7 @@ class _SwiGLUDown(torch.autograd.Function):
             if ctx.needs_input_grad[5]:
                 grad_b = _lora_b_grad(g, h, ctx.scale, lora_b.dtype)
             grad_p.addmm_(gh, a)
-        # the product silu(gate) * up, recomputed for A's gradient, comes out of the same sigmoid pass
+        # the product silu(gate) * up, recomputed for A's gradient, comes out of the same silu pass
         grad_gate, grad_up, p = _swiglu_grads(grad_p, gate2, up2, keep_product=want_a)
         if want_a:
             grad_a = (gh.t() @ p.to(dtype)).to(lora_a.dtype)
