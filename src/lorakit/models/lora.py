@@ -57,3 +57,35 @@ def trainable_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+@contextlib.contextmanager
+def adapter_off(model):
+    """The model computes as its base inside this block: every adapter layer's disable flag is set, as
+    peft's `disable_adapter()` sets it, and put back after. peft's own context also scans the model's
+    status (a repr of every adapter layer) and toggles requires_grad on every adapter weight on the way
+    in and out: 44 ms per call for SmolLM2-135M's 210 adapted layers on two threads, paid by every DPO,
+    KTO and GRPO step for its reference pass. Here, one walk over the modules (about 1 ms). Anything but
+    LoRA-style adapters (prompt learning and adaption prompts change the forward itself) goes through
+    peft's context."""
+    from peft import PeftModel
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    config = model.active_peft_config if isinstance(model, PeftModel) else None
+    if config is None or config.is_prompt_learning or config.is_adaption_prompt:
+        with model.disable_adapter():
+            yield
+        return
+    layers = [m for m in model.modules() if isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper))]
+    before = [m._disable_adapters for m in layers]
+    was_disabled = model._adapters_disabled
+    try:
+        for m in layers:
+            m._disable_adapters = True
+        model._adapters_disabled = True
+        yield
+    finally:
+        for m, flag in zip(layers, before):
+            m._disable_adapters = flag
+        model._adapters_disabled = was_disabled

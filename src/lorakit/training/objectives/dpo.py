@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from lorakit.data.template import IGNORE
+from lorakit.models.lora import adapter_off
 from lorakit.training import batching
 from lorakit.training.loss import sample_index
 from lorakit.training.objectives.base import Objective, StepLoss
@@ -193,7 +194,7 @@ class DPO(Objective):
 
 def reference_logps(loss_of, batch: dict) -> torch.Tensor:
     """Per-sample log-probs of the reference: the same model with the adapter off, under no_grad."""
-    with torch.no_grad(), loss_of.model.disable_adapter():
+    with torch.no_grad(), adapter_off(loss_of.model):
         return sequence_logps(loss_of(batch, "token_logprobs"), batch)[0]
 
 

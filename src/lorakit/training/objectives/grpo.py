@@ -27,6 +27,7 @@ from typing import Sequence
 import torch
 
 from lorakit.errors import LorakitError
+from lorakit.models.lora import adapter_off
 from lorakit.training import batching
 from lorakit.training import grpo_step as S
 from lorakit.training.objectives.base import Objective, StepLoss
@@ -240,7 +241,7 @@ class GRPO(Objective):
         return batch
 
     def _reference(self, loss_of, batch: dict) -> torch.Tensor:
-        with loss_of.model.disable_adapter():
+        with adapter_off(loss_of.model):
             return self._logprobs(loss_of, batch)
 
     # -- held-out --------------------------------------------------------------------------------------

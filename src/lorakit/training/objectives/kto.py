@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 
 from lorakit.data.template import IGNORE
+from lorakit.models.lora import adapter_off
 from lorakit.training import batching
 from lorakit.training.loss import sample_index
 from lorakit.training.objectives.base import Objective, StepLoss
@@ -110,7 +111,7 @@ class KTO(Objective):
         logps = sequence_sums(loss_of, batch, n)
         with torch.no_grad():
             kl_policy = sequence_sums(loss_of, kl_batch, n)
-            with loss_of.model.disable_adapter():
+            with adapter_off(loss_of.model):
                 ref = sequence_sums(loss_of, batch, n)
                 kl_ref = sequence_sums(loss_of, kl_batch, n)
             kl = (kl_policy - kl_ref).mean().clamp(min=0)
