@@ -31,7 +31,9 @@ counts them) / wall time from the start of training (after model load and tokeni
 the last optimizer step, plus the reference precompute where there is one (both run it before training
 starts, TRL in DPOTrainer's constructor, lorakit in the objective's begin_run: each is timed on its
 own and added); peak memory = ru_maxrss of the child
-(includes the model load). Also each method's first and last logged loss.
+(includes the model load). Also each method's first and last logged loss, and the child's minor page
+faults and system CPU seconds (model load included): on a VM whose page faults are slow, they show how
+much of a method's time went to the kernel handing it fresh memory.
 """
 
 from __future__ import annotations
@@ -230,7 +232,16 @@ def child(method: str, args) -> None:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
     else:
         out = run(pairs, args, pre)
-    out.update(method=method, peak_mb=peak_mb(), tokens_per_s=out["tokens"] / out["seconds"])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # the whole child's (model load included): on a VM where a page fault is expensive, the side that
+    # allocates and frees more fresh memory pays for it in system time; these show how much
+    out.update(
+        method=method,
+        peak_mb=peak_mb(),
+        tokens_per_s=out["tokens"] / out["seconds"],
+        minor_faults=usage.ru_minflt,
+        system_s=usage.ru_stime,
+    )
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -294,6 +305,7 @@ def main() -> None:
                 f"{method:12s} {r['tokens_per_s']:8.1f} tokens/s  {r['tokens']:6d} tokens  {r['seconds']:7.1f} s "
                 f"(precompute {r['precompute_s']:5.1f} s)  "
                 f"peak {r['peak_mb']:7.0f} MB  "
+                f"faults {r['minor_faults'] / 1e6:4.2f}M sys {r['system_s']:5.1f} s  "
                 f"loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}",
                 flush=True,
             )
