@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 
+from lorakit.models.lora import adapter_off
+
 
 def heldout_data(cfg, tokenizer, data: str | None, bare: bool) -> dict:
     """Held-out samples (tokenized as in training) and their conversations (for prompts)."""
@@ -52,7 +54,7 @@ def heldout_loss(engine, held: dict, cfg, adapter: str) -> dict:
     pad_id = pad_token_id(engine.tokenizer)
     # Weights are loaded in their target dtype (bf16 on GPU), so no autocast is needed here.
     args = (samples, cfg.train.batch_size, cfg.train.packing, pad_id, engine.device, contextlib.nullcontext())
-    with engine.model.disable_adapter():
+    with adapter_off(engine.model):
         base = evaluate_loss(engine.model, *args)
     engine.model.set_adapter(adapter)
     tuned = evaluate_loss(engine.model, *args)

@@ -16,6 +16,7 @@ are unpaired: lorakit.eval.unpaired scores them.
 from __future__ import annotations
 
 from lorakit.data.template import IGNORE
+from lorakit.models.lora import adapter_off
 
 PREFERENCE_METHODS = ("dpo", "orpo", "simpo", "kto")
 BATCH = 8  # pairs per forward: the eval runs under no_grad, padded rows (exact with any attention)
@@ -168,7 +169,7 @@ def preference_scores(engine, held: dict, cfg, adapter: str) -> dict:
 
         return unpaired_scores(engine, held, _beta(cfg), adapter)
     pad_id = pad_token_id(engine.tokenizer)
-    with engine.model.disable_adapter():
+    with adapter_off(engine.model):
         base, counts = pair_logps(engine.model, units, pad_id, engine.device)
     engine.model.set_adapter(adapter)
     tuned, _ = pair_logps(engine.model, units, pad_id, engine.device)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import math
 
+from lorakit.models.lora import adapter_off
+
 GRPO_METHOD = "grpo"
 ITEMS = 8  # prompts whose greedy completions (both models, with their rewards) go into eval.json
 
@@ -207,7 +209,7 @@ def _items(records: list[dict], got: dict, full: list[float], checks: list[int])
 def _adapter(model, name: str | None):
     """The base (adapter off) for None, else the named adapter on."""
     if name is None:
-        with model.disable_adapter():
+        with adapter_off(model):
             yield
     else:
         model.set_adapter(name)

@@ -19,6 +19,7 @@ side-by-side prompts.
 from __future__ import annotations
 
 from lorakit.data.template import IGNORE
+from lorakit.models.lora import adapter_off
 
 BATCH = 8  # answers per forward, padded rows under no_grad
 
@@ -114,7 +115,7 @@ def unpaired_scores(engine, held: dict, beta: float, adapter: str) -> dict:
 
     units = held["units"]
     pad_id = pad_token_id(engine.tokenizer)
-    with engine.model.disable_adapter():
+    with adapter_off(engine.model):
         base, counts = answer_logps(engine.model, units, pad_id, engine.device)
     engine.model.set_adapter(adapter)
     tuned, _ = answer_logps(engine.model, units, pad_id, engine.device)

@@ -27,7 +27,7 @@ from lorakit.inference.completion import Chunk, Completion
 from lorakit.inference.decoding import Sampler, SamplingParams
 from lorakit.inference.reasoning import ReasoningSplitter, thinking_flag
 from lorakit.inference.token_logprobs import TokenLogprob, score_rows, token_logprob
-from lorakit.models.lora import peft_quietly
+from lorakit.models.lora import adapter_off, peft_quietly
 from lorakit.rundir import adapter_folder, base_model_of
 
 # Rows per forward pass in `Engine.generate_batch`; longer lists go through in several batches.
@@ -416,7 +416,7 @@ class Engine:
         if not self.adapters:
             yield
         elif adapter is None:
-            with self.model.disable_adapter():
+            with adapter_off(self.model):
                 yield
         else:
             self.model.set_adapter(adapter)
