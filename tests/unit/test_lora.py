@@ -76,3 +76,15 @@ def test_adapter_off_restores_the_flags_when_the_block_raises():
         with pytest.raises(RuntimeError, match="boom"), adapter_off(model):
             raise RuntimeError("boom")
         assert torch.equal(model(ids).logits, tuned)
+
+
+def test_adapter_off_leaves_an_inference_models_adapter_frozen():
+    # peft's context turns requires_grad back on for the active adapter on the way out; an adapter
+    # loaded for inference (the eval, the server) stays frozen here
+    from lorakit.models.lora import adapter_off
+
+    model = _trained_adapter()
+    model.requires_grad_(False)
+    with adapter_off(model):
+        pass
+    assert not any(p.requires_grad for p in model.parameters())
