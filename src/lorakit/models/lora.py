@@ -64,8 +64,9 @@ def adapter_off(model):
     """The model computes as its base inside this block: every adapter layer's disable flag is set, as
     peft's `disable_adapter()` sets it, and put back after. peft's own context also scans the model's
     status (a repr of every adapter layer) and toggles requires_grad on every adapter weight on the way
-    in and out: 44 ms per call for SmolLM2-135M's 210 adapted layers on two threads, paid by every DPO,
-    KTO and GRPO step for its reference pass. Here, one walk over the modules (about 1 ms). Anything but
+    in and out (so an adapter loaded frozen for inference comes out trainable): 46-60 ms per call for
+    SmolLM2-135M's 210 adapted layers, paid by every DPO, KTO and GRPO step for its reference pass. Here,
+    one walk over the modules: 4.5-6.7 ms (docs/benchmarks.md). Anything but
     LoRA-style adapters (prompt learning and adaption prompts change the forward itself) goes through
     peft's context."""
     from peft import PeftModel
